@@ -1,0 +1,182 @@
+"""Bop and Bop2ndOrder: optimizers that flip binary weights instead of updating latent ones.
+
+Bop (Helwegen et al. 2019, "Latent weights do not exist", Alg. 2)::
+
+    m ← m + γ (g − m)                       m starts at 0
+    flip w  iff  w · m > τ
+
+Bop2ndOrder (Suarez-Ramirez et al., "A Bop and beyond", Alg. 3)::
+
+    m ← m + γ (g − m)         v ← v + σ (g² − v)          m = v = 0 at start
+    biased:    s = m / (√v + ε)
+    unbiased:  s = (m/γ) / (√(v/σ) + ε)                      (Eq. 10)
+    flip w  iff  w · s > τ
+
+Choices, following the authors' reference code (PAPER.md §1):
+
+* ``ε = 1e-10``: with σ as small as 1e-7 a larger ε changes which weights flip.
+* A real-valued start (Glorot, as in the reference) is binarised by the first step:
+  ``w₁ = −sign(w₀)`` if ``w₀ · s₁ > τ`` else ``sign(w₀)``, with sign(0) = +1.
+* An exact tie ``w · s == τ`` does not flip. (The reference turns a tie into +1 through
+  ``sign(0)``; that quirk is not reproduced.)
+* τ is absolute, so the optimizer must see unscaled gradients: unscale a GradScaler first.
+* Never apply weight decay to binary weights: it pushes m towards flipping.
+
+After every :meth:`step` the optimizer holds, as tensors on the parameters' device (no host
+sync): :attr:`flip_counts`, how many weights of each parameter flipped (in ``param_groups``
+order), and :attr:`flips_total`. Hyperparameters live in ``param_groups`` so schedules can
+change them between steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+
+def _check_rate(name: str, value: float) -> None:
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {value}")
+
+
+class _FlipOptimizer(Optimizer):
+    """Shared step of Bop and Bop2ndOrder: update moments, compute the signal s, flip."""
+
+    uses_second_moment = False
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
+        super().__init__(params, defaults)
+        self.flip_counts: Tensor | None = None
+        self.flips_total: Tensor | None = None
+
+    def _signal(self, group: dict[str, Any], ms: list[Tensor], vs: list[Tensor]) -> list[Tensor]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        counts: list[Tensor] = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            flipped: dict[int, Tensor] = {}
+            if params:
+                grads = [p.grad for p in params]
+                ms, vs, fresh = self._moments(params)
+                torch._foreach_lerp_(ms, grads, group["gamma"])
+                if self.uses_second_moment:
+                    torch._foreach_lerp_(vs, torch._foreach_mul(grads, grads), group["sigma"])
+                signal = self._signal(group, ms, vs)
+                flipped = dict(
+                    zip(map(id, params), self._flip(params, signal, group["tau"], fresh))
+                )
+            for p in group["params"]:
+                count = flipped.get(id(p))
+                counts.append(count if count is not None else p.new_zeros((), dtype=torch.long))
+        if counts:
+            self.flip_counts = torch.stack(counts)
+            self.flips_total = self.flip_counts.sum()
+        return loss
+
+    def _moments(self, params: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[bool]]:
+        ms, vs, fresh = [], [], []
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["step"] = 0
+                state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if self.uses_second_moment:
+                    state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            fresh.append(state["step"] == 0)
+            state["step"] += 1
+            ms.append(state["m"])
+            if self.uses_second_moment:
+                vs.append(state["v"])
+        return ms, vs, fresh
+
+    @staticmethod
+    def _flip(
+        params: list[Tensor], signal: list[Tensor], tau: float, fresh: list[bool]
+    ) -> list[Tensor]:
+        counts = []
+        for p, s, first in zip(params, signal, fresh):
+            flip = torch.mul(p, s).gt(tau)  # strictly greater: a tie does not flip
+            w = torch.where(p >= 0, 1.0, -1.0).to(p.dtype) if first else p
+            p.copy_(torch.where(flip, -w, w))
+            counts.append(flip.sum())
+        return counts
+
+
+class Bop(_FlipOptimizer):
+    r"""Bop: flip a binary weight when its gradient's moving average agrees with it beyond τ.
+
+    ``m ← m + γ (g − m)``; flip ``w`` iff ``w · m > τ``.
+
+    Args:
+        params: the binary weights (±1, or real values that the first step binarises).
+        gamma: adaptivity rate γ ∈ (0, 1]. Default 1e-4 (Helwegen et al. 2019, CIFAR-10).
+        tau: threshold τ ≥ 0. Default 1e-8 (same source).
+    """
+
+    def __init__(self, params: Iterable[Any], gamma: float = 1e-4, tau: float = 1e-8) -> None:
+        _check_rate("gamma", gamma)
+        if not tau >= 0.0:
+            raise ValueError(f"tau must be >= 0, got {tau}")
+        super().__init__(params, {"gamma": gamma, "tau": tau})
+
+    def _signal(self, group: dict[str, Any], ms: list[Tensor], vs: list[Tensor]) -> list[Tensor]:
+        return ms
+
+
+class Bop2ndOrder(_FlipOptimizer):
+    r"""Bop2ndOrder: Bop with the first moment normalised by the second (Adam-like).
+
+    ``m ← m + γ (g − m)``, ``v ← v + σ (g² − v)``;
+    biased ``s = m / (√v + ε)``, unbiased ``s = (m/γ) / (√(v/σ) + ε)``; flip ``w`` iff
+    ``w · s > τ``. For constant γ, σ the unbiased variant equals the biased one with threshold
+    ``τ·γ/√σ`` (up to ε).
+
+    Args:
+        params: the binary weights (±1, or real values that the first step binarises).
+        gamma: first-moment rate γ ∈ (0, 1]. Default 1e-7 (the paper's optimum, §5.1.1).
+        sigma: second-moment rate σ ∈ (0, 1]. Default 1e-3.
+        tau: threshold τ ≥ 0. Default 1e-6.
+        unbiased: use Eq. 10's rescaled moments instead of the raw ones.
+        eps: ε in the denominator. Default 1e-10, the reference code's value.
+    """
+
+    uses_second_moment = True
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        gamma: float = 1e-7,
+        sigma: float = 1e-3,
+        tau: float = 1e-6,
+        unbiased: bool = False,
+        eps: float = 1e-10,
+    ) -> None:
+        _check_rate("gamma", gamma)
+        _check_rate("sigma", sigma)
+        if not tau >= 0.0:
+            raise ValueError(f"tau must be >= 0, got {tau}")
+        if not eps > 0.0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        defaults = {"gamma": gamma, "sigma": sigma, "tau": tau, "unbiased": unbiased, "eps": eps}
+        super().__init__(params, defaults)
+
+    def _signal(self, group: dict[str, Any], ms: list[Tensor], vs: list[Tensor]) -> list[Tensor]:
+        if group["unbiased"]:
+            num = torch._foreach_div(ms, group["gamma"])
+            den = torch._foreach_sqrt(torch._foreach_div(vs, group["sigma"]))
+        else:
+            num = ms
+            den = torch._foreach_sqrt(vs)
+        torch._foreach_add_(den, group["eps"])
+        return torch._foreach_div(num, den)

@@ -1,0 +1,141 @@
+"""A trial's output folder: config, per-epoch and per-step metrics, the last checkpoint.
+
+::
+
+    DIR/config.json     the trial's configuration (plain values)
+    DIR/metrics.csv     one row per finished epoch
+    DIR/steps.csv       one row per logged window of steps
+    DIR/timing.csv      seconds per epoch (kept apart so metrics.csv is reproducible)
+    DIR/checkpoint.pt   model and optimizer state after the last finished epoch
+    DIR/summary.json    final and best accuracy, written when the run ends
+
+Rows are appended (and flushed to disk) before the checkpoint is replaced, so the CSVs always
+reach at least the checkpoint's epoch; on resume, rows past it are dropped. The checkpoint holds
+tensors and plain values only and loads with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bopsweep.config import TrialConfig
+from bopsweep.errors import UserError
+
+CONFIG, METRICS, STEPS, TIMING = "config.json", "metrics.csv", "steps.csv", "timing.csv"
+CHECKPOINT, SUMMARY = "checkpoint.pt", "summary.json"
+
+
+class RunDir:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def open(self, config: TrialConfig, resume: bool) -> dict[str, Any] | None:
+        """Prepare the folder; on resume, return the last checkpoint (None: start over)."""
+        if resume:
+            if not (self.path / CONFIG).is_file():
+                raise UserError(f"{self.path} holds no bopsweep run to resume (no {CONFIG})")
+            state = self.load_checkpoint()
+            epoch = state["epoch"] if state is not None else 0
+            for name in (METRICS, STEPS, TIMING):
+                self._truncate(name, epoch)
+        else:
+            if (self.path / METRICS).exists() or (self.path / CHECKPOINT).exists():
+                raise UserError(
+                    f"{self.path} already holds a run; continue it with --resume "
+                    f"{self.path} or choose another --out"
+                )
+            self.path.mkdir(parents=True, exist_ok=True)
+            state = None
+        config.save(self.path / CONFIG)
+        return state
+
+    # --- rows ---------------------------------------------------------------------------------
+    def append(self, row: dict[str, Any], step_rows: list[dict[str, Any]], seconds: float) -> None:
+        self._append(METRICS, [row])
+        self._append(STEPS, step_rows)
+        self._append(TIMING, [{"epoch": row["epoch"], "seconds": seconds}])
+
+    def history(self) -> list[dict[str, Any]]:
+        return read_rows(self.path / METRICS)
+
+    def timings(self) -> list[dict[str, Any]]:
+        return read_rows(self.path / TIMING)
+
+    def _append(self, name: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        path = self.path / name
+        new = not path.exists() or path.stat().st_size == 0
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            if new:
+                writer.writeheader()
+            writer.writerows({k: _cell(v) for k, v in r.items()} for r in rows)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _truncate(self, name: str, epoch: int) -> None:
+        path = self.path / name
+        if not path.exists():
+            return
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            fieldnames = reader.fieldnames or []
+            # a row cut short by a kill mid-write has missing cells: drop it too
+            kept = [r for r in reader if None not in r.values() and int(r["epoch"]) <= epoch]
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(kept)
+
+    # --- checkpoint and summary ------------------------------------------------------------------
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        tmp = self.path / (CHECKPOINT + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path / CHECKPOINT)
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        path = self.path / CHECKPOINT
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated, foreign or corrupt file: the user's to fix
+            raise UserError(
+                f"cannot read checkpoint {path} ({type(e).__name__}); delete it to "
+                "restart the run from scratch"
+            ) from None
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        tmp = self.path / (SUMMARY + ".tmp")
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(tmp, self.path / SUMMARY)
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """A metrics CSV back as dicts of numbers (blank cells → None)."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return [{k: _parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else value
+
+
+def _parse(text: str) -> Any:
+    if text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)

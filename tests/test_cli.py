@@ -1,0 +1,165 @@
+"""The command line: start-up cost, one training run, bad input, Ctrl-C and resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from bopsweep.cli import app
+from bopsweep.config import TrialConfig
+from bopsweep.run_dir import read_rows
+from bopsweep.train import run_trial
+
+runner = CliRunner()
+TINY = ["--width", "0.0625", "--device", "cpu", "--batch-size", "20", "--quiet"]
+
+
+def bopsweep(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bopsweep", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_importing_the_cli_does_not_import_torch():
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import bopsweep.cli"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines()}
+    assert "typer" in imported
+    assert not {"torch", "optuna", "matplotlib", "pandas"} & imported
+
+
+def test_every_command_has_help():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "train" in result.output
+    result = runner.invoke(app, ["train", "--help"])
+    assert result.exit_code == 0
+    for flag in ("--optimizer", "--unbiased", "--schedule", "--resume", "--subset", "--norm"):
+        assert flag in result.output
+
+
+def test_train_writes_metrics_steps_and_checkpoint(small_cifar_dir, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        ["train", "--data-dir", str(small_cifar_dir), "--epochs", "2", "--out", str(out), *TINY],
+    )
+    assert result.exit_code == 0, result.output
+    assert "done: final val_acc" in result.output
+    for name in ("metrics.csv", "steps.csv", "checkpoint.pt", "config.json", "summary.json"):
+        assert (out / name).exists(), name
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"epoch", "train_acc", "val_acc", "val_loss", "pi", "pi_fc3"} <= set(header)
+    assert len((out / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_schedule_and_subset_options_reach_the_trial(small_cifar_dir, tmp_path):
+    out = tmp_path / "run"
+    schedule = "gamma=exponential(rate=0.1, every=1)"
+    args = ["--subset", "100", "--optimizer", "bop", "--schedule", schedule]
+    data = ["--data-dir", str(small_cifar_dir), "--epochs", "2", "--out", str(out)]
+    result = runner.invoke(app, ["train", *data, *args, *TINY])
+    assert result.exit_code == 0, result.output
+    config = TrialConfig.load(out / "config.json")
+    assert config.subset == 100 and config.optimizer == "bop" and config.gamma == 1e-4
+    rows = read_rows(out / "metrics.csv")
+    assert [r["step"] for r in rows] == [5, 10]  # 100 images / batch 20 = 5 steps an epoch
+    assert [r["gamma"] for r in rows] == pytest.approx([1e-4, 1e-5])
+
+
+def one_line_error(result, fragment: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("bopsweep: error:") and fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--gamma", "-1"], "gamma must be in (0, 1]"),
+        (["--gamma", "0"], "gamma must be in (0, 1]"),
+        (["--gamma", "2"], "gamma must be in (0, 1]"),
+        (["--sigma", "0"], "sigma must be in (0, 1]"),
+        (["--sigma", "1.5"], "sigma must be in (0, 1]"),
+        (["--tau", "-1e-6"], "tau must be >= 0"),
+        (["--optimizer", "adamw"], "unknown optimizer 'adamw'"),
+        (["--width", "0"], "width must be > 0"),
+        (["--width", "-0.5"], "width must be > 0"),
+        (["--epochs", "0"], "epochs must be >= 1"),
+        (["--norm", "group"], "unknown norm"),
+        (["--schedule", "gamma=cosine"], "unknown schedule kind"),
+        (["--optimizer", "bop", "--schedule", "sigma=constant"], "bop optimizer has no sigma"),
+        (["--device", "tpu"], "unknown device"),
+        (["--subset", "100000"], "--subset must be in 1..200"),
+    ],
+)
+def test_bad_values_get_one_line_and_exit_2(small_cifar_dir, tmp_path, args, fragment):
+    result = runner.invoke(
+        app,
+        ["train", "--data-dir", str(small_cifar_dir), "--out", str(tmp_path / "r"), *TINY, *args],
+    )
+    one_line_error(result, fragment)
+
+
+def test_missing_and_malformed_data_dirs_get_one_line(tmp_path):
+    result = runner.invoke(app, ["train", "--data-dir", str(tmp_path / "absent"), *TINY])
+    one_line_error(result, "does not exist")
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"\x80\x02garbage")
+    result = runner.invoke(app, ["train", "--data-dir", str(tmp_path), *TINY])
+    one_line_error(result, "batches.meta is missing")
+
+
+def test_unreadable_checkpoint_gets_one_line(small_cifar_dir, tmp_path):
+    out = tmp_path / "run"
+    run_trial(TrialConfig(data_dir=str(small_cifar_dir), epochs=1, width=1 / 16, device="cpu"), out)
+    (out / "checkpoint.pt").write_bytes(b"this is not a checkpoint")
+    result = runner.invoke(app, ["train", "--resume", str(out), "--quiet"])
+    one_line_error(result, "cannot read checkpoint")
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "nothing"), "--quiet"])
+    one_line_error(result, "holds no bopsweep run to resume")
+
+
+def test_ctrl_c_exits_130_and_resume_matches_an_uninterrupted_run(small_cifar_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--data-dir", str(small_cifar_dir), "--epochs", "40", "--out", str(out), *TINY]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bopsweep", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    metrics = out / "metrics.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (
+        not metrics.exists() or len(metrics.read_text().splitlines()) < 3
+    ):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert f"bopsweep train --resume {out}" in err and "Traceback" not in err
+    done = len(metrics.read_text().splitlines()) - 1
+    assert 2 <= done < 40  # interrupted mid-run, finished epochs kept
+
+    resumed = bopsweep("train", "--resume", str(out), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    reference = tmp_path / "reference"
+    run_trial(TrialConfig.load(out / "config.json"), reference)
+    assert metrics.read_text() == (reference / "metrics.csv").read_text()
+    assert (out / "steps.csv").read_text() == (reference / "steps.csv").read_text()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_python_m_bopsweep_runs_the_cli():
+    result = bopsweep("--version")
+    assert result.returncode == 0 and result.stdout.startswith("bopsweep ")
