@@ -1,11 +1,16 @@
 """The ``bopsweep`` command line. Thin: parse, build a config, call the modules that do the work.
 
 Heavy packages (torch, optuna, matplotlib) are imported inside the commands, so ``--help``
-stays instant. Exit codes: 0 done, 1 the run failed (e.g. diverged), 2 bad input, 130 Ctrl-C.
+stays instant. Exit codes: 0 done, 1 the run failed (e.g. diverged, failed trials), 2 bad
+input, 130 Ctrl-C (resumable).
+
+Options shared by several commands are declared once (:data:`TRIAL_OPTIONS`,
+:data:`DISPATCH_OPTIONS`) and added to each command's signature by :func:`with_options`.
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -24,6 +29,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode="markdown",
 )
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _version(value: bool) -> None:
@@ -44,16 +51,13 @@ def _main(
     """Hyperparameter ablation studies of Bop and Bop2ndOrder on BinaryNet / CIFAR-10."""
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
 def fail(message: str, code: int = 2) -> typer.Exit:
     typer.echo(f"bopsweep: error: {message}", err=True)
     return typer.Exit(code)
 
 
 def user_errors(command: F) -> F:
-    """Bad input → one line on stderr and exit 2; Ctrl-C → exit 130. Never a traceback."""
+    """Bad input → one line on stderr and exit 2. Never a traceback."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -65,18 +69,130 @@ def user_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# --- shared options ------------------------------------------------------------------------------
+def _opt(help: str, *names: str, default: Any = None, annotation: Any = Any) -> tuple:
+    return annotation, typer.Option(*names, help=help), default
+
+
+# Settings of every trial. None means "not given": the command's default (or the study file's).
+TRIAL_OPTIONS: dict[str, tuple] = {
+    "optimizer": _opt(
+        "Binary optimizer: bop, bop2 (Bop2ndOrder) or latent (Adam + STE). (default: bop2)",
+        annotation=str | None,
+    ),
+    "unbiased": _opt(
+        "Bop2ndOrder variant, paper Eq. 10. (default: train --biased; studies "
+        "--unbiased, the paper's base)",
+        "--unbiased/--biased",
+        annotation=bool | None,
+    ),
+    "lr": _opt(
+        "Adam learning rate of the real-valued parameters. (default: 0.01)", annotation=float | None
+    ),
+    "epochs": _opt("Epochs per trial. (default: 100)", annotation=int | None),
+    "batch_size": _opt("Batch size. (default: 100)", annotation=int | None),
+    "width": _opt(
+        "Width multiplier of BinaryNet, 1 = the paper's. (default: 1)", annotation=float | None
+    ),
+    "norm": _opt("Normalisation: batch or layer. (default: batch)", annotation=str | None),
+    "init": _opt(
+        "Kernel start: glorot (reference code) or sign (±1, paper). (default: glorot)",
+        annotation=str | None,
+    ),
+    "data_dir": _opt(
+        "Folder holding cifar-10-batches-py (or that folder itself).", annotation=Path | None
+    ),
+    "download": _opt(
+        "Download CIFAR-10 to $BOPSWEEP_DATA (~/.cache/bopsweep) if missing.",
+        "--download",
+        annotation=bool | None,
+    ),
+    "subset": _opt("Train on a stratified, seeded subset of N images.", annotation=int | None),
+    "val_subset": _opt("Validate on a stratified subset of N test images.", annotation=int | None),
+    "augment": _opt(
+        "Pad-crop-flip augmentation of training batches. (default: on)",
+        "--augment/--no-augment",
+        annotation=bool | None,
+    ),
+    "device": _opt("auto, cpu, cuda or cuda:N. (default: auto)", annotation=str | None),
+    "seed": _opt(
+        "Seed of the weights, data order and augmentation. (default: 0)", annotation=int | None
+    ),
+    "log_every": _opt(
+        "Steps per logged π_t row (averaged over the window). (default: 10)", annotation=int | None
+    ),
+}
+
+DISPATCH_OPTIONS: dict[str, tuple] = {
+    "storage": _opt(
+        "Database URL: sqlite:///FILE.db or postgresql://… (default: "
+        "$BOPSWEEP_STORAGE or sqlite:///study.db)",
+        annotation=str | None,
+    ),
+    "study": _opt("Study name. (default: from the command or file)", annotation=str | None),
+    "seeds": _opt(
+        "Repeat every configuration with K seeds (seed, seed+1, …). (default: 1)",
+        annotation=int | None,
+    ),
+    "gpus": _opt(
+        "GPUs to use, e.g. 0,1,2,3. (default: all visible; none → CPU)", annotation=str | None
+    ),
+    "per_gpu": _opt("Trials per GPU at once.", default=1, annotation=int),
+    "workers": _opt("Trial processes at once on the CPU. (default: 1)", annotation=int | None),
+    "max_retries": _opt("Re-queue a crashed trial this many times.", default=2, annotation=int),
+    "checkpoint_dir": _opt(
+        "Trial folders and checkpoints. (default: next to the database, e.g. study.ckpt/)",
+        annotation=Path | None,
+    ),
+    "quiet": _opt(
+        "Plain log lines instead of the live table.",
+        "--quiet",
+        "-q",
+        default=False,
+        annotation=bool,
+    ),
+}
+
+
+def with_options(group: dict[str, tuple], into: str) -> Callable[[F], F]:
+    """Add ``group``'s options to a command; they arrive as one dict argument ``into``."""
+
+    def decorate(func: F) -> F:
+        sig = inspect.signature(func, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.name != into]
+        added = [
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=default,
+                annotation=Annotated[annotation, info],
+            )
+            for name, (annotation, info, default) in group.items()
+        ]
+
+        @wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            picked = {name: kwargs.pop(name) for name in group if name in kwargs}
+            return func(*args, **{into: picked}, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=own + added)  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    values = {k: v for k, v in options.items() if v is not None}
+    if "data_dir" in values:
+        values["data_dir"] = str(values["data_dir"])
+    return values
+
+
 # --- bopsweep train ---------------------------------------------------------------------------
-
-
 @app.command()
 @user_errors
+@with_options(TRIAL_OPTIONS, into="trial")
 def train(
-    optimizer: Annotated[
-        str, typer.Option(help="Binary optimizer: bop, bop2 (Bop2ndOrder) or latent (Adam + STE).")
-    ] = "bop2",
-    unbiased: Annotated[
-        bool, typer.Option("--unbiased/--biased", help="Bop2ndOrder variant (paper Eq. 10).")
-    ] = False,
     gamma: Annotated[
         float | None, typer.Option(help="Adaptivity rate γ. (default: bop 1e-4, bop2 1e-7)")
     ] = None,
@@ -87,9 +203,6 @@ def train(
         float | None, typer.Option(help="Threshold τ. (default: bop 1e-8, bop2 1e-6)")
     ] = None,
     eps: Annotated[float, typer.Option(help="ε of Bop2ndOrder's denominator.")] = 1e-10,
-    lr: Annotated[
-        float, typer.Option(help="Adam learning rate of the real-valued parameters.")
-    ] = 0.01,
     schedule: Annotated[
         list[str] | None,
         typer.Option(
@@ -98,36 +211,6 @@ def train(
             "'tau=polynomial(end=1e-2, epochs=500, power=1)'. NAME: gamma, sigma, tau, lr.",
         ),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs to train. (default: 100)")] = None,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 100,
-    width: Annotated[float, typer.Option(help="Width multiplier of BinaryNet (1 = paper).")] = 1.0,
-    norm: Annotated[str, typer.Option(help="Normalisation: batch or layer.")] = "batch",
-    init: Annotated[
-        str, typer.Option(help="Kernel start: glorot (reference code) or sign (±1, paper).")
-    ] = "glorot",
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(help="Folder holding cifar-10-batches-py (or that folder itself)."),
-    ] = None,
-    download: Annotated[
-        bool, typer.Option(help="Download CIFAR-10 to $BOPSWEEP_DATA (~/.cache/bopsweep).")
-    ] = False,
-    subset: Annotated[
-        int | None, typer.Option(help="Train on a stratified, seeded subset of N images.")
-    ] = None,
-    val_subset: Annotated[
-        int | None, typer.Option(help="Validate on a stratified subset of N test images.")
-    ] = None,
-    augment: Annotated[
-        bool, typer.Option(help="Pad-crop-flip augmentation of training batches.")
-    ] = True,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    seed: Annotated[
-        int, typer.Option(help="Seed of the weights, data order and augmentation.")
-    ] = 0,
-    log_every: Annotated[
-        int, typer.Option(help="Steps per row of steps.csv (π_t averaged over the window).")
-    ] = 10,
     out: Annotated[
         Path | None, typer.Option(help="Output folder. (default: runs/train-TIMESTAMP)")
     ] = None,
@@ -141,6 +224,7 @@ def train(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Plain lines, one per epoch.")
     ] = False,
+    trial: dict[str, Any] | None = None,
 ) -> None:
     """Train one configuration and write metrics.csv, steps.csv and a checkpoint per epoch.
 
@@ -150,41 +234,28 @@ def train(
     from bopsweep.config import TrialConfig
     from bopsweep.schedules import parse_schedule
 
+    given = _given(trial or {})
     if resume is not None:
-        if out is not None and out != resume:
-            raise UserError("give either --out (a new run) or --resume (an existing one), not both")
         from bopsweep.run_dir import CONFIG
 
+        if out is not None and out != resume:
+            raise UserError("give either --out (a new run) or --resume (an existing one), not both")
+        if set(given) - {"epochs"}:
+            raise UserError(
+                "--resume continues with the run's saved settings; only --epochs "
+                f"may change (got --{', --'.join(sorted(set(given) - {'epochs'}))})"
+            )
         if not (resume / CONFIG).is_file():
             raise UserError(f"{resume} holds no bopsweep run to resume (no {CONFIG})")
         config = TrialConfig.load(resume / CONFIG)
-        if epochs is not None:
-            config = TrialConfig.from_dict({**config.to_dict(), "epochs": epochs})
+        if "epochs" in given:
+            config = TrialConfig.from_dict({**config.to_dict(), "epochs": given["epochs"]})
         out_dir = resume
     else:
-        config = TrialConfig(
-            optimizer=optimizer,
-            unbiased=unbiased,
-            gamma=gamma,
-            sigma=sigma,
-            tau=tau,
-            eps=eps,
-            lr=lr,
-            schedules=dict(parse_schedule(s) for s in schedule or []),
-            epochs=epochs if epochs is not None else 100,
-            batch_size=batch_size,
-            width=width,
-            norm=norm,
-            init=init,
-            data_dir=str(data_dir) if data_dir is not None else None,
-            download=download,
-            subset=subset,
-            val_subset=val_subset,
-            augment=augment,
-            device=device,
-            seed=seed,
-            log_every=log_every,
-        )
+        hyper = {"gamma": gamma, "sigma": sigma, "tau": tau, "eps": eps}
+        values = {**given, **{k: v for k, v in hyper.items() if v is not None}}
+        values["schedules"] = dict(parse_schedule(s) for s in schedule or [])
+        config = TrialConfig.from_dict(values, "the command line")
         out_dir = out or Path("runs") / datetime.now().strftime("train-%Y%m%d-%H%M%S")
     config = config.resolved()  # validate before importing torch
 
@@ -215,3 +286,403 @@ def train(
         f"best {summary.get('best_val_acc', float('nan')):.4f} "
         f"(epoch {summary.get('best_epoch')}), {summary['seconds']:.1f} s; results in {out_dir}"
     )
+
+
+# --- studies -------------------------------------------------------------------------------------
+def _study_base(trial: dict[str, Any], sets: list[str] | None) -> Any:
+    """The base point of a study: the paper's (§5.1.2) unless options or --set change it."""
+    from bopsweep.config import TrialConfig, parse_field
+    from bopsweep.studies import PAPER_BASE
+
+    values: dict[str, Any] = {"unbiased": True}
+    values.update(_given(trial))
+    if values.get("optimizer", "bop2") == "bop2":
+        values = {**PAPER_BASE, **values}
+    for item in sets or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise UserError(f"--set {item!r} is not KEY=VALUE (e.g. --set sigma=1e-2)")
+        values[key.strip()] = parse_field(key.strip(), text.strip())
+    return TrialConfig.from_dict(values, "the base point")
+
+
+def _dispatch(spec: Any, options: dict[str, Any], trial: dict[str, Any]) -> None:
+    from bopsweep.dispatch import DispatchOptions, run_study
+    from bopsweep.store import storage_url
+
+    gpus = None
+    if options.get("gpus") is not None:
+        try:
+            gpus = [int(g) for g in options["gpus"].split(",") if g.strip()]
+        except ValueError:
+            raise UserError(
+                f"--gpus takes GPU indices like 0,1,2; got {options['gpus']!r}"
+            ) from None
+    if options["max_retries"] < 0:
+        raise UserError(f"--max-retries must be >= 0, got {options['max_retries']}")
+    dispatch = DispatchOptions(
+        storage=storage_url(options.get("storage")),
+        checkpoint_dir=options.get("checkpoint_dir"),
+        device=trial.get("device") or spec.base.device,
+        gpus=gpus,
+        per_gpu=options["per_gpu"],
+        workers=options.get("workers"),
+        max_retries=options["max_retries"],
+        quiet=options["quiet"],
+        data_dir=str(trial["data_dir"]) if trial.get("data_dir") else None,
+        download=bool(trial.get("download")),
+    )
+    raise typer.Exit(run_study(spec, dispatch, echo=typer.echo))
+
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Change the base point, KEY=VALUE (e.g. sigma=1e-2); repeatable."),
+]
+
+
+@app.command()
+@user_errors
+@with_options(DISPATCH_OPTIONS, into="options")
+@with_options(TRIAL_OPTIONS, into="trial")
+def grid(
+    param: Annotated[
+        list[str],
+        typer.Option(
+            help="Hyperparameter to sweep (gamma, sigma, tau, or any trial setting); "
+            "repeat for the cartesian product."
+        ),
+    ],
+    values: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Comma-separated values, one --values per --param, in order. "
+            "(default: the base value ×10⁻², ×10⁻¹, ×1, ×10, ×10²)"
+        ),
+    ] = None,
+    set_: SetOption = None,
+    options: dict[str, Any] | None = None,
+    trial: dict[str, Any] | None = None,
+) -> None:
+    """Ablation: sweep one hyperparameter around the base point (the paper's Fig. 3), or several
+    as a cartesian product. Base: Bop2ndOrder unbiased, γ=1e-7, σ=1e-3, τ=1e-6, batch norm.
+
+    Each trial's value is its final validation accuracy; the best epoch is recorded too.
+    """
+    from bopsweep.config import parse_field
+    from bopsweep.studies import HYPERPARAMETERS, check_axis, decades_around, grid_study
+
+    options, trial = options or {}, trial or {}
+    base = _study_base(trial, set_)
+    if values is not None and len(values) != len(param):
+        raise UserError(
+            f"give one --values per --param ({len(param)} --param, {len(values)} --values)"
+        )
+    axes: dict[str, list[Any]] = {}
+    for i, name in enumerate(param):
+        if name in axes:
+            raise UserError(f"--param {name} given twice")
+        if values is None:
+            if name not in HYPERPARAMETERS or getattr(base.resolved(), name) is None:
+                raise UserError(f"give --values for {name} (defaults exist for gamma, sigma, tau)")
+            axes[name] = decades_around(getattr(base.resolved(), name))
+        else:
+            items = [v.strip() for v in values[i].split(",") if v.strip()]
+            axes[name] = check_axis(
+                name, [parse_field(name, v, f"--values of {name}") for v in items]
+            )
+    name = options.get("study") or "grid-" + "-".join(param)
+    spec = grid_study(name, base, axes, seeds=options.get("seeds") or 1)
+    _dispatch(spec, options, trial)
+
+
+@app.command()
+@user_errors
+@with_options(DISPATCH_OPTIONS, into="options")
+@with_options(TRIAL_OPTIONS, into="trial")
+def pow10(
+    gamma: Annotated[str | None, typer.Option(help="Range of γ, e.g. 1e-9:1e-5.")] = None,
+    sigma: Annotated[str | None, typer.Option(help="Range of σ, e.g. 1e-5:1e-1.")] = None,
+    tau: Annotated[str | None, typer.Option(help="Range of τ, e.g. 1e-8:1e-4.")] = None,
+    set_: SetOption = None,
+    options: dict[str, Any] | None = None,
+    trial: dict[str, Any] | None = None,
+) -> None:
+    """Every combination of powers of ten in the given ranges (the paper's §5.1.1 search)."""
+    from bopsweep.studies import pow10_study
+
+    options, trial = options or {}, trial or {}
+    ranges = {k: v for k, v in {"gamma": gamma, "sigma": sigma, "tau": tau}.items() if v}
+    base = _study_base(trial, set_)
+    spec = pow10_study(
+        options.get("study") or "pow10-" + "-".join(ranges),
+        base,
+        ranges,
+        seeds=options.get("seeds") or 1,
+    )
+    _dispatch(spec, options, trial)
+
+
+@app.command()
+@user_errors
+@with_options(DISPATCH_OPTIONS, into="options")
+@with_options(TRIAL_OPTIONS, into="trial")
+def schedule(
+    param: Annotated[
+        str, typer.Option(help="The hyperparameter to schedule: gamma, sigma or tau.")
+    ],
+    kind: Annotated[str, typer.Option(help="exponential or polynomial.")] = "exponential",
+    every: Annotated[
+        float | None,
+        typer.Option(
+            help="Epochs between ×factor steps (exponential). (default: 100 of every "
+            "350 epochs, the paper's proportion)"
+        ),
+    ] = None,
+    factor: Annotated[
+        float, typer.Option(help="Exponential: ×factor per step; polynomial: to ×factor.")
+    ] = 10.0,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(help="Bop2ndOrder variants to run: biased, unbiased. (default: both)"),
+    ] = None,
+    set_: SetOption = None,
+    options: dict[str, Any] | None = None,
+    trial: dict[str, Any] | None = None,
+) -> None:
+    """The paper's Fig. 4: one hyperparameter scheduled up (×factor) and down (÷factor) against
+    the constant baseline, for the biased and unbiased variants."""
+    from bopsweep.studies import schedule_study
+
+    options, trial = options or {}, trial or {}
+    base = _study_base(trial, set_)
+    name = options.get("study") or f"schedule-{param}-{kind}"
+    spec = schedule_study(
+        name, base, param, kind, every, factor, variant, seeds=options.get("seeds") or 1
+    )
+    _dispatch(spec, options, trial)
+
+
+@app.command()
+@user_errors
+@with_options(DISPATCH_OPTIONS, into="options")
+@with_options(TRIAL_OPTIONS, into="trial")
+def run(
+    file: Annotated[
+        Path, typer.Argument(help="A study file (TOML), e.g. studies/fig3_gamma.toml.")
+    ],
+    set_: SetOption = None,
+    options: dict[str, Any] | None = None,
+    trial: dict[str, Any] | None = None,
+) -> None:
+    """Run a study file: its [base] settings, changed by any trial option or --set given here."""
+    from dataclasses import replace
+
+    from bopsweep.config import parse_field
+    from bopsweep.studies import load_study_file
+
+    options, trial = options or {}, trial or {}
+    overrides = {
+        k: v for k, v in _given(trial).items() if k not in ("data_dir", "download", "device")
+    }
+    for item in set_ or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise UserError(f"--set {item!r} is not KEY=VALUE (e.g. --set sigma=1e-2)")
+        overrides[key.strip()] = parse_field(key.strip(), text.strip())
+    spec = load_study_file(file, overrides)
+    if options.get("study"):
+        spec = replace(spec, name=options["study"])
+    if options.get("seeds"):
+        spec = replace(spec, seeds=options["seeds"])
+    _dispatch(spec, options, trial)
+
+
+Database = Annotated[
+    Path | None,
+    typer.Argument(
+        help="A SQLite database file (same as --storage sqlite:///FILE).", show_default=False
+    ),
+]
+StorageOption = Annotated[str | None, typer.Option(help=DISPATCH_OPTIONS["storage"][1].help)]
+StudyOption = Annotated[
+    str | None, typer.Option(help="Study name. (default: the database's only study)")
+]
+
+
+@app.command()
+@user_errors
+def resume(
+    database: Database = None,
+    storage: StorageOption = None,
+    study: StudyOption = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data folder, if not the one the study was made with.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    gpus: Annotated[str | None, typer.Option(help=DISPATCH_OPTIONS["gpus"][1].help)] = None,
+    per_gpu: Annotated[int, typer.Option(help="Trials per GPU at once.")] = 1,
+    workers: Annotated[int | None, typer.Option(help="Trial processes at once on the CPU.")] = None,
+    max_retries: Annotated[int, typer.Option(help="Re-queue a crashed trial this many times.")] = 2,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="Trial folders and checkpoints.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Plain log lines.")] = False,
+) -> None:
+    """Continue a study: trials interrupted (Ctrl-C, a killed driver) continue from their last
+    checkpoint, then every queued trial runs. Finished trials are never re-run."""
+    from bopsweep.config import StudySpec
+    from bopsweep.store import SPEC_ATTR, Store, storage_url
+
+    url = storage_url(storage, database)
+    optuna_study = Store(url).load(study)
+    spec = StudySpec.from_dict(optuna_study.user_attrs[SPEC_ATTR])
+    options = {
+        "storage": url,
+        "gpus": gpus,
+        "per_gpu": per_gpu,
+        "workers": workers,
+        "max_retries": max_retries,
+        "checkpoint_dir": checkpoint_dir,
+        "quiet": quiet,
+    }
+    _dispatch(spec, options, {"data_dir": data_dir, "device": device})
+
+
+@app.command()
+@user_errors
+def status(
+    database: Database = None, storage: StorageOption = None, study: StudyOption = None
+) -> None:
+    """The trials of a study: state, epochs done, final and best validation accuracy, and why
+    a trial failed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from bopsweep.report import trials_frame
+    from bopsweep.store import Store, redact, storage_url
+
+    url = storage_url(storage, database)
+    store = Store(url)
+    optuna_study = store.load(study)
+    frame = trials_frame(store, optuna_study)
+    counts = frame["state"].value_counts().to_dict() if not frame.empty else {}
+    title = f"study {optuna_study.study_name} in {redact(url)}: " + ", ".join(
+        f"{n} {s.lower()}" for s, n in sorted(counts.items())
+    )
+    table = Table(title=title, title_justify="left")
+    for column in (
+        "trial",
+        "configuration",
+        "state",
+        "epochs",
+        "final val acc",
+        "best val acc",
+        "note",
+    ):
+        table.add_column(column)
+    for _, t in frame.iterrows():
+        state = (
+            t["state"] if t["failure"] is None or t["state"] != "FAIL" else f"FAIL ({t['failure']})"
+        )
+        table.add_row(
+            str(t["number"]),
+            t["label"] or str(t["config_id"]),
+            state,
+            str(int(t["epochs_done"] or 0)),
+            _fmt(t["final_val_acc"]),
+            _fmt(t["best_val_acc"]),
+            str(t["fail_reason"] or ""),
+        )
+    console = Console()
+    console.print(table)
+    complete = frame[frame["state"] == "COMPLETE"] if not frame.empty else frame
+    if not complete.empty:
+        best = complete.loc[complete["final_val_acc"].idxmax()]
+        console.print(
+            f"best: trial {best['number']} ({best['label'] or best['config_id']}), "
+            f"final val acc {best['final_val_acc']:.4f}"
+        )
+
+
+def _fmt(value: Any) -> str:
+    try:
+        return "" if value is None or value != value else f"{float(value):.4f}"
+    except (TypeError, ValueError):
+        return ""
+
+
+@app.command()
+@user_errors
+def export(
+    database: Database = None,
+    storage: StorageOption = None,
+    study: StudyOption = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")] = Path(
+        "trials.csv"
+    ),
+    metrics: Annotated[
+        bool, typer.Option("--metrics", help="Write the per-epoch metrics instead of the trials.")
+    ] = False,
+    steps: Annotated[
+        bool, typer.Option("--steps", help="Write the per-logged-step π_t instead of the trials.")
+    ] = False,
+    format: Annotated[str, typer.Option(help="csv or json.")] = "csv",
+) -> None:
+    """Write a study's trials (or its metrics) to CSV or JSON through pandas."""
+    from bopsweep.report import metrics_frame, trials_frame
+    from bopsweep.store import Store, storage_url
+
+    if format not in ("csv", "json"):
+        raise UserError(f"--format must be csv or json, got {format!r}")
+    if metrics and steps:
+        raise UserError("give --metrics or --steps, not both")
+    store = Store(storage_url(storage, database))
+    optuna_study = store.load(study)
+    if metrics or steps:
+        frame = metrics_frame(store, optuna_study, steps=steps)
+    else:
+        frame = trials_frame(store, optuna_study).drop(columns=["trial_id"], errors="ignore")
+    try:
+        if format == "csv":
+            frame.to_csv(output, index=False)
+        else:
+            frame.to_json(output, orient="records", indent=1)
+    except OSError as e:
+        raise UserError(f"cannot write {output}: {e.strerror}") from None
+    typer.echo(f"wrote {len(frame)} rows to {output}")
+
+
+@app.command()
+@user_errors
+def studies(database: Database = None, storage: StorageOption = None) -> None:
+    """List the studies in a database with their kind and trial counts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from bopsweep.store import SPEC_ATTR, Store, redact, storage_url
+
+    url = storage_url(storage, database)
+    store = Store(url)
+    table = Table(title=f"studies in {redact(url)}", title_justify="left")
+    for column in ("study", "kind", "complete", "running", "queued", "failed", "description"):
+        table.add_column(column)
+    for s in store.storage.get_all_studies():
+        spec = s.user_attrs.get(SPEC_ATTR)
+        if spec is None:
+            continue
+        trials = store.storage.get_all_trials(s._study_id, deepcopy=False)
+        n = {
+            state: sum(t.state.name == state for t in trials)
+            for state in ("COMPLETE", "RUNNING", "WAITING", "FAIL")
+        }
+        table.add_row(
+            s.study_name,
+            spec["kind"],
+            str(n["COMPLETE"]),
+            str(n["RUNNING"]),
+            str(n["WAITING"]),
+            str(n["FAIL"]),
+            spec.get("description", ""),
+        )
+    Console().print(table)

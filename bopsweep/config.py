@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -123,16 +124,9 @@ class TrialConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrialConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise UserError(f"unknown trial setting(s): {', '.join(sorted(unknown))}")
-        values = dict(data)
-        values["schedules"] = {
-            k: s if isinstance(s, Schedule) else Schedule.from_dict(s)
-            for k, s in (values.get("schedules") or {}).items()
-        }
+    def from_dict(cls, data: dict[str, Any], where: str = "trial settings") -> TrialConfig:
+        """Build from plain values, checking names and types (``where`` names the source)."""
+        values = {name: check_field(name, value, where) for name, value in data.items()}
         return cls(**values)
 
     def save(self, path: Path) -> None:
@@ -144,8 +138,152 @@ class TrialConfig:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise UserError(f"cannot read trial config {path} ({e})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(data, str(path))
 
 
 def _finite(value: float) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+# How each field reads from a file or the command line.
+_FLOATS = {"gamma", "sigma", "tau", "eps", "lr", "width"}
+_INTS = {"epochs", "batch_size", "subset", "val_subset", "seed", "log_every"}
+_BOOLS = {"unbiased", "download", "augment"}
+FIELDS = tuple(f.name for f in fields(TrialConfig))
+
+
+def check_field(name: str, value: Any, where: str = "trial settings") -> Any:
+    """``value`` for field ``name``, with ints accepted as floats; anything else is refused."""
+    if name not in FIELDS:
+        raise UserError(f"unknown key {name!r} in {where}; known: {', '.join(FIELDS)}")
+    if name == "schedules":
+        if not isinstance(value, dict):
+            raise UserError(f"schedules in {where} must be a table of NAME = {{kind = ...}}")
+        return {
+            k: s if isinstance(s, Schedule) else Schedule.from_dict(_table(k, s, where))
+            for k, s in value.items()
+        }
+    if value is None:
+        if name in ("gamma", "sigma", "tau", "subset", "val_subset", "data_dir"):
+            return None
+        raise UserError(f"{name} in {where} needs a value")
+    if name in _BOOLS:
+        ok = isinstance(value, bool)
+        kind = "true or false"
+    elif name in _INTS:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        kind = "an integer"
+    elif name in _FLOATS:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+        kind = "a number"
+    else:
+        ok = isinstance(value, str)
+        kind = "a string"
+    if not ok:
+        raise UserError(f"{name} in {where} must be {kind}, got {value!r}")
+    return value
+
+
+def parse_field(name: str, text: str, where: str = "--set") -> Any:
+    """Read ``text`` (from the command line) as a value of field ``name``."""
+    if name not in FIELDS or name == "schedules":
+        known = ", ".join(f for f in FIELDS if f != "schedules")
+        raise UserError(f"unknown key {name!r} in {where}; known: {known}")
+    value: Any = text
+    try:
+        if name in _BOOLS:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            value = text.lower() in ("true", "1", "yes")
+        elif name in _INTS:
+            value = int(text)
+        elif name in _FLOATS:
+            value = float(text)
+    except ValueError:
+        kind = "true or false" if name in _BOOLS else "an integer" if name in _INTS else "a number"
+        raise UserError(f"{name} in {where} must be {kind}, got {text!r}") from None
+    return check_field(name, value, where)
+
+
+def _table(name: str, value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise UserError(f"schedule {name!r} in {where} must be a table, got {value!r}")
+    return value
+
+
+# --- studies ------------------------------------------------------------------------------------
+STUDY_KINDS = ("grid", "pow10", "schedule", "arms")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A study: a base configuration, explicit arms × a cartesian grid of values × seeds.
+
+    Every study kind compiles to this form (see :mod:`bopsweep.studies`): a one-factor grid is
+    one grid axis, a power-of-ten search several, a schedule study a list of arms. ``meta``
+    keeps what the kind needs to be drawn and described (the swept parameter, the schedule).
+    """
+
+    name: str
+    kind: str
+    base: TrialConfig
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    arms: list[dict[str, Any]] = field(default_factory=list)
+    seeds: int = 1
+    description: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise UserError(
+                f"study name {self.name!r} must start with a letter or digit and hold only "
+                "letters, digits, '.', '_' and '-'"
+            )
+        if self.kind not in STUDY_KINDS:
+            raise UserError(
+                f"unknown study kind {self.kind!r}; use one of {', '.join(STUDY_KINDS)}"
+            )
+        if not (
+            isinstance(self.seeds, int) and not isinstance(self.seeds, bool) and self.seeds >= 1
+        ):
+            raise UserError(f"seeds must be an integer >= 1, got {self.seeds!r}")
+        for name, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise UserError(f"grid axis {name!r} needs a non-empty list of values")
+            if name == "schedules":
+                raise UserError("schedules cannot be a grid axis; use arms")
+            for value in values:
+                check_field(name, value, f"grid axis {name!r}")
+        for arm in self.arms:
+            for key, value in arm.items():
+                if key != "label":
+                    check_field(key, value, f"arm {arm.get('label', '')!r}".strip())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "base": self.base.to_dict(),
+            "grid": self.grid,
+            "arms": [_plain_arm(a) for a in self.arms],
+            "seeds": self.seeds,
+            "description": self.description,
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudySpec:
+        values = dict(data)
+        values["base"] = TrialConfig.from_dict(values["base"], "the study's base")
+        return cls(**values)
+
+
+def _plain_arm(arm: dict[str, Any]) -> dict[str, Any]:
+    out = dict(arm)
+    if "schedules" in out:
+        out["schedules"] = {
+            k: s.to_dict() if isinstance(s, Schedule) else s for k, s in out["schedules"].items()
+        }
+    return out

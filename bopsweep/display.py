@@ -65,3 +65,93 @@ class TrainDisplay:
             self._bar.console.print(line)
         else:
             print(line, file=sys.stderr, flush=True)
+
+
+class StudyDisplay:
+    """Live table of a running study (rich), or one plain line per event."""
+
+    def __init__(self, study: str, quiet: bool) -> None:
+        self.study = study
+        self.quiet = quiet
+        self.console = Console(stderr=True)
+        self._live: Any = None
+        self._last = 0.0
+
+    def __enter__(self) -> StudyDisplay:
+        if not self.quiet:
+            from rich.live import Live
+
+            self._live = Live(console=self.console, refresh_per_second=4, transient=False)
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def event(self, kind: str, r: Any, detail: str = "") -> None:
+        where = f"trial {r.number} [{r.label or r.config_id}] on {r.slot.name}"
+        if kind == "start":
+            line = f"{where}: started"
+        elif kind == "epoch":
+            if self._live is not None:
+                return
+            line = (
+                f"{where}: epoch {r.epochs_done}/{r.epochs} "
+                f"val_acc {r.last_val:.4f} pi {r.last_pi:.3f}"
+            )
+        elif kind == "complete":
+            line = f"{where}: COMPLETE val_acc {r.last_val:.4f}"
+        elif kind == "retry":
+            line = f"{where}: FAILED ({detail}); re-queued"
+        elif kind == "fail":
+            line = f"{where}: FAILED ({detail})"
+        else:
+            line = f"{where}: interrupted at epoch {r.epochs_done}; resumable"
+        if self._live is not None:
+            self._live.console.print(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def update(self, driver: Any) -> None:
+        if self._live is None:
+            return
+        import time
+
+        now = time.monotonic()
+        if now - self._last < 0.25:
+            return
+        self._last = now
+        from rich.table import Table
+
+        queued = driver.queued()
+        table = Table(
+            title=f"study {self.study}: {driver.counts['done']} done · "
+            f"{len(driver.running)} running · {queued} queued · {driver.counts['failed']} failed",
+            title_justify="left",
+        )
+        for column in (
+            "trial",
+            "configuration",
+            "slot",
+            "epoch",
+            "step",
+            "train acc",
+            "val acc",
+            "π",
+        ):
+            table.add_column(column)
+        for r in driver.running.values():
+            p = r.progress
+            table.add_row(
+                str(r.number),
+                r.label or r.config_id,
+                r.slot.name,
+                f"{p.get('epoch', r.epochs_done)}/{r.epochs}",
+                f"{p.get('step', 0)}/{p.get('steps_per_epoch', '?')}",
+                f"{p['acc']:.3f}" if "acc" in p else "",
+                f"{r.last_val:.3f}" if r.last_val is not None else "",
+                f"{p['pi']:.2f}" if p.get("pi") is not None else "",
+            )
+        self._live.update(table)

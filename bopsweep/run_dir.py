@@ -64,6 +64,9 @@ class RunDir:
     def history(self) -> list[dict[str, Any]]:
         return read_rows(self.path / METRICS)
 
+    def step_history(self) -> list[dict[str, Any]]:
+        return read_rows(self.path / STEPS)
+
     def timings(self) -> list[dict[str, Any]]:
         return read_rows(self.path / TIMING)
 

@@ -160,12 +160,14 @@ def run_trial(
     resume: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
     on_epoch: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None,
+    on_resume: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
     """Train one configuration; returns the summary (also written to ``out_dir/summary.json``).
 
     ``on_epoch(row, step_rows)`` receives each finished epoch's metrics; ``on_progress`` a
-    :class:`Progress` every ``PROGRESS_EVERY`` steps. Raises :class:`TrialDiverged` on a
-    NaN loss, :class:`UserError` on bad input.
+    :class:`Progress` every ``PROGRESS_EVERY`` steps; ``on_resume(rows, step_rows)``, once when
+    resuming, the metrics of the epochs done before the checkpoint. Raises
+    :class:`TrialDiverged` on a NaN loss, :class:`UserError` on bad input.
     """
     config = config.resolved()
     run = RunDir(Path(out_dir)) if out_dir is not None else None
@@ -194,6 +196,8 @@ def run_trial(
             ) from None
         epoch, step = state["epoch"], state["step"]
     history = run.history() if run is not None else []
+    if resume and on_resume is not None and run is not None:
+        on_resume(history, run.step_history())
     started = time.perf_counter()
     seconds_before = sum(r.get("seconds", 0.0) for r in run.timings()) if run else 0.0
 

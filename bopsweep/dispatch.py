@@ -1,0 +1,558 @@
+"""The driver: runs a study's queued trials, one fresh process per trial, on every slot it has.
+
+One driver per machine owns its trials (DESIGN.md, "Process model"):
+
+* a **slot** is a GPU (``CUDA_VISIBLE_DEVICES`` set to it; ``--per-gpu K`` slots each) or a CPU
+  worker (torch threads split so ``workers × threads ≤ cores``);
+* for each slot it pops a WAITING trial, starts ``python -m bopsweep.trial_process`` in a new
+  process group, and reads its metrics from a pipe;
+* it alone writes the database: metric rows in batches, the per-epoch validation accuracy as
+  the trial's intermediate values, and the trial's end (COMPLETE with its final validation
+  accuracy, or FAIL with the reason);
+* a crashed trial (non-zero exit, a signal, out of memory) is re-queued up to ``max_retries``
+  times and continues from its last checkpoint; a diverged one is not;
+* Ctrl-C stops every trial process group, records the trials as interrupted, re-queues them, and
+  exits 130; ``bopsweep resume`` continues them from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bopsweep.errors import UserError
+from bopsweep.trial_process import EXIT_DIVERGED, EXIT_USER_ERROR
+
+if TYPE_CHECKING:
+    import optuna
+
+    from bopsweep.store import Store
+    from bopsweep.studies import PlannedTrial
+
+FLUSH_SECONDS = 2.0
+STOP_GRACE_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Slot:
+    name: str
+    device: str  # "cpu" or "cuda" (the one GPU the slot's CUDA_VISIBLE_DEVICES shows)
+    env: dict[str, str]
+    threads: int
+
+
+def make_slots(
+    device: str = "auto",
+    gpus: list[int] | None = None,
+    per_gpu: int = 1,
+    workers: int | None = None,
+) -> list[Slot]:
+    """GPU slots (all visible GPUs unless ``gpus`` names some), else CPU workers."""
+    if per_gpu < 1:
+        raise UserError(f"--per-gpu must be >= 1, got {per_gpu}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    cores = os.cpu_count() or 1
+    if device != "cpu":
+        if gpus is None:
+            gpus = list(range(_visible_gpu_count()))
+        elif gpus and _visible_gpu_count() == 0:
+            raise UserError("--gpus given, but no GPU is visible here; use --device cpu")
+        if gpus:
+            n = len(gpus) * per_gpu
+            env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+            return [
+                Slot(
+                    f"gpu{g}" + (f".{k}" if per_gpu > 1 else ""),
+                    "cuda",
+                    {**env, "CUDA_VISIBLE_DEVICES": str(g)},
+                    max(1, cores // n),
+                )
+                for g in gpus
+                for k in range(per_gpu)
+            ]
+        if device.startswith("cuda"):
+            raise UserError("--device cuda asked for, but no GPU is visible here; use --device cpu")
+    n = workers or 1
+    threads = max(1, cores // n)
+    env = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads)}
+    return [Slot(f"cpu{i}", "cpu", env, threads) for i in range(n)]
+
+
+def _visible_gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+@dataclass
+class Running:
+    """A trial process and what the driver knows of it."""
+
+    number: int
+    trial_id: int
+    config_id: str
+    label: str
+    config: dict[str, Any]
+    slot: Slot
+    proc: subprocess.Popen
+    log: Path
+    attempt: int
+    epochs: int
+    pending_rows: list[dict[str, Any]] = field(default_factory=list)
+    pending_steps: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    progress: dict[str, Any] = field(default_factory=dict)
+    epochs_done: int = 0
+    resumed_from: int = 0
+    last_val: float | None = None
+    last_pi: float | None = None
+    outcome: dict[str, Any] | None = None
+    eof: bool = False
+
+
+class Driver:
+    def __init__(
+        self,
+        store: Store,
+        study: optuna.Study,
+        slots: list[Slot],
+        checkpoint_root: Path,
+        local: dict[str, Any] | None = None,
+        max_retries: int = 2,
+        display: Any = None,
+    ) -> None:
+        self.store, self.study, self.slots = store, study, slots
+        self.checkpoint_root = Path(checkpoint_root)
+        self.local = local or {}
+        self.max_retries = max_retries
+        self.display = display
+        self.running: dict[str, Running] = {}
+        self.events: queue.Queue[tuple[Running, dict[str, Any] | None]] = queue.Queue()
+        self.counts = {"done": 0, "failed": 0}
+        self._last_flush = time.monotonic()
+
+    # --- queue ------------------------------------------------------------------------------
+    def enqueue_missing(self, planned: list[PlannedTrial]) -> int:
+        """Queue every planned configuration the study does not already hold; how many were new."""
+        existing = {
+            t.user_attrs.get("config_id")
+            for t in self.study.get_trials(deepcopy=False)
+            if _holds_result_or_is_pending(t)
+        }
+        added = 0
+        for p in planned:
+            if p.config_id not in existing:
+                self._enqueue(p.params, p.config_id, p.label, p.config.to_dict(), attempt=0)
+                added += 1
+        return added
+
+    def _enqueue(
+        self,
+        params: dict[str, Any],
+        config_id: str,
+        label: str,
+        config: dict[str, Any],
+        attempt: int,
+        distributions: Any = None,
+    ) -> None:
+        import optuna
+
+        from bopsweep.studies import param_distributions
+
+        trial = optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=params,
+            distributions=distributions or param_distributions(params),
+            user_attrs={
+                "config_id": config_id,
+                "label": label,
+                "config": config,
+                "attempt": attempt,
+            },
+        )
+        self.study.add_trial(trial)
+
+    def _requeue(self, r: Running, attempt: int) -> None:
+        trial = self.study._storage.get_trial(r.trial_id)
+        self._enqueue(trial.params, r.config_id, r.label, r.config, attempt, trial.distributions)
+
+    def recover_stale(self) -> int:
+        """Trials left RUNNING by a driver that died: failed as interrupted and re-queued.
+
+        Only called while holding the database's driver lock (SQLite), when no other driver
+        can own a running trial.
+        """
+        import optuna
+
+        stale = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        for t in stale:
+            storage = self.study._storage
+            storage.set_trial_user_attr(t._trial_id, "failure", "interrupted")
+            storage.set_trial_user_attr(
+                t._trial_id, "fail_reason", "the driver stopped while it ran"
+            )
+            self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            self._enqueue(
+                t.params,
+                t.user_attrs["config_id"],
+                t.user_attrs.get("label", ""),
+                t.user_attrs["config"],
+                t.user_attrs.get("attempt", 0),
+                t.distributions,
+            )
+        return len(stale)
+
+    def _pop(self) -> optuna.trial.FrozenTrial | None:
+        import optuna
+
+        storage = self.study._storage
+        waiting = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+        for t in sorted(waiting, key=lambda t: t.number):
+            try:
+                if storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.RUNNING):
+                    return t
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+        return None
+
+    def queued(self) -> int:
+        import optuna
+
+        return len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+
+    # --- main loop ------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until no trial is queued or running. 0: all done, 1: some failed, 130: Ctrl-C."""
+        try:
+            while True:
+                self._fill_slots()
+                if not self.running:
+                    break
+                self._wait_for_events(0.25)
+                for r in [r for r in self.running.values() if r.eof and r.proc.poll() is not None]:
+                    self._finish(r)
+                if time.monotonic() - self._last_flush > FLUSH_SECONDS:
+                    self._flush_all()
+                self._show()
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup
+            self._interrupt()
+            return 130
+        return 1 if self.counts["failed"] and not self._all_configs_complete() else 0
+
+    def _fill_slots(self) -> None:
+        for slot in self.slots:
+            if slot.name in self.running:
+                continue
+            trial = self._pop()
+            if trial is None:
+                return
+            self.running[slot.name] = self._start(trial, slot)
+            self._event("start", self.running[slot.name])
+
+    def _start(self, trial: optuna.trial.FrozenTrial, slot: Slot) -> Running:
+        config_id = trial.user_attrs["config_id"]
+        run_dir = self.checkpoint_root / config_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config = {**trial.user_attrs["config"], **self.local, "device": slot.device}
+        log = run_dir / "trial.log"
+        storage = self.study._storage
+        storage.set_trial_user_attr(trial._trial_id, "run_dir", str(run_dir))
+        storage.set_trial_user_attr(trial._trial_id, "slot", slot.name)
+        env = {**os.environ, **slot.env, "PYTHONUNBUFFERED": "1"}
+        with log.open("ab") as err:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bopsweep.trial_process",
+                    str(run_dir),
+                    str(slot.threads),
+                    str(os.getpid()),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=env,
+                start_new_session=True,
+                text=True,
+            )
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(config))
+        proc.stdin.close()
+        r = Running(
+            trial.number,
+            trial._trial_id,
+            config_id,
+            trial.user_attrs.get("label", ""),
+            trial.user_attrs["config"],
+            slot,
+            proc,
+            log,
+            trial.user_attrs.get("attempt", 0),
+            config["epochs"],
+        )
+        threading.Thread(target=self._read, args=(r,), daemon=True).start()
+        return r
+
+    def _read(self, r: Running) -> None:
+        assert r.proc.stdout is not None
+        for line in r.proc.stdout:
+            try:
+                self.events.put((r, json.loads(line)))
+            except json.JSONDecodeError:
+                continue  # not ours: the channel carries JSON lines only
+        self.events.put((r, None))
+
+    def _wait_for_events(self, timeout: float) -> None:
+        try:
+            item = self.events.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            self._handle(*item)
+            try:
+                item = self.events.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, r: Running, msg: dict[str, Any] | None) -> None:
+        if msg is None:
+            r.eof = True
+            return
+        kind = msg["type"]
+        if kind == "resumed":
+            r.resumed_from = len(msg["rows"])
+            for row in msg["rows"]:
+                self._add_epoch(r, row, [s for s in msg["steps"] if s["epoch"] == row["epoch"]])
+        elif kind == "epoch":
+            self._add_epoch(r, msg["row"], msg["steps"])
+            self._event("epoch", r)
+        elif kind == "progress":
+            r.progress = msg
+        else:  # done, diverged, error
+            r.outcome = msg
+
+    def _add_epoch(self, r: Running, row: dict[str, Any], steps: list[dict[str, Any]]) -> None:
+        r.pending_rows.append(row)
+        r.pending_steps[row["epoch"]] = steps
+        r.epochs_done = row["epoch"]
+        r.last_val, r.last_pi = row["val_acc"], row["pi"]
+
+    def _flush(self, r: Running) -> None:
+        if not r.pending_rows:
+            return
+        self.store.write_metrics(self.study._study_id, r.trial_id, r.pending_rows, r.pending_steps)
+        storage = self.study._storage
+        for row in r.pending_rows:
+            storage.set_trial_intermediate_value(r.trial_id, row["epoch"], row["val_acc"])
+        r.pending_rows, r.pending_steps = [], {}
+
+    def _flush_all(self) -> None:
+        for r in self.running.values():
+            self._flush(r)
+        self._last_flush = time.monotonic()
+
+    # --- endings ------------------------------------------------------------------------------
+    def _finish(self, r: Running) -> None:
+        import optuna
+
+        del self.running[r.slot.name]
+        self._flush(r)
+        rc = r.proc.returncode
+        attrs: dict[str, Any] = {"epochs_done": r.epochs_done, "resumed_from_epoch": r.resumed_from}
+        outcome = r.outcome or {}
+        if rc == 0 and outcome.get("type") == "done":
+            summary = outcome["summary"]
+            attrs.update(
+                {
+                    k: summary[k]
+                    for k in ("best_val_acc", "best_epoch", "final_train_acc", "seconds")
+                    if k in summary
+                }
+            )
+            self._set_attrs(r.trial_id, attrs)
+            self.study.tell(r.number, summary["final_val_acc"])
+            self.counts["done"] += 1
+            self._event("complete", r)
+            return
+        if rc == EXIT_DIVERGED:
+            failure, reason = "diverged", outcome.get("reason", "the loss became NaN")
+        elif rc == EXIT_USER_ERROR:
+            failure, reason = "error", outcome.get("reason", "bad input")
+        else:
+            reason = _crash_reason(rc, r.log)
+            failure = "oom" if "out of memory" in reason.lower() else "crash"
+        self._set_attrs(r.trial_id, {**attrs, "failure": failure, "fail_reason": reason})
+        self.study.tell(r.number, state=optuna.trial.TrialState.FAIL)
+        retry = failure in ("crash", "oom") and r.attempt < self.max_retries
+        if retry:
+            self._requeue(r, r.attempt + 1)
+        else:
+            self.counts["failed"] += 1
+        self._event("retry" if retry else "fail", r, reason)
+
+    def _interrupt(self) -> None:
+        import optuna
+
+        for r in self.running.values():
+            _stop_group(r.proc)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for r in self.running.values():
+            try:
+                r.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _stop_group(r.proc, signal.SIGKILL)
+                r.proc.wait()
+        self._wait_for_events(0.1)  # epochs that finished while stopping
+        for r in list(self.running.values()):
+            self._flush(r)
+            self._set_attrs(
+                r.trial_id,
+                {
+                    "epochs_done": r.epochs_done,
+                    "failure": "interrupted",
+                    "fail_reason": "interrupted (Ctrl-C); resumable",
+                    "resumed_from_epoch": r.resumed_from,
+                },
+            )
+            self.study.tell(r.number, state=optuna.trial.TrialState.FAIL)
+            self._requeue(r, r.attempt)
+            self._event("interrupted", r)
+        self.running.clear()
+
+    def _set_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            self.study._storage.set_trial_user_attr(trial_id, key, value)
+
+    def _all_configs_complete(self) -> bool:
+        import optuna
+
+        trials = self.study.get_trials(deepcopy=False)
+        done = {
+            t.user_attrs.get("config_id")
+            for t in trials
+            if t.state == optuna.trial.TrialState.COMPLETE
+        }
+        return {t.user_attrs.get("config_id") for t in trials} <= done
+
+    # --- display ------------------------------------------------------------------------------
+    def _event(self, kind: str, r: Running, detail: str = "") -> None:
+        if self.display is not None:
+            self.display.event(kind, r, detail)
+
+    def _show(self) -> None:
+        if self.display is not None:
+            self.display.update(self)
+
+
+def _holds_result_or_is_pending(trial: optuna.trial.FrozenTrial) -> bool:
+    import optuna
+
+    state = trial.state
+    if state == optuna.trial.TrialState.FAIL:
+        return trial.user_attrs.get("failure") == "diverged"  # a result, not an accident
+    return True
+
+
+def _stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _crash_reason(rc: int | None, log: Path) -> str:
+    if rc is not None and rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = str(-rc)
+        return f"killed by {name}"
+    try:
+        lines = [
+            line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()
+        ]
+    except OSError:
+        lines = []
+    return lines[-1][:500] if lines else f"exited with code {rc}"
+
+
+@dataclass
+class DispatchOptions:
+    """Where and how a study's trials run (the command line's dispatch options)."""
+
+    storage: str
+    checkpoint_dir: Path | None = None
+    device: str = "auto"
+    gpus: list[int] | None = None
+    per_gpu: int = 1
+    workers: int | None = None
+    max_retries: int = 2
+    quiet: bool = False
+    data_dir: str | None = None
+    download: bool = False
+
+
+def run_study(spec: Any, options: DispatchOptions, echo: Any = print) -> int:
+    """Create (or join) the study, queue what is missing, run it to the end; the exit code."""
+    from bopsweep.data import resolve_data_dir
+    from bopsweep.display import StudyDisplay
+    from bopsweep.store import Store, checkpoint_root, driver_lock, redact
+    from bopsweep.studies import expand
+
+    planned = expand(spec)  # every configuration valid before anything is written
+    data_dir = options.data_dir or spec.base.data_dir
+    # resolved once here (downloading if asked), so trial processes never download
+    local = {
+        "data_dir": str(resolve_data_dir(_path(data_dir), options.download).resolve()),
+        "download": False,
+    }
+    slots = make_slots(options.device, options.gpus, options.per_gpu, options.workers)
+    store = Store(options.storage, create=True)
+    with driver_lock(options.storage):
+        study, _ = store.create(spec)
+        root = checkpoint_root(options.storage, spec.name, options.checkpoint_dir)
+        display = StudyDisplay(spec.name, quiet=options.quiet or not sys.stderr.isatty())
+        driver = Driver(store, study, slots, root, local, options.max_retries, display)
+        recovered = driver.recover_stale() if store.url.startswith("sqlite") else 0
+        added = driver.enqueue_missing(planned)
+        echo(
+            f"study {spec.name} ({spec.kind}) in {redact(options.storage)}: {len(planned)} "
+            f"configurations, {added} newly queued, {recovered} resumed after an interruption; "
+            f"running on {', '.join(s.name for s in slots)}"
+        )
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            with display:
+                code = driver.run()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    done = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
+    if code == 130:
+        echo(
+            f"interrupted; finished trials are saved. Continue with: bopsweep resume "
+            f"--storage {redact(options.storage)} --study {spec.name}"
+        )
+    else:
+        echo(
+            f"study {spec.name}: {done} trials complete, {driver.counts['failed']} failed; "
+            f"checkpoints in {root}"
+        )
+    return code
+
+
+def _raise_interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None

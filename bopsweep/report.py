@@ -1,0 +1,68 @@
+"""Reading a study back: trials and metrics as pandas frames, for status, export and plots."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+
+    from bopsweep.store import Store
+
+TRIAL_COLUMNS = (
+    "number",
+    "state",
+    "label",
+    "config_id",
+    "epochs_done",
+    "final_val_acc",
+    "best_val_acc",
+    "best_epoch",
+    "failure",
+    "fail_reason",
+    "attempt",
+    "slot",
+)
+
+
+def trials_frame(store: Store, study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: state, results, reason of failure, and its params (``param_*``)."""
+    import pandas as pd
+
+    running_epochs = store.epoch_counts(study._study_id)
+    records: list[dict[str, Any]] = []
+    for t in study.get_trials(deepcopy=False):
+        attrs = t.user_attrs
+        state = t.state.name
+        record = {
+            "number": t.number,
+            "state": state,
+            "label": attrs.get("label", ""),
+            "config_id": attrs.get("config_id"),
+            "epochs_done": attrs.get("epochs_done", running_epochs.get(t._trial_id, 0)),
+            "final_val_acc": t.value if state == "COMPLETE" else None,
+            "best_val_acc": attrs.get("best_val_acc"),
+            "best_epoch": attrs.get("best_epoch"),
+            "failure": attrs.get("failure"),
+            "fail_reason": attrs.get("fail_reason"),
+            "attempt": attrs.get("attempt", 0),
+            "slot": attrs.get("slot"),
+            "trial_id": t._trial_id,
+        }
+        record.update({f"param_{k}": v for k, v in t.params.items()})
+        records.append(record)
+    return pd.DataFrame.from_records(records, columns=None if records else list(TRIAL_COLUMNS))
+
+
+def metrics_frame(store: Store, study: optuna.Study, steps: bool = False) -> pd.DataFrame:
+    """Per-epoch (or per-logged-step) metrics with each trial's number, label and params."""
+    frame = store.steps_frame(study._study_id) if steps else store.epochs_frame(study._study_id)
+    if frame.empty:
+        return frame
+    trials = trials_frame(store, study)
+    keep = ["trial_id", "number", "state", "label", "config_id"] + [
+        c for c in trials.columns if c.startswith("param_")
+    ]
+    merged = trials[keep].merge(frame, on="trial_id", how="inner")
+    return merged.drop(columns=["trial_id"])
