@@ -369,7 +369,7 @@ def grid(
 
     Each trial's value is its final validation accuracy; the best epoch is recorded too.
     """
-    from bopsweep.config import parse_field
+    from bopsweep.config import FIELDS, parse_field
     from bopsweep.studies import HYPERPARAMETERS, check_axis, decades_around, grid_study
 
     options, trial = options or {}, trial or {}
@@ -382,6 +382,11 @@ def grid(
     for i, name in enumerate(param):
         if name in axes:
             raise UserError(f"--param {name} given twice")
+        if name not in FIELDS or name == "schedules":
+            raise UserError(
+                f"unknown --param {name!r}; sweep gamma, sigma, tau or another "
+                f"trial setting ({', '.join(f for f in FIELDS if f != 'schedules')})"
+            )
         if values is None:
             if name not in HYPERPARAMETERS or getattr(base.resolved(), name) is None:
                 raise UserError(f"give --values for {name} (defaults exist for gamma, sigma, tau)")
@@ -556,7 +561,6 @@ def status(
 ) -> None:
     """The trials of a study: state, epochs done, final and best validation accuracy, and why
     a trial failed."""
-    from rich.console import Console
     from rich.table import Table
 
     from bopsweep.report import trials_frame
@@ -594,7 +598,7 @@ def status(
             _fmt(t["best_val_acc"]),
             str(t["fail_reason"] or ""),
         )
-    console = Console()
+    console = _console()
     console.print(table)
     complete = frame[frame["state"] == "COMPLETE"] if not frame.empty else frame
     if not complete.empty:
@@ -603,6 +607,13 @@ def status(
             f"best: trial {best['number']} ({best['label'] or best['config_id']}), "
             f"final val acc {best['final_val_acc']:.4f}"
         )
+
+
+def _console() -> Any:
+    """A rich console; wide when writing to a file or pipe, so log lines do not wrap."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 200)
 
 
 def _fmt(value: Any) -> str:
@@ -657,7 +668,6 @@ def export(
 @user_errors
 def studies(database: Database = None, storage: StorageOption = None) -> None:
     """List the studies in a database with their kind and trial counts."""
-    from rich.console import Console
     from rich.table import Table
 
     from bopsweep.store import SPEC_ATTR, Store, redact, storage_url
@@ -685,4 +695,4 @@ def studies(database: Database = None, storage: StorageOption = None) -> None:
             str(n["FAIL"]),
             spec.get("description", ""),
         )
-    Console().print(table)
+    _console().print(table)

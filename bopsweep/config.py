@@ -250,6 +250,8 @@ class StudySpec:
         ):
             raise UserError(f"seeds must be an integer >= 1, got {self.seeds!r}")
         for name, values in self.grid.items():
+            if name not in FIELDS:
+                raise UserError(f"unknown key {name!r} in the grid; known: {', '.join(FIELDS)}")
             if not isinstance(values, list) or not values:
                 raise UserError(f"grid axis {name!r} needs a non-empty list of values")
             if name == "schedules":

@@ -1,0 +1,308 @@
+"""Studies end to end: a real driver, real trial processes, a real SQLite database.
+
+These tests start ``bopsweep`` as a child process, as a user would, and kill it or its trial
+processes with real signals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from bopsweep.cli import app
+
+TINY = ["--width", "0.0625", "--batch-size", "20", "--device", "cpu", "--quiet"]
+pytestmark = pytest.mark.slow
+
+
+def bopsweep(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bopsweep", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bopsweep", *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+
+def wait_until(condition, timeout: float = 120, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def trials(cwd: Path, study: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=study, storage=f"sqlite:///{cwd / 'study.db'}").trials
+
+
+def count(cwd: Path, study: str, state: str) -> int:
+    db = cwd / "study.db"
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return conn.execute(
+                "SELECT COUNT(*) FROM trials t JOIN studies s ON t.study_id = s.study_id "
+                "WHERE s.study_name = ? AND t.state = ?", (study, state)).fetchone()[0]  # fmt: skip
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+def epochs_in(run_dir: Path) -> int:
+    metrics = run_dir / "metrics.csv"
+    return max(0, len(metrics.read_text().splitlines()) - 1) if metrics.exists() else 0
+
+
+def run_dirs(cwd: Path, study: str) -> list[Path]:
+    root = cwd / "study.ckpt" / study
+    return sorted(root.iterdir()) if root.exists() else []
+
+
+def trial_processes(driver_pid: int | None = None) -> dict[int, str]:
+    """pid → command line of live bopsweep trial processes (optionally: of one driver)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if "bopsweep.trial_process" in cmd and (driver_pid is None or ppid == driver_pid):
+            found[int(entry.name)] = cmd
+    return found
+
+
+def assert_one_complete_per_configuration(ts, n_configs: int, epochs: int, cwd: Path) -> None:
+    complete = [t for t in ts if t.state == optuna.trial.TrialState.COMPLETE]
+    per_config = Counter(t.user_attrs["config_id"] for t in complete)
+    assert len(per_config) == n_configs and set(per_config.values()) == {1}, per_config
+    assert not [t for t in ts if t.state == optuna.trial.TrialState.RUNNING]
+    with sqlite3.connect(cwd / "study.db") as conn:
+        rows = conn.execute("SELECT trial_id, epoch FROM bopsweep_epochs").fetchall()
+    assert len(rows) == len(set(rows))  # no duplicate metric rows
+    stored = Counter(trial_id for trial_id, _ in rows)
+    for t in complete:
+        assert stored[t._trial_id] == epochs, "a complete trial carries its whole curve"
+        assert sorted(t.intermediate_values) == list(range(1, epochs + 1))
+
+
+def test_grid_study_with_two_workers_runs_every_trial_once(small_cifar_dir, tmp_path):
+    args = ["grid", "--param", "gamma", "--values", "1e-7,1e-6,1e-5", "--workers", "2",
+            "--epochs", "2", "--data-dir", str(small_cifar_dir), *TINY]  # fmt: skip
+    result = bopsweep(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "3 configurations, 3 newly queued" in result.stdout
+    ts = trials(tmp_path, "grid-gamma")
+    assert_one_complete_per_configuration(ts, 3, 2, tmp_path)
+    assert {t.user_attrs["slot"] for t in ts} == {"cpu0", "cpu1"}
+
+    # Optuna's own command line reads the study: every trial COMPLETE, with plain params
+    optuna_cli = Path(sys.executable).with_name("optuna")
+    listed = subprocess.run(
+        [str(optuna_cli), "trials", "--storage", "sqlite:///study.db", "--study-name",
+         "grid-gamma", "-f", "json"], cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    rows = json.loads(listed.stdout)
+    assert [r["state"] for r in rows] == ["COMPLETE"] * 3
+    assert sorted(r["params"]["gamma"] for r in rows) == [1e-7, 1e-6, 1e-5]
+    assert all(r["params"]["optimizer"] == "bop2" and r["params"]["unbiased"] for r in rows)
+
+    # the same command again queues nothing and re-runs nothing
+    again = bopsweep(*args, cwd=tmp_path)
+    assert again.returncode == 0 and "0 newly queued" in again.stdout
+    assert len(trials(tmp_path, "grid-gamma")) == 3
+
+    status = bopsweep("status", "study.db", cwd=tmp_path)
+    assert status.returncode == 0 and status.stdout.count("COMPLETE") == 3
+    assert "best: trial" in status.stdout
+    listing = bopsweep("studies", "study.db", cwd=tmp_path)
+    assert "grid-gamma" in listing.stdout and "grid" in listing.stdout
+
+    exported = bopsweep("export", "study.db", "-o", "trials.csv", cwd=tmp_path)
+    assert exported.returncode == 0
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "trials.csv")
+    assert sorted(frame["param_gamma"]) == [1e-7, 1e-6, 1e-5]
+    assert (frame["state"] == "COMPLETE").all() and frame["final_val_acc"].notna().all()
+    bopsweep("export", "study.db", "--metrics", "--format", "json", "-o", "m.json", cwd=tmp_path)
+    metrics = pd.read_json(tmp_path / "m.json")
+    assert len(metrics) == 6 and {"val_acc", "train_acc", "pi", "param_gamma"} <= set(metrics)
+
+
+def test_resume_after_the_driver_is_killed_continues_from_checkpoints(small_cifar_dir, tmp_path):
+    epochs = 20
+    args = ["grid", "--param", "gamma", "--values", "1e-7,1e-6,1e-5", "--workers", "2",
+            "--epochs", str(epochs), "--data-dir", str(small_cifar_dir), *TINY]  # fmt: skip
+    driver = start(*args, cwd=tmp_path)
+    # kill it while the third trial runs, after the first two finished
+    wait_until(lambda: count(tmp_path, "grid-gamma", "COMPLETE") == 2, what="two complete trials")
+    wait_until(lambda: len(run_dirs(tmp_path, "grid-gamma")) == 3
+               and 2 <= epochs_in(run_dirs(tmp_path, "grid-gamma")[-1]) < epochs
+               or any(2 <= epochs_in(d) < epochs for d in run_dirs(tmp_path, "grid-gamma")),
+               what="the third trial mid-run")  # fmt: skip
+    children = trial_processes(driver.pid)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    wait_until(lambda: not set(children) & set(trial_processes()), 20, "orphans to stop")
+    before = {t.number: t for t in trials(tmp_path, "grid-gamma")}
+    finished = {n for n, t in before.items() if t.state == optuna.trial.TrialState.COMPLETE}
+    assert len(finished) == 2 and any(t.state.name == "RUNNING" for t in before.values())
+
+    result = bopsweep("resume", "study.db", "--workers", "2", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "1 resumed after an interruption" in result.stdout
+    ts = trials(tmp_path, "grid-gamma")
+    assert_one_complete_per_configuration(ts, 3, epochs, tmp_path)
+    for n in finished:  # finished trials are kept as they were, never re-run
+        assert ts[n].state.name == "COMPLETE" and ts[n].value == before[n].value
+    retry = [t for t in ts if t.number >= 3]
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE"
+    assert retry[0].user_attrs["resumed_from_epoch"] >= 2  # continued, not restarted
+    interrupted = [t for t in ts if t.user_attrs.get("failure") == "interrupted"]
+    assert len(interrupted) == 1
+
+
+def test_a_killed_trial_process_is_recorded_and_retried_from_its_checkpoint(
+    small_cifar_dir, tmp_path
+):
+    epochs = 20
+    args = ["grid", "--param", "tau", "--values", "1e-6,1e-5", "--workers", "2",
+            "--epochs", str(epochs), "--data-dir", str(small_cifar_dir), *TINY]  # fmt: skip
+    driver = start(*args, cwd=tmp_path)
+    wait_until(lambda: any(2 <= epochs_in(d) < epochs - 5 for d in run_dirs(tmp_path, "grid-tau")),
+               what="a trial mid-run")  # fmt: skip
+    victim_dir = next(d for d in run_dirs(tmp_path, "grid-tau") if epochs_in(d) >= 2)
+    victim = next(pid for pid, cmd in trial_processes(driver.pid).items() if str(victim_dir) in cmd)
+    os.kill(victim, signal.SIGKILL)
+    out, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, err
+    assert "FAILED (killed by SIGKILL); re-queued" in err
+    ts = trials(tmp_path, "grid-tau")
+    assert_one_complete_per_configuration(ts, 2, epochs, tmp_path)
+    crashed = [t for t in ts if t.state.name == "FAIL"]
+    assert len(crashed) == 1 and crashed[0].user_attrs["failure"] == "crash"
+    assert crashed[0].user_attrs["fail_reason"] == "killed by SIGKILL"
+    retry = next(t for t in ts if t.state.name == "COMPLETE"
+                 and t.user_attrs["config_id"] == crashed[0].user_attrs["config_id"])  # fmt: skip
+    assert retry.user_attrs["attempt"] == 1 and retry.user_attrs["resumed_from_epoch"] >= 2
+
+
+def test_ctrl_c_exits_130_refuses_a_second_driver_and_resumes_cleanly(small_cifar_dir, tmp_path):
+    epochs = 25
+    args = ["grid", "--param", "sigma", "--values", "1e-3,1e-2", "--workers", "2",
+            "--epochs", str(epochs), "--data-dir", str(small_cifar_dir), *TINY]  # fmt: skip
+    driver = start(*args, cwd=tmp_path)
+    wait_until(lambda: sum(epochs_in(d) >= 2 for d in run_dirs(tmp_path, "grid-sigma")) == 2,
+               what="both trials mid-run")  # fmt: skip
+
+    second = bopsweep("resume", "study.db", cwd=tmp_path)
+    assert second.returncode == 2
+    assert (
+        "another bopsweep driver is running" in second.stderr and "Traceback" not in second.stderr
+    )
+
+    driver.send_signal(signal.SIGINT)
+    out, err = driver.communicate(timeout=60)
+    assert driver.returncode == 130, err
+    assert "bopsweep resume" in out and "Traceback" not in err
+    assert not trial_processes(driver.pid)
+    ts = trials(tmp_path, "grid-sigma")
+    assert [t.user_attrs.get("failure") for t in ts if t.state.name == "FAIL"] == [
+        "interrupted"
+    ] * 2
+    assert sum(t.state.name == "WAITING" for t in ts) == 2  # re-queued, ready to resume
+
+    result = bopsweep("resume", "study.db", "--workers", "2", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ts = trials(tmp_path, "grid-sigma")
+    assert_one_complete_per_configuration(ts, 2, epochs, tmp_path)
+    assert all(t.user_attrs["resumed_from_epoch"] >= 2 for t in ts if t.state.name == "COMPLETE")
+
+
+def test_a_diverging_trial_fails_with_its_reason_and_is_not_retried(small_cifar_dir, tmp_path):
+    args = ["grid", "--param", "lr", "--values", "0.01,1e37", "--workers", "2", "--epochs", "2",
+            "--data-dir", str(small_cifar_dir), "--width", "0.0625", "--batch-size", "10",
+            "--device", "cpu", "--quiet"]  # fmt: skip
+    result = bopsweep(*args, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    ts = trials(tmp_path, "grid-lr")
+    failed = [t for t in ts if t.state.name == "FAIL"]
+    assert len(ts) == 2 and len(failed) == 1
+    assert failed[0].user_attrs["failure"] == "diverged"
+    assert "training loss became" in failed[0].user_attrs["fail_reason"]
+    status = bopsweep("status", "study.db", cwd=tmp_path)
+    assert "FAIL (diverged)" in status.stdout
+
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["grid", "--param", "alpha"], "unknown --param 'alpha'"),
+        (["grid", "--param", "gamma", "--values", " , "], "--values for gamma is empty"),
+        (["grid", "--param", "gamma", "--values", "1e-7,abc"], "must be a number, got 'abc'"),
+        (["grid", "--param", "gamma", "--param", "tau", "--values", "1e-7"], "one --values per --param"),
+        (["grid", "--param", "gamma", "--set", "sigma=big"], "sigma in --set must be a number"),
+        (["pow10", "--gamma", "1e-9:2e-5"], "2e-05 is not a power of ten"),
+        (["pow10", "--tau", "1e-4:1e-8"], "runs backwards"),
+        (["pow10"], "at least one range"),
+        (["schedule", "--param", "eps"], "cannot schedule 'eps'"),
+        (["schedule", "--param", "tau", "--kind", "cosine"], "exponential or polynomial"),
+        (["grid", "--param", "gamma", "--storage", "ftp://host/x"], "not a database URL"),
+        (["grid", "--param", "gamma", "--workers", "0"], "--workers must be >= 1"),
+        (["status", "absent.db"], "no such database"),
+        (["run", "absent.toml"], "does not exist"),
+    ],
+)  # fmt: skip
+def test_bad_study_input_gets_one_line_and_exit_2(
+    small_cifar_dir, tmp_path, monkeypatch, args, fragment
+):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, [*args, "--data-dir", str(small_cifar_dir), *TINY]
+                           if args[0] in ("grid", "pow10", "schedule") else args)  # fmt: skip
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bopsweep: error:"), result.output
+    assert fragment in lines[0]
+
+
+def test_databases_and_files_of_other_programs_are_refused(small_cifar_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with sqlite3.connect(tmp_path / "shop.db") as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER)")
+    (tmp_path / "notes.db").write_text("not a database at all, just some notes\n")
+    (tmp_path / "bad.toml").write_text(
+        '[study]\nname = "x"\nkind = "grid"\n[base]\nepochs = "ten"\n'
+    )
+    (tmp_path / "odd.toml").write_text('[study]\nname = "x"\n[grid]\ngamma = [1e-7]\nextra = 1\n')
+    cases = [
+        (["status", "shop.db"], "database of another program"),
+        (["grid", "--param", "gamma", "--storage", "sqlite:///notes.db", "--data-dir",
+          str(small_cifar_dir), *TINY], "not a SQLite database"),
+        (["run", "bad.toml"], "epochs in [base] of bad.toml must be an integer, got 'ten'"),
+        (["run", "odd.toml"], "unknown key 'extra'"),
+    ]  # fmt: skip
+    for args, fragment in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and fragment in lines[0], (args, result.output)

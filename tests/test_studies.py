@@ -1,0 +1,186 @@
+"""Study definitions: grid, power-of-ten, schedule and arms studies, and the shipped study files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bopsweep.config import StudySpec, TrialConfig
+from bopsweep.errors import UserError
+from bopsweep.schedules import Schedule
+from bopsweep.studies import (
+    config_id,
+    decades_around,
+    expand,
+    grid_study,
+    load_study_file,
+    parse_pow10_range,
+    pow10_study,
+    schedule_study,
+)
+
+STUDIES = Path(__file__).resolve().parent.parent / "studies"
+BASE = TrialConfig(optimizer="bop2", unbiased=True, gamma=1e-7, sigma=1e-3, tau=1e-6)
+
+EXPECTED = {  # file: (kind, number of trials)
+    "fig2_variants_norms.toml": ("grid", 4),
+    "fig3_gamma.toml": ("grid", 5),
+    "fig3_sigma.toml": ("grid", 5),
+    "fig3_tau.toml": ("grid", 5),
+    "fig4_gamma.toml": ("schedule", 6),
+    "fig4_sigma.toml": ("schedule", 6),
+    "fig4_tau.toml": ("schedule", 6),
+    "fig5_bop_vs_bop2.toml": ("arms", 4),
+    "pow10_search.toml": ("pow10", 125),
+    "table1_paper.toml": ("arms", 3),
+    "table1_code.toml": ("arms", 3),
+    "quick.toml": ("grid", 5),
+}
+
+
+def test_every_shipped_study_file_loads_and_expands():
+    files = sorted(p.name for p in STUDIES.glob("*.toml"))
+    assert files == sorted(EXPECTED)
+    for name, (kind, n) in EXPECTED.items():
+        spec = load_study_file(STUDIES / name)
+        planned = expand(spec)
+        assert spec.kind == kind and len(planned) == n, name
+        assert spec.description, f"{name} says what it is"
+        assert len({p.config_id for p in planned}) == n
+
+
+def test_fig3_ablations_sweep_two_decades_around_the_optimum():
+    for param, centre in (("gamma", 1e-7), ("sigma", 1e-3), ("tau", 1e-6)):
+        planned = expand(load_study_file(STUDIES / f"fig3_{param}.toml"))
+        assert [getattr(p.config, param) for p in planned] == pytest.approx(decades_around(centre))
+        for p in planned:
+            assert p.config.unbiased and p.config.norm == "batch" and p.config.epochs == 100
+            others = {"gamma": 1e-7, "sigma": 1e-3, "tau": 1e-6}
+            others.pop(param)
+            assert all(getattr(p.config, k) == v for k, v in others.items())
+
+
+def test_table1_ships_both_readings_of_the_schedules():
+    def bop2_schedules(name):
+        planned = expand(load_study_file(STUDIES / name))
+        arm = next(p for p in planned if p.label == "Bop2ndOrder biased")
+        c = arm.config
+        return {k: (c.initial(k), c.schedules[k].end) for k in ("gamma", "sigma", "tau", "lr")}
+
+    assert bop2_schedules("table1_paper.toml") == {
+        "gamma": (1e-5, 1e-8), "sigma": (1e-2, 1e-5), "tau": (1e-7, 1e-2), "lr": (0.01, 0.001)
+    }  # fmt: skip
+    assert bop2_schedules("table1_code.toml") == {
+        "gamma": (1e-2, 1e-5), "sigma": (1e-7, 1e-2), "tau": (1e-5, 1e-8), "lr": (0.01, 0.001)
+    }  # fmt: skip
+    bop = next(p for p in expand(load_study_file(STUDIES / "table1_code.toml")) if p.label == "Bop")
+    assert bop.config.schedules["gamma"] == Schedule(kind="exponential", rate=0.1, every=100)
+    assert bop.config.batch_size == 50 and bop.config.epochs == 500
+
+
+def test_grid_with_several_axes_is_the_cartesian_product_times_seeds():
+    spec = grid_study("g", BASE, {"gamma": [1e-8, 1e-7], "tau": [1e-6, 1e-5, 1e-4]}, seeds=2)
+    planned = expand(spec)
+    assert len(planned) == 12
+    points = {(p.config.gamma, p.config.tau, p.config.seed) for p in planned}
+    assert len(points) == 12 and {s for *_, s in points} == {0, 1}
+    assert planned[0].params["gamma"] == 1e-8 and "seed" in planned[0].params
+
+
+def test_config_ids_are_stable_and_ignore_where_a_trial_runs():
+    a = BASE.resolved()
+    assert config_id(a) == config_id(TrialConfig.from_dict(a.to_dict()))
+    moved = TrialConfig.from_dict({**a.to_dict(), "device": "cuda", "data_dir": "/elsewhere"})
+    assert config_id(moved) == config_id(a)
+    other = TrialConfig.from_dict({**a.to_dict(), "gamma": 1e-6})
+    assert config_id(other) != config_id(a)
+
+
+def test_pow10_ranges():
+    assert parse_pow10_range("gamma", "1e-9:1e-5") == [1e-9, 1e-8, 1e-7, 1e-6, 1e-5]
+    assert parse_pow10_range("tau", "0.001:0.001") == [1e-3]
+    spec = pow10_study("p", BASE, {"gamma": "1e-8:1e-7", "sigma": "1e-3:1e-1"})
+    assert len(expand(spec)) == 6
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1e-9:3e-5", "3e-05 is not a power of ten"),
+        ("1e-5:1e-9", "runs backwards"),
+        ("0:1e-5", "positive powers of ten"),
+        ("-1e-5:1e-3", "positive powers of ten"),
+        ("1e-5", "range LOW:HIGH"),
+        ("a:b", "range LOW:HIGH"),
+    ],
+)
+def test_bad_pow10_ranges(text, message):
+    with pytest.raises(UserError, match=message):
+        parse_pow10_range("gamma", text)
+
+
+def test_schedule_study_has_constant_increasing_and_decreasing_arms_per_variant():
+    spec = schedule_study("s", TrialConfig(epochs=350, **PAPER), "tau", "exponential", every=100)
+    planned = expand(spec)
+    assert [p.label for p in planned] == [
+        "biased constant", "biased increasing", "biased decreasing",
+        "unbiased constant", "unbiased increasing", "unbiased decreasing",
+    ]  # fmt: skip
+    up, down = planned[1].config.schedules["tau"], planned[2].config.schedules["tau"]
+    assert up == Schedule(kind="exponential", rate=10, every=100)
+    assert down.rate == pytest.approx(0.1) and down.every == 100
+    assert planned[0].config.schedules == {} and planned[3].config.unbiased
+    poly = expand(schedule_study("s", TrialConfig(**PAPER), "gamma", "polynomial", factor=100))
+    assert poly[1].config.schedules["gamma"].end == pytest.approx(1e-5)
+    assert poly[2].config.schedules["gamma"].end == pytest.approx(1e-9)
+
+
+PAPER = {"gamma": 1e-7, "sigma": 1e-3, "tau": 1e-6}
+
+
+def test_a_study_holding_one_configuration_twice_is_refused():
+    with pytest.raises(UserError, match="same configuration twice"):
+        expand(grid_study("g", BASE, {"gamma": [1e-7, 1e-7]}))
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[study]\nname = "x"\ncolour = "red"\n[grid]\ngamma = [1e-7]\n', "unknown key.*colour"),
+        ('[study]\nname = "x"\n[base]\nepochs = "ten"\n[grid]\ngamma = [1e-7]\n',
+         "epochs in \\[base\\].* must be an integer, got 'ten'"),
+        ('[study]\nname = "x"\n[base]\nlearning_rate = 0.1\n[grid]\ngamma = [1e-7]\n',
+         "unknown key 'learning_rate'"),
+        ('[study]\nname = "x"\n[grid]\ngama = [1e-7]\n', "unknown key 'gama'"),
+        ('[study]\nname = "x"\n[grid]\ngamma = []\n', "non-empty list"),
+        ('[study]\nname = "x"\n[grid]\ngamma = ["big"]\n', "gamma in grid axis 'gamma' must be a number"),
+        ('[study]\nname = "x"\nkind = "magic"\n', "unknown study kind 'magic'"),
+        ('[study]\nname = "x"\nkind = "arms"\n', "needs \\[\\[arms\\]\\]"),
+        ('[study]\nname = "x"\nseeds = 0\n[grid]\ngamma = [1e-7]\n', "seeds must be an integer >= 1"),
+        ('[study]\nname = "bad name!"\n[grid]\ngamma = [1e-7]\n', "study name"),
+        ('[study\nname = "x"\n', "cannot read study file"),
+        ('[study]\nname = "x"\nkind = "pow10"\n[pow10]\ntau = "1e-8:2e-4"\n', "not a power of ten"),
+        ('[study]\nname = "x"\n[grid]\ngamma = [2.0]\n', "gamma must be in \\(0, 1\\]"),
+    ],
+)  # fmt: skip
+def test_bad_study_files_say_what_is_wrong(tmp_path, text, message):
+    with pytest.raises(UserError, match=message):
+        expand(load_study_file(write(tmp_path, text)))
+
+
+def test_a_missing_study_file_is_named(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_study_file(tmp_path / "nope.toml")
+
+
+def test_spec_round_trips_through_plain_values():
+    spec = load_study_file(STUDIES / "table1_paper.toml")
+    again = StudySpec.from_dict(spec.to_dict())
+    assert [p.config_id for p in expand(again)] == [p.config_id for p in expand(spec)]
