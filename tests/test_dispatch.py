@@ -153,9 +153,7 @@ def test_resume_after_the_driver_is_killed_continues_from_checkpoints(small_cifa
     driver = start(*args, cwd=tmp_path)
     # kill it while the third trial runs, after the first two finished
     wait_until(lambda: count(tmp_path, "grid-gamma", "COMPLETE") == 2, what="two complete trials")
-    wait_until(lambda: len(run_dirs(tmp_path, "grid-gamma")) == 3
-               and 2 <= epochs_in(run_dirs(tmp_path, "grid-gamma")[-1]) < epochs
-               or any(2 <= epochs_in(d) < epochs for d in run_dirs(tmp_path, "grid-gamma")),
+    wait_until(lambda: any(2 <= epochs_in(d) < epochs for d in run_dirs(tmp_path, "grid-gamma")),
                what="the third trial mid-run")  # fmt: skip
     children = trial_processes(driver.pid)
     driver.send_signal(signal.SIGKILL)
@@ -191,7 +189,7 @@ def test_a_killed_trial_process_is_recorded_and_retried_from_its_checkpoint(
     victim_dir = next(d for d in run_dirs(tmp_path, "grid-tau") if epochs_in(d) >= 2)
     victim = next(pid for pid, cmd in trial_processes(driver.pid).items() if str(victim_dir) in cmd)
     os.kill(victim, signal.SIGKILL)
-    out, err = driver.communicate(timeout=300)
+    _, err = driver.communicate(timeout=300)
     assert driver.returncode == 0, err
     assert "FAILED (killed by SIGKILL); re-queued" in err
     ts = trials(tmp_path, "grid-tau")
@@ -260,7 +258,8 @@ runner = CliRunner()
         (["grid", "--param", "alpha"], "unknown --param 'alpha'"),
         (["grid", "--param", "gamma", "--values", " , "], "--values for gamma is empty"),
         (["grid", "--param", "gamma", "--values", "1e-7,abc"], "must be a number, got 'abc'"),
-        (["grid", "--param", "gamma", "--param", "tau", "--values", "1e-7"], "one --values per --param"),
+        (["grid", "--param", "gamma", "--param", "tau", "--values", "1e-7"],
+         "one --values per --param"),
         (["grid", "--param", "gamma", "--set", "sigma=big"], "sigma in --set must be a number"),
         (["pow10", "--gamma", "1e-9:2e-5"], "2e-05 is not a power of ten"),
         (["pow10", "--tau", "1e-4:1e-8"], "runs backwards"),

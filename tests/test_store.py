@@ -47,7 +47,7 @@ def test_files_that_are_not_bopsweep_databases_are_refused(tmp_path):
         Store(f"sqlite:///{other}")
     with pytest.raises(UserError, match="no such database"):
         Store(f"sqlite:///{tmp_path / 'absent.db'}")
-    with pytest.raises(UserError, match="folder .* does not exist"):
+    with pytest.raises(UserError, match=r"folder .* does not exist"):
         Store(f"sqlite:///{tmp_path / 'no' / 'such.db'}", create=True)
 
 
@@ -66,9 +66,11 @@ def test_metric_rows_are_written_once_per_trial_and_epoch(tmp_path):
 
 def test_a_second_driver_on_the_same_sqlite_file_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
-    with driver_lock(url):
-        with pytest.raises(UserError, match="another bopsweep driver is running"):
-            with driver_lock(url):
-                pass
+    with (
+        driver_lock(url),
+        pytest.raises(UserError, match="another bopsweep driver is running"),
+        driver_lock(url),
+    ):
+        pass
     with driver_lock(url):  # released when the first driver ends
         pass
