@@ -1,0 +1,46 @@
+"""Trial throughput of the driver: trials per minute with 1 and 2 CPU workers on tiny trials.
+
+Each configuration runs the same grid of tiny trials (real trial processes, a real SQLite
+database) one after the other, in the same run; the ratio is throughput(2) / throughput(1).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from bopsweep.config import TrialConfig
+from bopsweep.data import make_synthetic
+from bopsweep.dispatch import DispatchOptions, run_study
+from bopsweep.studies import grid_study
+
+
+def trials_per_minute(workers: int, data: Path, folder: Path, n_trials: int, epochs: int) -> float:
+    base = TrialConfig(width=1 / 16, batch_size=20, epochs=epochs, data_dir=str(data), device="cpu")
+    values = [10.0 ** (-9 + i * 4 / max(1, n_trials - 1)) for i in range(n_trials)]
+    spec = grid_study(f"bench-{workers}", base, {"gamma": values})
+    options = DispatchOptions(storage=f"sqlite:///{folder / f'w{workers}.db'}", device="cpu",
+                              workers=workers, quiet=True)  # fmt: skip
+    start = time.perf_counter()
+    code = run_study(spec, options, echo=lambda *_: None)
+    seconds = time.perf_counter() - start
+    assert code == 0, f"the benchmark study failed (exit {code})"
+    return n_trials / seconds * 60
+
+
+def run(n_trials: int = 8, epochs: int = 3) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        data = make_synthetic(folder / "data", n_train=200, n_test=50).parent
+        results = {w: trials_per_minute(w, data, folder, n_trials, epochs) for w in (1, 2)}
+    ratio = results[2] / results[1]
+    print(f"\ndispatch, {n_trials} tiny trials ({epochs} epochs, width 1/16, 200 images), cpu")
+    for w, tpm in results.items():
+        print(f"  {w} worker(s): {tpm:6.1f} trials/min")
+    print(f"  ratio 2 workers / 1 worker: {ratio:.2f}")
+    return {"trials_per_minute": results, "ratio": ratio}
+
+
+if __name__ == "__main__":
+    run()
