@@ -291,19 +291,28 @@ def train(
 # --- studies -------------------------------------------------------------------------------------
 def _study_base(trial: dict[str, Any], sets: list[str] | None) -> Any:
     """The base point of a study: the paper's (§5.1.2) unless options or --set change it."""
-    from bopsweep.config import TrialConfig, parse_field
+    from bopsweep.config import TrialConfig
     from bopsweep.studies import PAPER_BASE
 
     values: dict[str, Any] = {"unbiased": True}
     values.update(_given(trial))
     if values.get("optimizer", "bop2") == "bop2":
         values = {**PAPER_BASE, **values}
+    values.update(_parse_sets(sets))
+    return TrialConfig.from_dict(values, "the base point")
+
+
+def _parse_sets(sets: list[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` options as typed values."""
+    from bopsweep.config import parse_field
+
+    values = {}
     for item in sets or []:
         key, sep, text = item.partition("=")
         if not sep:
             raise UserError(f"--set {item!r} is not KEY=VALUE (e.g. --set sigma=1e-2)")
         values[key.strip()] = parse_field(key.strip(), text.strip())
-    return TrialConfig.from_dict(values, "the base point")
+    return values
 
 
 def _dispatch(spec: Any, options: dict[str, Any], trial: dict[str, Any]) -> None:
@@ -483,18 +492,13 @@ def run(
     """Run a study file: its [base] settings, changed by any trial option or --set given here."""
     from dataclasses import replace
 
-    from bopsweep.config import parse_field
     from bopsweep.studies import load_study_file
 
     options, trial = options or {}, trial or {}
     overrides = {
         k: v for k, v in _given(trial).items() if k not in ("data_dir", "download", "device")
     }
-    for item in set_ or []:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise UserError(f"--set {item!r} is not KEY=VALUE (e.g. --set sigma=1e-2)")
-        overrides[key.strip()] = parse_field(key.strip(), text.strip())
+    overrides.update(_parse_sets(set_))
     spec = load_study_file(file, overrides)
     if options.get("study"):
         spec = replace(spec, name=options["study"])
