@@ -507,6 +507,77 @@ def run(
     _dispatch(spec, options, trial)
 
 
+@app.command()
+@user_errors
+@with_options(DISPATCH_OPTIONS, into="options")
+@with_options(TRIAL_OPTIONS, into="trial")
+def optuna(
+    trials: Annotated[
+        int, typer.Option(help="Trials in the study in total; running it again tops it up.")
+    ] = 50,
+    sampler: Annotated[str, typer.Option(help="tpe, random, cmaes or qmc.")] = "tpe",
+    sampler_seed: Annotated[
+        int | None, typer.Option(help="Seed of the sampler (several workers: seed + index).")
+    ] = None,
+    pruner: Annotated[
+        str, typer.Option(help="none, median or hyperband (on per-epoch validation accuracy).")
+    ] = "none",
+    gamma: Annotated[str | None, typer.Option(help="Range of γ. (default: 1e-10:1e-4)")] = None,
+    sigma: Annotated[str | None, typer.Option(help="Range of σ. (default: 1e-6:1)")] = None,
+    tau: Annotated[str | None, typer.Option(help="Range of τ. (default: 1e-9:1e-3)")] = None,
+    fix: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Remove a dimension, NAME=VALUE: gamma, sigma, tau, variant, norm, "
+            "NAME_schedule (e.g. --fix sigma=1e-3 --fix tau_schedule=constant)."
+        ),
+    ] = None,
+    space: Annotated[
+        Path | None, typer.Option(help="A TOML file giving the whole search space.")
+    ] = None,
+    set_: SetOption = None,
+    options: dict[str, Any] | None = None,
+    trial: dict[str, Any] | None = None,
+) -> None:
+    """Search γ, σ, τ, the variant (bop, bop2 biased/unbiased), the norm and per-hyperparameter
+    schedules with an Optuna sampler, optionally pruning weak trials. Each trial's value is its
+    final validation accuracy."""
+    from dataclasses import replace
+
+    from bopsweep.search import SearchSpace, load_space_file, parse_fixed, parse_range
+    from bopsweep.studies import optuna_study
+
+    options, trial = options or {}, trial or {}
+    search_space = load_space_file(space) if space is not None else SearchSpace()
+    ranges = dict(search_space.ranges)
+    for name, text in (("gamma", gamma), ("sigma", sigma), ("tau", tau)):
+        if text is not None:
+            ranges[name] = parse_range(name, text)
+    fixed = {**search_space.fixed, **parse_fixed(fix or [])}
+    given = _given(trial)
+    if "optimizer" in given or "unbiased" in given:  # a chosen optimizer fixes the variant
+        opt = given.get("optimizer", "bop2")
+        fixed["variant"] = (
+            opt
+            if opt == "bop"
+            else "bop2-" + ("unbiased" if given.get("unbiased", True) else "biased")
+        )
+    if "norm" in given:
+        fixed["norm"] = given["norm"]
+    search_space = replace(search_space, ranges=ranges, fixed=fixed)
+    base = _study_base({k: v for k, v in trial.items() if k not in ("optimizer", "unbiased")}, set_)
+    spec = optuna_study(
+        options.get("study") or "optuna-search",
+        base,
+        search_space,
+        trials,
+        sampler,
+        sampler_seed,
+        pruner,
+    )
+    _dispatch(spec, options, trial)
+
+
 Database = Annotated[
     Path | None,
     typer.Argument(
@@ -568,7 +639,7 @@ def status(
     from rich.table import Table
 
     from bopsweep.report import trials_frame
-    from bopsweep.store import Store, redact, storage_url
+    from bopsweep.store import SPEC_ATTR, Store, redact, storage_url
 
     url = storage_url(storage, database)
     store = Store(url)
@@ -600,7 +671,7 @@ def status(
             str(int(t["epochs_done"] or 0)),
             _fmt(t["final_val_acc"]),
             _fmt(t["best_val_acc"]),
-            str(t["fail_reason"] or ""),
+            _note(t),
         )
     console = _console()
     console.print(table)
@@ -611,6 +682,16 @@ def status(
             f"best: trial {best['number']} ({best['label'] or best['config_id']}), "
             f"final val acc {best['final_val_acc']:.4f}"
         )
+    if optuna_study.user_attrs[SPEC_ATTR]["kind"] == "optuna":
+        from bopsweep.report import param_importances
+
+        console.print(param_importances(optuna_study))
+
+
+def _note(t: Any) -> str:
+    if t["state"] == "PRUNED" and t.get("pruned_at_epoch") is not None:
+        return f"pruned at epoch {int(t['pruned_at_epoch'])}"
+    return str(t["fail_reason"] or "")
 
 
 def _console() -> Any:

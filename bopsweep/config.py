@@ -213,7 +213,7 @@ def _table(name: str, value: Any, where: str) -> dict[str, Any]:
 
 
 # --- studies ------------------------------------------------------------------------------------
-STUDY_KINDS = ("grid", "pow10", "schedule", "arms")
+STUDY_KINDS = ("grid", "pow10", "schedule", "arms", "optuna")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 

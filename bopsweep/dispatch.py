@@ -117,7 +117,17 @@ class Running:
     last_val: float | None = None
     last_pi: float | None = None
     outcome: dict[str, Any] | None = None
+    pruned_at: int | None = None
     eof: bool = False
+
+
+@dataclass(frozen=True)
+class Search:
+    """What an Optuna study samples from: a space around a base configuration, and its total."""
+
+    space: Any  # bopsweep.search.SearchSpace
+    base: Any  # bopsweep.config.TrialConfig
+    trials: int
 
 
 class Driver:
@@ -130,15 +140,20 @@ class Driver:
         local: dict[str, Any] | None = None,
         max_retries: int = 2,
         display: Any = None,
+        search: Search | None = None,
     ) -> None:
+        import optuna
+
         self.store, self.study, self.slots = store, study, slots
+        self.search = search
+        self.prunes = search is not None and not isinstance(study.pruner, optuna.pruners.NopPruner)
         self.checkpoint_root = Path(checkpoint_root)
         self.local = local or {}
         self.max_retries = max_retries
         self.display = display
         self.running: dict[str, Running] = {}
         self.events: queue.Queue[tuple[Running, dict[str, Any] | None]] = queue.Queue()
-        self.counts = {"done": 0, "failed": 0}
+        self.counts = {"done": 0, "failed": 0, "pruned": 0}
         self._last_flush = time.monotonic()
 
     # --- queue ------------------------------------------------------------------------------
@@ -201,6 +216,7 @@ class Driver:
             storage.set_trial_user_attr(
                 t._trial_id, "fail_reason", "the driver stopped while it ran"
             )
+            storage.set_trial_user_attr(t._trial_id, "requeued", True)
             self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
             self._enqueue(
                 t.params,
@@ -223,7 +239,29 @@ class Driver:
                     return t
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
-        return None
+        return self._sample()
+
+    def _sample(self) -> optuna.trial.FrozenTrial | None:
+        """A new trial from the sampler, while the study holds fewer than its total."""
+        if self.search is None or self.counted() >= self.search.trials:
+            return None
+        from bopsweep.search import suggest
+        from bopsweep.studies import config_id, describe_config
+
+        trial = self.study.ask()
+        config = suggest(trial, self.search.space, self.search.base)
+        attrs = {
+            "config_id": config_id(config),
+            "label": describe_config(config),
+            "config": config.to_dict(),
+            "attempt": 0,
+        }
+        self._set_attrs(trial._trial_id, attrs)
+        return self.study._storage.get_trial(trial._trial_id)
+
+    def counted(self) -> int:
+        """Trials that count towards a search's total: all but those re-queued as new trials."""
+        return sum(not t.user_attrs.get("requeued") for t in self.study.get_trials(deepcopy=False))
 
     def queued(self) -> int:
         import optuna
@@ -338,6 +376,9 @@ class Driver:
         elif kind == "epoch":
             self._add_epoch(r, msg["row"], msg["steps"])
             self._event("epoch", r)
+            if self.prunes and r.pruned_at is None and self._should_prune(r):
+                r.pruned_at = r.epochs_done
+                _stop_group(r.proc)
         elif kind == "progress":
             r.progress = msg
         else:  # done, diverged, error
@@ -348,14 +389,16 @@ class Driver:
         r.pending_steps[row["epoch"]] = steps
         r.epochs_done = row["epoch"]
         r.last_val, r.last_pi = row["val_acc"], row["pi"]
+        # the learning curve Optuna's tools (and pruners) see
+        self.study._storage.set_trial_intermediate_value(r.trial_id, row["epoch"], row["val_acc"])
+
+    def _should_prune(self, r: Running) -> bool:
+        return self.study.pruner.prune(self.study, self.study._storage.get_trial(r.trial_id))
 
     def _flush(self, r: Running) -> None:
         if not r.pending_rows:
             return
         self.store.write_metrics(self.study._study_id, r.trial_id, r.pending_rows, r.pending_steps)
-        storage = self.study._storage
-        for row in r.pending_rows:
-            storage.set_trial_intermediate_value(r.trial_id, row["epoch"], row["val_acc"])
         r.pending_rows, r.pending_steps = [], {}
 
     def _flush_all(self) -> None:
@@ -372,6 +415,12 @@ class Driver:
         rc = r.proc.returncode
         attrs: dict[str, Any] = {"epochs_done": r.epochs_done, "resumed_from_epoch": r.resumed_from}
         outcome = r.outcome or {}
+        if r.pruned_at is not None and outcome.get("type") != "done":
+            self._set_attrs(r.trial_id, {**attrs, "pruned_at_epoch": r.pruned_at})
+            self.study.tell(r.number, state=optuna.trial.TrialState.PRUNED)
+            self.counts["pruned"] += 1
+            self._event("pruned", r)
+            return
         if rc == 0 and outcome.get("type") == "done":
             summary = outcome["summary"]
             attrs.update(
@@ -393,9 +442,10 @@ class Driver:
         else:
             reason = _crash_reason(rc, r.log)
             failure = "oom" if "out of memory" in reason.lower() else "crash"
-        self._set_attrs(r.trial_id, {**attrs, "failure": failure, "fail_reason": reason})
-        self.study.tell(r.number, state=optuna.trial.TrialState.FAIL)
         retry = failure in ("crash", "oom") and r.attempt < self.max_retries
+        attrs.update({"failure": failure, "fail_reason": reason, "requeued": retry})
+        self._set_attrs(r.trial_id, attrs)
+        self.study.tell(r.number, state=optuna.trial.TrialState.FAIL)
         if retry:
             self._requeue(r, r.attempt + 1)
         else:
@@ -423,6 +473,7 @@ class Driver:
                     "epochs_done": r.epochs_done,
                     "failure": "interrupted",
                     "fail_reason": "interrupted (Ctrl-C); resumable",
+                    "requeued": True,
                     "resumed_from_epoch": r.resumed_from,
                 },
             )
@@ -500,6 +551,7 @@ class DispatchOptions:
     quiet: bool = False
     data_dir: str | None = None
     download: bool = False
+    worker_index: int = 0
 
 
 def run_study(spec: Any, options: DispatchOptions, echo: Any = print) -> int:
@@ -520,14 +572,19 @@ def run_study(spec: Any, options: DispatchOptions, echo: Any = print) -> int:
     store = Store(options.storage, create=True)
     with driver_lock(options.storage):
         study, _ = store.create(spec)
+        search = _search(spec, study, options.worker_index)
         root = checkpoint_root(options.storage, spec.name, options.checkpoint_dir)
         display = StudyDisplay(spec.name, quiet=options.quiet or not sys.stderr.isatty())
-        driver = Driver(store, study, slots, root, local, options.max_retries, display)
+        driver = Driver(store, study, slots, root, local, options.max_retries, display, search)
         recovered = driver.recover_stale() if store.url.startswith("sqlite") else 0
         added = driver.enqueue_missing(planned)
+        if search is not None:
+            what = f"{driver.counted()} of {search.trials} trials exist"
+        else:
+            what = f"{len(planned)} configurations, {added} newly queued"
         echo(
-            f"study {spec.name} ({spec.kind}) in {redact(options.storage)}: {len(planned)} "
-            f"configurations, {added} newly queued, {recovered} resumed after an interruption; "
+            f"study {spec.name} ({spec.kind}) in {redact(options.storage)}: {what}, "
+            f"{recovered} resumed after an interruption; "
             f"running on {', '.join(s.name for s in slots)}"
         )
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -543,11 +600,29 @@ def run_study(spec: Any, options: DispatchOptions, echo: Any = print) -> int:
             f"--storage {redact(options.storage)} --study {spec.name}"
         )
     else:
+        pruned = f", {driver.counts['pruned']} pruned" if search is not None else ""
         echo(
-            f"study {spec.name}: {done} trials complete, {driver.counts['failed']} failed; "
-            f"checkpoints in {root}"
+            f"study {spec.name}: {done} trials complete{pruned}, {driver.counts['failed']} "
+            f"failed; checkpoints in {root}"
         )
     return code
+
+
+def _search(spec: Any, study: optuna.Study, worker_index: int) -> Search | None:
+    """For an Optuna study: what to sample; gives the study its sampler and pruner."""
+    if spec.kind != "optuna":
+        return None
+    from bopsweep.search import SearchSpace, make_pruner, make_sampler
+
+    meta = spec.meta
+    seed = meta["sampler_seed"]
+    if seed is not None:
+        # Deterministic from scratch, yet new draws when resumed (a sampler seeded as before
+        # would repeat its first suggestions), and different for each worker of a study.
+        seed += 1_000_003 * worker_index + len(study.get_trials(deepcopy=False))
+    study.sampler = make_sampler(meta["sampler"], seed)
+    study.pruner = make_pruner(meta["pruner"], spec.base.epochs)
+    return Search(SearchSpace.from_dict(meta["space"]), spec.base, meta["trials"])
 
 
 def _raise_interrupt(*_: Any) -> None:

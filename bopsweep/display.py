@@ -107,6 +107,8 @@ class StudyDisplay:
             line = f"{where}: FAILED ({detail}); re-queued"
         elif kind == "fail":
             line = f"{where}: FAILED ({detail})"
+        elif kind == "pruned":
+            line = f"{where}: PRUNED at epoch {r.pruned_at} (val_acc {r.last_val:.4f})"
         else:
             line = f"{where}: interrupted at epoch {r.epochs_done}; resumable"
         if self._live is not None:
@@ -128,7 +130,8 @@ class StudyDisplay:
         queued = driver.queued()
         table = Table(
             title=f"study {self.study}: {driver.counts['done']} done · "
-            f"{len(driver.running)} running · {queued} queued · {driver.counts['failed']} failed",
+            f"{len(driver.running)} running · {queued} queued · {driver.counts['failed']} failed"
+            + (f" · {driver.counts['pruned']} pruned" if driver.search is not None else ""),
             title_justify="left",
         )
         for column in (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ def trials_frame(store: Store, study: optuna.Study) -> pd.DataFrame:
             "fail_reason": attrs.get("fail_reason"),
             "attempt": attrs.get("attempt", 0),
             "slot": attrs.get("slot"),
+            "pruned_at_epoch": attrs.get("pruned_at_epoch"),
             "trial_id": t._trial_id,
         }
         record.update({f"param_{k}": v for k, v in t.params.items()})
@@ -66,3 +68,30 @@ def metrics_frame(store: Store, study: optuna.Study, steps: bool = False) -> pd.
     ]
     merged = trials[keep].merge(frame, on="trial_id", how="inner")
     return merged.drop(columns=["trial_id"])
+
+
+MIN_TRIALS_FOR_IMPORTANCE = 5
+
+
+def param_importances(study: optuna.Study) -> str:
+    """One line: parameter importances by Optuna's default evaluator, or why there are none."""
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
+        return (
+            f"parameter importances: after {MIN_TRIALS_FOR_IMPORTANCE} complete trials "
+            f"({len(complete)} so far)"
+        )
+    evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+    try:
+        with warnings.catch_warnings():  # few trials per regime: the line says how many
+            warnings.simplefilter("ignore")
+            importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except (ValueError, RuntimeError) as e:
+        return f"parameter importances: not available ({e})"
+    ranked = ", ".join(f"{name} {value:.2f}" for name, value in importances.items())
+    return (
+        f"parameter importances (Optuna's {type(evaluator).__name__}, "
+        f"{len(complete)} complete trials): {ranked or 'none'}"
+    )

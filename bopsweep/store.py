@@ -147,6 +147,8 @@ class Store:
                     f"study {spec.name!r} already exists with a different definition; "
                     "resume it with 'bopsweep resume', or choose another --study name"
                 )
+            if stored != data:
+                study.set_user_attr(SPEC_ATTR, data)  # e.g. a search's new total
             return study, False
         study = optuna.create_study(
             study_name=spec.name, storage=self.storage, direction="maximize"
@@ -316,6 +318,7 @@ def _comparable(spec: dict[str, Any]) -> str:
     data = json.loads(json.dumps(spec))
     for key in ("data_dir", "device", "download"):
         data["base"].pop(key, None)
+    data["meta"].pop("trials", None)  # a search's total may grow: the study is topped up
     return json.dumps(data, sort_keys=True)
 
 

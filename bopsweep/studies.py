@@ -207,6 +207,39 @@ def schedule_study(
     )
 
 
+def optuna_study(
+    name: str,
+    base: TrialConfig,
+    space: Any,
+    trials: int,
+    sampler: str = "tpe",
+    sampler_seed: int | None = None,
+    pruner: str = "none",
+    description: str = "",
+) -> StudySpec:
+    """A search with Optuna over ``space`` (a :class:`bopsweep.search.SearchSpace`): ``trials``
+    trials in total, however often it is resumed."""
+    from bopsweep.search import PRUNERS, SAMPLERS
+
+    if not (isinstance(trials, int) and not isinstance(trials, bool) and trials >= 1):
+        raise UserError(f"--trials must be an integer >= 1 (the study's total), got {trials!r}")
+    if sampler not in SAMPLERS:
+        raise UserError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
+    if pruner not in PRUNERS:
+        raise UserError(f"unknown pruner {pruner!r}; use one of {', '.join(PRUNERS)}")
+    if sampler_seed is not None and not isinstance(sampler_seed, int):
+        raise UserError(f"the sampler seed must be an integer, got {sampler_seed!r}")
+    meta = {
+        "space": space.to_dict(),
+        "trials": trials,
+        "sampler": sampler,
+        "sampler_seed": sampler_seed,
+        "pruner": pruner,
+        "swept": list(space.ranges),
+    }
+    return StudySpec(name, "optuna", base, description=description, meta=meta)
+
+
 # --- study files -------------------------------------------------------------------------------
 def load_study_file(path: Path, overrides: dict[str, Any] | None = None) -> StudySpec:
     """Read and validate a TOML study file; ``overrides`` (command line) win over [base]."""
@@ -218,7 +251,7 @@ def load_study_file(path: Path, overrides: dict[str, Any] | None = None) -> Stud
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise UserError(f"cannot read study file {path}: {e}") from None
     where = str(path)
-    _only(data, {"study", "base", "grid", "pow10", "schedule", "arms"}, where)
+    _only(data, {"study", "base", "grid", "pow10", "schedule", "arms", "optuna", "space"}, where)
     study = _table(data, "study", where)
     _only(study, {"name", "kind", "description", "seeds"}, f"[study] of {where}")
     kind = study.get("kind", "grid")
@@ -271,7 +304,25 @@ def load_study_file(path: Path, overrides: dict[str, Any] | None = None) -> Stud
             description=description,
             meta={"swept": [a.get("label", f"arm {i}") for i, a in enumerate(arms)]},
         )
-    raise UserError(f"unknown study kind {kind!r} in {where}; use grid, pow10, schedule or arms")
+    if kind == "optuna":
+        from bopsweep.search import space_from_table
+
+        opts = _table(data, "optuna", where)
+        _only(opts, {"trials", "sampler", "sampler_seed", "pruner"}, f"[optuna] of {where}")
+        space = space_from_table(_table(data, "space", where), where)
+        return optuna_study(
+            name,
+            base,
+            space,
+            opts.get("trials", 50),
+            opts.get("sampler", "tpe"),
+            opts.get("sampler_seed"),
+            opts.get("pruner", "none"),
+            description,
+        )
+    raise UserError(
+        f"unknown study kind {kind!r} in {where}; use grid, pow10, schedule, arms or optuna"
+    )
 
 
 def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -292,7 +343,10 @@ def _only(data: dict[str, Any], allowed: set[str], where: str) -> None:
 
 # --- expansion ---------------------------------------------------------------------------------
 def expand(spec: StudySpec) -> list[PlannedTrial]:
-    """Every trial of the study, in a stable order, validated."""
+    """Every trial of the study, in a stable order, validated. (An Optuna study samples its
+    trials as it runs: none are planned.)"""
+    if spec.kind == "optuna":
+        return []
     base = spec.base.to_dict()
     axes = list(spec.grid.items())
     combos = list(itertools.product(*(values for _, values in axes))) if axes else [()]
@@ -367,6 +421,21 @@ def param_distributions(params: dict[str, Any]) -> dict[str, Any]:
         else:
             out[name] = FloatDistribution(value, value)
     return out
+
+
+def describe_config(config: TrialConfig) -> str:
+    """A short label: variant, norm, hyperparameters and their schedules."""
+    variant = config.optimizer
+    if config.optimizer == "bop2":
+        variant += "-unbiased" if config.unbiased else "-biased"
+    parts = [variant, config.norm]
+    for name, symbol in (("gamma", "γ"), ("sigma", "σ"), ("tau", "τ")):
+        value = getattr(config, name)
+        if value is not None:
+            parts.append(f"{symbol}={value:.2g}")
+            if name in config.schedules:
+                parts[-1] += f"({config.schedules[name].kind[:3]})"
+    return " ".join(parts)
 
 
 def _varying(configs: list[TrialConfig]) -> set[str]:

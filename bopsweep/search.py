@@ -1,0 +1,296 @@
+"""Optuna search studies: a search space over γ, σ, τ, the optimizer variant, the norm and
+per-hyperparameter schedules, with Optuna's samplers and pruners.
+
+The space (defaults: the paper's ablation ranges widened by a decade)::
+
+    variant       bop | bop2-biased | bop2-unbiased
+    norm          batch | layer
+    gamma         log-uniform 1e-10 … 1e-4      (bop: the same range)
+    sigma         log-uniform 1e-6 … 1          (bop2 only)
+    tau           log-uniform 1e-9 … 1e-3
+    NAME_schedule constant | exponential | polynomial        for NAME in gamma, sigma, tau
+      NAME_schedule_rate   log-uniform 0.1 … 10   (exponential only: ×rate …)
+      NAME_schedule_every  int log 1 … epochs     (… every that many epochs)
+      NAME_schedule_end    log-uniform in NAME's range  (polynomial only, linear to the end)
+
+A parameter is only sampled where it applies (σ for Bop2ndOrder, a schedule's own parameters
+for that schedule kind), so Optuna records conditional parameters only on the trials that chose
+them. ``fixed`` values remove dimensions (``--fix sigma=1e-3``). A space file is TOML::
+
+    [space]
+    gamma = [1e-9, 1e-5]
+    variants = ["bop2-biased", "bop2-unbiased"]
+    norms = ["batch"]
+    schedules = ["constant", "polynomial"]      # for every hyperparameter, or a table per name
+    rate = [0.1, 10]
+    [space.fixed]
+    sigma = 1e-3
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import tomllib
+
+from bopsweep.config import NORMS, TrialConfig
+from bopsweep.errors import UserError
+from bopsweep.schedules import KINDS, Schedule
+
+if TYPE_CHECKING:
+    import optuna
+
+VARIANTS = ("bop", "bop2-biased", "bop2-unbiased")
+SAMPLERS = ("tpe", "random", "cmaes", "qmc")
+PRUNERS = ("none", "median", "hyperband")
+HYPERPARAMETERS = ("gamma", "sigma", "tau")
+DEFAULT_RANGES = {"gamma": (1e-10, 1e-4), "sigma": (1e-6, 1.0), "tau": (1e-9, 1e-3)}
+_SPACE_KEYS = {"gamma", "sigma", "tau", "variants", "norms", "schedules", "rate", "fixed"}
+_FIXABLE = {"variant", "norm", *HYPERPARAMETERS, *(f"{h}_schedule" for h in HYPERPARAMETERS)}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    ranges: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_RANGES))
+    variants: tuple[str, ...] = VARIANTS
+    norms: tuple[str, ...] = NORMS
+    schedules: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {h: KINDS for h in HYPERPARAMETERS}
+    )
+    rate: tuple[float, float] = (0.1, 10.0)
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, (lo, hi) in self.ranges.items():
+            if name not in HYPERPARAMETERS:
+                raise UserError(f"unknown search parameter {name!r}; known: gamma, sigma, tau")
+            if not (_positive(lo) and _positive(hi)):
+                raise UserError(f"the range of {name} must be positive numbers, got {lo}:{hi}")
+            if lo > hi:
+                raise UserError(
+                    f"the range of {name} is inverted ({lo:g} > {hi:g}); write LOW:HIGH"
+                )
+            if name in ("gamma", "sigma") and hi > 1:
+                raise UserError(f"the range of {name} must stay within (0, 1], got {lo:g}:{hi:g}")
+        _subset("variants", self.variants, VARIANTS)
+        _subset("norms", self.norms, NORMS)
+        for name, kinds in self.schedules.items():
+            if name not in HYPERPARAMETERS:
+                raise UserError(f"unknown schedule parameter {name!r}; known: gamma, sigma, tau")
+            _subset(f"schedules of {name}", kinds, KINDS)
+        lo, hi = self.rate
+        if not (_positive(lo) and _positive(hi) and lo <= hi):
+            raise UserError(f"the rate range must be positive and LOW <= HIGH, got {lo}:{hi}")
+        for name, value in self.fixed.items():
+            if name not in _FIXABLE:
+                raise UserError(f"cannot fix {name!r}; fixable: {', '.join(sorted(_FIXABLE))}")
+            if name in HYPERPARAMETERS:
+                top = 1.0 if name != "tau" else math.inf
+                if not (_positive(value) and value <= top):
+                    raise UserError(f"--fix {name}={value} is out of range")
+            else:
+                allowed = {"variant": VARIANTS, "norm": NORMS}.get(name, KINDS)
+                if value not in allowed:
+                    raise UserError(f"--fix {name}={value} is not one of {', '.join(allowed)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ranges"] = {k: list(v) for k, v in self.ranges.items()}
+        data["schedules"] = {k: list(v) for k, v in self.schedules.items()}
+        return {**data, "variants": list(self.variants), "norms": list(self.norms),
+                "rate": list(self.rate)}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
+        return cls(
+            ranges={k: (float(v[0]), float(v[1])) for k, v in data["ranges"].items()},
+            variants=tuple(data["variants"]),
+            norms=tuple(data["norms"]),
+            schedules={k: tuple(v) for k, v in data["schedules"].items()},
+            rate=(float(data["rate"][0]), float(data["rate"][1])),
+            fixed=dict(data["fixed"]),
+        )
+
+
+def parse_range(name: str, text: str) -> tuple[float, float]:
+    lo_text, sep, hi_text = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return float(lo_text), float(hi_text)
+    except ValueError:
+        raise UserError(f"--{name} needs a range LOW:HIGH, e.g. 1e-9:1e-5; got {text!r}") from None
+
+
+def parse_fixed(items: list[str]) -> dict[str, Any]:
+    """``--fix NAME=VALUE`` options."""
+    fixed: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name, text = name.strip(), text.strip()
+        if not sep:
+            raise UserError(f"--fix {item!r} is not NAME=VALUE (e.g. --fix sigma=1e-3)")
+        if name in HYPERPARAMETERS:
+            try:
+                fixed[name] = float(text)
+            except ValueError:
+                raise UserError(f"--fix {name} needs a number, got {text!r}") from None
+        else:
+            fixed[name] = text
+    return fixed
+
+
+def load_space_file(path: Path) -> SearchSpace:
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"space file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise UserError(f"cannot read space file {path}: {e}") from None
+    return space_from_table(data.get("space", data), str(path))
+
+
+def space_from_table(table: dict[str, Any], where: str) -> SearchSpace:
+    unknown = set(table) - _SPACE_KEYS
+    if unknown:
+        raise UserError(f"unknown parameter(s) {', '.join(sorted(unknown))} in the space of "
+                        f"{where}; known: {', '.join(sorted(_SPACE_KEYS))}")  # fmt: skip
+    values: dict[str, Any] = {}
+    ranges = dict(DEFAULT_RANGES)
+    for name in HYPERPARAMETERS:
+        if name in table:
+            ranges[name] = _pair(name, table[name], where)
+    values["ranges"] = ranges
+    for key in ("variants", "norms"):
+        if key in table:
+            values[key] = tuple(_strings(key, table[key], where))
+    if "schedules" in table:
+        s = table["schedules"]
+        if isinstance(s, dict):
+            values["schedules"] = {
+                h: tuple(_strings(f"schedules.{h}", s.get(h, list(KINDS)), where))
+                for h in HYPERPARAMETERS
+            }
+            unknown = set(s) - set(HYPERPARAMETERS)
+            if unknown:
+                raise UserError(f"unknown parameter(s) {', '.join(sorted(unknown))} in "
+                                f"[space.schedules] of {where}")  # fmt: skip
+        else:
+            kinds = tuple(_strings("schedules", s, where))
+            values["schedules"] = {h: kinds for h in HYPERPARAMETERS}
+    if "rate" in table:
+        values["rate"] = _pair("rate", table["rate"], where)
+    if "fixed" in table:
+        if not isinstance(table["fixed"], dict):
+            raise UserError(f"[space.fixed] in {where} must be a table")
+        values["fixed"] = dict(table["fixed"])
+    return SearchSpace(**values)
+
+
+# --- sampling a trial --------------------------------------------------------------------------
+def suggest(trial: optuna.Trial, space: SearchSpace, base: TrialConfig) -> TrialConfig:
+    """Sample one configuration from ``space`` around ``base`` (conditional parameters only
+    where they apply) and return it, validated."""
+    values = base.to_dict()
+    fixed = space.fixed
+    variant = _pick(trial, "variant", space.variants, fixed)
+    values["optimizer"] = "bop" if variant == "bop" else "bop2"
+    values["unbiased"] = variant == "bop2-unbiased"
+    values["norm"] = _pick(trial, "norm", space.norms, fixed)
+    used = ("gamma", "tau") if variant == "bop" else HYPERPARAMETERS
+    values["sigma"] = None
+    schedules: dict[str, Any] = {k: v for k, v in values["schedules"].items() if k == "lr"}
+    for name in used:
+        lo, hi = space.ranges[name]
+        if name in fixed:
+            values[name] = float(fixed[name])
+        else:
+            values[name] = trial.suggest_float(name, lo, hi, log=True)
+        kind = _pick(trial, f"{name}_schedule", space.schedules[name], fixed)
+        if kind == "exponential":
+            rate = trial.suggest_float(f"{name}_schedule_rate", *space.rate, log=True)
+            every = trial.suggest_int(f"{name}_schedule_every", 1, max(1, base.epochs), log=True)
+            schedules[name] = Schedule(kind="exponential", rate=rate, every=every).to_dict()
+        elif kind == "polynomial":
+            end = trial.suggest_float(f"{name}_schedule_end", lo, hi, log=True)
+            schedules[name] = Schedule(kind="polynomial", end=end).to_dict()
+    values["schedules"] = schedules
+    return TrialConfig.from_dict(values, "the search space").resolved()
+
+
+def _pick(trial: optuna.Trial, name: str, choices: tuple[str, ...], fixed: dict[str, Any]) -> str:
+    if name in fixed:
+        if fixed[name] not in choices:
+            raise UserError(f"--fix {name}={fixed[name]} is not one of {', '.join(choices)}")
+        return fixed[name]
+    if len(choices) == 1:
+        return choices[0]
+    return trial.suggest_categorical(name, list(choices))
+
+
+# --- samplers and pruners ----------------------------------------------------------------------
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    """Optuna 5's samplers; the experimental-feature warnings of TPE's options are silenced
+    on purpose (multivariate, grouped TPE handles the conditional space best)."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                              constant_liar=True)  # fmt: skip
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if name == "cmaes":
+            return optuna.samplers.CmaEsSampler(
+                seed=seed, warn_independent_sampling=False,
+                independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+            )  # fmt: skip
+        if name == "qmc":
+            return optuna.samplers.QMCSampler(seed=seed, scramble=True,
+                                              warn_independent_sampling=False)  # fmt: skip
+    raise UserError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    import optuna
+
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(1, epochs // 10))
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, epochs))
+    raise UserError(f"unknown pruner {name!r}; use one of {', '.join(PRUNERS)}")
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def _subset(what: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None:
+    if not values:
+        raise UserError(f"{what} of the search space is empty")
+    for v in values:
+        if v not in allowed:
+            raise UserError(f"unknown {what.rstrip('s')} {v!r}; use {', '.join(allowed)}")
+
+
+def _pair(name: str, value: Any, where: str) -> tuple[float, float]:
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        raise UserError(f"{name} in {where} must be [LOW, HIGH], got {value!r}")
+    return float(value[0]), float(value[1])
+
+
+def _strings(name: str, value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UserError(f"{name} in {where} must be a list of strings, got {value!r}")
+    return value
