@@ -1,0 +1,178 @@
+"""Optuna search studies: the space, conditional parameters, samplers, pruning and totals."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from bopsweep.cli import app
+from bopsweep.config import TrialConfig
+from bopsweep.dispatch import Driver, _search, make_slots
+from bopsweep.errors import UserError
+from bopsweep.search import SearchSpace, load_space_file, parse_fixed, suggest
+from bopsweep.store import Store
+from bopsweep.studies import optuna_study
+from tests.test_dispatch import TINY, bopsweep, epochs_in, run_dirs, start, trials, wait_until
+
+BASE = TrialConfig(epochs=10)
+
+
+def sample(space: SearchSpace, n: int, seed: int = 0) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    for _ in range(n):
+        trial = study.ask()
+        suggest(trial, space, BASE)
+        study.tell(trial, 0.5)
+    return study.trials
+
+
+def test_conditional_parameters_appear_only_where_they_apply():
+    for t in sample(SearchSpace(), 60):
+        p = t.params
+        assert ("sigma" in p) == (p["variant"] != "bop")
+        for name in ("gamma", "sigma", "tau"):
+            kind = p.get(f"{name}_schedule")
+            assert (f"{name}_schedule_rate" in p) == (kind == "exponential"), p
+            assert (f"{name}_schedule_every" in p) == (kind == "exponential"), p
+            assert (f"{name}_schedule_end" in p) == (kind == "polynomial"), p
+    kinds = {t.params["tau_schedule"] for t in sample(SearchSpace(), 60)}
+    assert kinds == {"constant", "exponential", "polynomial"}
+
+
+def test_sampled_configurations_respect_ranges_and_fixed_values():
+    space = SearchSpace(ranges={"gamma": (1e-8, 1e-6), "sigma": (1e-4, 1e-2), "tau": (1e-7, 1e-5)},
+                        fixed=parse_fixed(["sigma=1e-3", "variant=bop2-unbiased",
+                                           "gamma_schedule=constant"]))  # fmt: skip
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(20):
+        trial = study.ask()
+        config = suggest(trial, space, BASE)
+        assert config.optimizer == "bop2" and config.unbiased and config.sigma == 1e-3
+        assert 1e-8 <= config.gamma <= 1e-6 and 1e-7 <= config.tau <= 1e-5
+        assert "gamma" not in config.schedules
+        assert "sigma" not in trial.params and "variant" not in trial.params
+        study.tell(trial, 0.5)
+
+
+def test_space_file(tmp_path):
+    path = tmp_path / "space.toml"
+    path.write_text('[space]\ngamma = [1e-9, 1e-5]\nvariants = ["bop"]\nschedules = ["constant"]\n'
+                    '[space.fixed]\nnorm = "batch"\n')  # fmt: skip
+    space = load_space_file(path)
+    assert space.ranges["gamma"] == (1e-9, 1e-5) and space.variants == ("bop",)
+    assert space.schedules["tau"] == ("constant",) and space.fixed == {"norm": "batch"}
+    path.write_text("[space]\ngamma = [1e-9, 1e-5]\nlearning_rate = [0.1, 1]\n")
+    with pytest.raises(UserError, match="unknown parameter.*learning_rate"):
+        load_space_file(path)
+
+
+def first_suggestions(tmp_path, name: str, seed: int | None, n: int = 4, existing: int = 0):
+    """The first configurations a driver samples for a fresh Optuna study (no training)."""
+    spec = optuna_study(name, TrialConfig(data_dir=str(tmp_path)), SearchSpace(), 50, "tpe", seed)
+    store = Store(f"sqlite:///{tmp_path / (name + '.db')}", create=True)
+    study, _ = store.create(spec)
+    for _ in range(existing):
+        study.tell(study.ask(), 0.0)
+    driver = Driver(store, study, make_slots("cpu"), tmp_path, search=_search(spec, study, 0))
+    return [driver._sample().params for _ in range(n)]
+
+
+def test_the_same_sampler_seed_gives_the_same_first_configurations(tmp_path):
+    a = first_suggestions(tmp_path, "a", seed=7)
+    b = first_suggestions(tmp_path, "b", seed=7)
+    c = first_suggestions(tmp_path, "c", seed=8)
+    assert a == b
+    assert a != c
+    # a resumed study does not draw its first suggestions again
+    resumed = first_suggestions(tmp_path, "d", seed=7, existing=2)
+    assert resumed[0] != a[0]
+
+
+@pytest.mark.slow
+def test_search_with_two_workers_and_median_pruning_runs_to_its_total(small_cifar_dir, tmp_path):
+    args = ["optuna", "--trials", "6", "--sampler-seed", "0", "--pruner", "median",
+            "--workers", "2", "--epochs", "4", "--data-dir", str(small_cifar_dir), *TINY]  # fmt: skip
+    result = bopsweep(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ts = trials(tmp_path, "optuna-search")
+    assert len(ts) == 6
+    assert {t.state.name for t in ts} <= {"COMPLETE", "PRUNED"}
+    with sqlite3.connect(tmp_path / "study.db") as conn:
+        stored = dict(
+            conn.execute("SELECT trial_id, COUNT(*) FROM bopsweep_epochs GROUP BY trial_id")
+        )
+    for t in ts:
+        assert "variant" in t.params and "gamma" in t.params
+        if t.state.name == "PRUNED":  # its curve is kept up to where it stopped
+            assert stored[t._trial_id] >= t.user_attrs["pruned_at_epoch"]
+            assert t.user_attrs["pruned_at_epoch"] in t.intermediate_values
+        else:
+            assert stored[t._trial_id] == 4 and len(t.intermediate_values) == 4
+    again = bopsweep(*args, cwd=tmp_path)  # already at its total: nothing more runs
+    assert again.returncode == 0 and "6 of 6 trials exist" in again.stdout
+    assert len(trials(tmp_path, "optuna-search")) == 6
+
+
+@pytest.mark.slow
+def test_an_interrupted_search_resumes_to_exactly_its_total(small_cifar_dir, tmp_path):
+    args = ["optuna", "--trials", "5", "--study", "s2", "--sampler", "random", "--sampler-seed",
+            "3", "--workers", "2", "--epochs", "15", "--data-dir", str(small_cifar_dir), *TINY]  # fmt: skip
+    driver = start(*args, cwd=tmp_path)
+    wait_until(lambda: sum(epochs_in(d) >= 2 for d in run_dirs(tmp_path, "s2")) >= 2,
+               what="two trials mid-run")  # fmt: skip
+    driver.send_signal(signal.SIGINT)
+    driver.communicate(timeout=60)
+    assert driver.returncode == 130
+    result = bopsweep("resume", "study.db", "--study", "s2", "--workers", "2", "--quiet",
+                      cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ts = trials(tmp_path, "s2")
+    counted = [t for t in ts if not t.user_attrs.get("requeued")]
+    assert len(counted) == 5 and all(t.state.name == "COMPLETE" for t in counted)
+    interrupted = [t for t in ts if t.user_attrs.get("failure") == "interrupted"]
+    assert len(interrupted) == 2 and len(ts) == 7
+    resumed = [t for t in counted if t.user_attrs["resumed_from_epoch"] > 0]
+    assert len(resumed) == 2  # the interrupted ones continued from their checkpoints
+
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--gamma", "1e-4:1e-9"], "the range of gamma is inverted"),
+        (["--tau", "0:1e-3"], "the range of tau must be positive"),
+        (["--sigma", "-1:0.1"], "the range of sigma must be positive"),
+        (["--gamma", "1e-5"], "--gamma needs a range LOW:HIGH"),
+        (["--sampler", "grid"], "unknown sampler 'grid'"),
+        (["--pruner", "asha"], "unknown pruner 'asha'"),
+        (["--trials", "0"], "--trials must be an integer >= 1"),
+        (["--fix", "alpha=1"], "cannot fix 'alpha'"),
+        (["--fix", "variant=adam"], "--fix variant=adam is not one of"),
+        (["--fix", "sigma"], "is not NAME=VALUE"),
+    ],
+)
+def test_bad_search_input_gets_one_line_and_exit_2(small_cifar_dir, tmp_path, monkeypatch, args,
+                                                   fragment):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["optuna", *args, "--data-dir", str(small_cifar_dir), *TINY])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bopsweep: error:"), result.output
+    assert fragment in lines[0]
+
+
+def test_a_space_file_with_an_unknown_parameter_gets_one_line(
+    small_cifar_dir, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "space.toml").write_text("[space]\nbeta = [0.1, 0.9]\n")
+    result = runner.invoke(app, ["optuna", "--space", "space.toml", "--data-dir",
+                                 str(small_cifar_dir), *TINY])  # fmt: skip
+    assert result.exit_code == 2
+    assert "unknown parameter(s) beta in the space of space.toml" in result.output
