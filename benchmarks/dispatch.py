@@ -20,8 +20,9 @@ def trials_per_minute(workers: int, data: Path, folder: Path, n_trials: int, epo
     base = TrialConfig(width=1 / 16, batch_size=20, epochs=epochs, data_dir=str(data), device="cpu")
     values = [10.0 ** (-9 + i * 4 / max(1, n_trials - 1)) for i in range(n_trials)]
     spec = grid_study(f"bench-{workers}", base, {"gamma": values})
-    options = DispatchOptions(storage=f"sqlite:///{folder / f'w{workers}.db'}", device="cpu",
-                              workers=workers, quiet=True)  # fmt: skip
+    options = DispatchOptions(
+        storage=f"sqlite:///{folder / f'w{workers}.db'}", device="cpu", workers=workers, quiet=True
+    )
     start = time.perf_counter()
     code = run_study(spec, options, echo=lambda *_: None)
     seconds = time.perf_counter() - start

@@ -135,9 +135,11 @@ def test_ctrl_c_exits_130_and_resume_matches_an_uninterrupted_run(small_cifar_di
     out = tmp_path / "run"
     args = ["train", "--data-dir", str(small_cifar_dir), "--epochs", "40", "--out", str(out), *TINY]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bopsweep", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "bopsweep", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
     metrics = out / "metrics.csv"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (

@@ -27,13 +27,23 @@ pytestmark = pytest.mark.slow
 
 
 def bopsweep(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bopsweep", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "bopsweep", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def start(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bopsweep", *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "bopsweep", *args],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def wait_until(condition, timeout: float = 120, what: str = "condition") -> None:
@@ -57,7 +67,9 @@ def count(cwd: Path, study: str, state: str) -> int:
         with sqlite3.connect(db, timeout=5) as conn:
             return conn.execute(
                 "SELECT COUNT(*) FROM trials t JOIN studies s ON t.study_id = s.study_id "
-                "WHERE s.study_name = ? AND t.state = ?", (study, state)).fetchone()[0]  # fmt: skip
+                "WHERE s.study_name = ? AND t.state = ?",
+                (study, state),
+            ).fetchone()[0]
     except sqlite3.OperationalError:  # tables not created yet
         return 0
 
@@ -103,8 +115,20 @@ def assert_one_complete_per_configuration(ts, n_configs: int, epochs: int, cwd: 
 
 
 def test_grid_study_with_two_workers_runs_every_trial_once(small_cifar_dir, tmp_path):
-    args = ["grid", "--param", "gamma", "--values", "1e-7,1e-6,1e-5", "--workers", "2",
-            "--epochs", "2", "--data-dir", str(small_cifar_dir), *TINY]  # fmt: skip
+    args = [
+        "grid",
+        "--param",
+        "gamma",
+        "--values",
+        "1e-7,1e-6,1e-5",
+        "--workers",
+        "2",
+        "--epochs",
+        "2",
+        "--data-dir",
+        str(small_cifar_dir),
+        *TINY,
+    ]
     result = bopsweep(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "3 configurations, 3 newly queued" in result.stdout
@@ -115,9 +139,21 @@ def test_grid_study_with_two_workers_runs_every_trial_once(small_cifar_dir, tmp_
     # Optuna's own command line reads the study: every trial COMPLETE, with plain params
     optuna_cli = Path(sys.executable).with_name("optuna")
     listed = subprocess.run(
-        [str(optuna_cli), "trials", "--storage", "sqlite:///study.db", "--study-name",
-         "grid-gamma", "-f", "json"], cwd=tmp_path, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            str(optuna_cli),
+            "trials",
+            "--storage",
+            "sqlite:///study.db",
+            "--study-name",
+            "grid-gamma",
+            "-f",
+            "json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     rows = json.loads(listed.stdout)
     assert [r["state"] for r in rows] == ["COMPLETE"] * 3
     assert sorted(r["params"]["gamma"] for r in rows) == [1e-7, 1e-6, 1e-5]
@@ -148,13 +184,27 @@ def test_grid_study_with_two_workers_runs_every_trial_once(small_cifar_dir, tmp_
 
 def test_resume_after_the_driver_is_killed_continues_from_checkpoints(small_cifar_dir, tmp_path):
     epochs = 20
-    args = ["grid", "--param", "gamma", "--values", "1e-7,1e-6,1e-5", "--workers", "2",
-            "--epochs", str(epochs), "--data-dir", str(small_cifar_dir), *TINY]  # fmt: skip
+    args = [
+        "grid",
+        "--param",
+        "gamma",
+        "--values",
+        "1e-7,1e-6,1e-5",
+        "--workers",
+        "2",
+        "--epochs",
+        str(epochs),
+        "--data-dir",
+        str(small_cifar_dir),
+        *TINY,
+    ]
     driver = start(*args, cwd=tmp_path)
     # kill it while the third trial runs, after the first two finished
     wait_until(lambda: count(tmp_path, "grid-gamma", "COMPLETE") == 2, what="two complete trials")
-    wait_until(lambda: any(2 <= epochs_in(d) < epochs for d in run_dirs(tmp_path, "grid-gamma")),
-               what="the third trial mid-run")  # fmt: skip
+    wait_until(
+        lambda: any(2 <= epochs_in(d) < epochs for d in run_dirs(tmp_path, "grid-gamma")),
+        what="the third trial mid-run",
+    )
     children = trial_processes(driver.pid)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
@@ -181,11 +231,25 @@ def test_a_killed_trial_process_is_recorded_and_retried_from_its_checkpoint(
     small_cifar_dir, tmp_path
 ):
     epochs = 20
-    args = ["grid", "--param", "tau", "--values", "1e-6,1e-5", "--workers", "2",
-            "--epochs", str(epochs), "--data-dir", str(small_cifar_dir), *TINY]  # fmt: skip
+    args = [
+        "grid",
+        "--param",
+        "tau",
+        "--values",
+        "1e-6,1e-5",
+        "--workers",
+        "2",
+        "--epochs",
+        str(epochs),
+        "--data-dir",
+        str(small_cifar_dir),
+        *TINY,
+    ]
     driver = start(*args, cwd=tmp_path)
-    wait_until(lambda: any(2 <= epochs_in(d) < epochs - 5 for d in run_dirs(tmp_path, "grid-tau")),
-               what="a trial mid-run")  # fmt: skip
+    wait_until(
+        lambda: any(2 <= epochs_in(d) < epochs - 5 for d in run_dirs(tmp_path, "grid-tau")),
+        what="a trial mid-run",
+    )
     victim_dir = next(d for d in run_dirs(tmp_path, "grid-tau") if epochs_in(d) >= 2)
     victim = next(pid for pid, cmd in trial_processes(driver.pid).items() if str(victim_dir) in cmd)
     os.kill(victim, signal.SIGKILL)
@@ -197,18 +261,36 @@ def test_a_killed_trial_process_is_recorded_and_retried_from_its_checkpoint(
     crashed = [t for t in ts if t.state.name == "FAIL"]
     assert len(crashed) == 1 and crashed[0].user_attrs["failure"] == "crash"
     assert crashed[0].user_attrs["fail_reason"] == "killed by SIGKILL"
-    retry = next(t for t in ts if t.state.name == "COMPLETE"
-                 and t.user_attrs["config_id"] == crashed[0].user_attrs["config_id"])  # fmt: skip
+    retry = next(
+        t
+        for t in ts
+        if t.state.name == "COMPLETE"
+        and t.user_attrs["config_id"] == crashed[0].user_attrs["config_id"]
+    )
     assert retry.user_attrs["attempt"] == 1 and retry.user_attrs["resumed_from_epoch"] >= 2
 
 
 def test_ctrl_c_exits_130_refuses_a_second_driver_and_resumes_cleanly(small_cifar_dir, tmp_path):
     epochs = 25
-    args = ["grid", "--param", "sigma", "--values", "1e-3,1e-2", "--workers", "2",
-            "--epochs", str(epochs), "--data-dir", str(small_cifar_dir), *TINY]  # fmt: skip
+    args = [
+        "grid",
+        "--param",
+        "sigma",
+        "--values",
+        "1e-3,1e-2",
+        "--workers",
+        "2",
+        "--epochs",
+        str(epochs),
+        "--data-dir",
+        str(small_cifar_dir),
+        *TINY,
+    ]
     driver = start(*args, cwd=tmp_path)
-    wait_until(lambda: sum(epochs_in(d) >= 2 for d in run_dirs(tmp_path, "grid-sigma")) == 2,
-               what="both trials mid-run")  # fmt: skip
+    wait_until(
+        lambda: sum(epochs_in(d) >= 2 for d in run_dirs(tmp_path, "grid-sigma")) == 2,
+        what="both trials mid-run",
+    )
 
     second = bopsweep("resume", "study.db", cwd=tmp_path)
     assert second.returncode == 2
@@ -235,9 +317,26 @@ def test_ctrl_c_exits_130_refuses_a_second_driver_and_resumes_cleanly(small_cifa
 
 
 def test_a_diverging_trial_fails_with_its_reason_and_is_not_retried(small_cifar_dir, tmp_path):
-    args = ["grid", "--param", "lr", "--values", "0.01,1e37", "--workers", "2", "--epochs", "2",
-            "--data-dir", str(small_cifar_dir), "--width", "0.0625", "--batch-size", "10",
-            "--device", "cpu", "--quiet"]  # fmt: skip
+    args = [
+        "grid",
+        "--param",
+        "lr",
+        "--values",
+        "0.01,1e37",
+        "--workers",
+        "2",
+        "--epochs",
+        "2",
+        "--data-dir",
+        str(small_cifar_dir),
+        "--width",
+        "0.0625",
+        "--batch-size",
+        "10",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     result = bopsweep(*args, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     ts = trials(tmp_path, "grid-lr")
@@ -258,8 +357,10 @@ runner = CliRunner()
         (["grid", "--param", "alpha"], "unknown --param 'alpha'"),
         (["grid", "--param", "gamma", "--values", " , "], "--values for gamma is empty"),
         (["grid", "--param", "gamma", "--values", "1e-7,abc"], "must be a number, got 'abc'"),
-        (["grid", "--param", "gamma", "--param", "tau", "--values", "1e-7"],
-         "one --values per --param"),
+        (
+            ["grid", "--param", "gamma", "--param", "tau", "--values", "1e-7"],
+            "one --values per --param",
+        ),
         (["grid", "--param", "gamma", "--set", "sigma=big"], "sigma in --set must be a number"),
         (["pow10", "--gamma", "1e-9:2e-5"], "2e-05 is not a power of ten"),
         (["pow10", "--tau", "1e-4:1e-8"], "runs backwards"),
@@ -271,13 +372,17 @@ runner = CliRunner()
         (["status", "absent.db"], "no such database"),
         (["run", "absent.toml"], "does not exist"),
     ],
-)  # fmt: skip
+)
 def test_bad_study_input_gets_one_line_and_exit_2(
     small_cifar_dir, tmp_path, monkeypatch, args, fragment
 ):
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, [*args, "--data-dir", str(small_cifar_dir), *TINY]
-                           if args[0] in ("grid", "pow10", "schedule") else args)  # fmt: skip
+    result = runner.invoke(
+        app,
+        [*args, "--data-dir", str(small_cifar_dir), *TINY]
+        if args[0] in ("grid", "pow10", "schedule")
+        else args,
+    )
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bopsweep: error:"), result.output
@@ -295,11 +400,22 @@ def test_databases_and_files_of_other_programs_are_refused(small_cifar_dir, tmp_
     (tmp_path / "odd.toml").write_text('[study]\nname = "x"\n[grid]\ngamma = [1e-7]\nextra = 1\n')
     cases = [
         (["status", "shop.db"], "database of another program"),
-        (["grid", "--param", "gamma", "--storage", "sqlite:///notes.db", "--data-dir",
-          str(small_cifar_dir), *TINY], "not a SQLite database"),
+        (
+            [
+                "grid",
+                "--param",
+                "gamma",
+                "--storage",
+                "sqlite:///notes.db",
+                "--data-dir",
+                str(small_cifar_dir),
+                *TINY,
+            ],
+            "not a SQLite database",
+        ),
         (["run", "bad.toml"], "epochs in [base] of bad.toml must be an integer, got 'ten'"),
         (["run", "odd.toml"], "unknown key 'extra'"),
-    ]  # fmt: skip
+    ]
     for args, fragment in cases:
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)

@@ -44,9 +44,10 @@ def test_conditional_parameters_appear_only_where_they_apply():
 
 
 def test_sampled_configurations_respect_ranges_and_fixed_values():
-    space = SearchSpace(ranges={"gamma": (1e-8, 1e-6), "sigma": (1e-4, 1e-2), "tau": (1e-7, 1e-5)},
-                        fixed=parse_fixed(["sigma=1e-3", "variant=bop2-unbiased",
-                                           "gamma_schedule=constant"]))  # fmt: skip
+    space = SearchSpace(
+        ranges={"gamma": (1e-8, 1e-6), "sigma": (1e-4, 1e-2), "tau": (1e-7, 1e-5)},
+        fixed=parse_fixed(["sigma=1e-3", "variant=bop2-unbiased", "gamma_schedule=constant"]),
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     for _ in range(20):
         trial = study.ask()
@@ -60,13 +61,15 @@ def test_sampled_configurations_respect_ranges_and_fixed_values():
 
 def test_space_file(tmp_path):
     path = tmp_path / "space.toml"
-    path.write_text('[space]\ngamma = [1e-9, 1e-5]\nvariants = ["bop"]\nschedules = ["constant"]\n'
-                    '[space.fixed]\nnorm = "batch"\n')  # fmt: skip
+    path.write_text(
+        '[space]\ngamma = [1e-9, 1e-5]\nvariants = ["bop"]\nschedules = ["constant"]\n'
+        '[space.fixed]\nnorm = "batch"\n'
+    )
     space = load_space_file(path)
     assert space.ranges["gamma"] == (1e-9, 1e-5) and space.variants == ("bop",)
     assert space.schedules["tau"] == ("constant",) and space.fixed == {"norm": "batch"}
     path.write_text("[space]\ngamma = [1e-9, 1e-5]\nlearning_rate = [0.1, 1]\n")
-    with pytest.raises(UserError, match="unknown parameter.*learning_rate"):
+    with pytest.raises(UserError, match=r"unknown parameter.*learning_rate"):
         load_space_file(path)
 
 
@@ -94,8 +97,22 @@ def test_the_same_sampler_seed_gives_the_same_first_configurations(tmp_path):
 
 @pytest.mark.slow
 def test_search_with_two_workers_and_median_pruning_runs_to_its_total(small_cifar_dir, tmp_path):
-    args = ["optuna", "--trials", "6", "--sampler-seed", "0", "--pruner", "median",
-            "--workers", "2", "--epochs", "4", "--data-dir", str(small_cifar_dir), *TINY]  # fmt: skip
+    args = [
+        "optuna",
+        "--trials",
+        "6",
+        "--sampler-seed",
+        "0",
+        "--pruner",
+        "median",
+        "--workers",
+        "2",
+        "--epochs",
+        "4",
+        "--data-dir",
+        str(small_cifar_dir),
+        *TINY,
+    ]
     result = bopsweep(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     ts = trials(tmp_path, "optuna-search")
@@ -119,16 +136,35 @@ def test_search_with_two_workers_and_median_pruning_runs_to_its_total(small_cifa
 
 @pytest.mark.slow
 def test_an_interrupted_search_resumes_to_exactly_its_total(small_cifar_dir, tmp_path):
-    args = ["optuna", "--trials", "5", "--study", "s2", "--sampler", "random", "--sampler-seed",
-            "3", "--workers", "2", "--epochs", "15", "--data-dir", str(small_cifar_dir), *TINY]  # fmt: skip
+    args = [
+        "optuna",
+        "--trials",
+        "5",
+        "--study",
+        "s2",
+        "--sampler",
+        "random",
+        "--sampler-seed",
+        "3",
+        "--workers",
+        "2",
+        "--epochs",
+        "15",
+        "--data-dir",
+        str(small_cifar_dir),
+        *TINY,
+    ]
     driver = start(*args, cwd=tmp_path)
-    wait_until(lambda: sum(epochs_in(d) >= 2 for d in run_dirs(tmp_path, "s2")) >= 2,
-               what="two trials mid-run")  # fmt: skip
+    wait_until(
+        lambda: sum(epochs_in(d) >= 2 for d in run_dirs(tmp_path, "s2")) >= 2,
+        what="two trials mid-run",
+    )
     driver.send_signal(signal.SIGINT)
     driver.communicate(timeout=60)
     assert driver.returncode == 130
-    result = bopsweep("resume", "study.db", "--study", "s2", "--workers", "2", "--quiet",
-                      cwd=tmp_path)  # fmt: skip
+    result = bopsweep(
+        "resume", "study.db", "--study", "s2", "--workers", "2", "--quiet", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     ts = trials(tmp_path, "s2")
     counted = [t for t in ts if not t.user_attrs.get("requeued")]
@@ -157,8 +193,9 @@ runner = CliRunner()
         (["--fix", "sigma"], "is not NAME=VALUE"),
     ],
 )
-def test_bad_search_input_gets_one_line_and_exit_2(small_cifar_dir, tmp_path, monkeypatch, args,
-                                                   fragment):  # fmt: skip
+def test_bad_search_input_gets_one_line_and_exit_2(
+    small_cifar_dir, tmp_path, monkeypatch, args, fragment
+):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["optuna", *args, "--data-dir", str(small_cifar_dir), *TINY])
     assert result.exit_code == 2, result.output
@@ -172,7 +209,8 @@ def test_a_space_file_with_an_unknown_parameter_gets_one_line(
 ):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "space.toml").write_text("[space]\nbeta = [0.1, 0.9]\n")
-    result = runner.invoke(app, ["optuna", "--space", "space.toml", "--data-dir",
-                                 str(small_cifar_dir), *TINY])  # fmt: skip
+    result = runner.invoke(
+        app, ["optuna", "--space", "space.toml", "--data-dir", str(small_cifar_dir), *TINY]
+    )
     assert result.exit_code == 2
     assert "unknown parameter(s) beta in the space of space.toml" in result.output

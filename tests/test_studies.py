@@ -69,11 +69,17 @@ def test_table1_ships_both_readings_of_the_schedules():
         return {k: (c.initial(k), c.schedules[k].end) for k in ("gamma", "sigma", "tau", "lr")}
 
     assert bop2_schedules("table1_paper.toml") == {
-        "gamma": (1e-5, 1e-8), "sigma": (1e-2, 1e-5), "tau": (1e-7, 1e-2), "lr": (0.01, 0.001)
-    }  # fmt: skip
+        "gamma": (1e-5, 1e-8),
+        "sigma": (1e-2, 1e-5),
+        "tau": (1e-7, 1e-2),
+        "lr": (0.01, 0.001),
+    }
     assert bop2_schedules("table1_code.toml") == {
-        "gamma": (1e-2, 1e-5), "sigma": (1e-7, 1e-2), "tau": (1e-5, 1e-8), "lr": (0.01, 0.001)
-    }  # fmt: skip
+        "gamma": (1e-2, 1e-5),
+        "sigma": (1e-7, 1e-2),
+        "tau": (1e-5, 1e-8),
+        "lr": (0.01, 0.001),
+    }
     bop = next(p for p in expand(load_study_file(STUDIES / "table1_code.toml")) if p.label == "Bop")
     assert bop.config.schedules["gamma"] == Schedule(kind="exponential", rate=0.1, every=100)
     assert bop.config.batch_size == 50 and bop.config.epochs == 500
@@ -124,9 +130,13 @@ def test_schedule_study_has_constant_increasing_and_decreasing_arms_per_variant(
     spec = schedule_study("s", TrialConfig(epochs=350, **PAPER), "tau", "exponential", every=100)
     planned = expand(spec)
     assert [p.label for p in planned] == [
-        "biased constant", "biased increasing", "biased decreasing",
-        "unbiased constant", "unbiased increasing", "unbiased decreasing",
-    ]  # fmt: skip
+        "biased constant",
+        "biased increasing",
+        "biased decreasing",
+        "unbiased constant",
+        "unbiased increasing",
+        "unbiased decreasing",
+    ]
     up, down = planned[1].config.schedules["tau"], planned[2].config.schedules["tau"]
     assert up == Schedule(kind="exponential", rate=10, every=100)
     assert down.rate == pytest.approx(0.1) and down.every == 100
@@ -154,24 +164,32 @@ def write(tmp_path: Path, text: str) -> Path:
     ("text", "message"),
     [
         ('[study]\nname = "x"\ncolour = "red"\n[grid]\ngamma = [1e-7]\n', "unknown key.*colour"),
-        ('[study]\nname = "x"\n[base]\nepochs = "ten"\n[grid]\ngamma = [1e-7]\n',
-         "epochs in \\[base\\].* must be an integer, got 'ten'"),
-        ('[study]\nname = "x"\n[base]\nlearning_rate = 0.1\n[grid]\ngamma = [1e-7]\n',
-         "unknown key 'learning_rate'"),
+        (
+            '[study]\nname = "x"\n[base]\nepochs = "ten"\n[grid]\ngamma = [1e-7]\n',
+            "epochs in \\[base\\].* must be an integer, got 'ten'",
+        ),
+        (
+            '[study]\nname = "x"\n[base]\nlearning_rate = 0.1\n[grid]\ngamma = [1e-7]\n',
+            "unknown key 'learning_rate'",
+        ),
         ('[study]\nname = "x"\n[grid]\ngama = [1e-7]\n', "unknown key 'gama'"),
         ('[study]\nname = "x"\n[grid]\ngamma = []\n', "non-empty list"),
-        ('[study]\nname = "x"\n[grid]\ngamma = ["big"]\n',
-         "gamma in grid axis 'gamma' must be a number"),
+        (
+            '[study]\nname = "x"\n[grid]\ngamma = ["big"]\n',
+            "gamma in grid axis 'gamma' must be a number",
+        ),
         ('[study]\nname = "x"\nkind = "magic"\n', "unknown study kind 'magic'"),
         ('[study]\nname = "x"\nkind = "arms"\n', "needs \\[\\[arms\\]\\]"),
-        ('[study]\nname = "x"\nseeds = 0\n[grid]\ngamma = [1e-7]\n',
-         "seeds must be an integer >= 1"),
+        (
+            '[study]\nname = "x"\nseeds = 0\n[grid]\ngamma = [1e-7]\n',
+            "seeds must be an integer >= 1",
+        ),
         ('[study]\nname = "bad name!"\n[grid]\ngamma = [1e-7]\n', "study name"),
         ('[study\nname = "x"\n', "cannot read study file"),
         ('[study]\nname = "x"\nkind = "pow10"\n[pow10]\ntau = "1e-8:2e-4"\n', "not a power of ten"),
         ('[study]\nname = "x"\n[grid]\ngamma = [2.0]\n', "gamma must be in \\(0, 1\\]"),
     ],
-)  # fmt: skip
+)
 def test_bad_study_files_say_what_is_wrong(tmp_path, text, message):
     with pytest.raises(UserError, match=message):
         expand(load_study_file(write(tmp_path, text)))

@@ -137,8 +137,13 @@ def test_windows_of_log_every_steps_restart_at_each_epoch(small_cifar_dir, tmp_p
     run_trial(tiny(small_cifar_dir, epochs=2, log_every=4), tmp_path)
     steps = read_rows(tmp_path / "steps.csv")
     assert [(r["epoch"], r["step"], r["steps"]) for r in steps] == [
-        (1, 4, 4), (1, 8, 4), (1, 10, 2), (2, 14, 4), (2, 18, 4), (2, 20, 2)
-    ]  # fmt: skip
+        (1, 4, 4),
+        (1, 8, 4),
+        (1, 10, 2),
+        (2, 14, 4),
+        (2, 18, 4),
+        (2, 20, 2),
+    ]
 
 
 def test_a_diverging_loss_stops_the_trial_with_its_reason(small_cifar_dir, tmp_path):
