@@ -89,7 +89,7 @@ def run(seeds: int = 5) -> dict:
     }
     results = {}
     print(
-        "\nsearch: trials to get within 1 % of the best of a power-of-ten grid (synthetic objective)"
+        "\nsearch: trials to get within 1 % of a power-of-ten grid's best (synthetic objective)"
     )
     for name, space in spaces.items():
         best, size = grid_best(space, base)
