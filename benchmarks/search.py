@@ -88,9 +88,7 @@ def run(seeds: int = 5) -> dict:
         "the whole space": SearchSpace(),
     }
     results = {}
-    print(
-        "\nsearch: trials to get within 1 % of a power-of-ten grid's best (synthetic objective)"
-    )
+    print("\nsearch: trials to get within 1 % of a power-of-ten grid's best (synthetic objective)")
     for name, space in spaces.items():
         best, size = grid_best(space, base)
         row = {"grid_size": size, "grid_best": best}

@@ -781,3 +781,66 @@ def studies(database: Database = None, storage: StorageOption = None) -> None:
             spec.get("description", ""),
         )
     _console().print(table)
+
+
+@app.command()
+@user_errors
+def plot(
+    database: Database = None,
+    storage: StorageOption = None,
+    study: Annotated[
+        str | None, typer.Option(help="Study name. (default: every study in the database)")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the figures and index.md.")] = Path(
+        "figures"
+    ),
+    format: Annotated[str, typer.Option(help="png, pdf or svg.")] = "png",
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="Draw the ablation of this swept parameter only; repeatable."),
+    ] = None,
+    layer: Annotated[
+        str | None,
+        typer.Option(
+            help="Add π_t panels for layers: last (the Bop paper's figure), all, or "
+            "names like conv1,fc3."
+        ),
+    ] = None,
+) -> None:
+    """Draw every figure that fits the studies in a database: ablation, summary, schedule,
+    comparison, π_t and Optuna figures, plus an index.md listing them. A study still running is
+    drawn as far as it has got."""
+    from bopsweep.plots import (
+        FORMATS,
+        draw_study,
+        load_study_data,
+        parse_layers,
+        swept_params,
+        write_index,
+    )
+    from bopsweep.store import Store, storage_url
+
+    if format not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    layers = parse_layers(layer)
+    store = Store(storage_url(storage, database))
+    names = [study] if study is not None else store.bopsweep_studies()
+    if not names:
+        store.load(None)  # says the database holds no bopsweep study
+    datas = [load_study_data(store, store.load(name)) for name in names]
+    if param and study is None:
+        datas = [d for d in datas if set(param) & set(swept_params(d))]
+        if not datas:
+            raise UserError(f"no study in the database sweeps {', '.join(param)}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write to {out}: {e.strerror}") from None
+    written = {d.name: draw_study(d, out, format, param, layers) for d in datas}
+    command = "bopsweep plot " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "bopsweep plot"
+    index = write_index(out, written, command)
+    total = sum(len(w) for w in written.values())
+    typer.echo(
+        f"wrote {total} figures for {len(written)} "
+        f"stud{'y' if len(written) == 1 else 'ies'} to {out}/ (list: {index})"
+    )
