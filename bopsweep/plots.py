@@ -163,10 +163,14 @@ def assign_colours(
         cmap = plt.get_cmap("viridis")
         for i, k in enumerate(ordered):
             data.colours[k] = cmap(0.9 * i / max(1, len(ordered) - 1))
-    else:
+    elif len(data.colours) + len(new) <= 10:
         cmap = plt.get_cmap("tab10")
         for k in new:
-            data.colours[k] = cmap(len(data.colours) % 10)
+            data.colours[k] = cmap(len(data.colours))
+    else:  # more than ten: spread over a sequential map rather than repeat colours
+        cmap = plt.get_cmap("turbo")
+        for i, k in enumerate(new):
+            data.colours[k] = cmap(0.05 + 0.9 * i / max(1, len(new) - 1))
     return {k: data.colours[k] for k in keys}
 
 
@@ -240,9 +244,22 @@ def _np() -> Any:
     return np
 
 
+MAX_LEGEND = 12
+
+
 def _legend(ax: Any, title: str | None = None) -> None:
     handles, _ = ax.get_legend_handles_labels()
-    if handles:
+    if len(handles) > MAX_LEGEND:  # unreadable as a legend: the other figures name the values
+        ax.text(
+            0.99,
+            0.98,
+            f"{len(handles)} configurations (no legend)",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=8,
+        )
+    elif handles:
         ax.legend(
             title=title,
             fontsize=8,
@@ -254,14 +271,29 @@ def _legend(ax: Any, title: str | None = None) -> None:
 
 
 # --- figures ------------------------------------------------------------------------------------
+def _held(data: StudyData, param: str) -> dict[str, Any]:
+    """The other grid axes of a one-factor view: at the base point, or their first value."""
+    base = data.spec["base"]
+    return {
+        axis: base.get(axis) if base.get(axis) in values else values[0]
+        for axis, values in data.spec["grid"].items()
+        if axis != param
+    }
+
+
+def _held_note(data: StudyData, param: str) -> str:
+    held = _held(data, param)
+    return (
+        "; held: " + ", ".join(f"{SYMBOLS.get(k, k)}={fmt_value(v)}" for k, v in held.items())
+        if held
+        else ""
+    )
+
+
 def _points_along(data: StudyData, param: str) -> dict[Any, list[Run]]:
     """Runs of a one-factor ablation of ``param``: the other grid axes held at the base point
     (or, where the base is not on an axis, its first value); grouped by the value of ``param``."""
-    base = data.spec["base"]
-    held = {}
-    for axis, values in data.spec["grid"].items():
-        if axis != param:
-            held[axis] = base.get(axis) if base.get(axis) in values else values[0]
+    held = _held(data, param)
     by_value: dict[Any, list[Run]] = defaultdict(list)
     for r in data.runs:
         if all(r.config.get(k) == v for k, v in held.items()):
@@ -298,7 +330,8 @@ def ablation_figure(data: StudyData, param: str) -> Figure:
     _pi_axes(bottom)
     bottom.set_title("flip metric π_t (network-wide)", fontsize=9)
     fig.suptitle(
-        f"{data.name}: ablation of {SYMBOLS.get(param, param)}\n{fixed_description(data, {param})}",
+        f"{data.name}: ablation of {SYMBOLS.get(param, param)}\n"
+        f"{fixed_description(data, {param})}{_held_note(data, param)}",
         fontsize=10,
     )
     return fig
@@ -349,6 +382,7 @@ def summary_figure(data: StudyData, param: str) -> Figure:
     ax.set_title(
         f"{data.name}: final and best validation accuracy against "
         f"{SYMBOLS.get(param, param)}\n{fixed_description(data, {param})}"
+        + _held_note(data, param)
         + (
             "; error bars: min–max over seeds"
             if any(len(p[1]) > 1 for line in lines.values() for p in line["pts"])

@@ -1,0 +1,122 @@
+"""Plotting a large study: 100 trials × 100 epochs (metrics inserted directly, no training).
+
+Reports the seconds of ``bopsweep plot`` end to end (a fresh process, imports included), and
+for scale, the seconds of reading the same study back without drawing, in the same run.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bopsweep.config import TrialConfig
+from bopsweep.dispatch import Driver, make_slots
+from bopsweep.plots import LAYERS, load_study_data
+from bopsweep.store import Store
+from bopsweep.studies import expand, grid_study
+
+EPOCHS, STEPS_PER_EPOCH, LOG_EVERY = 100, 500, 10
+
+
+def fake_metrics(rng: np.random.Generator, epochs: int) -> tuple[list[dict], dict[int, list[dict]]]:
+    rows, steps = [], {}
+    for e in range(1, epochs + 1):
+        acc = 0.9 * (1 - math.exp(-e / 20)) + rng.normal(0, 0.01)
+        pis = {f"pi_{n}": -9 + 8 * math.exp(-e / 10) for n in LAYERS}
+        fracs = {f"flip_frac_{n}": math.exp(p) for n, p in zip(LAYERS, pis.values())}
+        rows.append(
+            {
+                "epoch": e,
+                "step": e * STEPS_PER_EPOCH,
+                "train_loss": 1 - acc,
+                "train_acc": acc + 0.02,
+                "val_loss": 1.1 - acc,
+                "val_acc": acc,
+                "gamma": 1e-7,
+                "sigma": 1e-3,
+                "tau": 1e-6,
+                "lr": 0.01,
+                "pi": -9 + 8 * math.exp(-e / 10),
+                "flip_frac": 0.01,
+                **pis,
+                **fracs,
+            }
+        )
+        steps[e] = [
+            {
+                "epoch": e,
+                "step": (e - 1) * STEPS_PER_EPOCH + s,
+                "steps": LOG_EVERY,
+                "pi": -9 + 8 * math.exp(-(e - 1 + s / STEPS_PER_EPOCH) / 10),
+                "flip_frac": 0.01,
+                **pis,
+                **fracs,
+            }
+            for s in range(LOG_EVERY, STEPS_PER_EPOCH + 1, LOG_EVERY)
+        ]
+    return rows, steps
+
+
+def build(folder: Path) -> str:
+    url = f"sqlite:///{folder / 'big.db'}"
+    base = TrialConfig(epochs=EPOCHS, data_dir=str(folder))
+    spec = grid_study(
+        "big",
+        base,
+        {"gamma": [10.0**-e for e in range(4, 14)], "tau": [10.0**-e for e in range(3, 13)]},
+    )
+    store = Store(url, create=True)
+    study, _ = store.create(spec)
+    driver = Driver(store, study, make_slots("cpu"), folder)
+    driver.enqueue_missing(expand(spec))
+    rng = np.random.default_rng(0)
+    while (trial := driver._pop()) is not None:
+        rows, steps = fake_metrics(rng, EPOCHS)
+        store.write_metrics(study._study_id, trial._trial_id, rows, steps)
+        study.tell(trial.number, rows[-1]["val_acc"])
+    return url
+
+
+def run() -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        url = build(folder)
+        start = time.perf_counter()
+        store = Store(url)
+        data = load_study_data(store, store.load("big"))
+        read = time.perf_counter() - start
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bopsweep",
+                "plot",
+                str(folder / "big.db"),
+                "--out",
+                str(folder / "figs"),
+                "--layer",
+                "last",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        plot = time.perf_counter() - start
+        n = len(list((folder / "figs" / "big").iterdir()))
+    print(
+        f"\nplot, {len(data.runs)} trials × {EPOCHS} epochs "
+        f"({EPOCHS * STEPS_PER_EPOCH // LOG_EVERY} logged steps each): "
+        f"bopsweep plot {plot:.1f} s for {n} figures;"
+        f" reading the study alone {read:.1f} s (ratio {plot / read:.1f})"
+    )
+    return {"plot_seconds": plot, "read_seconds": read, "figures": n}
+
+
+if __name__ == "__main__":
+    run()
