@@ -140,9 +140,27 @@ DISPATCH_OPTIONS: dict[str, tuple] = {
     "per_gpu": _opt("Trials per GPU at once.", default=1, annotation=int),
     "workers": _opt("Trial processes at once on the CPU. (default: 1)", annotation=int | None),
     "max_retries": _opt("Re-queue a crashed trial this many times.", default=2, annotation=int),
+    "heartbeat_interval": _opt(
+        "Seconds between heartbeats of running trials (shared databases).",
+        default=60,
+        annotation=int,
+    ),
+    "grace_period": _opt(
+        "Seconds without a heartbeat before another worker fails and re-queues "
+        "a trial (at least twice the interval).",
+        default=600,
+        annotation=int,
+    ),
     "checkpoint_dir": _opt(
         "Trial folders and checkpoints. (default: next to the database, e.g. study.ckpt/)",
         annotation=Path | None,
+    ),
+    "queue_only": _opt(
+        "Create the study and queue its trials, run none (then start 'bopsweep worker' on each "
+        "machine).",
+        "--queue-only",
+        default=False,
+        annotation=bool,
     ),
     "quiet": _opt(
         "Plain log lines instead of the live table.",
@@ -340,6 +358,10 @@ def _dispatch(spec: Any, options: dict[str, Any], trial: dict[str, Any]) -> None
         quiet=options["quiet"],
         data_dir=str(trial["data_dir"]) if trial.get("data_dir") else None,
         download=bool(trial.get("download")),
+        worker_index=options.get("worker_index", 0),
+        queue_only=options.get("queue_only", False),
+        heartbeat_interval=options["heartbeat_interval"],
+        grace_period=options["grace_period"],
     )
     raise typer.Exit(run_study(spec, dispatch, echo=typer.echo))
 
@@ -590,43 +612,88 @@ StudyOption = Annotated[
 ]
 
 
-@app.command()
-@user_errors
-def resume(
-    database: Database = None,
-    storage: StorageOption = None,
-    study: StudyOption = None,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Data folder, if not the one the study was made with.")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    gpus: Annotated[str | None, typer.Option(help=DISPATCH_OPTIONS["gpus"][1].help)] = None,
-    per_gpu: Annotated[int, typer.Option(help="Trials per GPU at once.")] = 1,
-    workers: Annotated[int | None, typer.Option(help="Trial processes at once on the CPU.")] = None,
-    max_retries: Annotated[int, typer.Option(help="Re-queue a crashed trial this many times.")] = 2,
-    checkpoint_dir: Annotated[
-        Path | None, typer.Option(help="Trial folders and checkpoints.")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Plain log lines.")] = False,
+# Options of the commands that join an existing study.
+JOIN_OPTIONS: dict[str, tuple] = {
+    "data_dir": _opt(
+        "Data folder, if not the one the study was made with.", annotation=Path | None
+    ),
+    "device": _opt("auto, cpu or cuda. (default: the study's)", annotation=str | None),
+    **{
+        k: DISPATCH_OPTIONS[k]
+        for k in (
+            "gpus",
+            "per_gpu",
+            "workers",
+            "max_retries",
+            "checkpoint_dir",
+            "heartbeat_interval",
+            "grace_period",
+            "quiet",
+        )
+    },
+}
+
+
+def _join(
+    database: Path | None,
+    storage: str | None,
+    study: str | None,
+    options: dict[str, Any],
+    worker_index: int = 0,
 ) -> None:
-    """Continue a study: trials interrupted (Ctrl-C, a killed driver) continue from their last
-    checkpoint, then every queued trial runs. Finished trials are never re-run."""
+    """Run an existing study's trials on this machine, with its stored definition."""
     from bopsweep.config import StudySpec
     from bopsweep.store import SPEC_ATTR, Store, storage_url
 
     url = storage_url(storage, database)
     optuna_study = Store(url).load(study)
     spec = StudySpec.from_dict(optuna_study.user_attrs[SPEC_ATTR])
-    options = {
-        "storage": url,
-        "gpus": gpus,
-        "per_gpu": per_gpu,
-        "workers": workers,
-        "max_retries": max_retries,
-        "checkpoint_dir": checkpoint_dir,
-        "quiet": quiet,
-    }
-    _dispatch(spec, options, {"data_dir": data_dir, "device": device})
+    trial = {"data_dir": options.pop("data_dir", None), "device": options.pop("device", None)}
+    _dispatch(spec, {**options, "storage": url, "worker_index": worker_index}, trial)
+
+
+@app.command()
+@user_errors
+@with_options(JOIN_OPTIONS, into="options")
+def resume(
+    database: Database = None,
+    storage: StorageOption = None,
+    study: StudyOption = None,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """Continue a study: trials interrupted (Ctrl-C, a killed driver) continue from their last
+    checkpoint, then every queued trial runs. Finished trials are never re-run."""
+    _join(database, storage, study, options or {})
+
+
+@app.command()
+@user_errors
+@with_options(JOIN_OPTIONS, into="options")
+def worker(
+    database: Database = None,
+    storage: StorageOption = None,
+    study: StudyOption = None,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """Join a study from another machine (a shared PostgreSQL or MySQL --storage) and run its
+    queued or sampled trials on this machine's GPUs (or CPU) until the study is done.
+
+    Start one per machine; a configuration is completed once however many workers race for
+    it. Trials of a worker that died are failed after --grace-period without a heartbeat and
+    re-queued; they continue from their checkpoint where --checkpoint-dir is shared."""
+    import hashlib
+    import os
+    import socket
+
+    # a distinct index per worker: Optuna samplers seeded apart, so suggestions do not repeat
+    tag = f"{socket.gethostname()}-{os.getpid()}".encode()
+    _join(
+        database,
+        storage,
+        study,
+        options or {},
+        worker_index=1 + int(hashlib.sha1(tag).hexdigest(), 16) % 999_983,
+    )
 
 
 @app.command()
@@ -837,7 +904,7 @@ def plot(
     except OSError as e:
         raise UserError(f"cannot write to {out}: {e.strerror}") from None
     written = {d.name: draw_study(d, out, format, param, layers) for d in datas}
-    command = "bopsweep plot " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "bopsweep plot"
+    command = scrub("bopsweep plot " + " ".join(sys.argv[2:]), store.url)
     index = write_index(out, written, command)
     total = sum(len(w) for w in written.values())
     typer.echo(

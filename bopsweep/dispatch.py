@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import queue
 import signal
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +43,12 @@ if TYPE_CHECKING:
 
 FLUSH_SECONDS = 2.0
 STOP_GRACE_SECONDS = 10.0
+DB_RETRY_SECONDS = 2.0
+DB_OUTAGE_LIMIT_SECONDS = 900.0  # then the driver gives up: trials resume from checkpoints
+
+
+class DatabaseLost(RuntimeError):
+    """The database stayed unreachable for longer than the driver waits."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,8 @@ class Running:
     last_pi: float | None = None
     outcome: dict[str, Any] | None = None
     pruned_at: int | None = None
+    retry_of: int | None = None  # the stale trial of another driver this one continues
+    abandoned: bool = False  # judged stale by another driver, which re-queued it
     eof: bool = False
 
 
@@ -141,10 +151,15 @@ class Driver:
         max_retries: int = 2,
         display: Any = None,
         search: Search | None = None,
+        heartbeat_interval: float | None = None,
     ) -> None:
         import optuna
 
         self.store, self.study, self.slots = store, study, slots
+        self.heartbeat_interval = heartbeat_interval
+        self.finishing: list[Running] = []
+        self._last_heartbeat = -math.inf
+        self._db_down_since: float | None = None
         self.search = search
         self.prunes = search is not None and not isinstance(study.pruner, optuna.pruners.NopPruner)
         self.checkpoint_root = Path(checkpoint_root)
@@ -260,8 +275,10 @@ class Driver:
         return self.study._storage.get_trial(trial._trial_id)
 
     def counted(self) -> int:
-        """Trials that count towards a search's total: all but those re-queued as new trials."""
-        return sum(not t.user_attrs.get("requeued") for t in self.study.get_trials(deepcopy=False))
+        """Trials that count towards a search's total: one per configuration (a retry, under a
+        new number, continues the same configuration)."""
+        trials = self.study.get_trials(deepcopy=False)
+        return len({t.user_attrs.get("config_id") or f"#{t.number}" for t in trials})
 
     def queued(self) -> int:
         import optuna
@@ -270,23 +287,123 @@ class Driver:
 
     # --- main loop ------------------------------------------------------------------------------
     def run(self) -> int:
-        """Run until no trial is queued or running. 0: all done, 1: some failed, 130: Ctrl-C."""
+        """Run until no trial is queued or running anywhere in the study.
+
+        0: all done, 1: some failed (or the database was lost), 130: Ctrl-C. While the database
+        is unreachable the trial processes keep training; the driver retries its writes.
+        """
+        import optuna
+        import sqlalchemy.exc
+
+        db_errors = (
+            sqlalchemy.exc.OperationalError,
+            sqlalchemy.exc.InterfaceError,
+            optuna.exceptions.StorageInternalError,
+        )
         try:
             while True:
-                self._fill_slots()
-                if not self.running:
-                    break
-                self._wait_for_events(0.25)
-                for r in [r for r in self.running.values() if r.eof and r.proc.poll() is not None]:
-                    self._finish(r)
-                if time.monotonic() - self._last_flush > FLUSH_SECONDS:
-                    self._flush_all()
-                self._show()
+                try:
+                    if not self._step():
+                        break
+                    if self._db_down_since is not None:
+                        self._db_down_since = None
+                        self._note("the database is reachable again")
+                except db_errors as e:
+                    self._database_unreachable(e)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    self._abandon_taken_over()
         except KeyboardInterrupt:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup
-            self._interrupt()
+            self._stop_all()
+            try:
+                self._record_interrupted()
+            except db_errors:
+                self._note(
+                    "could not record the interrupted trials (database unreachable); "
+                    "they resume all the same"
+                )
             return 130
+        except DatabaseLost as e:
+            self._stop_all()
+            self._note(str(e))
+            return 1
         return 1 if self.counts["failed"] and not self._all_configs_complete() else 0
+
+    def _step(self) -> bool:
+        """One turn of the loop; False when the study has nothing left for this driver."""
+        self._finish_pending()
+        self._keep_alive()
+        self._fill_slots()
+        if not self.running and not self.finishing:
+            if not self._others_running():
+                return False
+            time.sleep(1.0)  # another driver's trials may come back to the queue
+            return True
+        self._wait_for_events(0.25)
+        for r in [r for r in self.running.values() if r.eof and r.proc.poll() is not None]:
+            del self.running[r.slot.name]
+            self.finishing.append(r)
+        self._finish_pending()
+        if time.monotonic() - self._last_flush > FLUSH_SECONDS:
+            self._flush_all()
+        self._show()
+        return True
+
+    def _keep_alive(self) -> None:
+        """Heartbeats of this driver's trials; other drivers' stale trials failed and re-queued."""
+        if self.heartbeat_interval is None:
+            return
+        now = time.monotonic()
+        if now - self._last_heartbeat < min(self.heartbeat_interval, 5.0):
+            return
+        import optuna
+
+        storage = self.study._storage
+        for r in self.running.values():
+            storage.record_heartbeat(r.trial_id)
+        with warnings.catch_warnings():  # experimental in Optuna; used as documented
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
+        self._abandon_taken_over()
+        self._last_heartbeat = now
+
+    def _abandon_taken_over(self) -> None:
+        """Trials of this driver that another one judged stale (no heartbeat for the grace
+        period, e.g. across a long database outage) were failed and re-queued there: their
+        retry continues from the checkpoint, so this driver stops its copy."""
+        storage = self.study._storage
+        for r in [*self.running.values(), *self.finishing]:
+            if storage.get_trial(r.trial_id).state.is_finished():
+                r.abandoned = True
+                _stop_group(r.proc)
+                self._event("taken_over", r)
+        self.running = {k: r for k, r in self.running.items() if not r.abandoned}
+        self.finishing = [r for r in self.finishing if not r.abandoned]
+
+    def _others_running(self) -> bool:
+        """Trials RUNNING in the study that this driver does not run (another machine's)."""
+        import optuna
+
+        running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        return len(running) > len(self.running)
+
+    def _database_unreachable(self, e: BaseException) -> None:
+        from bopsweep.store import first_line, scrub
+
+        now = time.monotonic()
+        if self._db_down_since is None:
+            self._db_down_since = now
+            self._note(
+                f"the database is unreachable ({scrub(first_line(e), self.store.url)}); "
+                f"retrying for up to {DB_OUTAGE_LIMIT_SECONDS:.0f} s, trials keep training"
+            )
+        elif now - self._db_down_since > DB_OUTAGE_LIMIT_SECONDS:
+            raise DatabaseLost(
+                f"the database stayed unreachable for {DB_OUTAGE_LIMIT_SECONDS:.0f} s; trial "
+                "processes stopped, finished trials are saved; run the same command (or "
+                "'bopsweep resume') again when it is back"
+            )
+        time.sleep(DB_RETRY_SECONDS)
 
     def _fill_slots(self) -> None:
         for slot in self.slots:
@@ -299,25 +416,24 @@ class Driver:
             self._event("start", self.running[slot.name])
 
     def _start(self, trial: optuna.trial.FrozenTrial, slot: Slot) -> Running:
+        """Start a trial process (no database write here: a failed write must not orphan it)."""
         config_id = trial.user_attrs["config_id"]
         run_dir = self.checkpoint_root / config_id
         run_dir.mkdir(parents=True, exist_ok=True)
         config = {**trial.user_attrs["config"], **self.local, "device": slot.device}
         log = run_dir / "trial.log"
-        storage = self.study._storage
-        storage.set_trial_user_attr(trial._trial_id, "run_dir", str(run_dir))
-        storage.set_trial_user_attr(trial._trial_id, "slot", slot.name)
         env = {**os.environ, **slot.env, "PYTHONUNBUFFERED": "1"}
+        command = [
+            sys.executable,
+            "-m",
+            "bopsweep.trial_process",
+            str(run_dir),
+            str(slot.threads),
+            str(os.getpid()),
+        ]
         with log.open("ab") as err:
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bopsweep.trial_process",
-                    str(run_dir),
-                    str(slot.threads),
-                    str(os.getpid()),
-                ],
+                command,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
@@ -339,6 +455,7 @@ class Driver:
             log,
             trial.user_attrs.get("attempt", 0),
             config["epochs"],
+            retry_of=trial.system_attrs.get("failed_trial"),
         )
         threading.Thread(target=self._read, args=(r,), daemon=True).start()
         return r
@@ -365,6 +482,8 @@ class Driver:
                 return
 
     def _handle(self, r: Running, msg: dict[str, Any] | None) -> None:
+        if r.abandoned:
+            return
         if msg is None:
             r.eof = True
             return
@@ -373,12 +492,18 @@ class Driver:
             r.resumed_from = len(msg["rows"])
             for row in msg["rows"]:
                 self._add_epoch(r, row, [s for s in msg["steps"] if s["epoch"] == row["epoch"]])
+            if r.retry_of is not None:
+                self._event("continued", r)
         elif kind == "epoch":
+            if r.retry_of is not None and r.resumed_from == 0 and r.epochs_done == 0:
+                self._event("restarted", r, str(self.checkpoint_root))
             self._add_epoch(r, msg["row"], msg["steps"])
             self._event("epoch", r)
-            if self.prunes and r.pruned_at is None and self._should_prune(r):
-                r.pruned_at = r.epochs_done
-                _stop_group(r.proc)
+            if self.prunes:
+                self._flush(r)  # the pruner reads the learning curve from the database
+                if r.pruned_at is None and self._should_prune(r):
+                    r.pruned_at = r.epochs_done
+                    _stop_group(r.proc)
         elif kind == "progress":
             r.progress = msg
         else:  # done, diverged, error
@@ -389,16 +514,20 @@ class Driver:
         r.pending_steps[row["epoch"]] = steps
         r.epochs_done = row["epoch"]
         r.last_val, r.last_pi = row["val_acc"], row["pi"]
-        # the learning curve Optuna's tools (and pruners) see
-        self.study._storage.set_trial_intermediate_value(r.trial_id, row["epoch"], row["val_acc"])
 
     def _should_prune(self, r: Running) -> bool:
         return self.study.pruner.prune(self.study, self.study._storage.get_trial(r.trial_id))
 
     def _flush(self, r: Running) -> None:
+        """Write a trial's pending metric rows, and its validation accuracy as the trial's
+        intermediate values (the learning curve Optuna's tools and pruners see). Idempotent:
+        cleared only once written."""
         if not r.pending_rows:
             return
         self.store.write_metrics(self.study._study_id, r.trial_id, r.pending_rows, r.pending_steps)
+        storage = self.study._storage
+        for row in r.pending_rows:
+            storage.set_trial_intermediate_value(r.trial_id, row["epoch"], row["val_acc"])
         r.pending_rows, r.pending_steps = [], {}
 
     def _flush_all(self) -> None:
@@ -407,31 +536,37 @@ class Driver:
         self._last_flush = time.monotonic()
 
     # --- endings ------------------------------------------------------------------------------
+    def _finish_pending(self) -> None:
+        """Record the end of exited trial processes; one that fails on the database stays
+        pending and is recorded on a later turn."""
+        while self.finishing:
+            self._finish(self.finishing[0])
+            self.finishing.pop(0)
+
     def _finish(self, r: Running) -> None:
         import optuna
 
-        del self.running[r.slot.name]
         self._flush(r)
         rc = r.proc.returncode
-        attrs: dict[str, Any] = {"epochs_done": r.epochs_done, "resumed_from_epoch": r.resumed_from}
+        attrs: dict[str, Any] = {
+            "epochs_done": r.epochs_done,
+            "resumed_from_epoch": r.resumed_from,
+            "run_dir": str(r.log.parent),
+            "slot": r.slot.name,
+        }
         outcome = r.outcome or {}
         if r.pruned_at is not None and outcome.get("type") != "done":
             self._set_attrs(r.trial_id, {**attrs, "pruned_at_epoch": r.pruned_at})
-            self.study.tell(r.number, state=optuna.trial.TrialState.PRUNED)
+            self._tell(r, state=optuna.trial.TrialState.PRUNED)
             self.counts["pruned"] += 1
             self._event("pruned", r)
             return
         if rc == 0 and outcome.get("type") == "done":
             summary = outcome["summary"]
-            attrs.update(
-                {
-                    k: summary[k]
-                    for k in ("best_val_acc", "best_epoch", "final_train_acc", "seconds")
-                    if k in summary
-                }
-            )
+            keys = ("best_val_acc", "best_epoch", "final_train_acc", "seconds")
+            attrs.update({k: summary[k] for k in keys if k in summary})
             self._set_attrs(r.trial_id, attrs)
-            self.study.tell(r.number, summary["final_val_acc"])
+            self._tell(r, summary["final_val_acc"])
             self.counts["done"] += 1
             self._event("complete", r)
             return
@@ -445,16 +580,25 @@ class Driver:
         retry = failure in ("crash", "oom") and r.attempt < self.max_retries
         attrs.update({"failure": failure, "fail_reason": reason, "requeued": retry})
         self._set_attrs(r.trial_id, attrs)
-        self.study.tell(r.number, state=optuna.trial.TrialState.FAIL)
-        if retry:
+        if self._tell(r, state=optuna.trial.TrialState.FAIL) and retry:
             self._requeue(r, r.attempt + 1)
-        else:
+        if not retry:
             self.counts["failed"] += 1
         self._event("retry" if retry else "fail", r, reason)
 
-    def _interrupt(self) -> None:
-        import optuna
+    def _tell(self, r: Running, value: float | None = None, state: Any = None) -> bool:
+        """Finish the trial; False if it was already finished (by an earlier write whose answer
+        was lost, or by another driver that judged it stale)."""
+        if self.study._storage.get_trial(r.trial_id).state.is_finished():
+            return False
+        if state is None:
+            self.study.tell(r.number, value)
+        else:
+            self.study.tell(r.number, state=state)
+        return True
 
+    def _stop_all(self) -> None:
+        """Stop every trial process group (SIGTERM, then SIGKILL after a grace period)."""
         for r in self.running.values():
             _stop_group(r.proc)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
@@ -464,7 +608,13 @@ class Driver:
             except subprocess.TimeoutExpired:
                 _stop_group(r.proc, signal.SIGKILL)
                 r.proc.wait()
+
+    def _record_interrupted(self) -> None:
+        """After Ctrl-C: the trials that were running are failed as interrupted and re-queued."""
+        import optuna
+
         self._wait_for_events(0.1)  # epochs that finished while stopping
+        self._finish_pending()
         for r in list(self.running.values()):
             self._flush(r)
             self._set_attrs(
@@ -477,8 +627,8 @@ class Driver:
                     "resumed_from_epoch": r.resumed_from,
                 },
             )
-            self.study.tell(r.number, state=optuna.trial.TrialState.FAIL)
-            self._requeue(r, r.attempt)
+            if self._tell(r, state=optuna.trial.TrialState.FAIL):
+                self._requeue(r, r.attempt)
             self._event("interrupted", r)
         self.running.clear()
 
@@ -490,17 +640,18 @@ class Driver:
         import optuna
 
         trials = self.study.get_trials(deepcopy=False)
-        done = {
-            t.user_attrs.get("config_id")
-            for t in trials
-            if t.state == optuna.trial.TrialState.COMPLETE
-        }
+        complete = optuna.trial.TrialState.COMPLETE
+        done = {t.user_attrs.get("config_id") for t in trials if t.state == complete}
         return {t.user_attrs.get("config_id") for t in trials} <= done
 
     # --- display ------------------------------------------------------------------------------
     def _event(self, kind: str, r: Running, detail: str = "") -> None:
         if self.display is not None:
             self.display.event(kind, r, detail)
+
+    def _note(self, text: str) -> None:
+        if self.display is not None:
+            self.display.note(text)
 
     def _show(self) -> None:
         if self.display is not None:
@@ -552,6 +703,9 @@ class DispatchOptions:
     data_dir: str | None = None
     download: bool = False
     worker_index: int = 0
+    heartbeat_interval: int = 60
+    grace_period: int = 600
+    queue_only: bool = False
 
 
 def run_study(spec: Any, options: DispatchOptions, echo: Any = print) -> int:
@@ -569,14 +723,31 @@ def run_study(spec: Any, options: DispatchOptions, echo: Any = print) -> int:
         "download": False,
     }
     slots = make_slots(options.device, options.gpus, options.per_gpu, options.workers)
-    store = Store(options.storage, create=True)
+    shared = not options.storage.startswith("sqlite")
+    if options.heartbeat_interval < 1 or options.grace_period < 2 * options.heartbeat_interval:
+        raise UserError(
+            "--heartbeat-interval must be >= 1 s and --grace-period at least twice it "
+            f"(got {options.heartbeat_interval} and {options.grace_period})"
+        )
+    beat = (options.heartbeat_interval, options.grace_period, options.max_retries)
+    store = Store(options.storage, create=True, heartbeat=beat if shared else None)
     with driver_lock(options.storage):
         study, _ = store.create(spec)
         search = _search(spec, study, options.worker_index)
         root = checkpoint_root(options.storage, spec.name, options.checkpoint_dir)
         display = StudyDisplay(spec.name, quiet=options.quiet or not sys.stderr.isatty())
-        driver = Driver(store, study, slots, root, local, options.max_retries, display, search)
-        recovered = driver.recover_stale() if store.url.startswith("sqlite") else 0
+        driver = Driver(
+            store,
+            study,
+            slots,
+            root,
+            local,
+            options.max_retries,
+            display,
+            search,
+            heartbeat_interval=options.heartbeat_interval if shared else None,
+        )
+        recovered = 0 if shared else driver.recover_stale()
         added = driver.enqueue_missing(planned)
         if search is not None:
             what = f"{driver.counted()} of {search.trials} trials exist"
@@ -585,8 +756,14 @@ def run_study(spec: Any, options: DispatchOptions, echo: Any = print) -> int:
         echo(
             f"study {spec.name} ({spec.kind}) in {redact(options.storage)}: {what}, "
             f"{recovered} resumed after an interruption; "
-            f"running on {', '.join(s.name for s in slots)}"
+            + (
+                "queued only"
+                if options.queue_only
+                else f"running on {', '.join(s.name for s in slots)}"
+            )
         )
+        if options.queue_only:
+            return 0
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             with display:

@@ -107,10 +107,34 @@ class StudyDisplay:
             line = f"{where}: FAILED ({detail}); re-queued"
         elif kind == "fail":
             line = f"{where}: FAILED ({detail})"
+        elif kind == "continued":
+            line = (
+                f"{where}: continues trial {r.retry_of} of a stopped worker from its "
+                f"checkpoint at epoch {r.resumed_from}"
+            )
+        elif kind == "restarted":
+            line = (
+                f"{where}: restarts trial {r.retry_of} of a stopped worker from scratch (no "
+                f"checkpoint of it in {detail}; share --checkpoint-dir between machines to "
+                "continue instead)"
+            )
+        elif kind == "taken_over":
+            line = (
+                f"{where}: judged stale by another worker (no heartbeat within the grace "
+                "period) and re-queued there; stopped here, its retry continues"
+            )
         elif kind == "pruned":
             line = f"{where}: PRUNED at epoch {r.pruned_at} (val_acc {r.last_val:.4f})"
         else:
             line = f"{where}: interrupted at epoch {r.epochs_done}; resumable"
+        if self._live is not None:
+            self._live.console.print(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def note(self, text: str) -> None:
+        """A message about the study as a whole."""
+        line = f"study {self.study}: {text}"
         if self._live is not None:
             self._live.console.print(line)
         else:

@@ -55,6 +55,13 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
+def scrub(text: str, url: str) -> str:
+    """``text`` with the URL's password removed, wherever it appears."""
+    match = re.search(r"://[^:/@]+:([^@]*)@", url)
+    text = redact(text)
+    return text.replace(match.group(1), "***") if match and match.group(1) else text
+
+
 def sqlite_path(url: str) -> Path | None:
     if not url.startswith("sqlite"):
         return None
@@ -74,7 +81,12 @@ def checkpoint_root(url: str, study: str, override: Path | None = None) -> Path:
 class Store:
     """An open database: Optuna's storage and bopsweep's metric tables."""
 
-    def __init__(self, url: str, create: bool = False) -> None:
+    def __init__(
+        self, url: str, create: bool = False, heartbeat: tuple[int, int, int] | None = None
+    ) -> None:
+        """Open ``url``; ``heartbeat`` = (interval s, grace period s, retries) turns on Optuna's
+        RDB heartbeat, whose stale trials (of a driver that died) are failed and re-queued by
+        Optuna's retry callback."""
         self.url = url
         path = sqlite_path(url)
         if path is not None:
@@ -86,14 +98,27 @@ class Store:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self.storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
-        except ImportError as e:
+                beat = {}
+                if heartbeat is not None:
+                    interval, grace, retries = heartbeat
+                    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)
+                    beat = {
+                        "heartbeat_interval": interval,
+                        "grace_period": grace,
+                        "heartbeat_stale_trial_callback": retry,
+                    }
+                self.storage = optuna.storages.RDBStorage(
+                    url, engine_kwargs=_engine_kwargs(url), **beat
+                )
+        except ImportError:
             raise UserError(
-                f"the database driver for {redact(url)} is not installed ({e.name}); "
-                "install it with: pip install 'bopsweep[postgres]'"
+                f"the database driver for {redact(url)} is not installed; install it with: "
+                "pip install 'bopsweep[postgres]' (PostgreSQL) or pip install pymysql (MySQL)"
             ) from None
         except Exception as e:  # SQLAlchemy / driver errors: unreachable, refused, not a database
-            raise UserError(f"cannot open the database {redact(url)}: {_first_line(e)}") from None
+            raise UserError(
+                f"cannot open the database {redact(url)}: {scrub(first_line(e), url)}"
+            ) from None
         self.engine = self.storage.engine
         meta = sa.MetaData()
         self.epochs = _metric_table(sa, meta, "bopsweep_epochs")
@@ -322,6 +347,6 @@ def _comparable(spec: dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=True)
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     text = str(getattr(e, "orig", None) or e).strip().splitlines()
     return text[0] if text else type(e).__name__

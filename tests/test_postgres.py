@@ -1,0 +1,197 @@
+"""Several workers on one study in a real PostgreSQL server: races, a killed worker, a server
+restart, and the password kept out of everything.
+
+The server comes from ``.ci/postgres.sh`` (CI runs it); these tests find it through
+``BOPSWEEP_TEST_POSTGRES`` and stop/start it through ``BOPSWEEP_TEST_PG_CTL``. Without them
+they skip on a developer machine, and fail in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tests.test_dispatch import TINY, bopsweep, start, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+URL = os.environ.get("BOPSWEEP_TEST_POSTGRES")
+PG_CTL = os.environ.get("BOPSWEEP_TEST_PG_CTL")
+PASSWORD = "s3cret-pw"
+BEAT = ["--heartbeat-interval", "1", "--grace-period", "4"]  # a dead worker is noticed fast
+
+
+@pytest.fixture
+def pg() -> str:
+    """A fresh database on the test server, dropped afterwards."""
+    if URL is None:
+        if os.environ.get("CI"):
+            pytest.fail("BOPSWEEP_TEST_POSTGRES is not set: .ci/run must start PostgreSQL")
+        pytest.skip(
+            "no PostgreSQL test server (run .ci/postgres.sh setup and set "
+            "BOPSWEEP_TEST_POSTGRES to the URL it prints)"
+        )
+    import psycopg
+
+    name = f"bopsweep_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(URL, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield URL.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(URL, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def queue(url: str, data: Path, cwd: Path, values: dict[str, str], epochs: int) -> None:
+    args = ["grid"]
+    for param, vals in values.items():
+        args += ["--param", param, "--values", vals]
+    result = bopsweep(
+        *args,
+        "--storage",
+        url,
+        "--study",
+        "s",
+        "--queue-only",
+        "--epochs",
+        str(epochs),
+        "--data-dir",
+        str(data),
+        *TINY,
+        cwd=cwd,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def worker(url: str, cwd: Path, *extra: str, beat: list[str] = BEAT) -> subprocess.Popen:
+    return start(
+        "worker",
+        "--storage",
+        url,
+        "--study",
+        "s",
+        *beat,
+        "--checkpoint-dir",
+        str(cwd / "ckpt"),
+        "--quiet",
+        *extra,
+        cwd=cwd,
+    )
+
+
+def check_integrity(url: str, n_configs: int, epochs: int) -> list[optuna.trial.FrozenTrial]:
+    """Every configuration COMPLETE exactly once with its whole curve; nothing RUNNING; metric
+    rows only of existing trials, one per (trial, epoch)."""
+    import sqlalchemy as sa
+
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    per_config = Counter(t.user_attrs["config_id"] for t in complete)
+    assert len(per_config) == n_configs and set(per_config.values()) == {1}, per_config
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT trial_id, epoch FROM bopsweep_epochs")).all()
+        ids = {r[0] for r in conn.execute(sa.text("SELECT trial_id FROM trials")).all()}
+    engine.dispose()
+    assert {t for t, _ in rows} <= ids
+    assert len(rows) == len(set(rows))
+    stored = Counter(t for t, _ in rows)
+    assert all(stored[t._trial_id] == epochs for t in complete)
+    return trials
+
+
+def test_two_workers_complete_a_12_trial_grid_exactly_once(pg, small_cifar_dir, tmp_path):
+    queue(
+        pg,
+        small_cifar_dir,
+        tmp_path,
+        {"gamma": "1e-8,1e-7,1e-6", "tau": "1e-7,1e-6,1e-5,1e-4"},
+        epochs=2,
+    )
+    workers = [worker(pg, tmp_path), worker(pg, tmp_path)]
+    logs = [w.communicate(timeout=600) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], logs
+    trials = check_integrity(pg, 12, 2)
+    assert len(trials) == 12  # no duplicate, none lost
+    assert all("started" in err for _, err in logs)  # both worked on the study
+
+
+def epochs_done(ckpt: Path) -> dict[Path, int]:
+    out = {}
+    for d in ckpt.glob("s/*"):
+        m = d / "metrics.csv"
+        out[d] = max(0, len(m.read_text().splitlines()) - 1) if m.exists() else 0
+    return out
+
+
+def test_a_killed_worker_s_trial_is_finished_by_the_other(pg, small_cifar_dir, tmp_path):
+    epochs = 20
+    queue(pg, small_cifar_dir, tmp_path, {"gamma": "1e-7,1e-6,1e-5"}, epochs=epochs)
+    victim = worker(pg, tmp_path)
+    wait_until(
+        lambda: any(2 <= n < epochs - 8 for n in epochs_done(tmp_path / "ckpt").values()),
+        what="the first worker mid-trial",
+    )
+    survivor = worker(pg, tmp_path)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    _, err = survivor.communicate(timeout=600)
+    assert survivor.returncode == 0, err
+    trials = check_integrity(pg, 3, epochs)
+    stale = [t for t in trials if t.state.name == "FAIL"]
+    assert len(stale) == 1  # failed by the survivor after the grace period
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == stale[0].number)
+    assert retry.state.name == "COMPLETE" and retry.user_attrs["resumed_from_epoch"] >= 2
+    assert f"continues trial {stale[0].number} of a stopped worker from its checkpoint" in err
+
+
+def test_workers_ride_out_a_database_restart(pg, small_cifar_dir, tmp_path):
+    if PG_CTL is None:
+        pytest.skip("BOPSWEEP_TEST_PG_CTL not set: cannot restart the server")
+    epochs = 15
+    queue(pg, small_cifar_dir, tmp_path, {"gamma": "1e-7,1e-6,1e-5,1e-4"}, epochs=epochs)
+    # a grace period longer than the outage: no live trial is judged stale meanwhile
+    beat = ["--heartbeat-interval", "1", "--grace-period", "30"]
+    workers = [worker(pg, tmp_path, beat=beat), worker(pg, tmp_path, beat=beat)]
+    wait_until(
+        lambda: sum(n >= 2 for n in epochs_done(tmp_path / "ckpt").values()) >= 2,
+        what="both workers mid-trial",
+    )
+    subprocess.run([PG_CTL, "stop"], check=True)
+    time.sleep(6)
+    subprocess.run([PG_CTL, "start"], check=True)
+    logs = [w.communicate(timeout=600) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], logs
+    joined = "".join(err for _, err in logs)
+    assert "the database is unreachable" in joined and "reachable again" in joined
+    check_integrity(pg, 4, epochs)
+
+
+def test_the_password_appears_nowhere(pg, small_cifar_dir, tmp_path):
+    assert PASSWORD in pg
+    queue(pg, small_cifar_dir, tmp_path, {"gamma": "1e-7,1e-6"}, epochs=1)
+    w = worker(pg, tmp_path)
+    out, err = w.communicate(timeout=300)
+    assert w.returncode == 0
+    texts = [out, err]
+    for args in (["status"], ["studies"], ["export", "-o", "t.csv"], ["plot", "--out", "figs"]):
+        r = bopsweep(*args, "--storage", pg, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        texts += [r.stdout, r.stderr]
+    bad = bopsweep("status", "--storage", pg.replace("/bopsweep_", "/absent_"), cwd=tmp_path)
+    assert bad.returncode == 2
+    texts += [bad.stdout, bad.stderr]
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.suffix in (".log", ".csv", ".json", ".md", ".txt", ""):
+            texts.append(path.read_text(errors="replace"))
+    study = optuna.load_study(study_name="s", storage=pg)
+    texts.append(repr(study.user_attrs))
+    texts += [repr(t.user_attrs) + repr(t.system_attrs) for t in study.trials]
+    assert not [t for t in texts if PASSWORD in t]
