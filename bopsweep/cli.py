@@ -885,7 +885,7 @@ def plot(
         swept_params,
         write_index,
     )
-    from bopsweep.store import Store, storage_url
+    from bopsweep.store import Store, scrub, storage_url
 
     if format not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
