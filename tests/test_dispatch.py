@@ -46,6 +46,24 @@ def start(*args: str, cwd: Path) -> subprocess.Popen:
     )
 
 
+def grid_args(param: str, values: str, epochs: int, data: Path, workers: int = 2) -> list[str]:
+    """A grid study of tiny trials on the CPU."""
+    return [
+        "grid",
+        "--param",
+        param,
+        "--values",
+        values,
+        "--workers",
+        str(workers),
+        "--epochs",
+        str(epochs),
+        "--data-dir",
+        str(data),
+        *TINY,
+    ]
+
+
 def wait_until(condition, timeout: float = 120, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -115,20 +133,7 @@ def assert_one_complete_per_configuration(ts, n_configs: int, epochs: int, cwd: 
 
 
 def test_grid_study_with_two_workers_runs_every_trial_once(small_cifar_dir, tmp_path):
-    args = [
-        "grid",
-        "--param",
-        "gamma",
-        "--values",
-        "1e-7,1e-6,1e-5",
-        "--workers",
-        "2",
-        "--epochs",
-        "2",
-        "--data-dir",
-        str(small_cifar_dir),
-        *TINY,
-    ]
+    args = grid_args("gamma", "1e-7,1e-6,1e-5", 2, small_cifar_dir)
     result = bopsweep(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "3 configurations, 3 newly queued" in result.stdout
@@ -184,20 +189,7 @@ def test_grid_study_with_two_workers_runs_every_trial_once(small_cifar_dir, tmp_
 
 def test_resume_after_the_driver_is_killed_continues_from_checkpoints(small_cifar_dir, tmp_path):
     epochs = 20
-    args = [
-        "grid",
-        "--param",
-        "gamma",
-        "--values",
-        "1e-7,1e-6,1e-5",
-        "--workers",
-        "2",
-        "--epochs",
-        str(epochs),
-        "--data-dir",
-        str(small_cifar_dir),
-        *TINY,
-    ]
+    args = grid_args("gamma", "1e-7,1e-6,1e-5", epochs, small_cifar_dir)
     driver = start(*args, cwd=tmp_path)
     # kill it while the third trial runs, after the first two finished
     wait_until(lambda: count(tmp_path, "grid-gamma", "COMPLETE") == 2, what="two complete trials")
@@ -231,20 +223,7 @@ def test_a_killed_trial_process_is_recorded_and_retried_from_its_checkpoint(
     small_cifar_dir, tmp_path
 ):
     epochs = 20
-    args = [
-        "grid",
-        "--param",
-        "tau",
-        "--values",
-        "1e-6,1e-5",
-        "--workers",
-        "2",
-        "--epochs",
-        str(epochs),
-        "--data-dir",
-        str(small_cifar_dir),
-        *TINY,
-    ]
+    args = grid_args("tau", "1e-6,1e-5", epochs, small_cifar_dir)
     driver = start(*args, cwd=tmp_path)
     wait_until(
         lambda: any(2 <= epochs_in(d) < epochs - 5 for d in run_dirs(tmp_path, "grid-tau")),
@@ -272,20 +251,7 @@ def test_a_killed_trial_process_is_recorded_and_retried_from_its_checkpoint(
 
 def test_ctrl_c_exits_130_refuses_a_second_driver_and_resumes_cleanly(small_cifar_dir, tmp_path):
     epochs = 25
-    args = [
-        "grid",
-        "--param",
-        "sigma",
-        "--values",
-        "1e-3,1e-2",
-        "--workers",
-        "2",
-        "--epochs",
-        str(epochs),
-        "--data-dir",
-        str(small_cifar_dir),
-        *TINY,
-    ]
+    args = grid_args("sigma", "1e-3,1e-2", epochs, small_cifar_dir)
     driver = start(*args, cwd=tmp_path)
     wait_until(
         lambda: sum(epochs_in(d) >= 2 for d in run_dirs(tmp_path, "grid-sigma")) == 2,

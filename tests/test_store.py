@@ -78,8 +78,8 @@ def test_a_second_driver_on_the_same_sqlite_file_is_refused(tmp_path):
 
 def test_a_missing_database_driver_or_an_unreachable_server_gets_one_line():
     # pymysql is not a dependency: its absence is what a user without the extra sees
-    with pytest.raises(UserError, match="driver .* is not installed; install it with"):
+    with pytest.raises(UserError, match=r"driver .* is not installed; install it with"):
         Store("mysql+pymysql://u:pw@127.0.0.1:1/db")
-    with pytest.raises(UserError, match="cannot open the database postgresql://u:\\*\\*\\*@") as e:
+    with pytest.raises(UserError, match=r"cannot open the database postgresql://u:\*\*\*@") as e:
         Store("postgresql://u:topsecret@127.0.0.1:1/db")
     assert "topsecret" not in str(e.value)
