@@ -19,6 +19,7 @@ class TrainDisplay:
         self.console = Console(stderr=True)
         self._bar: Progress | None = None
         self._task: Any = None
+        self._epoch = 0
 
     def __enter__(self) -> TrainDisplay:
         if not self.quiet:
@@ -53,6 +54,9 @@ class TrainDisplay:
         fields = {"epoch": f"{p.epoch}/{p.epochs}", "stats": stats}
         if self._task is None:
             self._task = self._bar.add_task("train", total=p.steps_per_epoch, **fields)
+        elif p.epoch != self._epoch:  # the clock shows the time of the epoch in progress
+            self._bar.reset(self._task, total=p.steps_per_epoch)
+        self._epoch = p.epoch
         self._bar.update(self._task, completed=p.step, total=p.steps_per_epoch, **fields)
 
     def epoch(self, row: dict[str, Any], step_rows: list[dict[str, Any]]) -> None:
@@ -62,7 +66,7 @@ class TrainDisplay:
             f"val_acc {row['val_acc']:.4f} pi {row['pi']:.3f}"
         )
         if self._bar is not None:
-            self._bar.console.print(line)
+            self._bar.console.print(line, markup=False, highlight=False)
         else:
             print(line, file=sys.stderr, flush=True)
 
@@ -128,7 +132,7 @@ class StudyDisplay:
         else:
             line = f"{where}: interrupted at epoch {r.epochs_done}; resumable"
         if self._live is not None:
-            self._live.console.print(line)
+            self._live.console.print(line, markup=False, highlight=False)
         else:
             print(line, file=sys.stderr, flush=True)
 
@@ -136,7 +140,7 @@ class StudyDisplay:
         """A message about the study as a whole."""
         line = f"study {self.study}: {text}"
         if self._live is not None:
-            self._live.console.print(line)
+            self._live.console.print(line, markup=False, highlight=False)
         else:
             print(line, file=sys.stderr, flush=True)
 
@@ -150,6 +154,7 @@ class StudyDisplay:
             return
         self._last = now
         from rich.table import Table
+        from rich.text import Text
 
         queued = driver.queued()
         table = Table(
@@ -173,7 +178,7 @@ class StudyDisplay:
             p = r.progress
             table.add_row(
                 str(r.number),
-                r.label or r.config_id,
+                Text(r.label or r.config_id),
                 r.slot.name,
                 f"{p.get('epoch', r.epochs_done)}/{r.epochs}",
                 f"{p.get('step', 0)}/{p.get('steps_per_epoch', '?')}",

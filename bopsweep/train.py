@@ -204,7 +204,8 @@ def run_trial(
     while epoch < config.epochs:
         epoch_start = time.perf_counter()
         model.train()
-        sums = torch.zeros(3, device=device)  # loss·n, correct, n
+        sums = torch.zeros(2, device=device)  # loss·n, correct: summed on the device
+        seen = 0
         generator = epoch_generator(config.seed, epoch, device)
         for i, (x, y) in enumerate(train.batches(config.batch_size, generator, config.augment)):
             hyper.apply(step)
@@ -217,17 +218,14 @@ def run_trial(
             real_opt.step()
             step += 1
             flips.record(step, binary_opt.flip_counts)  # type: ignore[attr-defined]
-            sums += torch.stack(
-                [
-                    loss.detach() * len(y),
-                    (logits.argmax(1) == y).sum(),
-                    torch.tensor(len(y), device=device),
-                ]
-            )
+            sums += torch.stack([loss.detach() * len(y), (logits.argmax(1) == y).sum()])
+            seen += len(y)
             if on_progress is not None and (i + 1) % PROGRESS_EVERY == 0:
-                on_progress(_progress(epoch, config.epochs, i + 1, steps_per_epoch, sums, flips))
+                on_progress(
+                    _progress(epoch, config.epochs, i + 1, steps_per_epoch, sums, seen, flips)
+                )
 
-        loss_sum, correct, seen = sums.tolist()
+        loss_sum, correct = sums.tolist()
         if not math.isfinite(loss_sum):
             raise TrialDiverged(f"the training loss became {loss_sum} in epoch {epoch + 1}")
         val_loss, val_acc = evaluate(model, test)
@@ -296,11 +294,17 @@ def summarize(history: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
 
 
 def _progress(
-    epoch: int, epochs: int, step: int, steps_per_epoch: int, sums: Tensor, flips: FlipLog
+    epoch: int,
+    epochs: int,
+    step: int,
+    steps_per_epoch: int,
+    sums: Tensor,
+    seen: int,
+    flips: FlipLog,
 ) -> Progress:
     pi = flips.latest_pi()
     values = torch.cat([sums, pi.reshape(1) if pi is not None else sums.new_full((1,), np.nan)])
-    loss_sum, correct, seen, pi_value = values.tolist()
+    loss_sum, correct, pi_value = values.tolist()  # one host sync
     return Progress(
         epoch + 1,
         epochs,
