@@ -35,6 +35,9 @@ class FlipLog:
         self.log_every = log_every
         self.numel = torch.tensor(numels, dtype=torch.float32, device=device)
         self.total = float(sum(numels))
+        sizes = torch.tensor([*numels, sum(numels)], dtype=torch.float32, device=device)
+        self._inverse = 1.0 / sizes
+        self._floor = torch.full_like(sizes, PI_FLOOR)
         n = len(names) + 1  # layers, then the network
         self._pi_sum = torch.zeros(n, device=device)
         self._flips = torch.zeros(n, device=device)
@@ -55,10 +58,10 @@ class FlipLog:
 
     def record(self, step: int, counts: Tensor) -> None:
         """Add one optimizer step's per-layer flip counts; ``step`` counts steps done (1-based)."""
-        counts = counts.float()
-        total = counts.sum().unsqueeze(0)
-        self._flips += torch.cat([counts, total])
-        self._pi_sum += pi_of_fraction(torch.cat([counts / self.numel, total / self.total]))
+        counts = counts.to(self._flips.dtype)
+        flips = torch.cat([counts, counts.sum().unsqueeze(0)])  # layers, then the network
+        self._flips += flips
+        self._pi_sum += torch.addcmul(self._floor, flips, self._inverse).log_()
         self._steps += 1
         if self._steps == self.log_every:
             self._close_window(step)

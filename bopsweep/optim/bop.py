@@ -24,8 +24,8 @@ Choices, following the authors' reference code (PAPER.md §1):
 
 After every :meth:`step` the optimizer holds, as tensors on the parameters' device (no host
 sync): :attr:`flip_counts`, how many weights of each parameter flipped (in ``param_groups``
-order), and :attr:`flips_total`. Hyperparameters live in ``param_groups`` so schedules can
-change them between steps.
+order, as exact whole numbers in the parameters' dtype), and :attr:`flips_total`.
+Hyperparameters live in ``param_groups`` so schedules can change them between steps.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class _FlipOptimizer(Optimizer):
                 )
             for p in group["params"]:
                 count = flipped.get(id(p))
-                counts.append(count if count is not None else p.new_zeros((), dtype=torch.long))
+                counts.append(count if count is not None else p.new_zeros(()))
         if counts:
             self.flip_counts = torch.stack(counts)
             self.flips_total = self.flip_counts.sum()
@@ -104,12 +104,19 @@ class _FlipOptimizer(Optimizer):
     def _flip(
         params: list[Tensor], signal: list[Tensor], tau: float, fresh: list[bool]
     ) -> list[Tensor]:
-        counts = []
-        for p, s, first in zip(params, signal, fresh):
-            flip = torch.mul(p, s).gt(tau)  # strictly greater: a tie does not flip
-            w = torch.where(p >= 0, 1.0, -1.0).to(p.dtype) if first else p
-            p.copy_(torch.where(flip, -w, w))
-            counts.append(flip.sum())
+        """``w ← −w`` where ``w·s > τ``; the flips per parameter. A handful of ``_foreach``
+        ops whatever the number of parameters (no per-parameter Python loop in the step)."""
+        f = torch._foreach_mul(signal, params)  # w·s
+        torch._foreach_sub_(f, tau)
+        torch._foreach_sign_(f)
+        torch._foreach_clamp_min_(f, 0.0)  # 1 where w·s > τ, else 0: a tie does not flip
+        counts = torch._foreach_norm(f, 1)  # exact: a layer holds far fewer than 2^24 weights
+        for p, first in zip(params, fresh):
+            if first:  # a real-valued start is binarised by the first step, sign(0) = +1
+                p.copy_(torch.where(p >= 0, 1.0, -1.0).to(p.dtype))
+        torch._foreach_mul_(f, -2.0)
+        torch._foreach_add_(f, 1.0)  # 1 − 2f: −1 flips, +1 keeps
+        torch._foreach_mul_(params, f)
         return counts
 
 
