@@ -114,6 +114,12 @@ TRIAL_OPTIONS: dict[str, tuple] = {
         "--augment/--no-augment",
         annotation=bool | None,
     ),
+    "compile": _opt(
+        "Compile the model and fuse the optimizer step with torch.compile (the first batch "
+        "pays the compile time; Inductor caches it across trials).",
+        "--compile",
+        annotation=bool | None,
+    ),
     "device": _opt("auto, cpu, cuda or cuda:N. (default: auto)", annotation=str | None),
     "seed": _opt(
         "Seed of the weights, data order and augmentation. (default: 0)", annotation=int | None

@@ -56,6 +56,7 @@ class TrialConfig:
     subset: int | None = None
     val_subset: int | None = None
     augment: bool = True
+    compile: bool = False
     device: str = "auto"
     seed: int = 0
     log_every: int = 10
@@ -148,7 +149,7 @@ def _finite(value: float) -> bool:
 # How each field reads from a file or the command line.
 _FLOATS = {"gamma", "sigma", "tau", "eps", "lr", "width"}
 _INTS = {"epochs", "batch_size", "subset", "val_subset", "seed", "log_every"}
-_BOOLS = {"unbiased", "download", "augment"}
+_BOOLS = {"unbiased", "download", "augment", "compile"}
 FIELDS = tuple(f.name for f in fields(TrialConfig))
 
 

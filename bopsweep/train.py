@@ -75,7 +75,7 @@ def build_optimizers(
     kernels = list(model.binary_parameters())
     if config.optimizer == "bop":
         binary: torch.optim.Optimizer = Bop(
-            kernels, gamma=config.initial("gamma"), tau=config.initial("tau")
+            kernels, gamma=config.initial("gamma"), tau=config.initial("tau"), fused=config.compile
         )
     elif config.optimizer == "bop2":
         binary = Bop2ndOrder(
@@ -85,6 +85,7 @@ def build_optimizers(
             tau=config.initial("tau"),
             unbiased=config.unbiased,
             eps=config.eps,
+            fused=config.compile,
         )
     else:
         binary = LatentAdam(kernels, lr=config.lr, betas=ADAM_BETAS, eps=ADAM_EPS)
@@ -135,7 +136,9 @@ def load_data(config: TrialConfig, device: torch.device) -> tuple[DeviceData, De
 
 
 @torch.inference_mode()
-def evaluate(model: BinaryNet, data: DeviceData, batch_size: int = 1000) -> tuple[float, float]:
+def evaluate(
+    model: torch.nn.Module, data: DeviceData, batch_size: int = 1000
+) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) over a split, with one host sync."""
     model.eval()
     totals = torch.zeros(2, device=data.device)
@@ -179,6 +182,9 @@ def run_trial(
     train, test = load_data(config, device)
     model = BinaryNet(config.width, config.norm, config.init).to(device)
     binary_opt, real_opt = build_optimizers(config, model)
+    # --compile: Inductor kernels for the model (compiled on the first batch, cached on disk
+    # across trials); checkpoints keep the plain model's state_dict
+    forward = torch.compile(model) if config.compile else model
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     hyper = Hyperparams(config, binary_opt, real_opt, steps_per_epoch)
     names = model.binary_layer_names
@@ -209,7 +215,7 @@ def run_trial(
         generator = epoch_generator(config.seed, epoch, device)
         for i, (x, y) in enumerate(train.batches(config.batch_size, generator, config.augment)):
             hyper.apply(step)
-            logits = model(x)
+            logits = forward(x)
             loss = F.cross_entropy(logits, y)
             binary_opt.zero_grad(set_to_none=True)
             real_opt.zero_grad(set_to_none=True)
@@ -228,7 +234,7 @@ def run_trial(
         loss_sum, correct = sums.tolist()
         if not math.isfinite(loss_sum):
             raise TrialDiverged(f"the training loss became {loss_sum} in epoch {epoch + 1}")
-        val_loss, val_acc = evaluate(model, test)
+        val_loss, val_acc = evaluate(forward, test)
         epoch_flips, step_rows = flips.end_epoch(step)
         epoch += 1
         row = {

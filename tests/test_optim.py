@@ -279,3 +279,39 @@ def test_latent_adam_clips_to_unit_interval_and_counts_sign_changes():
     assert w.tolist() == pytest.approx([1.0, 0.009, 0.49], abs=1e-6)
     assert w.max().item() == 1.0  # 1.005 clipped
     assert opt.flip_counts.tolist() == [1]  # −0.001 → +0.009 changed sign
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps, fused: Bop(ps, gamma=1e-2, tau=1e-4, fused=fused),
+        lambda ps, fused: Bop2ndOrder(ps, gamma=1e-2, sigma=1e-2, tau=1e-1, fused=fused),
+        lambda ps, fused: Bop2ndOrder(
+            ps, gamma=1e-2, sigma=1e-2, tau=0.3, unbiased=True, fused=fused
+        ),
+    ],
+    ids=["bop", "bop2-biased", "bop2-unbiased"],
+)
+def test_the_fused_step_flips_exactly_like_the_eager_one(make):
+    torch.manual_seed(5)
+    shapes = [(16, 8, 3, 3), (64, 32), (10, 64)]
+    start = [torch.randn(s) * 0.1 for s in shapes]  # real-valued: the first step binarises
+    grads = [[torch.randn(s) for s in shapes] for _ in range(6)]
+    runs = []
+    for fused in (False, True):
+        params = [torch.nn.Parameter(w.clone()) for w in start]
+        opt = make(params, fused)
+        history = []
+        for k, step_grads in enumerate(grads):
+            for p, g in zip(params, step_grads):
+                p.grad = g.clone()
+            if k == 3:
+                opt.param_groups[0]["tau"] *= 0.5  # a schedule: no recompilation, same flips
+            opt.step()
+            history.append((opt.flip_counts.clone(), [p.detach().clone() for p in params]))
+        runs.append(history)
+    for (counts_a, w_a), (counts_b, w_b) in zip(*runs):
+        assert torch.equal(counts_a, counts_b)
+        assert all(torch.equal(a, b) for a, b in zip(w_a, w_b))
+    assert sum(int(c.sum()) for c, _ in runs[1][1:]) > 0

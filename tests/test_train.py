@@ -152,3 +152,12 @@ def test_a_diverging_loss_stops_the_trial_with_its_reason(small_cifar_dir, tmp_p
     with pytest.raises(TrialDiverged, match=r"training loss became (nan|inf) in epoch 1"):
         run_trial(config, tmp_path)
     assert not (tmp_path / "checkpoint.pt").exists()  # nothing diverged is saved
+
+
+@pytest.mark.slow
+def test_a_compiled_trial_trains_and_checkpoints_the_plain_model(small_cifar_dir, tmp_path):
+    summary = run_trial(tiny(small_cifar_dir, epochs=2, compile=True), tmp_path)
+    assert summary["epochs"] == 2 and 0 <= summary["final_val_acc"] <= 1
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert not any(k.startswith("_orig_mod") for k in state["model"])
+    assert len(read_rows(tmp_path / "metrics.csv")) == 2

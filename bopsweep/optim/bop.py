@@ -48,10 +48,14 @@ class _FlipOptimizer(Optimizer):
 
     uses_second_moment = False
 
-    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any], fused: bool) -> None:
         super().__init__(params, defaults)
+        self.fused = fused
         self.flip_counts: Tensor | None = None
         self.flips_total: Tensor | None = None
+
+    def _kind(self, group: dict[str, Any]) -> str:
+        raise NotImplementedError
 
     def _signal(self, group: dict[str, Any], ms: list[Tensor], vs: list[Tensor]) -> list[Tensor]:
         raise NotImplementedError
@@ -69,6 +73,17 @@ class _FlipOptimizer(Optimizer):
             if params:
                 grads = [p.grad for p in params]
                 ms, vs, fresh = self._moments(params)
+                if self.fused and not any(fresh):
+                    hyper = torch.tensor(
+                        [group["gamma"], group.get("sigma", 1.0), group["tau"],
+                         group.get("eps", 0.0)], dtype=params[0].dtype, device=params[0].device
+                    )  # fmt: skip
+                    fused = _compiled_step()(params, grads, ms, vs, hyper, self._kind(group))
+                    flipped = dict(zip(map(id, params), fused.unbind()))
+                    for p in group["params"]:
+                        count = flipped.get(id(p))
+                        counts.append(count if count is not None else p.new_zeros(()))
+                    continue
                 torch._foreach_lerp_(ms, grads, group["gamma"])
                 if self.uses_second_moment:
                     torch._foreach_lerp_(vs, torch._foreach_mul(grads, grads), group["sigma"])
@@ -120,6 +135,44 @@ class _FlipOptimizer(Optimizer):
         return counts
 
 
+def _fused_step(
+    params: list[Tensor],
+    grads: list[Tensor],
+    ms: list[Tensor],
+    vs: list[Tensor],
+    hyper: Tensor,
+    kind: str,
+) -> Tensor:
+    """The whole step as one function for ``torch.compile`` to fuse: one pass over each
+    parameter's weights, gradient and moments. Hyperparameters come as a tensor so that a
+    schedule changing them does not recompile."""
+    gamma, sigma, tau, eps = hyper[0], hyper[1], hyper[2], hyper[3]
+    counts = []
+    for i, (p, g, m) in enumerate(zip(params, grads, ms)):
+        m.lerp_(g, gamma)
+        if kind == "bop":
+            s = m
+        else:
+            v = vs[i]
+            v.lerp_(g * g, sigma)
+            s = m / (v.sqrt() + eps) if kind == "biased" else m / gamma / ((v / sigma).sqrt() + eps)
+        flip = p * s > tau
+        p.copy_(torch.where(flip, -p, p))
+        counts.append(flip.sum().to(p.dtype))
+    return torch.stack(counts)
+
+
+_COMPILED: Callable[..., Tensor] | None = None
+
+
+def _compiled_step() -> Callable[..., Tensor]:
+    """The fused step, compiled once per process (Inductor caches it on disk across processes)."""
+    global _COMPILED
+    if _COMPILED is None:
+        _COMPILED = torch.compile(_fused_step, fullgraph=True, dynamic=False)
+    return _COMPILED
+
+
 class Bop(_FlipOptimizer):
     r"""Bop: flip a binary weight when its gradient's moving average agrees with it beyond τ.
 
@@ -129,13 +182,20 @@ class Bop(_FlipOptimizer):
         params: the binary weights (±1, or real values that the first step binarises).
         gamma: adaptivity rate γ ∈ (0, 1]. Default 1e-4 (Helwegen et al. 2019, CIFAR-10).
         tau: threshold τ ≥ 0. Default 1e-8 (same source).
+        fused: run the step as one ``torch.compile``-d kernel per step (compiled on first use;
+            the first step, which may binarise a real start, runs unfused).
     """
 
-    def __init__(self, params: Iterable[Any], gamma: float = 1e-4, tau: float = 1e-8) -> None:
+    def __init__(
+        self, params: Iterable[Any], gamma: float = 1e-4, tau: float = 1e-8, fused: bool = False
+    ) -> None:
         _check_rate("gamma", gamma)
         if not tau >= 0.0:
             raise ValueError(f"tau must be >= 0, got {tau}")
-        super().__init__(params, {"gamma": gamma, "tau": tau})
+        super().__init__(params, {"gamma": gamma, "tau": tau}, fused)
+
+    def _kind(self, group: dict[str, Any]) -> str:
+        return "bop"
 
     def _signal(self, group: dict[str, Any], ms: list[Tensor], vs: list[Tensor]) -> list[Tensor]:
         return ms
@@ -156,6 +216,7 @@ class Bop2ndOrder(_FlipOptimizer):
         tau: threshold τ ≥ 0. Default 1e-6.
         unbiased: use Eq. 10's rescaled moments instead of the raw ones.
         eps: ε in the denominator. Default 1e-10, the reference code's value.
+        fused: run the step as one ``torch.compile``-d kernel (see :class:`Bop`).
     """
 
     uses_second_moment = True
@@ -168,6 +229,7 @@ class Bop2ndOrder(_FlipOptimizer):
         tau: float = 1e-6,
         unbiased: bool = False,
         eps: float = 1e-10,
+        fused: bool = False,
     ) -> None:
         _check_rate("gamma", gamma)
         _check_rate("sigma", sigma)
@@ -176,7 +238,10 @@ class Bop2ndOrder(_FlipOptimizer):
         if not eps > 0.0:
             raise ValueError(f"eps must be > 0, got {eps}")
         defaults = {"gamma": gamma, "sigma": sigma, "tau": tau, "unbiased": unbiased, "eps": eps}
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, fused)
+
+    def _kind(self, group: dict[str, Any]) -> str:
+        return "unbiased" if group["unbiased"] else "biased"
 
     def _signal(self, group: dict[str, Any], ms: list[Tensor], vs: list[Tensor]) -> list[Tensor]:
         if group["unbiased"]:
