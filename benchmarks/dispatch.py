@@ -6,6 +6,8 @@ database) one after the other, in the same run; the ratio is throughput(2) / thr
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +26,8 @@ def trials_per_minute(workers: int, data: Path, folder: Path, n_trials: int, epo
         storage=f"sqlite:///{folder / f'w{workers}.db'}", device="cpu", workers=workers, quiet=True
     )
     start = time.perf_counter()
-    code = run_study(spec, options, echo=lambda *_: None)
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):  # the study's log
+        code = run_study(spec, options, echo=lambda *_: None)
     seconds = time.perf_counter() - start
     assert code == 0, f"the benchmark study failed (exit {code})"
     return n_trials / seconds * 60

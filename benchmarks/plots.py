@@ -63,30 +63,28 @@ def fake_metrics(rng: np.random.Generator, epochs: int) -> tuple[list[dict], dic
     return rows, steps
 
 
-def build(folder: Path) -> str:
+def build(folder: Path, trials: tuple[int, int] = (10, 10), epochs: int = EPOCHS) -> str:
     url = f"sqlite:///{folder / 'big.db'}"
-    base = TrialConfig(epochs=EPOCHS, data_dir=str(folder))
-    spec = grid_study(
-        "big",
-        base,
-        {"gamma": [10.0**-e for e in range(4, 14)], "tau": [10.0**-e for e in range(3, 13)]},
-    )
+    base = TrialConfig(epochs=epochs, data_dir=str(folder))
+    gammas = [10.0**-e for e in range(4, 4 + trials[0])]
+    taus = [10.0**-e for e in range(3, 3 + trials[1])]
+    spec = grid_study("big", base, {"gamma": gammas, "tau": taus})
     store = Store(url, create=True)
     study, _ = store.create(spec)
     driver = Driver(store, study, make_slots("cpu"), folder)
     driver.enqueue_missing(expand(spec))
     rng = np.random.default_rng(0)
     while (trial := driver._pop()) is not None:
-        rows, steps = fake_metrics(rng, EPOCHS)
+        rows, steps = fake_metrics(rng, epochs)
         store.write_metrics(study._study_id, trial._trial_id, rows, steps)
         study.tell(trial.number, rows[-1]["val_acc"])
     return url
 
 
-def run() -> dict:
+def run(trials: tuple[int, int] = (10, 10), epochs: int = EPOCHS) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        url = build(folder)
+        url = build(folder, trials, epochs)
         start = time.perf_counter()
         store = Store(url)
         data = load_study_data(store, store.load("big"))
@@ -110,8 +108,8 @@ def run() -> dict:
         plot = time.perf_counter() - start
         n = len(list((folder / "figs" / "big").iterdir()))
     print(
-        f"\nplot, {len(data.runs)} trials × {EPOCHS} epochs "
-        f"({EPOCHS * STEPS_PER_EPOCH // LOG_EVERY} logged steps each): "
+        f"\nplot, {len(data.runs)} trials × {epochs} epochs "
+        f"({epochs * STEPS_PER_EPOCH // LOG_EVERY} logged steps each): "
         f"bopsweep plot {plot:.1f} s for {n} figures;"
         f" reading the study alone {read:.1f} s (ratio {plot / read:.1f})"
     )

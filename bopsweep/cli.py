@@ -27,7 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
-    rich_markup_mode="markdown",
+    rich_markup_mode=None,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -492,8 +492,8 @@ def schedule(
     options: dict[str, Any] | None = None,
     trial: dict[str, Any] | None = None,
 ) -> None:
-    """The paper's Fig. 4: one hyperparameter scheduled up (×factor) and down (÷factor) against
-    the constant baseline, for the biased and unbiased variants."""
+    """Schedule one hyperparameter up (×factor) and down (÷factor) against the constant
+    baseline, for the biased and unbiased variants: the paper's Fig. 4."""
     from bopsweep.studies import schedule_study
 
     options, trial = options or {}, trial or {}

@@ -1,0 +1,34 @@
+"""Every benchmark runs once at a tiny size (a smoke test: no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_the_benchmark_suite_runs_and_writes_its_summary(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--device", "cpu", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(out.read_text())
+    expected = {
+        "optimizer_step",
+        "train_step",
+        "data_epoch",
+        "dispatch",
+        "cli_startup",
+        "search",
+        "plots",
+    }
+    assert expected <= set(summary)
+    assert summary["optimizer_step"]["Adam(foreach=True)"]["ratio"] == 1.0
+    assert summary["dispatch"]["ratio"] > 0
