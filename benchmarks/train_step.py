@@ -18,7 +18,7 @@ from bopsweep.config import TrialConfig
 from bopsweep.data import DeviceData, Split, augment_batch, to_unit_range
 from bopsweep.flips import FlipLog
 from bopsweep.models import BinaryNet
-from bopsweep.train import Hyperparams, build_optimizers
+from bopsweep.train import LAYOUT, Hyperparams, build_optimizers
 
 
 def _data(n: int, device: torch.device) -> DeviceData:
@@ -31,12 +31,20 @@ def _data(n: int, device: torch.device) -> DeviceData:
 class Setup:
     """A model, its two optimizers, the trainer's helpers, and fixed batches."""
 
-    def __init__(self, optimizer: str, width: float, batch: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        optimizer: str,
+        width: float,
+        batch: int,
+        device: torch.device,
+        layout: torch.memory_format = LAYOUT,
+    ) -> None:
         torch.manual_seed(0)
         self.config = TrialConfig(
             optimizer=optimizer, width=width, batch_size=batch, device=str(device)
         ).resolved()
-        self.model = BinaryNet(width).to(device)
+        self.model = BinaryNet(width).to(device, memory_format=layout)
+        self.layout = layout
         self.binary, self.real = build_optimizers(self.config, self.model)
         self.hyper = Hyperparams(self.config, self.binary, self.real, steps_per_epoch=100)
         numels = [p.numel() for p in self.model.binary_parameters()]
@@ -55,7 +63,7 @@ class Setup:
             device=self.data.device,
         )
         x = augment_batch(self.data.images[idx], self.gen)
-        return to_unit_range(x), self.data.labels[idx]
+        return to_unit_range(x).contiguous(memory_format=self.layout), self.data.labels[idx]
 
     def minimal(self) -> None:
         """The hand-written loop: forward, backward, two optimizer steps."""
@@ -95,7 +103,9 @@ def run(
     results = {}
     for width in widths:
         bop, bop2 = Setup("bop", width, batch, dev), Setup("bop2", width, batch, dev)
+        nchw = Setup("bop2", width, batch, dev, layout=torch.contiguous_format)
         candidates = {
+            "Bop2ndOrder, trainer, NCHW layout": nchw.trainer,
             "Bop, trainer": bop.trainer,
             "Bop2ndOrder, trainer": bop2.trainer,
             "Bop2ndOrder, trainer without π_t": lambda s=bop2: s.trainer(log=False),
@@ -110,6 +120,8 @@ def run(
             / r["Bop2ndOrder, trainer without π_t"]["seconds"]
             - 1,
             "trainer_over_minimal": r["Bop2ndOrder, trainer"]["ratio"],
+            "channels_last_over_nchw": r["Bop2ndOrder, trainer"]["seconds"]
+            / r["Bop2ndOrder, trainer, NCHW layout"]["seconds"],
         }
         for k, v in ratios.items():
             print(f"  {k}: {v:.3f}")

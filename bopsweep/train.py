@@ -34,6 +34,7 @@ from bopsweep.optim import Bop, Bop2ndOrder, LatentAdam
 from bopsweep.run_dir import RunDir
 
 PROGRESS_EVERY = 20
+LAYOUT = torch.channels_last
 HYPER_COLUMNS = ("gamma", "sigma", "tau", "lr")
 # Adam for the real-valued parameters, with the Keras defaults the papers used (eps 1e-7).
 ADAM_BETAS = (0.9, 0.999)
@@ -143,7 +144,7 @@ def evaluate(
     model.eval()
     totals = torch.zeros(2, device=data.device)
     for x, y in data.batches(batch_size):
-        logits = model(x)
+        logits = model(x.contiguous(memory_format=LAYOUT))
         totals += torch.stack(
             [F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(1) == y).sum().float()]
         )
@@ -180,7 +181,8 @@ def run_trial(
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(config.seed)
     train, test = load_data(config, device)
-    model = BinaryNet(config.width, config.norm, config.init).to(device)
+    # channels-last convolutions: 20-25 % faster steps on the CPU (benchmarks/train_step.py)
+    model = BinaryNet(config.width, config.norm, config.init).to(device, memory_format=LAYOUT)
     binary_opt, real_opt = build_optimizers(config, model)
     # --compile: Inductor kernels for the model (compiled on the first batch, cached on disk
     # across trials); checkpoints keep the plain model's state_dict
@@ -215,7 +217,7 @@ def run_trial(
         generator = epoch_generator(config.seed, epoch, device)
         for i, (x, y) in enumerate(train.batches(config.batch_size, generator, config.augment)):
             hyper.apply(step)
-            logits = forward(x)
+            logits = forward(x.contiguous(memory_format=LAYOUT))
             loss = F.cross_entropy(logits, y)
             binary_opt.zero_grad(set_to_none=True)
             real_opt.zero_grad(set_to_none=True)
