@@ -115,13 +115,16 @@ class _FlipOptimizer(Optimizer):
                 vs.append(state["v"])
         return ms, vs, fresh
 
-    @staticmethod
     def _flip(
-        params: list[Tensor], signal: list[Tensor], tau: float, fresh: list[bool]
+        self, params: list[Tensor], signal: list[Tensor], tau: float, fresh: list[bool]
     ) -> list[Tensor]:
         """``w ← −w`` where ``w·s > τ``; the flips per parameter. A handful of ``_foreach``
         ops whatever the number of parameters (no per-parameter Python loop in the step)."""
-        f = torch._foreach_mul(signal, params)  # w·s
+        if self.uses_second_moment:  # the signal is a temporary of this step: reuse it
+            f = signal
+            torch._foreach_mul_(f, params)  # w·s
+        else:  # Bop's signal is m itself
+            f = torch._foreach_mul(signal, params)
         torch._foreach_sub_(f, tau)
         torch._foreach_sign_(f)
         torch._foreach_clamp_min_(f, 0.0)  # 1 where w·s > τ, else 0: a tie does not flip
@@ -246,7 +249,8 @@ class Bop2ndOrder(_FlipOptimizer):
     def _signal(self, group: dict[str, Any], ms: list[Tensor], vs: list[Tensor]) -> list[Tensor]:
         if group["unbiased"]:
             num = torch._foreach_div(ms, group["gamma"])
-            den = torch._foreach_sqrt(torch._foreach_div(vs, group["sigma"]))
+            den = torch._foreach_div(vs, group["sigma"])
+            torch._foreach_sqrt_(den)
         else:
             num = ms
             den = torch._foreach_sqrt(vs)
