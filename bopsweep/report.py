@@ -45,8 +45,10 @@ def trials_frame(store: Store, study: optuna.Study) -> pd.DataFrame:
             "final_val_acc": t.value if state == "COMPLETE" else None,
             "best_val_acc": attrs.get("best_val_acc"),
             "best_epoch": attrs.get("best_epoch"),
-            "failure": attrs.get("failure"),
-            "fail_reason": attrs.get("fail_reason"),
+            # a FAIL without bopsweep's reason was failed by Optuna's heartbeat check
+            "failure": attrs.get("failure") or ("stale" if state == "FAIL" else None),
+            "fail_reason": attrs.get("fail_reason")
+            or ("no heartbeat within the grace period; re-queued" if state == "FAIL" else None),
             "attempt": attrs.get("attempt", 0),
             "slot": attrs.get("slot"),
             "pruned_at_epoch": attrs.get("pruned_at_epoch"),
