@@ -36,6 +36,7 @@ EXPECTED = {  # file: (kind, number of trials)
     "table1_paper.toml": ("arms", 3),
     "table1_code.toml": ("arms", 3),
     "quick.toml": ("grid", 5),
+    "optuna_search.toml": ("optuna", 0),  # sampled as it runs: nothing planned
 }
 
 
@@ -48,6 +49,9 @@ def test_every_shipped_study_file_loads_and_expands():
         assert spec.kind == kind and len(planned) == n, name
         assert spec.description, f"{name} says what it is"
         assert len({p.config_id for p in planned}) == n
+    search = load_study_file(STUDIES / "optuna_search.toml")
+    assert search.meta["trials"] == 50 and search.meta["pruner"] == "median"
+    assert search.meta["space"]["variants"] == ["bop2-biased", "bop2-unbiased"]
 
 
 def test_fig3_ablations_sweep_two_decades_around_the_optimum():
