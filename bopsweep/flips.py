@@ -18,11 +18,6 @@ from torch import Tensor
 PI_FLOOR = math.exp(-9)
 
 
-def pi_of_fraction(fraction: Tensor) -> Tensor:
-    """π for a flip fraction (a tensor: element-wise)."""
-    return torch.log(fraction + PI_FLOOR)
-
-
 class FlipLog:
     """Accumulates flip counts per layer, per step, on the device.
 

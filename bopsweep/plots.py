@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 SYMBOLS = {"gamma": "γ", "sigma": "σ", "tau": "τ", "lr": "Adam lr"}
 FORMATS = ("png", "pdf", "svg")
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "fc1", "fc2", "fc3")
-PI_FLOOR = math.exp(-9)
 
 
 @dataclass
