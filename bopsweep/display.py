@@ -131,14 +131,14 @@ class StudyDisplay:
             line = f"{where}: PRUNED at epoch {r.pruned_at} (val_acc {r.last_val:.4f})"
         else:
             line = f"{where}: interrupted at epoch {r.epochs_done}; resumable"
-        if self._live is not None:
-            self._live.console.print(line, markup=False, highlight=False)
-        else:
-            print(line, file=sys.stderr, flush=True)
+        self._print(line)
 
     def note(self, text: str) -> None:
         """A message about the study as a whole."""
-        line = f"study {self.study}: {text}"
+        self._print(f"study {self.study}: {text}")
+
+    def _print(self, line: str) -> None:
+        """One log line, verbatim (labels hold brackets that rich would take for markup)."""
         if self._live is not None:
             self._live.console.print(line, markup=False, highlight=False)
         else:
