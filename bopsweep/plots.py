@@ -134,6 +134,8 @@ def fixed_description(data: StudyData, exclude: set[str]) -> str:
     """The study's fixed settings for a title: variant, hyperparameters, norm, batch, epochs."""
     base = data.spec["base"]
     varying = set(data.spec["grid"]) | exclude | {k for a in data.spec["arms"] for k in a}
+    if data.kind == "optuna":  # the search space's dimensions are not fixed
+        varying |= {"optimizer", "unbiased", "norm", "gamma", "sigma", "tau"}
     parts = []
     if not {"optimizer", "unbiased"} & varying:
         opt = base["optimizer"]
@@ -514,8 +516,13 @@ def optuna_figures(data: StudyData) -> dict[str, Figure]:
             # too few distinct trials give no importance estimate: then there is no such figure
             with contextlib.suppress(ValueError, RuntimeError):
                 figures["optuna_importances"] = ovm.plot_param_importances(data.study).figure
-    for name, fig in figures.items():
-        fig.suptitle(f"{data.name}: {name.split('_')[1]} (Optuna)", fontsize=10)
+    for name, fig in figures.items():  # our title in place of Optuna's, with the settings
+        fig.set_size_inches(9, 5.5)
+        fig.axes[0].set_title(
+            f"{data.name}: {name.split('_')[1]} (Optuna)\n{fixed_description(data, set())}",
+            fontsize=10,
+        )
+        fig.tight_layout()
     return figures
 
 
