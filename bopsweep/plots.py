@@ -431,12 +431,14 @@ def schedule_figure(data: StudyData) -> Figure:
     param = data.spec["meta"]["schedule_param"]
     groups = _groups(data.runs)
     labels = {k: _arm_label(g[0]) for k, g in groups.items()}
-    colours = assign_colours(data, sorted(set(labels.values())))
+    # colour by direction, line style by variant (solid unbiased, dash-dot biased), as Fig. 4
+    colours = dict(zip(("constant", "increasing", "decreasing"), ("0.35", "tab:red", "tab:blue")))
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(7.5, 7.5), constrained_layout=True, gridspec_kw={"height_ratios": [3, 1]}
     )
     for key, group in groups.items():
-        colour, label = colours[labels[key]], labels[key]
+        label = labels[key]
+        colour = colours.get(label.rsplit(" ", 1)[-1], "tab:green")
         style = "-" if "unbiased" in label else "-."
         _draw_band(top, _seed_band(group, "epoch", "val_acc"), "epoch", colour, label, style, 100)
         values = group[0].epochs[["epoch", param]]
