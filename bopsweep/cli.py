@@ -406,8 +406,8 @@ def grid(
 
     Each trial's value is its final validation accuracy; the best epoch is recorded too.
     """
-    from bopsweep.config import FIELDS, parse_field
-    from bopsweep.studies import HYPERPARAMETERS, check_axis, decades_around, grid_study
+    from bopsweep.config import FIELDS, HYPERPARAMETERS
+    from bopsweep.studies import decades_around, grid_study, parse_axis
 
     options, trial = options or {}, trial or {}
     base = _study_base(trial, set_)
@@ -425,14 +425,12 @@ def grid(
                 f"trial setting ({', '.join(f for f in FIELDS if f != 'schedules')})"
             )
         if values is None:
-            if name not in HYPERPARAMETERS or getattr(base.resolved(), name) is None:
+            centre = getattr(base.resolved(), name) if name in HYPERPARAMETERS else None
+            if centre is None:
                 raise UserError(f"give --values for {name} (defaults exist for gamma, sigma, tau)")
-            axes[name] = decades_around(getattr(base.resolved(), name))
+            axes[name] = decades_around(centre)
         else:
-            items = [v.strip() for v in values[i].split(",") if v.strip()]
-            axes[name] = check_axis(
-                name, [parse_field(name, v, f"--values of {name}") for v in items]
-            )
+            axes[name] = parse_axis(name, values[i])
     name = options.get("study") or "grid-" + "-".join(param)
     spec = grid_study(name, base, axes, seeds=options.get("seeds") or 1)
     _dispatch(spec, options, trial)

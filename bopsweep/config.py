@@ -18,6 +18,7 @@ from bopsweep.errors import UserError
 from bopsweep.schedules import SCHEDULABLE, Schedule
 
 OPTIMIZERS = ("bop", "bop2", "latent")
+HYPERPARAMETERS = ("gamma", "sigma", "tau")  # of the binary optimizers
 NORMS = ("batch", "layer")
 INITS = ("glorot", "sign")
 

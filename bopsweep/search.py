@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import tomllib
 
-from bopsweep.config import NORMS, TrialConfig
+from bopsweep.config import HYPERPARAMETERS, NORMS, TrialConfig
 from bopsweep.errors import UserError
 from bopsweep.schedules import KINDS, Schedule
 
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 VARIANTS = ("bop", "bop2-biased", "bop2-unbiased")
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
 PRUNERS = ("none", "median", "hyperband")
-HYPERPARAMETERS = ("gamma", "sigma", "tau")
 DEFAULT_RANGES = {"gamma": (1e-10, 1e-4), "sigma": (1e-6, 1.0), "tau": (1e-9, 1e-3)}
 _SPACE_KEYS = {"gamma", "sigma", "tau", "variants", "norms", "schedules", "rate", "fixed"}
 _FIXABLE = {"variant", "norm", *HYPERPARAMETERS, *(f"{h}_schedule" for h in HYPERPARAMETERS)}

@@ -52,17 +52,17 @@ import tomllib
 
 from bopsweep.config import (
     FIELDS,
+    HYPERPARAMETERS,
     INITS,
     NORMS,
     OPTIMIZERS,
     StudySpec,
     TrialConfig,
-    check_field,
+    parse_field,
 )
 from bopsweep.errors import UserError
 from bopsweep.schedules import KINDS, Schedule
 
-HYPERPARAMETERS = ("gamma", "sigma", "tau")
 # The paper's base point (§5.1.2): Bop2ndOrder, unbiased, batch norm.
 PAPER_BASE = {"gamma": 1e-7, "sigma": 1e-3, "tau": 1e-6}
 # Settings that say where a trial runs, not what it computes: not part of its identity.
@@ -451,8 +451,9 @@ def _with(config: TrialConfig, **changes: Any) -> TrialConfig:
     return TrialConfig.from_dict({**config.to_dict(), **changes})
 
 
-def check_axis(name: str, values: list[Any]) -> list[Any]:
-    """Validate a grid axis given on the command line."""
-    if not values:
+def parse_axis(name: str, text: str) -> list[Any]:
+    """A grid axis given on the command line: comma-separated values of setting ``name``."""
+    items = [v.strip() for v in text.split(",") if v.strip()]
+    if not items:
         raise UserError(f"--values for {name} is empty; give comma-separated numbers")
-    return [check_field(name, v, f"--values of {name}") for v in values]
+    return [parse_field(name, v, f"--values of {name}") for v in items]

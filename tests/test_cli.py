@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from bopsweep.cli import app
 from bopsweep.config import TrialConfig
 from bopsweep.run_dir import read_rows
 from bopsweep.train import run_trial
+from tests.helpers import one_line_error
 
 runner = CliRunner()
 TINY = ["--width", "0.0625", "--device", "cpu", "--batch-size", "20", "--quiet"]
@@ -74,14 +74,6 @@ def test_schedule_and_subset_options_reach_the_trial(small_cifar_dir, tmp_path):
     rows = read_rows(out / "metrics.csv")
     assert [r["step"] for r in rows] == [5, 10]  # 100 images / batch 20 = 5 steps an epoch
     assert [r["gamma"] for r in rows] == pytest.approx([1e-4, 1e-5])
-
-
-def one_line_error(result, fragment: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("bopsweep: error:") and fragment in lines[0], lines[0]
-    assert "Traceback" not in result.output
 
 
 @pytest.mark.parametrize(
@@ -161,7 +153,6 @@ def test_ctrl_c_exits_130_and_resume_matches_an_uninterrupted_run(small_cifar_di
     assert (out / "steps.csv").read_text() == (reference / "steps.csv").read_text()
 
 
-@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 def test_python_m_bopsweep_runs_the_cli():
     result = bopsweep("--version")
     assert result.returncode == 0 and result.stdout.startswith("bopsweep ")

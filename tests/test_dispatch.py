@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bopsweep.cli import app
+from tests.helpers import one_line_error
 
 TINY = ["--width", "0.0625", "--batch-size", "20", "--device", "cpu", "--quiet"]
 pytestmark = pytest.mark.slow
@@ -349,10 +350,7 @@ def test_bad_study_input_gets_one_line_and_exit_2(
         if args[0] in ("grid", "pow10", "schedule")
         else args,
     )
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bopsweep: error:"), result.output
-    assert fragment in lines[0]
+    one_line_error(result, fragment)
 
 
 def test_databases_and_files_of_other_programs_are_refused(small_cifar_dir, tmp_path, monkeypatch):
@@ -383,7 +381,4 @@ def test_databases_and_files_of_other_programs_are_refused(small_cifar_dir, tmp_
         (["run", "odd.toml"], "unknown key 'extra'"),
     ]
     for args, fragment in cases:
-        result = runner.invoke(app, args)
-        assert result.exit_code == 2, (args, result.output)
-        lines = result.output.strip().splitlines()
-        assert len(lines) == 1 and fragment in lines[0], (args, result.output)
+        one_line_error(runner.invoke(app, args), fragment)

@@ -24,6 +24,7 @@ from bopsweep.report import metrics_frame
 from bopsweep.search import SearchSpace
 from bopsweep.store import Store
 from bopsweep.studies import grid_study, optuna_study, schedule_study
+from tests.helpers import one_line_error
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -226,9 +227,6 @@ def test_plot_bad_input_gets_one_line_and_exit_2(db, tmp_path):
         (["plot", str(folder / "study.db"), "--layer", "conv9"], "unknown layer 'conv9'"),
     ]
     for args, fragment in cases:
-        result = runner.invoke(app, args)
-        assert result.exit_code == 2, (args, result.output)
-        lines = result.output.strip().splitlines()
-        assert len(lines) == 1 and fragment in lines[0], (args, result.output)
+        one_line_error(runner.invoke(app, args), fragment)
     with sqlite3.connect(folder / "study.db") as conn:  # nothing was written to the database
         assert conn.execute("SELECT COUNT(*) FROM studies").fetchone()[0] == 3

@@ -16,6 +16,7 @@ from bopsweep.errors import UserError
 from bopsweep.search import SearchSpace, load_space_file, parse_fixed, suggest
 from bopsweep.store import Store
 from bopsweep.studies import optuna_study
+from tests.helpers import one_line_error
 from tests.test_dispatch import TINY, bopsweep, epochs_in, run_dirs, start, trials, wait_until
 
 BASE = TrialConfig(epochs=10)
@@ -198,10 +199,7 @@ def test_bad_search_input_gets_one_line_and_exit_2(
 ):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["optuna", *args, "--data-dir", str(small_cifar_dir), *TINY])
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bopsweep: error:"), result.output
-    assert fragment in lines[0]
+    one_line_error(result, fragment)
 
 
 def test_a_space_file_with_an_unknown_parameter_gets_one_line(
@@ -212,5 +210,4 @@ def test_a_space_file_with_an_unknown_parameter_gets_one_line(
     result = runner.invoke(
         app, ["optuna", "--space", "space.toml", "--data-dir", str(small_cifar_dir), *TINY]
     )
-    assert result.exit_code == 2
-    assert "unknown parameter(s) beta in the space of space.toml" in result.output
+    one_line_error(result, "unknown parameter(s) beta in the space of space.toml")
