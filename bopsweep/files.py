@@ -1,0 +1,58 @@
+"""Writing a user's files so that a crash, a kill or a full disk never leaves half of one.
+
+Every file bopsweep writes for a user (CSV and JSON exports, figures, run folders' CSVs and
+configs) goes through :func:`atomic_open`: the data is written to a temporary file in the same
+folder, flushed to disk, and renamed over the target only once complete. A reader sees the old
+file or the new one, never a mix; an interrupted write leaves the old file untouched and no
+temporary file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path`` for writing; on a clean exit it replaces ``path``.
+
+    ``mode`` is ``"w"`` (text; ``kwargs`` as for :func:`open`, e.g. ``newline=""``) or ``"wb"``.
+    On an exception (Ctrl-C included) the temporary file is removed and ``path`` is unchanged.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes whole files: mode 'w' or 'wb', not {mode!r}")
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def is_sqlite_file(path: Path) -> bool:
+    """Whether ``path`` is a SQLite database (by its header), e.g. a study that must not be
+    overwritten."""
+    try:
+        with Path(path).open("rb") as f:
+            return f.read(16) == SQLITE_MAGIC
+    except OSError:
+        return False
