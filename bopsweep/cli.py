@@ -11,6 +11,7 @@ Options shared by several commands are declared once (:data:`TRIAL_OPTIONS`,
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -713,7 +714,7 @@ def status(
     from bopsweep.store import SPEC_ATTR, Store, redact, storage_url
 
     url = storage_url(storage, database)
-    store = Store(url)
+    store = Store.open_readonly(url)
     optuna_study = store.load(study)
     frame = trials_frame(store, optuna_study)
     counts = frame["state"].value_counts().to_dict() if not frame.empty else {}
@@ -795,8 +796,13 @@ def export(
         bool, typer.Option("--steps", help="Write the per-logged-step π_t instead of the trials.")
     ] = False,
     format: Annotated[str, typer.Option(help="csv or json.")] = "csv",
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace an existing output file (never a database)."),
+    ] = False,
 ) -> None:
     """Write a study's trials (or its metrics) to CSV or JSON through pandas."""
+    from bopsweep.files import atomic_open
     from bopsweep.report import metrics_frame, trials_frame
     from bopsweep.store import Store, storage_url
 
@@ -804,20 +810,42 @@ def export(
         raise UserError(f"--format must be csv or json, got {format!r}")
     if metrics and steps:
         raise UserError("give --metrics or --steps, not both")
-    store = Store(storage_url(storage, database))
+    url = storage_url(storage, database)
+    check_output_file(output, force, url)
+    store = Store.open_readonly(url)
     optuna_study = store.load(study)
     if metrics or steps:
         frame = metrics_frame(store, optuna_study, steps=steps)
     else:
         frame = trials_frame(store, optuna_study).drop(columns=["trial_id"], errors="ignore")
     try:
-        if format == "csv":
-            frame.to_csv(output, index=False)
-        else:
-            frame.to_json(output, orient="records", indent=1)
+        with atomic_open(output, "w", newline="") as f:
+            if format == "csv":
+                frame.to_csv(f, index=False)
+            else:
+                frame.to_json(f, orient="records", indent=1)
     except OSError as e:
         raise UserError(f"cannot write {output}: {e.strerror}") from None
     typer.echo(f"wrote {len(frame)} rows to {output}")
+
+
+def check_output_file(output: Path, force: bool, url: str) -> None:
+    """A file a command may write: never a database (the study's or any other), a folder or a
+    file in a missing folder; an existing file only with ``--force``."""
+    from bopsweep.files import is_sqlite_file
+    from bopsweep.store import database_file
+
+    db = database_file(url)
+    if db is not None and Path(os.path.realpath(output)) == db:
+        raise UserError(f"{output} is the study's database; write the export to another file")
+    if output.is_dir():
+        raise UserError(f"{output} is a folder; give a file name, e.g. {output / 'trials.csv'}")
+    if not output.parent.is_dir():
+        raise UserError(f"cannot write {output}: folder {output.parent} does not exist")
+    if is_sqlite_file(output):
+        raise UserError(f"{output} is a SQLite database; bopsweep never overwrites a database")
+    if output.exists() and not force:
+        raise UserError(f"{output} exists; pass --force to replace it")
 
 
 @app.command()
@@ -829,7 +857,7 @@ def studies(database: Database = None, storage: StorageOption = None) -> None:
     from bopsweep.store import SPEC_ATTR, Store, redact, storage_url
 
     url = storage_url(storage, database)
-    store = Store(url)
+    store = Store.open_readonly(url)
     table = Table(title=f"studies in {redact(url)}", title_justify="left")
     for column in ("study", "kind", "complete", "running", "queued", "failed", "description"):
         table.add_column(column)
@@ -852,6 +880,57 @@ def studies(database: Database = None, storage: StorageOption = None) -> None:
             spec.get("description", ""),
         )
     _console().print(table)
+
+
+@app.command()
+@user_errors
+def delete(
+    database: Database = None,
+    storage: StorageOption = None,
+    study: Annotated[str, typer.Option(help="The study to delete (required).")] = "",
+    checkpoints: Annotated[
+        bool,
+        typer.Option("--checkpoints", help="Also delete the study's trial folders."),
+    ] = False,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help=DISPATCH_OPTIONS["checkpoint_dir"][1].help)
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a study: its trials, their metrics and (with --checkpoints) its trial folders.
+    Refused while a driver runs on the database or any of its trials is running."""
+    import shutil
+
+    from bopsweep.store import Store, checkpoint_root, driver_lock, redact, storage_url
+
+    if not study:
+        raise UserError("name the study to delete: --study NAME ('bopsweep studies' lists them)")
+    url = storage_url(storage, database)
+    store = Store(url)
+    with driver_lock(url):
+        optuna_study = store.load(study)
+        trials = optuna_study.get_trials(deepcopy=False)
+        running = sum(t.state.name == "RUNNING" for t in trials)
+        if running:
+            raise UserError(
+                f"study {study} has {running} running trial(s) (a worker on another machine?); "
+                "stop its workers first"
+            )
+        folder = checkpoint_root(url, study, checkpoint_dir) if checkpoints else None
+        what = f"study {study} ({len(trials)} trials) from {redact(url)}" + (
+            f" and its trial folders in {folder}" if folder is not None else ""
+        )
+        if not yes:
+            if not sys.stdin.isatty():
+                raise UserError(f"not deleting {what} without confirmation; pass --yes")
+            typer.confirm(f"Delete {what}?", abort=True)
+        store.delete_study(study)
+        if folder is not None and folder.exists():
+            try:
+                shutil.rmtree(folder)
+            except OSError as e:
+                raise fail(f"deleted the study but not all of {folder}: {e.strerror}", 1) from None
+    typer.echo(f"deleted {what}")
 
 
 @app.command()
@@ -894,7 +973,7 @@ def plot(
     if format not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     layers = parse_layers(layer)
-    store = Store(storage_url(storage, database))
+    store = Store.open_readonly(storage_url(storage, database))
     names = [study] if study is not None else store.bopsweep_studies()
     if not names:
         store.load(None)  # says the database holds no bopsweep study

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bopsweep.errors import UserError
+from bopsweep.files import atomic_open, atomic_write_text
 
 if TYPE_CHECKING:
     import optuna
@@ -69,13 +70,13 @@ class StudyData:
 def load_study_data(store: Store, study: optuna.Study) -> StudyData:
     from bopsweep.store import SPEC_ATTR
 
-    epochs = store.epochs_frame(study._study_id)
-    steps = store.steps_frame(study._study_id)
+    epochs = store.epochs_frame(study)
+    steps = store.steps_frame(study)
     by_config: dict[str, Any] = {}
     counts = epochs.groupby("trial_id").size().to_dict() if not epochs.empty else {}
     for t in study.get_trials(deepcopy=False):
         cid = t.user_attrs.get("config_id")
-        if cid is None:
+        if cid is None or "config" not in t.user_attrs:  # never configured (a crash): no curve
             continue
         key = (counts.get(t._trial_id, 0), t.number)
         if cid not in by_config or key > by_config[cid][0]:
@@ -589,7 +590,8 @@ def draw_study(
     for name, fig, description in figures:
         path = folder / f"{name}.{fmt}"
         try:
-            fig.savefig(path, dpi=150)
+            with atomic_open(path, "wb") as f:  # never half a figure, whatever interrupts it
+                fig.savefig(f, dpi=150, format=fmt)
         except OSError as e:
             raise UserError(f"cannot write {path}: {e.strerror}") from None
         finally:
@@ -610,7 +612,10 @@ def write_index(out: Path, entries: dict[str, list[Written]], command: str) -> P
             lines.append(f"- [{w.path.name}]({w.path.relative_to(out)}): {w.description}")
         lines.append("")
     path = out / "index.md"
-    path.write_text("\n".join(lines))
+    try:
+        atomic_write_text(path, "\n".join(lines))
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}") from None
     return path
 
 

@@ -31,7 +31,7 @@ def trials_frame(store: Store, study: optuna.Study) -> pd.DataFrame:
     """One row per trial: state, results, reason of failure, and its params (``param_*``)."""
     import pandas as pd
 
-    running_epochs = store.epoch_counts(study._study_id)
+    running_epochs = store.epoch_counts(study)
     records: list[dict[str, Any]] = []
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
@@ -61,7 +61,7 @@ def trials_frame(store: Store, study: optuna.Study) -> pd.DataFrame:
 
 def metrics_frame(store: Store, study: optuna.Study, steps: bool = False) -> pd.DataFrame:
     """Per-epoch (or per-logged-step) metrics with each trial's number, label and params."""
-    frame = store.steps_frame(study._study_id) if steps else store.epochs_frame(study._study_id)
+    frame = store.steps_frame(study) if steps else store.epochs_frame(study)
     if frame.empty:
         return frame
     trials = trials_frame(store, study)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
 
+import optuna
 import pytest
 
 from bopsweep.errors import UserError
-from bopsweep.store import Store, driver_lock, redact, storage_url
+from bopsweep.store import Store, checkpoint_root, driver_lock, redact, scrub, storage_url
 
 
 def test_storage_url_sources_in_order(tmp_path, monkeypatch):
@@ -51,17 +54,79 @@ def test_files_that_are_not_bopsweep_databases_are_refused(tmp_path):
         Store(f"sqlite:///{tmp_path / 'no' / 'such.db'}", create=True)
 
 
+def running_trial(store: Store, study_name: str = "s") -> optuna.Trial:
+    study = optuna.create_study(study_name=study_name, storage=store.storage)
+    return study.ask()
+
+
 def test_metric_rows_are_written_once_per_trial_and_epoch(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 's.db'}", create=True)
+    trial = running_trial(store)
+    study = optuna.load_study(study_name="s", storage=store.storage)
     rows = [{"epoch": 1, "val_acc": 0.5, "pi": -3.0}, {"epoch": 2, "val_acc": 0.6, "pi": -4.0}]
     steps = {1: [{"epoch": 1, "step": 5, "pi": -2.0}, {"epoch": 1, "step": 10, "pi": -2.5}]}
-    store.write_metrics(1, 7, rows, steps)
-    store.write_metrics(1, 7, rows[1:], {})  # a replayed epoch is not stored twice
-    frame = store.epochs_frame(1)
-    assert frame[["trial_id", "epoch", "val_acc"]].values.tolist() == [[7, 1, 0.5], [7, 2, 0.6]]
-    assert store.steps_frame(1)["step"].tolist() == [5, 10]
-    assert store.epoch_counts(1) == {7: 2}
-    assert store.epochs_frame(2).empty
+    store.write_metrics(study._study_id, trial._trial_id, rows, steps)
+    store.write_metrics(study._study_id, trial._trial_id, rows[1:], {})  # replayed: kept once
+    frame = store.epochs_frame(study)
+    tid = trial._trial_id
+    assert frame[["trial_id", "epoch", "val_acc"]].values.tolist() == [[tid, 1, 0.5], [tid, 2, 0.6]]
+    assert store.steps_frame(study)["step"].tolist() == [5, 10]
+    assert store.epoch_counts(study) == {tid: 2}
+    other = optuna.create_study(study_name="other", storage=store.storage)
+    assert store.epochs_frame(other).empty
+
+
+def test_rows_of_a_deleted_trial_never_attach_to_the_trial_that_reuses_its_id(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 's.db'}", create=True)
+    old = running_trial(store, "old")
+    old_study = optuna.load_study(study_name="old", storage=store.storage)
+    store.write_metrics(old_study._study_id, old._trial_id, [{"epoch": 1, "val_acc": 0.1}], {})
+    optuna.delete_study(study_name="old", storage=store.storage)  # what `optuna delete-study` does
+
+    new = running_trial(store, "new")
+    new_study = optuna.load_study(study_name="new", storage=store.storage)
+    assert (new._trial_id, new_study._study_id) == (old._trial_id, old_study._study_id)  # reused
+    assert store.epochs_frame(new_study).empty  # the deleted trial's curve is not shown
+    rows = [{"epoch": 1, "val_acc": 0.9}, {"epoch": 2, "val_acc": 0.95}]
+    store.write_metrics(new_study._study_id, new._trial_id, rows, {})
+    assert store.epochs_frame(new_study)["val_acc"].tolist() == [0.9, 0.95]  # none dropped
+    with sqlite3.connect(tmp_path / "s.db") as conn:  # and the orphan row is gone
+        assert conn.execute("SELECT count(*) FROM bopsweep_epochs").fetchone()[0] == 2
+
+
+def test_legacy_metric_tables_are_upgraded_and_keep_their_rows(tmp_path):
+    path = tmp_path / "legacy.db"
+    store = Store(f"sqlite:///{path}", create=True)
+    trial = running_trial(store)
+    study = optuna.load_study(study_name="s", storage=store.storage)
+    gone = optuna.create_study(study_name="gone", storage=store.storage).ask()._trial_id
+    store.engine.dispose()
+    with sqlite3.connect(path) as conn:  # the 0.1.0 schema: rows keyed on (trial_id, epoch)
+        for name in ("bopsweep_epochs", "bopsweep_steps"):
+            conn.execute(f"DROP TABLE {name}")
+            conn.execute(
+                f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, study_id INTEGER NOT NULL, "
+                "trial_id INTEGER NOT NULL, epoch INTEGER NOT NULL, data TEXT NOT NULL, "
+                f"CONSTRAINT {name}_trial_epoch UNIQUE (trial_id, epoch))"
+            )
+            conn.execute(f"CREATE INDEX ix_{name}_trial_id ON {name} (trial_id)")
+        rows = [(study._study_id, trial._trial_id, e, json.dumps({"epoch": e})) for e in (1, 2)]
+        rows.append((99, gone + 1, 1, json.dumps({"epoch": 1})))  # an orphan of a deleted trial
+        conn.executemany(
+            "INSERT INTO bopsweep_epochs (study_id, trial_id, epoch, data) VALUES (?, ?, ?, ?)",
+            rows,
+        )
+    readonly = Store.open_readonly(f"sqlite:///{path}")  # reads the old schema as it is
+    assert readonly.epochs_frame(study)["epoch"].tolist() == [1, 2]
+
+    upgraded = Store(f"sqlite:///{path}")
+    assert upgraded.epochs_frame(study)["epoch"].tolist() == [1, 2]
+    upgraded.write_metrics(study._study_id, trial._trial_id, [{"epoch": 3}], {})
+    assert upgraded.epochs_frame(study)["epoch"].tolist() == [1, 2, 3]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM bopsweep_epochs").fetchone()[0] == 3
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert not any(t.endswith("_legacy") for t in tables)
 
 
 def test_a_second_driver_on_the_same_sqlite_file_is_refused(tmp_path):
@@ -83,3 +148,103 @@ def test_a_missing_database_driver_or_an_unreachable_server_gets_one_line():
     with pytest.raises(UserError, match=r"cannot open the database postgresql://u:\*\*\*@") as e:
         Store("postgresql://u:topsecret@127.0.0.1:1/db")
     assert "topsecret" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("postgresql://:s3cretpw@db.lab/opt", "s3cretpw"),  # a password without a user
+        ("postgresql://db.lab/opt?user=alice&password=s3cretpw", "s3cretpw"),  # in the query
+        ("postgresql://alice:s3cr%40t@db.lab/opt", "s3cr%40t"),  # URL-encoded
+        ("postgresql://alice:pw@db.lab/opt", ":pw@"),  # a short one
+    ],
+)
+def test_every_form_of_password_is_redacted(url, secret):
+    assert secret not in redact(url)
+    assert "db.lab/opt" in redact(url)
+
+
+def test_a_short_password_does_not_mangle_the_message_around_it():
+    url = "postgresql://bob:a@host/db"
+    message = f"cannot reach {url}: a server at host refused a connection"
+    assert scrub(message, url) == (
+        "cannot reach postgresql://bob:***@host/db: a server at host refused a connection"
+    )
+    url = "postgresql://bob:LongSecret99@host/db"
+    assert scrub("conninfo password=LongSecret99 echoed LongSecret99", url) == (
+        "conninfo password=*** echoed ***"
+    )
+
+
+def test_the_driver_lock_belongs_to_the_file_not_to_the_way_it_is_named(tmp_path, monkeypatch):
+    (tmp_path / "study.db").touch()
+    (tmp_path / "link.db").symlink_to(tmp_path / "study.db")
+    monkeypatch.chdir(tmp_path)
+    aliases = [
+        "sqlite:///link.db",
+        "sqlite:///study.db?timeout=30",
+        f"sqlite:///{tmp_path}/./study.db",
+    ]
+    with driver_lock("sqlite:///study.db"):
+        for alias in aliases:
+            with (
+                pytest.raises(UserError, match="another bopsweep driver is running"),
+                driver_lock(alias),
+            ):
+                pass
+    assert checkpoint_root("sqlite:///link.db", "s") == tmp_path / "study.ckpt" / "s"
+    assert checkpoint_root("sqlite:///study.db?timeout=30", "s") == tmp_path / "study.ckpt" / "s"
+
+
+def study_db(path) -> None:
+    """A database holding one bopsweep-like study with one finished trial."""
+    store = Store(f"sqlite:///{path}", create=True)
+    study = optuna.create_study(study_name="s", storage=store.storage, direction="maximize")
+    study.set_user_attr("bopsweep_spec", {"kind": "grid"})
+    study.add_trial(optuna.trial.create_trial(value=0.5))
+    store.engine.dispose()
+
+
+def test_opening_read_only_changes_no_byte_and_creates_no_table(tmp_path):
+    path = tmp_path / "s.db"
+    study_db(path)
+    before = path.read_bytes(), sorted(p.name for p in tmp_path.iterdir())
+    store = Store.open_readonly(f"sqlite:///{path}")
+    study = store.load(None)
+    assert store.epochs_frame(study).empty and len(study.get_trials()) == 1
+    store.engine.dispose()
+    assert (path.read_bytes(), sorted(p.name for p in tmp_path.iterdir())) == before
+
+    plain = tmp_path / "plain.db"  # Optuna's own database: no bopsweep tables are added to it
+    optuna.create_study(study_name="o", storage=f"sqlite:///{plain}")
+    before = plain.read_bytes()
+    with pytest.raises(UserError, match="holds no bopsweep study"):
+        Store.open_readonly(f"sqlite:///{plain}").load(None)
+    assert plain.read_bytes() == before
+
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(UserError, match="empty file, not a bopsweep study"):
+        Store.open_readonly(f"sqlite:///{empty}")
+    assert empty.stat().st_size == 0
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder on a read-only file system (a tmpfs remounted read-only; needs root)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:  # fmt: skip
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_read_only_commands_work_on_a_read_only_file_system(read_only_folder):
+    study_db(read_only_folder / "s.db")
+    subprocess.run(["mount", "-o", "remount,ro", str(read_only_folder)], check=True)
+    store = Store.open_readonly(f"sqlite:///{read_only_folder / 's.db'}")
+    assert [t.value for t in store.load(None).get_trials()] == [0.5]

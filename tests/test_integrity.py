@@ -1,0 +1,238 @@
+"""What a user types never loses or corrupts a study: exports, read-only commands, deletions.
+
+Each test goes through the command line, on a real SQLite database holding a bopsweep study
+made the way the driver makes one (the study, a trial, its metric rows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from bopsweep.cli import app
+from bopsweep.config import TrialConfig
+from bopsweep.store import Store, driver_lock
+from bopsweep.studies import grid_study
+from tests.helpers import one_line_error
+
+runner = CliRunner()
+
+
+def make_study(path: Path, name: str = "grid-gamma", epochs: int = 3, acc: float = 0.5) -> int:
+    """A finished one-trial bopsweep study with ``epochs`` metric rows; the trial's id."""
+    store = Store(f"sqlite:///{path}", create=True)
+    study, _ = store.create(grid_study(name, TrialConfig(), {"gamma": [1e-7]}))
+    trial = study.ask()
+    trial.set_user_attr("config_id", "c0")
+    rows = [{"epoch": e, "val_acc": acc + e / 100, "pi": -3.0} for e in range(1, epochs + 1)]
+    store.write_metrics(study._study_id, trial._trial_id, rows, {})
+    study.tell(trial, rows[-1]["val_acc"])
+    store.engine.dispose()
+    return trial._trial_id
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tables(path: Path) -> set[str]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+# --- export never overwrites what it should not --------------------------------------------------
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_export_refuses_to_overwrite_the_study_database(tmp_path, monkeypatch, fmt):
+    monkeypatch.chdir(tmp_path)
+    make_study(tmp_path / "study.db")
+    before = digest(tmp_path / "study.db")
+    for target in ("study.db", str(tmp_path / "study.db")):
+        for force in ([], ["--force"]):
+            result = runner.invoke(
+                app, ["export", "study.db", "-o", target, "--format", fmt, *force]
+            )
+            one_line_error(result, "is the study's database")
+    assert digest(tmp_path / "study.db") == before
+
+
+def test_export_refuses_any_database_and_existing_files_without_force(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_study(tmp_path / "study.db")
+    make_study(tmp_path / "other.db")
+    other = digest(tmp_path / "other.db")
+    for force in ([], ["--force"]):
+        result = runner.invoke(app, ["export", "study.db", "-o", "other.db", *force])
+        one_line_error(result, "bopsweep never overwrites a database")
+    assert digest(tmp_path / "other.db") == other
+
+    (tmp_path / "notes.csv").write_text("my notes\n")
+    one_line_error(runner.invoke(app, ["export", "study.db", "-o", "notes.csv"]), "--force")
+    assert (tmp_path / "notes.csv").read_text() == "my notes\n"
+    one_line_error(runner.invoke(app, ["export", "study.db", "-o", str(tmp_path)]), "is a folder")
+    one_line_error(
+        runner.invoke(app, ["export", "study.db", "-o", "no/such/dir/t.csv"]), "does not exist"
+    )
+    assert not (tmp_path / "no").exists()
+
+    result = runner.invoke(app, ["export", "study.db", "-o", "notes.csv", "--force"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "notes.csv").read_text().startswith("number,")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left
+
+
+def test_an_interrupted_export_leaves_the_old_file(tmp_path, monkeypatch):
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)
+    make_study(tmp_path / "study.db")
+    (tmp_path / "trials.csv").write_text("the previous export\n")
+
+    def interrupted(self, *args, **kwargs):
+        args[0].write("number,state\n")  # half a file, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", interrupted)
+    result = runner.invoke(app, ["export", "study.db", "--force"])
+    assert result.exit_code == 130  # Ctrl-C
+    assert (tmp_path / "trials.csv").read_text() == "the previous export\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.db", "trials.csv"]
+
+
+# --- commands that only read never write ------------------------------------------------------
+def test_read_only_commands_leave_the_database_byte_for_byte(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_study(tmp_path / "study.db")
+    before = digest(tmp_path / "study.db"), sorted(p.name for p in tmp_path.iterdir())
+    for command in (
+        ["status", "study.db"],
+        ["studies", "study.db"],
+        ["export", "study.db", "-o", "out.csv"],
+        ["plot", "study.db", "--out", "figs"],
+    ):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, (command, result.output)
+    after = (
+        digest(tmp_path / "study.db"),
+        sorted(p.name for p in tmp_path.iterdir() if p.name not in ("out.csv", "figs")),
+    )
+    assert after == before  # no byte changed, no journal or lock file left
+
+
+def test_read_only_commands_do_not_touch_an_empty_file_or_a_plain_optuna_database(tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    for command in ("status", "studies", "plot", "export"):
+        one_line_error(runner.invoke(app, [command, str(empty)]), "empty file")
+    assert empty.stat().st_size == 0
+
+    plain = tmp_path / "optuna.db"
+    optuna.create_study(study_name="theirs", storage=f"sqlite:///{plain}")
+    before = digest(plain), tables(plain)
+    one_line_error(runner.invoke(app, ["status", str(plain)]), "holds no bopsweep study")
+    result = runner.invoke(app, ["studies", str(plain)])
+    assert result.exit_code == 0 and "theirs" not in result.output
+    one_line_error(runner.invoke(app, ["plot", str(plain)]), "holds no bopsweep study")
+    assert (digest(plain), tables(plain)) == before
+    assert not {"bopsweep_epochs", "bopsweep_steps"} & tables(plain)
+
+
+def test_status_works_on_a_read_only_file_system(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", str(folder)]
+    if subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    try:
+        make_study(folder / "study.db")
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        result = runner.invoke(app, ["status", str(folder / "study.db")])
+        assert result.exit_code == 0, result.output
+        assert "1 complete" in result.output
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+# --- a deleted study's rows never come back ---------------------------------------------------
+def test_a_study_deleted_by_the_optuna_cli_leaves_nothing_behind_in_a_new_one(tmp_path):
+    db = tmp_path / "study.db"
+    old_id = make_study(db, "first", epochs=5, acc=0.1)
+    optuna_cli = Path(sys.executable).with_name("optuna")
+    subprocess.run(
+        [str(optuna_cli), "delete-study", "--study-name", "first", "--storage", f"sqlite:///{db}"],
+        check=True,
+        capture_output=True,
+    )
+    new_id = make_study(db, "second", epochs=2, acc=0.8)
+    assert new_id == old_id  # SQLite gave the new trial the deleted one's id
+
+    result = runner.invoke(app, ["export", str(db), "--metrics", "-o", str(tmp_path / "m.csv")])
+    assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    metrics = pd.read_csv(tmp_path / "m.csv")
+    assert metrics["epoch"].tolist() == [1, 2]  # the new trial's, none dropped
+    assert metrics["val_acc"].tolist() == pytest.approx([0.81, 0.82])  # none of the old curve
+
+
+# --- bopsweep delete -----------------------------------------------------------------------------
+def test_delete_removes_the_study_its_rows_and_its_checkpoints(tmp_path):
+    db = tmp_path / "study.db"
+    make_study(db, "keep")
+    make_study(db, "drop")
+    folder = tmp_path / "study.ckpt" / "drop" / "c0"
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(b"x")
+    (tmp_path / "study.ckpt" / "keep").mkdir()
+
+    result = runner.invoke(app, ["delete", str(db), "--study", "drop", "--checkpoints", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "deleted study drop" in result.output
+    assert optuna.get_all_study_names(f"sqlite:///{db}") == ["keep"]
+    assert not (tmp_path / "study.ckpt" / "drop").exists()
+    assert (tmp_path / "study.ckpt" / "keep").exists()
+    with sqlite3.connect(db) as conn:  # only the kept study's 3 epochs remain
+        assert conn.execute("SELECT count(*) FROM bopsweep_epochs").fetchone()[0] == 3
+
+
+def test_delete_asks_first_and_refuses_while_a_driver_runs(tmp_path):
+    db = tmp_path / "study.db"
+    make_study(db, "s")
+    before = digest(db)
+    one_line_error(runner.invoke(app, ["delete", str(db), "--study", "s"]), "pass --yes")
+    result = runner.invoke(app, ["delete", str(db), "--study", "s"], input="n\n")
+    assert result.exit_code != 0  # CliRunner's stdin is no TTY: still refused, nothing deleted
+    one_line_error(runner.invoke(app, ["delete", str(db)]), "--study NAME")
+    one_line_error(runner.invoke(app, ["delete", str(db), "--study", "nope", "--yes"]), "nope")
+    with driver_lock(f"sqlite:///{db}"):
+        result = runner.invoke(app, ["delete", str(db), "--study", "s", "--yes"])
+        one_line_error(result, "another bopsweep driver is running")
+    assert digest(db) == before
+
+    store = Store(f"sqlite:///{db}")
+    optuna.load_study(study_name="s", storage=store.storage).ask()  # a worker elsewhere runs one
+    one_line_error(
+        runner.invoke(app, ["delete", str(db), "--study", "s", "--yes"]), "1 running trial"
+    )
+    assert optuna.get_all_study_names(f"sqlite:///{db}") == ["s"]
+
+
+def test_a_second_driver_through_a_symlink_or_url_options_is_refused(
+    small_cifar_dir, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    make_study(tmp_path / "study.db")
+    (tmp_path / "link.db").symlink_to(tmp_path / "study.db")
+    before = digest(tmp_path / "study.db")
+    with driver_lock("sqlite:///study.db"):
+        for target in (["link.db"], ["--storage", "sqlite:///study.db?timeout=30"]):
+            data = ["--data-dir", str(small_cifar_dir), "--device", "cpu"]
+            result = runner.invoke(app, ["resume", *target, *data])
+            one_line_error(result, "another bopsweep driver is running")
+    assert digest(tmp_path / "study.db") == before
