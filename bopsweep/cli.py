@@ -162,6 +162,11 @@ DISPATCH_OPTIONS: dict[str, tuple] = {
         "Trial folders and checkpoints. (default: next to the database, e.g. study.ckpt/)",
         annotation=Path | None,
     ),
+    "max_trials": _opt(
+        "Refuse a study of more trials than this (a guard against typos in huge grids).",
+        default=10_000,
+        annotation=int,
+    ),
     "queue_only": _opt(
         "Create the study and queue its trials, run none (then start 'bopsweep worker' on each "
         "machine).",
@@ -341,6 +346,7 @@ def _parse_sets(sets: list[str] | None) -> dict[str, Any]:
 
 
 def _dispatch(spec: Any, options: dict[str, Any], trial: dict[str, Any]) -> None:
+    from bopsweep.config import check_device
     from bopsweep.dispatch import DispatchOptions, run_study
     from bopsweep.store import storage_url
 
@@ -354,6 +360,7 @@ def _dispatch(spec: Any, options: dict[str, Any], trial: dict[str, Any]) -> None
             ) from None
     if options["max_retries"] < 0:
         raise UserError(f"--max-retries must be >= 0, got {options['max_retries']}")
+    check_device(trial.get("device") or spec.base.device)
     dispatch = DispatchOptions(
         storage=storage_url(options.get("storage")),
         checkpoint_dir=options.get("checkpoint_dir"),
@@ -367,10 +374,18 @@ def _dispatch(spec: Any, options: dict[str, Any], trial: dict[str, Any]) -> None
         download=bool(trial.get("download")),
         worker_index=options.get("worker_index", 0),
         queue_only=options.get("queue_only", False),
+        max_trials=options.get("max_trials", 10_000),
         heartbeat_interval=options["heartbeat_interval"],
         grace_period=options["grace_period"],
     )
     raise typer.Exit(run_study(spec, dispatch, echo=typer.echo))
+
+
+def _seeds(options: dict[str, Any]) -> int:
+    seeds = options.get("seeds")
+    if seeds is not None and seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {seeds}")
+    return seeds or 1
 
 
 SetOption = Annotated[
@@ -433,7 +448,7 @@ def grid(
         else:
             axes[name] = parse_axis(name, values[i])
     name = options.get("study") or "grid-" + "-".join(param)
-    spec = grid_study(name, base, axes, seeds=options.get("seeds") or 1)
+    spec = grid_study(name, base, axes, seeds=_seeds(options))
     _dispatch(spec, options, trial)
 
 
@@ -459,7 +474,7 @@ def pow10(
         options.get("study") or "pow10-" + "-".join(ranges),
         base,
         ranges,
-        seeds=options.get("seeds") or 1,
+        seeds=_seeds(options),
     )
     _dispatch(spec, options, trial)
 
@@ -498,9 +513,7 @@ def schedule(
     options, trial = options or {}, trial or {}
     base = _study_base(trial, set_)
     name = options.get("study") or f"schedule-{param}-{kind}"
-    spec = schedule_study(
-        name, base, param, kind, every, factor, variant, seeds=options.get("seeds") or 1
-    )
+    spec = schedule_study(name, base, param, kind, every, factor, variant, seeds=_seeds(options))
     _dispatch(spec, options, trial)
 
 
@@ -529,8 +542,8 @@ def run(
     spec = load_study_file(file, overrides)
     if options.get("study"):
         spec = replace(spec, name=options["study"])
-    if options.get("seeds"):
-        spec = replace(spec, seeds=options["seeds"])
+    if options.get("seeds") is not None:
+        spec = replace(spec, seeds=_seeds(options))
     _dispatch(spec, options, trial)
 
 
@@ -633,6 +646,7 @@ JOIN_OPTIONS: dict[str, tuple] = {
             "checkpoint_dir",
             "heartbeat_interval",
             "grace_period",
+            "max_trials",
             "quiet",
         )
     },
@@ -651,7 +665,8 @@ def _join(
     from bopsweep.store import SPEC_ATTR, Store, storage_url
 
     url = storage_url(storage, database)
-    optuna_study = Store(url).load(study)
+    # read-only until every option is checked: bad input changes nothing
+    optuna_study = Store.open_readonly(url).load(study)
     spec = StudySpec.from_dict(optuna_study.user_attrs[SPEC_ATTR])
     trial = {"data_dir": options.pop("data_dir", None), "device": options.pop("device", None)}
     _dispatch(spec, {**options, "storage": url, "worker_index": worker_index}, trial)

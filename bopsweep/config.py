@@ -7,17 +7,21 @@ turns every mistake into a :class:`~bopsweep.errors.UserError` with one clear li
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from bopsweep.errors import UserError
+from bopsweep.files import atomic_write_text
 from bopsweep.schedules import SCHEDULABLE, Schedule
 
 OPTIMIZERS = ("bop", "bop2", "latent")
+SEED_LIMIT = 2**32  # seeds are in [0, 2^32): numpy's and torch's generators take them all
 HYPERPARAMETERS = ("gamma", "sigma", "tau")  # of the binary optimizers
 NORMS = ("batch", "layer")
 INITS = ("glorot", "sign")
@@ -94,6 +98,9 @@ class TrialConfig:
         for name in ("epochs", "batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise UserError(f"seed must be in [0, 2^32), got {self.seed}")
+        _check_memory(self.width, self.batch_size)
         for name in ("subset", "val_subset"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -109,10 +116,33 @@ class TrialConfig:
                 raise UserError(
                     f"{name} is scheduled but the {self.optimizer} optimizer has no {name}"
                 )
-        if self.device != "auto" and not (
-            self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")
-        ):
-            raise UserError(f"unknown device {self.device!r}; use auto, cpu, cuda or cuda:N")
+            self._check_schedule_range(name)
+        check_device(self.device)
+
+    def _check_schedule_range(self, name: str) -> None:
+        """The scheduled value stays valid over the whole run (γ, σ in (0, 1], τ >= 0, lr > 0).
+
+        Every schedule is monotone in the step, so its first and last values bound it; only
+        when one is out of range is the first epoch that leaves it looked for.
+        """
+        schedule, init = self.schedules[name], self.initial(name)
+        low, high, what = _RANGES[name]
+
+        def valid(epoch: float) -> bool:
+            value = schedule.at_epoch(init, epoch, self.epochs)
+            return (
+                math.isfinite(value)
+                and (value > low or (low == 0 and value == 0))
+                and (value <= high)
+            )
+
+        last = self.epochs - 1e-9  # the last step of the run
+        if valid(0) and valid(last):
+            return
+        epoch = next((e for e in range(self.epochs) if not valid(e)), None)
+        where = f"epoch {epoch + 1}" if epoch is not None else f"the last epoch ({self.epochs})"
+        value = schedule.at_epoch(init, epoch if epoch is not None else last, self.epochs)
+        raise UserError(f"{name} leaves {what} in {where} of its schedule (value {value:g})")
 
     def initial(self, name: str) -> float:
         value = getattr(self, name)
@@ -132,15 +162,61 @@ class TrialConfig:
         return cls(**values)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> TrialConfig:
         try:
             data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise UserError(f"cannot read trial config {path} ({e})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path} must hold a JSON object of trial settings")
         return cls.from_dict(data, str(path))
+
+
+# The valid range of each schedulable hyperparameter: (exclusive low, inclusive high, in words)
+_RANGES = {
+    "gamma": (0.0, 1.0, "(0, 1]"),
+    "sigma": (0.0, 1.0, "(0, 1]"),
+    "tau": (0.0, math.inf, "[0, inf)"),
+    "lr": (0.0, math.inf, "(0, inf)"),
+}
+
+
+def estimated_memory(width: float, batch_size: int) -> float:
+    """Bytes a trial needs, roughly: kernels with their gradient, moments and flip masks (6
+    floats a weight), and a batch's activations kept for the backward pass (4 floats a value).
+    Float arithmetic: a huge width must give a huge number, not a huge integer."""
+
+    def scaled(c: float) -> float:
+        return max(1.0, float(round(c * width)))
+
+    c = [scaled(k) for k in (128, 128, 256, 256, 512, 512)]
+    hidden = scaled(1024)
+    weights = 27 * c[0] + 9 * sum(a * b for a, b in itertools.pairwise(c)) + 9 * c[5] * hidden
+    weights += hidden * hidden + hidden * 10
+    per_image = 900 * (c[0] + c[1]) + 225 * (c[2] + c[3]) + 49 * (c[4] + c[5]) + 2 * hidden
+    return 4.0 * (6 * weights + 4 * batch_size * per_image)
+
+
+def _check_memory(width: float, batch_size: int) -> None:
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not reported: no check
+        return
+    need = estimated_memory(width, batch_size)
+    if need > available:
+        raise UserError(
+            f"width {width:g} with batch size {batch_size} needs about {need / 2**30:,.3g} GiB "
+            f"(model, optimizer state, activations); this machine has "
+            f"{available / 2**30:,.0f} GiB"
+        )
+
+
+def check_device(device: str) -> None:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise UserError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 
 
 def _finite(value: float) -> bool:

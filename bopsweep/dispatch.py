@@ -17,6 +17,7 @@ One driver per machine owns its trials (DESIGN.md, "Process model"):
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import math
@@ -28,6 +29,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +47,8 @@ FLUSH_SECONDS = 2.0
 STOP_GRACE_SECONDS = 10.0
 DB_RETRY_SECONDS = 2.0
 DB_OUTAGE_LIMIT_SECONDS = 900.0  # then the driver gives up: trials resume from checkpoints
+EOF_GRACE_SECONDS = 2.0  # a process gone whose pipe a leftover child still holds open
+STDERR_LINES = 50  # of a trial's stderr kept in memory for its failure reason
 
 
 class DatabaseLost(RuntimeError):
@@ -129,6 +133,10 @@ class Running:
     retry_of: int | None = None  # the stale trial of another driver this one continues
     abandoned: bool = False  # judged stale by another driver, which re-queued it
     eof: bool = False
+    exited_at: float | None = None  # when the driver first saw the process gone
+    stderr_tail: collections.deque[str] = field(
+        default_factory=lambda: collections.deque(maxlen=STDERR_LINES)
+    )
 
 
 @dataclass(frozen=True)
@@ -226,13 +234,22 @@ class Driver:
 
         stale = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         for t in stale:
-            storage = self.study._storage
-            storage.set_trial_user_attr(t._trial_id, "failure", "interrupted")
-            storage.set_trial_user_attr(
-                t._trial_id, "fail_reason", "the driver stopped while it ran"
-            )
-            storage.set_trial_user_attr(t._trial_id, "requeued", True)
-            self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            self._fail_untracked(t, "interrupted", "the driver stopped while it ran")
+        return len(stale)
+
+    def _fail_untracked(self, t: optuna.trial.FrozenTrial, failure: str, reason: str) -> None:
+        """Fail a trial no trial process runs for, and re-queue its configuration (if it has
+        one: a trial the sampler created but that was never configured has none)."""
+        import optuna
+
+        configured = _configured(t)
+        if not configured:
+            reason += "; it was never configured, so it is not re-queued"
+        self._set_attrs(
+            t._trial_id, {"failure": failure, "fail_reason": reason, "requeued": configured}
+        )
+        self._tell_trial(t._trial_id, t.number, state=optuna.trial.TrialState.FAIL)
+        if configured:
             self._enqueue(
                 t.params,
                 t.user_attrs["config_id"],
@@ -241,7 +258,6 @@ class Driver:
                 t.user_attrs.get("attempt", 0),
                 t.distributions,
             )
-        return len(stale)
 
     def _pop(self) -> optuna.trial.FrozenTrial | None:
         import optuna
@@ -250,10 +266,14 @@ class Driver:
         waiting = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
         for t in sorted(waiting, key=lambda t: t.number):
             try:
-                if storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.RUNNING):
-                    return t
+                if not storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.RUNNING):
+                    continue
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
+            if _configured(t):
+                return t
+            # queued by another tool (e.g. Optuna's enqueue_trial): nothing bopsweep can run
+            self._fail_untracked(t, "error", "queued without a bopsweep configuration")
         return self._sample()
 
     def _sample(self) -> optuna.trial.FrozenTrial | None:
@@ -263,22 +283,48 @@ class Driver:
         from bopsweep.search import suggest
         from bopsweep.studies import config_id, describe_config
 
-        trial = self.study.ask()
-        config = suggest(trial, self.search.space, self.search.base)
-        attrs = {
-            "config_id": config_id(config),
-            "label": describe_config(config),
-            "config": config.to_dict(),
-            "attempt": 0,
-        }
-        self._set_attrs(trial._trial_id, attrs)
+        first_new = len(self.study.get_trials(deepcopy=False))
+        try:
+            trial = self.study.ask()
+        except BaseException as e:  # Optuna made the trial before its sampler failed
+            import optuna
+
+            running = (optuna.trial.TrialState.RUNNING,)
+            for t in self.study.get_trials(deepcopy=False, states=running):
+                if t.number >= first_new and not _configured(t):
+                    self._fail_untracked(t, "error", _describe(e))
+            raise
+        try:
+            config = suggest(trial, self.search.space, self.search.base)
+            attrs = {
+                "config_id": config_id(config),
+                "label": describe_config(config),
+                "config": config.to_dict(),
+                "attempt": 0,
+            }
+            self._set_attrs(trial._trial_id, attrs)
+        except BaseException as e:  # an asked trial must not stay RUNNING, whatever stopped us
+            self._fail_untracked(
+                self.study._storage.get_trial(trial._trial_id), "error", _describe(e)
+            )
+            raise
         return self.study._storage.get_trial(trial._trial_id)
 
     def counted(self) -> int:
         """Trials that count towards a search's total: one per configuration (a retry, under a
-        new number, continues the same configuration)."""
+        new number, continues the same configuration); a trial that failed before it was
+        configured does not count."""
+        import optuna
+
         trials = self.study.get_trials(deepcopy=False)
-        return len({t.user_attrs.get("config_id") or f"#{t.number}" for t in trials})
+        fail = optuna.trial.TrialState.FAIL
+        return len(
+            {
+                t.user_attrs.get("config_id") or f"#{t.number}"  # '#n': being configured now
+                for t in trials
+                if _configured(t) or t.state != fail
+            }
+        )
 
     def queued(self) -> int:
         import optuna
@@ -327,6 +373,11 @@ class Driver:
             self._stop_all()
             self._note(str(e))
             return 1
+        except BaseException:  # a bug or a study-level error: its trials go back to the queue
+            self._stop_all()
+            with contextlib.suppress(Exception):
+                self._record_interrupted()
+            raise
         return 1 if self.counts["failed"] and not self._all_configs_complete() else 0
 
     def _step(self) -> bool:
@@ -340,7 +391,7 @@ class Driver:
             time.sleep(1.0)  # another driver's trials may come back to the queue
             return True
         self._wait_for_events(0.25)
-        for r in [r for r in self.running.values() if r.eof and r.proc.poll() is not None]:
+        for r in [r for r in self.running.values() if self._exited(r)]:
             del self.running[r.slot.name]
             self.finishing.append(r)
         self._finish_pending()
@@ -348,6 +399,15 @@ class Driver:
             self._flush_all()
         self._show()
         return True
+
+    def _exited(self, r: Running) -> bool:
+        """The process is gone and its messages are read: at once at the end of its channel,
+        or after a short grace when a leftover child of it still holds the channel open."""
+        if r.proc.poll() is None:
+            return False
+        if r.exited_at is None:
+            r.exited_at = time.monotonic()
+        return r.eof or time.monotonic() - r.exited_at > EOF_GRACE_SECONDS
 
     def _keep_alive(self) -> None:
         """Heartbeats of this driver's trials; other drivers' stale trials failed and re-queued."""
@@ -390,6 +450,12 @@ class Driver:
     def _database_unreachable(self, e: BaseException) -> None:
         from bopsweep.store import first_line, scrub
 
+        if _cannot_be_written(e, self.store.url):
+            raise DatabaseLost(
+                f"the database cannot be written ({scrub(first_line(e), self.store.url)}); trial "
+                "processes stopped, finished trials and epochs are saved; fix it (free some disk "
+                "space?) and run 'bopsweep resume'"
+            )
         now = time.monotonic()
         if self._db_down_since is None:
             self._db_down_since = now
@@ -412,16 +478,53 @@ class Driver:
             trial = self._pop()
             if trial is None:
                 return
-            self.running[slot.name] = self._start(trial, slot)
+            try:
+                self.running[slot.name] = self._start(trial, slot)
+            except BaseException as e:  # the trial is RUNNING: it must not stay so
+                interrupted = isinstance(e, KeyboardInterrupt)
+                self._fail_unstarted(trial, "interrupted" if interrupted else "crash", e)
+                if interrupted:
+                    raise
+                continue
             self._event("start", self.running[slot.name])
 
+    def _fail_unstarted(
+        self, trial: optuna.trial.FrozenTrial, failure: str, e: BaseException
+    ) -> None:
+        """A trial whose process could not be started (its folder cannot be made, the disk is
+        full, Ctrl-C): FAIL with the reason, re-queued like a crash (within --max-retries)."""
+        import optuna
+
+        attempt = trial.user_attrs.get("attempt", 0)
+        retry = failure == "interrupted" or attempt < self.max_retries
+        reason = f"could not start: {_describe(e)}"
+        self._set_attrs(
+            trial._trial_id, {"failure": failure, "fail_reason": reason, "requeued": retry}
+        )
+        self._tell_trial(trial._trial_id, trial.number, state=optuna.trial.TrialState.FAIL)
+        if retry:
+            self._enqueue(
+                trial.params,
+                trial.user_attrs["config_id"],
+                trial.user_attrs.get("label", ""),
+                trial.user_attrs["config"],
+                attempt + (failure != "interrupted"),
+                trial.distributions,
+            )
+        else:
+            self.counts["failed"] += 1
+        self._note(f"trial {trial.number} {reason}" + ("; re-queued" if retry else ""))
+
     def _start(self, trial: optuna.trial.FrozenTrial, slot: Slot) -> Running:
-        """Start a trial process (no database write here: a failed write must not orphan it)."""
+        """Start a trial process (no database write here: a failed write must not orphan it).
+
+        Its stderr comes to the driver through a pipe (and on to ``trial.log``, best effort), so
+        its last words reach the database even when the log cannot be written (a full disk).
+        """
         config_id = trial.user_attrs["config_id"]
         run_dir = self.checkpoint_root / config_id
         run_dir.mkdir(parents=True, exist_ok=True)
         config = {**trial.user_attrs["config"], **self.local, "device": slot.device}
-        log = run_dir / "trial.log"
         env = {**os.environ, **slot.env, "PYTHONUNBUFFERED": "1"}
         command = [
             sys.executable,
@@ -431,19 +534,16 @@ class Driver:
             str(slot.threads),
             str(os.getpid()),
         ]
-        with log.open("ab") as err:
-            proc = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                env=env,
-                start_new_session=True,
-                text=True,
-            )
-        assert proc.stdin is not None
-        proc.stdin.write(json.dumps(config))
-        proc.stdin.close()
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+            text=True,
+            errors="replace",
+        )
         r = Running(
             trial.number,
             trial._trial_id,
@@ -452,12 +552,17 @@ class Driver:
             trial.user_attrs["config"],
             slot,
             proc,
-            log,
+            run_dir / "trial.log",
             trial.user_attrs.get("attempt", 0),
             config["epochs"],
             retry_of=trial.system_attrs.get("failed_trial"),
         )
         threading.Thread(target=self._read, args=(r,), daemon=True).start()
+        threading.Thread(target=_keep_stderr, args=(r,), daemon=True).start()
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # it died at once: its stderr says why
+            proc.stdin.write(json.dumps(config))
+            proc.stdin.close()
         return r
 
     def _read(self, r: Running) -> None:
@@ -575,7 +680,7 @@ class Driver:
         elif rc == EXIT_USER_ERROR:
             failure, reason = "error", outcome.get("reason", "bad input")
         else:
-            reason = _crash_reason(rc, r.log)
+            reason = _crash_reason(rc, r.stderr_tail)
             failure = "oom" if "out of memory" in reason.lower() else "crash"
         retry = failure in ("crash", "oom") and r.attempt < self.max_retries
         attrs.update({"failure": failure, "fail_reason": reason, "requeued": retry})
@@ -587,14 +692,19 @@ class Driver:
         self._event("retry" if retry else "fail", r, reason)
 
     def _tell(self, r: Running, value: float | None = None, state: Any = None) -> bool:
+        return self._tell_trial(r.trial_id, r.number, value, state)
+
+    def _tell_trial(
+        self, trial_id: int, number: int, value: float | None = None, state: Any = None
+    ) -> bool:
         """Finish the trial; False if it was already finished (by an earlier write whose answer
         was lost, or by another driver that judged it stale)."""
-        if self.study._storage.get_trial(r.trial_id).state.is_finished():
+        if self.study._storage.get_trial(trial_id).state.is_finished():
             return False
         if state is None:
-            self.study.tell(r.number, value)
+            self.study.tell(number, value)
         else:
-            self.study.tell(r.number, state=state)
+            self.study.tell(number, state=state)
         return True
 
     def _stop_all(self) -> None:
@@ -642,7 +752,7 @@ class Driver:
         trials = self.study.get_trials(deepcopy=False)
         complete = optuna.trial.TrialState.COMPLETE
         done = {t.user_attrs.get("config_id") for t in trials if t.state == complete}
-        return {t.user_attrs.get("config_id") for t in trials} <= done
+        return {t.user_attrs["config_id"] for t in trials if _configured(t)} <= done
 
     # --- display ------------------------------------------------------------------------------
     def _event(self, kind: str, r: Running, detail: str = "") -> None:
@@ -672,20 +782,60 @@ def _stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         os.killpg(proc.pid, sig)
 
 
-def _crash_reason(rc: int | None, log: Path) -> str:
+def _crash_reason(rc: int | None, stderr_tail: Iterable[str]) -> str:
     if rc is not None and rc < 0:
         try:
             name = signal.Signals(-rc).name
         except ValueError:
             name = str(-rc)
         return f"killed by {name}"
-    try:
-        lines = [
-            line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()
-        ]
-    except OSError:
-        lines = []
+    lines = [line.strip() for line in stderr_tail if line.strip()]
     return lines[-1][:500] if lines else f"exited with code {rc}"
+
+
+def _keep_stderr(r: Running) -> None:
+    """Drain a trial's stderr: the last lines in memory, every line to its log (best effort:
+    a log that cannot be written, e.g. on a full disk, must not lose the lines in memory)."""
+    assert r.proc.stderr is not None
+    log: Any = None
+    with contextlib.suppress(OSError):
+        log = r.log.open("a")
+    for line in r.proc.stderr:
+        r.stderr_tail.append(line)
+        if log is not None:
+            try:
+                log.write(line)
+                log.flush()
+            except OSError:
+                with contextlib.suppress(OSError):
+                    log.close()
+                log = None
+    if log is not None:
+        with contextlib.suppress(OSError):
+            log.close()
+
+
+def _cannot_be_written(e: BaseException, url: str) -> bool:
+    """A database error that waiting will not cure: a full disk, or any SQLite error but a
+    busy lock (a local file has no outages to ride out)."""
+    text = str(getattr(e, "orig", None) or e).lower()
+    if "disk is full" in text or "no space left" in text or "diskfull" in text:
+        return True
+    return url.startswith("sqlite") and not ("locked" in text or "busy" in text)
+
+
+def _configured(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether bopsweep gave the trial its configuration (it can run and be re-queued)."""
+    return "config_id" in trial.user_attrs and "config" in trial.user_attrs
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 @dataclass
@@ -706,35 +856,66 @@ class DispatchOptions:
     heartbeat_interval: int = 60
     grace_period: int = 600
     queue_only: bool = False
+    max_trials: int = 10_000
 
 
 def run_study(spec: Any, options: DispatchOptions, echo: Any = print) -> int:
-    """Create (or join) the study, queue what is missing, run it to the end; the exit code."""
+    """Create (or join) the study, queue what is missing, run it to the end; the exit code.
+
+    Ctrl-C or SIGTERM at any moment, setting up included, ends it with 130 and the command
+    that continues it; nothing is left RUNNING that ``resume`` could not pick up.
+    """
+    from bopsweep.store import redact
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with _signals_deferred():
+            import optuna  # noqa: F401
+            import torch  # noqa: F401
+        code = _run_study(spec, options, echo)
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if code == 130:
+        echo(
+            f"interrupted; finished trials are saved. Continue with: bopsweep resume "
+            f"--storage {redact(options.storage)} --study {spec.name}"
+        )
+    return code
+
+
+def _run_study(spec: Any, options: DispatchOptions, echo: Any) -> int:
+    from dataclasses import replace
+
     from bopsweep.data import resolve_data_dir
     from bopsweep.display import StudyDisplay
     from bopsweep.store import Store, checkpoint_root, driver_lock, redact
     from bopsweep.studies import expand
 
-    planned = expand(spec)  # every configuration valid before anything is written
+    planned = expand(spec, options.max_trials)  # all valid before anything is written
+    slots = make_slots(options.device, options.gpus, options.per_gpu, options.workers)
     data_dir = options.data_dir or spec.base.data_dir
     # resolved once here (downloading if asked), so trial processes never download
     local = {
         "data_dir": str(resolve_data_dir(_path(data_dir), options.download).resolve()),
         "download": False,
     }
-    slots = make_slots(options.device, options.gpus, options.per_gpu, options.workers)
+    # the study keeps what it needs to be resumed without repeating the options
+    spec = replace(spec, base=replace(spec.base, data_dir=local["data_dir"], download=False))
     shared = not options.storage.startswith("sqlite")
     if options.heartbeat_interval < 1 or options.grace_period < 2 * options.heartbeat_interval:
         raise UserError(
             "--heartbeat-interval must be >= 1 s and --grace-period at least twice it "
             f"(got {options.heartbeat_interval} and {options.grace_period})"
         )
+    root = checkpoint_root(options.storage, spec.name, options.checkpoint_dir)
+    _check_folder(root)
     beat = (options.heartbeat_interval, options.grace_period, options.max_retries)
     store = Store(options.storage, create=True, heartbeat=beat if shared else None)
     with driver_lock(options.storage):
         study, _ = store.create(spec)
         search = _search(spec, study, options.worker_index)
-        root = checkpoint_root(options.storage, spec.name, options.checkpoint_dir)
         display = StudyDisplay(spec.name, quiet=options.quiet or not sys.stderr.isatty())
         driver = Driver(
             store,
@@ -764,25 +945,28 @@ def run_study(spec: Any, options: DispatchOptions, echo: Any = print) -> int:
         )
         if options.queue_only:
             return 0
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-        try:
-            with display:
-                code = driver.run()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-    done = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
-    if code == 130:
-        echo(
-            f"interrupted; finished trials are saved. Continue with: bopsweep resume "
-            f"--storage {redact(options.storage)} --study {spec.name}"
-        )
-    else:
+        with display:
+            code = driver.run()
+    if code != 130:
+        done = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
         pruned = f", {driver.counts['pruned']} pruned" if search is not None else ""
         echo(
             f"study {spec.name}: {done} trials complete{pruned}, {driver.counts['failed']} "
             f"failed; checkpoints in {root}"
         )
     return code
+
+
+def _check_folder(folder: Path) -> None:
+    """The trial folders' root must be a folder that exists or can be made: checked before the
+    study is touched, so a bad --checkpoint-dir fails no trial."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot keep trial folders in {folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot keep trial folders in {folder}: {existing} is not writable")
 
 
 def _search(spec: Any, study: optuna.Study, worker_index: int) -> Search | None:
@@ -797,6 +981,7 @@ def _search(spec: Any, study: optuna.Study, worker_index: int) -> Search | None:
         # Deterministic from scratch, yet new draws when resumed (a sampler seeded as before
         # would repeat its first suggestions), and different for each worker of a study.
         seed += 1_000_003 * worker_index + len(study.get_trials(deepcopy=False))
+        seed %= 2**32  # what numpy's generators, behind Optuna's samplers, accept
     study.sampler = make_sampler(meta["sampler"], seed)
     study.pruner = make_pruner(meta["pruner"], spec.base.epochs)
     return Search(SearchSpace.from_dict(meta["space"]), spec.base, meta["trials"])
@@ -804,6 +989,25 @@ def _search(spec: Any, study: optuna.Study, worker_index: int) -> Search | None:
 
 def _raise_interrupt(*_: Any) -> None:
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back until the block ends, then raised as KeyboardInterrupt.
+
+    For imports: an exception in the middle of torch's import leaves the interpreter unable
+    to exit cleanly (it dies by SIGINT), whatever catches the exception.
+    """
+    received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, _: received.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _path(value: str | None) -> Path | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import torch
 
 from bopsweep.config import TrialConfig
 from bopsweep.errors import UserError
+from bopsweep.files import atomic_open, atomic_write_text
 
 CONFIG, METRICS, STEPS, TIMING = "config.json", "metrics.csv", "steps.csv", "timing.csv"
 CHECKPOINT, SUMMARY = "checkpoint.pt", "summary.json"
@@ -45,6 +47,8 @@ class RunDir:
             for name in (METRICS, STEPS, TIMING):
                 self._truncate(name, epoch)
         else:
+            if self.path.exists() and not self.path.is_dir():
+                raise UserError(f"{self.path} is a file; --out needs a folder (new or empty)")
             if (self.path / METRICS).exists() or (self.path / CHECKPOINT).exists():
                 raise UserError(
                     f"{self.path} already holds a run; continue it with --resume "
@@ -91,34 +95,37 @@ class RunDir:
             reader = csv.DictReader(f)
             fieldnames = reader.fieldnames or []
             # a row cut short by a kill mid-write has missing cells: drop it too
-            kept = [r for r in reader if None not in r.values() and int(r["epoch"]) <= epoch]
-        with path.open("w", newline="") as f:
+            kept = [r for r in reader if None not in r.values() and _epoch(r) <= epoch]
+        with atomic_open(path, "w", newline="") as f:  # Ctrl-C here keeps the old file
             writer = csv.DictWriter(f, fieldnames=fieldnames)
             writer.writeheader()
             writer.writerows(kept)
 
     # --- checkpoint and summary ------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        tmp = self.path / (CHECKPOINT + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path / CHECKPOINT)
+        with atomic_open(self.path / CHECKPOINT, "wb") as f:
+            torch.save(state, f)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         path = self.path / CHECKPOINT
         if not path.exists():
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # truncated, foreign or corrupt file: the user's to fix
             raise UserError(
                 f"cannot read checkpoint {path} ({type(e).__name__}); delete it to "
                 "restart the run from scratch"
             ) from None
+        if not _is_checkpoint(state):
+            raise UserError(
+                f"{path} is not a bopsweep checkpoint (it needs epoch and step counts and the "
+                "model's and both optimizers' states); delete it to restart the run from scratch"
+            )
+        return state
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        tmp = self.path / (SUMMARY + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        os.replace(tmp, self.path / SUMMARY)
+        atomic_write_text(self.path / SUMMARY, json.dumps(summary, indent=2) + "\n")
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -127,6 +134,25 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         return []
     with path.open(newline="") as f:
         return [{k: _parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def _is_checkpoint(state: Any) -> bool:
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    return (
+        isinstance(state, dict)
+        and count(state.get("epoch"))
+        and count(state.get("step"))
+        and all(isinstance(state.get(k), dict) for k in ("model", "binary_opt", "real_opt"))
+    )
+
+
+def _epoch(row: dict[str, Any]) -> float:
+    try:
+        return int(row["epoch"])
+    except (TypeError, ValueError):  # a damaged row: dropped with those past the checkpoint
+        return math.inf
 
 
 def _cell(value: Any) -> Any:

@@ -48,6 +48,18 @@ class Schedule:
     power: float = 1.0
 
     def __post_init__(self) -> None:
+        for key in ("rate", "every", "end", "epochs", "power"):
+            value = getattr(self, key)
+            if value is not None and not (
+                isinstance(value, (int, float)) and not isinstance(value, bool)
+            ):
+                raise UserError(f"schedule key {key!r} needs a number, got {value!r}")
+            if value is not None and not math.isfinite(value):
+                raise UserError(f"schedule key {key!r} must be finite, got {value}")
+        if not isinstance(self.staircase, bool):
+            raise UserError(
+                f"schedule key 'staircase' must be true or false, got {self.staircase!r}"
+            )
         if self.kind not in KINDS:
             raise UserError(f"unknown schedule kind {self.kind!r}; use one of {', '.join(KINDS)}")
         if self.kind == "exponential":
@@ -76,6 +88,14 @@ class Schedule:
         frac = 1.0 - min(step, decay_steps) / decay_steps
         return self.end + (init - self.end) * frac**self.power
 
+    def at_epoch(self, init: float, epoch: float, total_epochs: int) -> float:
+        """The value at (fractional) ``epoch``, as :meth:`value` gives it at that epoch's first
+        step; ``inf`` where it overflows."""
+        try:
+            return self.value(init, epoch, 1, total_epochs)  # type: ignore[arg-type]
+        except OverflowError:
+            return math.inf
+
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (no None), for TOML, JSON and Optuna params."""
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -93,8 +113,11 @@ class Schedule:
         for key in ("rate", "every", "end", "epochs", "power"):
             if key in values:
                 values[key] = _number(key, values[key])
-        if "staircase" in values and not isinstance(values["staircase"], bool):
-            values["staircase"] = str(values["staircase"]).lower() in ("1", "true", "yes")
+        if isinstance(values.get("staircase"), str):  # from the command line
+            text = values["staircase"].lower()
+            if text not in ("true", "false", "1", "0", "yes", "no"):
+                raise UserError(f"schedule key 'staircase' must be true or false, got {text!r}")
+            values["staircase"] = text in ("true", "1", "yes")
         return cls(**values)
 
 

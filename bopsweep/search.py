@@ -30,6 +30,7 @@ them. ``fixed`` values remove dimensions (``--fix sigma=1e-3``). A space file is
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -91,10 +92,13 @@ class SearchSpace:
                 top = 1.0 if name != "tau" else math.inf
                 if not (_positive(value) and value <= top):
                     raise UserError(f"--fix {name}={value} is out of range")
-            else:
-                allowed = {"variant": VARIANTS, "norm": NORMS}.get(name, KINDS)
+            else:  # within the space's own choices: a contradiction would surface mid-study
+                own = {"variant": self.variants, "norm": self.norms}
+                allowed = own.get(name) or self.schedules.get(name.removesuffix("_schedule"), KINDS)
                 if value not in allowed:
-                    raise UserError(f"--fix {name}={value} is not one of {', '.join(allowed)}")
+                    raise UserError(
+                        f"--fix {name}={value} is not one of the space's {', '.join(allowed)}"
+                    )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -150,7 +154,10 @@ def load_space_file(path: Path) -> SearchSpace:
         raise UserError(f"space file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise UserError(f"cannot read space file {path}: {e}") from None
-    return space_from_table(data.get("space", data), str(path))
+    table = data.get("space", data)
+    if not isinstance(table, dict):
+        raise UserError(f"space in {path} must be a table ([space]), got {table!r}")
+    return space_from_table(table, str(path))
 
 
 def space_from_table(table: dict[str, Any], where: str) -> SearchSpace:
@@ -211,14 +218,36 @@ def suggest(trial: optuna.Trial, space: SearchSpace, base: TrialConfig) -> Trial
             values[name] = trial.suggest_float(name, lo, hi, log=True)
         kind = _pick(trial, f"{name}_schedule", space.schedules[name], fixed)
         if kind == "exponential":
-            rate = trial.suggest_float(f"{name}_schedule_rate", *space.rate, log=True)
             every = trial.suggest_int(f"{name}_schedule_every", 1, max(1, base.epochs), log=True)
+            low, high = _valid_rates(name, values[name], space.rate, (base.epochs - 1) // every)
+            rate = trial.suggest_float(f"{name}_schedule_rate", low, high, log=True)
             schedules[name] = Schedule(kind="exponential", rate=rate, every=every).to_dict()
         elif kind == "polynomial":
             end = trial.suggest_float(f"{name}_schedule_end", lo, hi, log=True)
             schedules[name] = Schedule(kind="polynomial", end=end).to_dict()
     values["schedules"] = schedules
     return TrialConfig.from_dict(values, "the search space").resolved()
+
+
+def _valid_rates(
+    name: str, value: float, rates: tuple[float, float], steps: int
+) -> tuple[float, float]:
+    """The part of the rate range whose schedule keeps ``name`` valid over ``steps`` staircase
+    steps: γ, σ in (0, 1] (above float underflow), τ finite. The range narrows only where a
+    sampled rate would leave it (Optuna samples such dynamic ranges as given)."""
+    low, high = rates
+    if steps < 1:
+        return low, high
+    margin = 1e-9  # rounding in value·rate^steps must not step over a bound
+    top = 1.0 if name != "tau" else 1e300
+    # in logarithms: top / value itself may overflow
+    ceiling = (math.log(top) - math.log(value)) / steps  # logarithms: top/value may overflow
+    if ceiling < math.log(high):
+        high = math.exp(ceiling) * (1 - margin)
+    floor = (math.log(sys.float_info.min) - math.log(value)) / steps
+    if name != "tau" and floor > math.log(low):  # τ may decay to 0; γ and σ may not
+        low = math.exp(floor) * (1 + margin)
+    return low, max(low, high)
 
 
 def _pick(trial: optuna.Trial, name: str, choices: tuple[str, ...], fixed: dict[str, Any]) -> str:
@@ -253,6 +282,28 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
             return optuna.samplers.QMCSampler(seed=seed, scramble=True,
                                               warn_independent_sampling=False)  # fmt: skip
     raise UserError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
+
+
+# Samplers that need a package Optuna leaves optional: (module, what to pip install)
+SAMPLER_PACKAGES = {"cmaes": ("cmaes", "cmaes"), "qmc": ("scipy", "scipy")}
+SEED_LIMIT = 2**32  # numpy's generators, behind Optuna's samplers, take seeds below it
+
+
+def check_sampler(name: str, seed: int | None) -> None:
+    """Refuse, before any study is touched, a sampler that could not run: unknown, its package
+    missing, or a seed its random generator would reject."""
+    import importlib.util
+
+    if name not in SAMPLERS:
+        raise UserError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
+    if name in SAMPLER_PACKAGES:
+        module, package = SAMPLER_PACKAGES[name]
+        if importlib.util.find_spec(module) is None:
+            raise UserError(f"the {name} sampler needs the {module} package: pip install {package}")
+    if seed is not None and not (
+        isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < SEED_LIMIT
+    ):
+        raise UserError(f"the sampler seed must be an integer in [0, 2^32), got {seed!r}")
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:

@@ -109,7 +109,7 @@ def parse_pow10_range(name: str, text: str) -> list[float]:
         lo, hi = float(lo_text), float(hi_text)
     except ValueError:
         lo = hi = math.nan
-    if not sep or not (lo > 0 and hi > 0):
+    if not sep or not (0 < lo < math.inf and 0 < hi < math.inf):
         raise UserError(
             f"--{name} needs a range LOW:HIGH of positive powers of ten, e.g. "
             f"1e-9:1e-5; got {text!r}"
@@ -219,16 +219,13 @@ def optuna_study(
 ) -> StudySpec:
     """A search with Optuna over ``space`` (a :class:`bopsweep.search.SearchSpace`): ``trials``
     trials in total, however often it is resumed."""
-    from bopsweep.search import PRUNERS, SAMPLERS
+    from bopsweep.search import PRUNERS, check_sampler
 
     if not (isinstance(trials, int) and not isinstance(trials, bool) and trials >= 1):
         raise UserError(f"--trials must be an integer >= 1 (the study's total), got {trials!r}")
-    if sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
+    check_sampler(sampler, sampler_seed)
     if pruner not in PRUNERS:
         raise UserError(f"unknown pruner {pruner!r}; use one of {', '.join(PRUNERS)}")
-    if sampler_seed is not None and not isinstance(sampler_seed, int):
-        raise UserError(f"the sampler seed must be an integer, got {sampler_seed!r}")
     meta = {
         "space": space.to_dict(),
         "trials": trials,
@@ -280,6 +277,15 @@ def load_study_file(path: Path, overrides: dict[str, Any] | None = None) -> Stud
         _only(sched, {"param", "kind", "every", "factor", "variants"}, f"[schedule] of {where}")
         if "param" not in sched or "kind" not in sched:
             raise UserError(f"[schedule] in {where} needs param and kind")
+        _typed(sched, f"[schedule] of {where}", param=str, kind=str, every=float, factor=float)
+        variants = sched.get("variants")
+        if variants is not None and not (
+            isinstance(variants, list) and all(isinstance(v, str) for v in variants)
+        ):
+            raise UserError(
+                f"variants in [schedule] of {where} must be a list of strings, e.g. "
+                f'["biased", "unbiased"]; got {variants!r}'
+            )
         return schedule_study(
             name,
             base,
@@ -332,6 +338,20 @@ def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return value
 
 
+def _typed(data: dict[str, Any], where: str, **types: type) -> None:
+    """Each present key of ``data`` has its type (float accepts integers, never booleans)."""
+    for key, typ in types.items():
+        if key not in data:
+            continue
+        value = data[key]
+        ok = isinstance(value, (int, float) if typ is float else typ) and not isinstance(
+            value, bool
+        )
+        if not ok:
+            kind = "a number" if typ is float else "a string" if typ is str else typ.__name__
+            raise UserError(f"{key} in {where} must be {kind}, got {value!r}")
+
+
 def _only(data: dict[str, Any], allowed: set[str], where: str) -> None:
     unknown = set(data) - allowed
     if unknown:
@@ -342,9 +362,30 @@ def _only(data: dict[str, Any], allowed: set[str], where: str) -> None:
 
 
 # --- expansion ---------------------------------------------------------------------------------
-def expand(spec: StudySpec) -> list[PlannedTrial]:
+MAX_TRIALS = 10_000  # a study above this needs --max-trials: a typo in a grid costs GPU-months
+
+
+def count_trials(spec: StudySpec) -> int:
+    """The number of trials ``spec`` plans, computed without expanding it."""
+    if spec.kind == "optuna":
+        return int(spec.meta["trials"])
+    return len(spec.arms or [{}]) * math.prod(len(v) for v in spec.grid.values()) * spec.seeds
+
+
+def check_size(spec: StudySpec, max_trials: int = MAX_TRIALS) -> None:
+    """Refuse a study larger than ``max_trials`` before any of its work is done."""
+    n = count_trials(spec)
+    if n > max_trials:
+        raise UserError(
+            f"study {spec.name} has {n:,} trials, more than --max-trials {max_trials:,}; "
+            "pass --max-trials N to run it anyway"
+        )
+
+
+def expand(spec: StudySpec, max_trials: int = MAX_TRIALS) -> list[PlannedTrial]:
     """Every trial of the study, in a stable order, validated. (An Optuna study samples its
-    trials as it runs: none are planned.)"""
+    trials as it runs: none are planned.) A study over ``max_trials`` is refused first."""
+    check_size(spec, max_trials)
     if spec.kind == "optuna":
         return []
     base = spec.base.to_dict()

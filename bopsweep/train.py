@@ -198,7 +198,7 @@ def run_trial(
             model.load_state_dict(state["model"])
             binary_opt.load_state_dict(state["binary_opt"])
             real_opt.load_state_dict(state["real_opt"])
-        except (KeyError, RuntimeError, ValueError) as e:
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
             raise UserError(
                 f"the checkpoint in {out_dir} does not fit this configuration ({e})"
             ) from None

@@ -60,6 +60,25 @@ def test_sampled_configurations_respect_ranges_and_fixed_values():
         study.tell(trial, 0.5)
 
 
+@pytest.mark.parametrize("epochs", [2, 50, 500])
+def test_sampled_schedules_keep_gamma_and_sigma_in_range_over_the_whole_run(epochs):
+    """Exponential schedules reach value·rate^(epochs-1): the sampler must never propose one
+    that leaves (0, 1] (the configuration would be refused mid-study)."""
+    space = SearchSpace(
+        ranges={"gamma": (1e-3, 1.0), "sigma": (1e-3, 1.0), "tau": (1e-9, 1e-3)},
+        schedules={"gamma": ("exponential",), "sigma": ("exponential",), "tau": ("exponential",)},
+        variants=("bop2-biased",),
+        rate=(0.01, 100.0),
+    )
+    base = TrialConfig(epochs=epochs)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(300):
+        config = suggest(study.ask(), space, base)  # resolved(): raises if out of range
+        for name in ("gamma", "sigma"):
+            last = config.schedules[name].at_epoch(config.initial(name), epochs - 1, epochs)
+            assert 0 < last <= 1
+
+
 def test_space_file(tmp_path):
     path = tmp_path / "space.toml"
     path.write_text(

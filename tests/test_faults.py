@@ -1,0 +1,168 @@
+"""Fault injection: a study survives SIGKILL, SIGINT and SIGTERM of its driver or of a trial
+process at random moments, and ends with every configuration complete exactly once.
+
+Real processes throughout: the driver is ``python -m bopsweep`` started as a user would, its
+trial processes are found through /proc and killed with real signals, and every interruption
+of the driver is followed by ``bopsweep resume``. The moments come from a seeded generator, so
+a failure reproduces; its message lists the faults injected until then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import optuna
+import pytest
+
+from bopsweep.run_dir import read_rows
+
+SEED = 20261122
+FAULTS = 30
+CONFIGS, EPOCHS = ("1e-6", "1e-5", "1e-4"), 20
+TINY = ["--width", "0.0625", "--batch-size", "20", "--device", "cpu", "--quiet"]
+# (who, signal, the driver's exit code when it was running)
+KINDS = [
+    ("driver", signal.SIGKILL, -signal.SIGKILL),
+    ("driver", signal.SIGINT, 130),
+    ("driver", signal.SIGTERM, 130),
+    ("trial", signal.SIGKILL, None),
+    ("trial", signal.SIGTERM, None),
+]
+
+
+def start(cwd: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bopsweep", *args, "--max-retries", "1000", "--quiet"],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def trial_processes(folder: Path) -> list[int]:
+    """Pids of trial processes working in ``folder`` (their run folders lie below it)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = [c.decode(errors="replace") for c in cmd]
+        if "bopsweep.trial_process" in text and any(str(folder) in c for c in text):
+            pids.append(int(entry.name))
+    return pids
+
+
+def stored_epochs(db: Path) -> dict[int, list[int]]:
+    """Epochs stored per trial id, counting only rows that belong to the trial (id and start)."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT m.trial_id, m.epoch FROM bopsweep_epochs m JOIN trials t "
+            "ON t.trial_id = m.trial_id AND t.datetime_start = m.trial_start ORDER BY m.epoch"
+        ).fetchall()
+    epochs: dict[int, list[int]] = defaultdict(list)
+    for trial_id, epoch in rows:
+        epochs[trial_id].append(epoch)
+    return epochs
+
+
+@pytest.mark.slow
+def test_a_study_survives_random_kills_of_its_driver_and_trials(small_cifar_dir, tmp_path):
+    rng = random.Random(SEED)
+    grid = ["grid", "--param", "tau", "--values", ",".join(CONFIGS), "--epochs", str(EPOCHS)]
+    first = [*grid, "--workers", "2", "--data-dir", str(small_cifar_dir), *TINY]
+    log: list[str] = []
+    driver: subprocess.Popen | None = start(tmp_path, *first)
+
+    def context() -> str:
+        return "faults so far: " + "; ".join(log)
+
+    while len(log) < FAULTS:
+        if driver is None:
+            driver = start(tmp_path, "resume", "study.db", "--workers", "2")
+        time.sleep(rng.uniform(0.05, 6.0))
+        if driver.poll() is not None:  # the study finished between two faults
+            _, err = driver.communicate()
+            assert driver.returncode == 0, context() + err
+            break
+        who, sig, expected = rng.choice(KINDS)
+        if who == "trial":
+            pids = trial_processes(tmp_path)
+            if not pids:  # between trials: hit the driver instead
+                who, sig, expected = "driver", signal.SIGKILL, -signal.SIGKILL
+            else:
+                victim = rng.choice(sorted(pids))
+                with contextlib.suppress(ProcessLookupError):  # it may have just finished
+                    os.kill(victim, sig)
+                log.append(f"{sig.name} trial {victim}")
+                continue
+        driver.send_signal(sig)
+        _, err = driver.communicate(timeout=120)
+        log.append(f"{sig.name} driver -> {driver.returncode}")
+        # 0: it finished first; -sig: it was still starting (Python's own handling of the
+        # signal, before bopsweep's: nothing written yet)
+        assert driver.returncode in (expected, 0, -sig), context() + err
+        assert "Traceback" not in err, context() + err
+        driver = None
+
+    if driver is None:
+        driver = start(tmp_path, "resume", "study.db", "--workers", "2")
+    _, err = driver.communicate(timeout=600)
+    assert driver.returncode == 0, context() + err
+    print(f"faults survived: {len(log)}")
+    assert len(log) >= FAULTS, context()
+
+    # --- the study is whole --------------------------------------------------------------------
+    db = tmp_path / "study.db"
+    assert not trial_processes(tmp_path), "a trial process outlived its driver"
+    trials = optuna.load_study(study_name="grid-tau", storage=f"sqlite:///{db}").trials
+    assert not [t.number for t in trials if t.state.name in ("RUNNING", "WAITING")], context()
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    by_config = defaultdict(list)
+    for t in complete:
+        by_config[t.user_attrs["config_id"]].append(t)
+    assert len(by_config) == len(CONFIGS), context()
+    assert all(len(ts) == 1 for ts in by_config.values()), context()
+
+    stored = stored_epochs(db)
+    every = list(range(1, EPOCHS + 1))
+    for config_id, (t,) in by_config.items():
+        assert stored[t._trial_id] == every, f"trial {t.number}: {context()}"
+        assert sorted(t.intermediate_values) == every, f"trial {t.number}: {context()}"
+        csv_rows = read_rows(tmp_path / "study.ckpt" / "grid-tau" / config_id / "metrics.csv")
+        assert [r["epoch"] for r in csv_rows] == every, f"trial {t.number}: {context()}"
+        db_acc = [t.intermediate_values[e] for e in every]
+        assert [r["val_acc"] for r in csv_rows] == pytest.approx(db_acc), context()
+
+    # --- every retry continued from where the attempt before it had checkpointed ---------------
+    attempts = defaultdict(list)
+    for t in trials:
+        if "config_id" in t.user_attrs:
+            attempts[t.user_attrs["config_id"]].append(t)
+    continued = 0
+    for chain in attempts.values():
+        chain.sort(key=lambda t: t.number)
+        for before, after in itertools.pairwise(chain):
+            done = before.user_attrs.get("epochs_done")
+            resumed = after.user_attrs.get("resumed_from_epoch")
+            # only an attempt that got going knows where it resumed (one stopped while its
+            # process was starting has recorded nothing yet)
+            if done is not None and resumed is not None and after.user_attrs.get("epochs_done"):
+                assert resumed >= done, f"{before.number}->{after.number}: {context()}"
+                continued += resumed > 0
+    assert continued > 0, "no retry resumed from a checkpoint: " + context()
+    print(json.dumps({"faults": len(log), "trials": len(trials), "continued": continued}))
