@@ -134,6 +134,7 @@ class Running:
     abandoned: bool = False  # judged stale by another driver, which re-queued it
     eof: bool = False
     exited_at: float | None = None  # when the driver first saw the process gone
+    stderr_reader: threading.Thread | None = None
     stderr_tail: collections.deque[str] = field(
         default_factory=lambda: collections.deque(maxlen=STDERR_LINES)
     )
@@ -558,7 +559,8 @@ class Driver:
             retry_of=trial.system_attrs.get("failed_trial"),
         )
         threading.Thread(target=self._read, args=(r,), daemon=True).start()
-        threading.Thread(target=_keep_stderr, args=(r,), daemon=True).start()
+        r.stderr_reader = threading.Thread(target=_keep_stderr, args=(r,), daemon=True)
+        r.stderr_reader.start()
         assert proc.stdin is not None
         with contextlib.suppress(BrokenPipeError):  # it died at once: its stderr says why
             proc.stdin.write(json.dumps(config))
@@ -680,6 +682,8 @@ class Driver:
         elif rc == EXIT_USER_ERROR:
             failure, reason = "error", outcome.get("reason", "bad input")
         else:
+            if r.stderr_reader is not None:  # its last lines may still be on their way
+                r.stderr_reader.join(timeout=EOF_GRACE_SECONDS)
             reason = _crash_reason(rc, r.stderr_tail)
             failure = "oom" if "out of memory" in reason.lower() else "crash"
         retry = failure in ("crash", "oom") and r.attempt < self.max_retries
