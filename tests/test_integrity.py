@@ -236,3 +236,20 @@ def test_a_second_driver_through_a_symlink_or_url_options_is_refused(
             result = runner.invoke(app, ["resume", *target, *data])
             one_line_error(result, "another bopsweep driver is running")
     assert digest(tmp_path / "study.db") == before
+
+
+def test_files_written_whole_get_the_usual_permissions(tmp_path):
+    import os
+
+    from bopsweep.files import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "new.csv", "a\n")
+        assert (tmp_path / "new.csv").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "shared.csv").write_text("old\n")
+        (tmp_path / "shared.csv").chmod(0o664)
+        atomic_write_text(tmp_path / "shared.csv", "new\n")  # a replaced file keeps its mode
+        assert (tmp_path / "shared.csv").stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(umask)
