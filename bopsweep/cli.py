@@ -303,6 +303,13 @@ def train(
             )
         except TrialDiverged as e:
             raise fail(f"trial stopped: {e}", code=1) from None
+        except OSError as e:  # a full disk, a folder gone: the epochs before it are saved
+            display.close()
+            raise fail(
+                f"cannot write the run ({e.strerror or e}); the epochs up to its last "
+                f"checkpoint are saved. Continue with: bopsweep train --resume {out_dir}",
+                code=1,
+            ) from None
         except KeyboardInterrupt:
             display.close()
             typer.echo(
@@ -778,7 +785,8 @@ def status(
 def _note(t: Any) -> str:
     if t["state"] == "PRUNED" and t.get("pruned_at_epoch") is not None:
         return f"pruned at epoch {int(t['pruned_at_epoch'])}"
-    return str(t["fail_reason"] or "")
+    reason = t["fail_reason"]
+    return reason if isinstance(reason, str) else ""  # pandas gives NaN where none is set
 
 
 def _console() -> Any:
@@ -851,8 +859,19 @@ def check_output_file(output: Path, force: bool, url: str) -> None:
     from bopsweep.store import database_file
 
     db = database_file(url)
-    if db is not None and Path(os.path.realpath(output)) == db:
+    target = Path(os.path.realpath(output))
+    if db is not None and target == db:
         raise UserError(f"{output} is the study's database; write the export to another file")
+    if (
+        db is not None
+        and target.parent == db.parent
+        and target.name in (db.name + "-journal", db.name + "-wal", db.name + "-shm")
+    ):
+        raise UserError(f"{output} is a file SQLite keeps beside the database; choose another")
+    if output.is_symlink() and not output.exists():
+        raise UserError(f"{output} is a broken link; give a plain file name")
+    if output.exists() and not (output.is_file() or output.is_dir()):
+        raise UserError(f"{output} is not a regular file (a device or a fifo?)")
     if output.is_dir():
         raise UserError(f"{output} is a folder; give a file name, e.g. {output / 'trials.csv'}")
     if not output.parent.is_dir():

@@ -221,9 +221,30 @@ class Driver:
         )
         self.study.add_trial(trial)
 
-    def _requeue(self, r: Running, attempt: int) -> None:
-        trial = self.study._storage.get_trial(r.trial_id)
-        self._enqueue(trial.params, r.config_id, r.label, r.config, attempt, trial.distributions)
+    def _requeue(self, t: optuna.trial.FrozenTrial, attempt: int) -> None:
+        """Queue a trial's configuration again, as a new trial (Optuna cannot reopen one)."""
+        attrs = t.user_attrs
+        self._enqueue(
+            t.params,
+            attrs["config_id"],
+            attrs.get("label", ""),
+            attrs["config"],
+            attempt,
+            t.distributions,
+        )
+
+    def _fail(
+        self, t: optuna.trial.FrozenTrial, failure: str, reason: str, requeue: int | None
+    ) -> None:
+        """FAIL a trial no process runs for, with its reason; re-queued at attempt ``requeue``
+        unless that is None."""
+        import optuna
+
+        attrs = {"failure": failure, "fail_reason": reason, "requeued": requeue is not None}
+        self._set_attrs(t._trial_id, attrs)
+        self._tell_trial(t._trial_id, t.number, state=optuna.trial.TrialState.FAIL)
+        if requeue is not None:
+            self._requeue(t, requeue)
 
     def recover_stale(self) -> int:
         """Trials left RUNNING by a driver that died: failed as interrupted and re-queued.
@@ -241,24 +262,11 @@ class Driver:
     def _fail_untracked(self, t: optuna.trial.FrozenTrial, failure: str, reason: str) -> None:
         """Fail a trial no trial process runs for, and re-queue its configuration (if it has
         one: a trial the sampler created but that was never configured has none)."""
-        import optuna
-
-        configured = _configured(t)
-        if not configured:
+        if not _configured(t):
             reason += "; it was never configured, so it is not re-queued"
-        self._set_attrs(
-            t._trial_id, {"failure": failure, "fail_reason": reason, "requeued": configured}
-        )
-        self._tell_trial(t._trial_id, t.number, state=optuna.trial.TrialState.FAIL)
-        if configured:
-            self._enqueue(
-                t.params,
-                t.user_attrs["config_id"],
-                t.user_attrs.get("label", ""),
-                t.user_attrs["config"],
-                t.user_attrs.get("attempt", 0),
-                t.distributions,
-            )
+            self._fail(t, failure, reason, requeue=None)
+        else:
+            self._fail(t, failure, reason, requeue=t.user_attrs.get("attempt", 0))
 
     def _pop(self) -> optuna.trial.FrozenTrial | None:
         import optuna
@@ -479,6 +487,8 @@ class Driver:
             trial = self._pop()
             if trial is None:
                 return
+            if self.heartbeat_interval is not None:  # a trial without any heartbeat is never
+                self.study._storage.record_heartbeat(trial._trial_id)  # judged stale by Optuna
             try:
                 self.running[slot.name] = self._start(trial, slot)
             except BaseException as e:  # the trial is RUNNING: it must not stay so
@@ -494,25 +504,12 @@ class Driver:
     ) -> None:
         """A trial whose process could not be started (its folder cannot be made, the disk is
         full, Ctrl-C): FAIL with the reason, re-queued like a crash (within --max-retries)."""
-        import optuna
-
         attempt = trial.user_attrs.get("attempt", 0)
         retry = failure == "interrupted" or attempt < self.max_retries
         reason = f"could not start: {_describe(e)}"
-        self._set_attrs(
-            trial._trial_id, {"failure": failure, "fail_reason": reason, "requeued": retry}
-        )
-        self._tell_trial(trial._trial_id, trial.number, state=optuna.trial.TrialState.FAIL)
-        if retry:
-            self._enqueue(
-                trial.params,
-                trial.user_attrs["config_id"],
-                trial.user_attrs.get("label", ""),
-                trial.user_attrs["config"],
-                attempt + (failure != "interrupted"),
-                trial.distributions,
-            )
-        else:
+        next_attempt = attempt + (failure != "interrupted")
+        self._fail(trial, failure, reason, requeue=next_attempt if retry else None)
+        if not retry:
             self.counts["failed"] += 1
         self._note(f"trial {trial.number} {reason}" + ("; re-queued" if retry else ""))
 
@@ -653,6 +650,10 @@ class Driver:
     def _finish(self, r: Running) -> None:
         import optuna
 
+        if self.study._storage.get_trial(r.trial_id).state.is_finished():
+            # recorded already: Ctrl-C came after the write, before the driver noted it (a
+            # missing re-queue is restored by the next start's enqueue of missing configs)
+            return
         self._flush(r)
         rc = r.proc.returncode
         attrs: dict[str, Any] = {
@@ -690,7 +691,7 @@ class Driver:
         attrs.update({"failure": failure, "fail_reason": reason, "requeued": retry})
         self._set_attrs(r.trial_id, attrs)
         if self._tell(r, state=optuna.trial.TrialState.FAIL) and retry:
-            self._requeue(r, r.attempt + 1)
+            self._requeue(self.study._storage.get_trial(r.trial_id), r.attempt + 1)
         if not retry:
             self.counts["failed"] += 1
         self._event("retry" if retry else "fail", r, reason)
@@ -730,6 +731,8 @@ class Driver:
         self._wait_for_events(0.1)  # epochs that finished while stopping
         self._finish_pending()
         for r in list(self.running.values()):
+            if self.study._storage.get_trial(r.trial_id).state.is_finished():
+                continue  # taken over by another driver, or recorded just before Ctrl-C
             self._flush(r)
             self._set_attrs(
                 r.trial_id,
@@ -742,7 +745,7 @@ class Driver:
                 },
             )
             if self._tell(r, state=optuna.trial.TrialState.FAIL):
-                self._requeue(r, r.attempt)
+                self._requeue(self.study._storage.get_trial(r.trial_id), r.attempt)
             self._event("interrupted", r)
         self.running.clear()
 

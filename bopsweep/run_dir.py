@@ -54,7 +54,10 @@ class RunDir:
                     f"{self.path} already holds a run; continue it with --resume "
                     f"{self.path} or choose another --out"
                 )
-            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UserError(f"cannot create the run folder {self.path}: {e.strerror}") from None
             state = None
         config.save(self.path / CONFIG)
         return state
@@ -103,8 +106,13 @@ class RunDir:
 
     # --- checkpoint and summary ------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        with atomic_open(self.path / CHECKPOINT, "wb") as f:
-            torch.save(state, f)
+        try:
+            with atomic_open(self.path / CHECKPOINT, "wb") as f:
+                torch.save(state, f)
+        except RuntimeError as e:  # torch reports a failed write (a full disk) this way
+            if isinstance(e.__context__, OSError):
+                raise e.__context__ from None
+            raise OSError(f"cannot write {self.path / CHECKPOINT}: {e}") from e
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         path = self.path / CHECKPOINT

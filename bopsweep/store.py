@@ -107,6 +107,7 @@ def scrub(text: str, url: str) -> str:
     in those places, so it cannot mangle the words of the message around it."""
     text = _SECRET_OPTION.sub(r"\1***", _AUTH.sub(r"\1***@", text))
     for secret in sorted(set(_secrets(url)), key=len, reverse=True):
+        text = text.replace(f":{secret}@", ":***@")  # in a URL, whatever characters it holds
         if len(secret) >= 8:
             text = re.sub(rf"(?<![\w%]){re.escape(secret)}(?![\w%])", "***", text)
     return text
@@ -186,8 +187,8 @@ class Store:
         except Exception as e:  # SQLAlchemy / driver errors: unreachable, refused, not a database
             if readonly and _is_write_refused(e):
                 raise UserError(
-                    f"{redact(url)} is not a bopsweep study database (its Optuna tables are "
-                    "missing or from another version)"
+                    f"{redact(url)} holds no bopsweep study (its Optuna tables are missing, "
+                    "unfinished or of another version); run the study command to make one"
                 ) from None
             raise UserError(
                 f"cannot open the database {redact(url)}: {scrub(first_line(e), url)}"
@@ -200,10 +201,11 @@ class Store:
         if readonly:
             self._legacy = _legacy_tables(self.engine, present)
             self._absent = {name for name in METRIC_TABLES if name not in present}
-        else:
+        else:  # tables made at the first write: a refused command leaves the file as it was
             _upgrade_legacy_tables(self.engine, present, self.epochs, self.steps)
-            meta.create_all(self.engine)
-            self._legacy, self._absent = set(), set()
+            self._legacy = set()
+            self._absent = {name for name in METRIC_TABLES if name not in present}
+        self._meta = meta
 
     @classmethod
     def open_readonly(cls, url: str) -> Store:
@@ -291,6 +293,9 @@ class Store:
             for epoch, srows in steps.items()
             if srows
         ]
+        if self._absent:
+            self._meta.create_all(self.engine)
+            self._absent = set()
         with self.engine.begin() as conn:
             for table, values in ((self.epochs, epoch_rows), (self.steps, step_rows)):
                 if values:
@@ -375,6 +380,8 @@ class Store:
         live = sa.select(sa.literal_column("trial_id")).select_from(sa.table("trials"))
         with self.engine.begin() as conn:
             for table in (self.epochs, self.steps):
+                if table.name in self._absent:
+                    continue
                 conn.execute(
                     sa.delete(table).where(
                         sa.or_(table.c.study_id == study_id, table.c.trial_id.not_in(live))
@@ -475,8 +482,10 @@ def _engine_kwargs(url: str, readonly: bool = False) -> dict[str, Any]:
 
 
 def _is_write_refused(e: BaseException) -> bool:
-    """A read-only open that failed because Optuna wanted to write (tables to make or upgrade)."""
-    text = str(getattr(e, "orig", None) or e).lower()
+    """A read-only open that failed because Optuna wanted to write (tables to make or upgrade,
+    or its version row, missing when the command that made the file was killed early)."""
+    cause = e.__cause__ or e.__context__
+    text = " ".join(str(getattr(x, "orig", None) or x) for x in (e, cause) if x).lower()
     if 'relation "' in text and "does not exist" in text:  # PostgreSQL: no such table
         return True
     return any(s in text for s in ("readonly database", "read-only transaction", "no such table"))

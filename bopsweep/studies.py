@@ -397,7 +397,8 @@ def expand(spec: StudySpec, max_trials: int = MAX_TRIALS) -> list[PlannedTrial]:
         for combo in combos:
             point = dict(zip((name for name, _ in axes), combo))
             for i in range(spec.seeds):
-                values = {**base, **overrides, **point, "seed": spec.base.seed + i}
+                first_seed = point.get("seed", overrides.get("seed", spec.base.seed))
+                values = {**base, **overrides, **point, "seed": first_seed + i}
                 where = f"study {spec.name}"
                 config = TrialConfig.from_dict(values, where).resolved()
                 label = " ".join(filter(None, [arm.get("label", ""), _describe(point)]))

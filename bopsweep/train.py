@@ -175,12 +175,12 @@ def run_trial(
     """
     config = config.resolved()
     run = RunDir(Path(out_dir)) if out_dir is not None else None
-    state = run.open(config, resume) if run is not None else None
     device = pick_device(config.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(config.seed)
-    train, test = load_data(config, device)
+    train, test = load_data(config, device)  # bad data or device: refused before the folder
+    state = run.open(config, resume) if run is not None else None
     # channels-last convolutions: 20-25 % faster steps on the CPU (benchmarks/train_step.py)
     model = BinaryNet(config.width, config.norm, config.init).to(device, memory_format=LAYOUT)
     binary_opt, real_opt = build_optimizers(config, model)

@@ -143,6 +143,19 @@ def test_read_only_commands_do_not_touch_an_empty_file_or_a_plain_optuna_databas
     assert not {"bopsweep_epochs", "bopsweep_steps"} & tables(plain)
 
 
+def test_a_database_whose_making_was_killed_is_named_so_and_left_alone(tmp_path):
+    """A driver killed while Optuna was making its tables leaves them without their version
+    row: read-only commands say the file holds no study instead of failing on a commit."""
+    path = tmp_path / "study.db"
+    optuna.storages.RDBStorage(f"sqlite:///{path}").engine.dispose()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM version_info")
+    before = digest(path)
+    for command in ("status", "resume", "plot"):
+        one_line_error(runner.invoke(app, [command, str(path)]), "holds no bopsweep study")
+    assert digest(path) == before
+
+
 def test_status_works_on_a_read_only_file_system(tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
@@ -253,3 +266,27 @@ def test_files_written_whole_get_the_usual_permissions(tmp_path):
         assert (tmp_path / "shared.csv").stat().st_mode & 0o777 == 0o664
     finally:
         os.umask(umask)
+
+
+def test_export_never_replaces_a_device_a_fifo_a_broken_link_or_sqlite_s_own_files(
+    tmp_path, monkeypatch
+):
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    make_study(tmp_path / "study.db")
+    os.mkfifo(tmp_path / "fifo")
+    os.mknod(tmp_path / "null", 0o666 | 0o020000, os.makedev(1, 3))  # a character device
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere.csv")
+    for target, fragment in (
+        ("fifo", "not a regular file"),
+        ("null", "not a regular file"),
+        ("dangling", "broken link"),
+        ("study.db-journal", "SQLite keeps beside the database"),
+        ("study.db-wal", "SQLite keeps beside the database"),
+    ):
+        for force in ([], ["--force"]):
+            result = runner.invoke(app, ["export", "study.db", "-o", target, *force])
+            one_line_error(result, fragment)
+    assert (tmp_path / "null").is_char_device() and (tmp_path / "fifo").is_fifo()
+    assert not (tmp_path / "study.db-journal").exists() and not (tmp_path / "nowhere.csv").exists()

@@ -19,19 +19,10 @@ from bopsweep.config import TrialConfig
 from bopsweep.dispatch import DispatchOptions, run_study
 from bopsweep.studies import grid_study
 from tests.helpers import one_line_error
+from tests.test_dispatch import bopsweep
 
 runner = CliRunner()
 TINY = ["--width", "0.0625", "--batch-size", "20", "--device", "cpu", "--quiet"]
-
-
-def bopsweep(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bopsweep", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def trials(db: Path, study: str) -> list[optuna.trial.FrozenTrial]:
@@ -192,3 +183,15 @@ def test_ctrl_c_after_the_last_trial_still_exits_130_with_the_resume_command(
     assert run_study(spec, options, echo=echo) == 130
     assert "Continue with: bopsweep resume" in said[-1]
     assert [t.state.name for t in trials(tmp_path / "study.db", "g")] == ["COMPLETE"]
+
+
+def test_train_on_a_full_disk_says_so_in_one_line_and_leaves_no_half_file(
+    small_cifar_dir, tmp_path
+):
+    with small_disk(tmp_path / "disk", "96k") as disk:
+        args = ["train", "--data-dir", str(small_cifar_dir), "--epochs", "3", "--out"]
+        result = runner.invoke(app, [*args, str(disk / "run"), *TINY])
+        assert result.exit_code == 1, result.output
+        assert "No space left on device" in result.output and "--resume" in result.output
+        assert "Traceback" not in result.output
+        assert not [p.name for p in (disk / "run").iterdir() if p.name.startswith(".")]

@@ -103,7 +103,7 @@ def test_legacy_metric_tables_are_upgraded_and_keep_their_rows(tmp_path):
     store.engine.dispose()
     with sqlite3.connect(path) as conn:  # the 0.1.0 schema: rows keyed on (trial_id, epoch)
         for name in ("bopsweep_epochs", "bopsweep_steps"):
-            conn.execute(f"DROP TABLE {name}")
+            conn.execute(f"DROP TABLE IF EXISTS {name}")
             conn.execute(
                 f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, study_id INTEGER NOT NULL, "
                 "trial_id INTEGER NOT NULL, epoch INTEGER NOT NULL, data TEXT NOT NULL, "
@@ -248,3 +248,10 @@ def test_read_only_commands_work_on_a_read_only_file_system(read_only_folder):
     subprocess.run(["mount", "-o", "remount,ro", str(read_only_folder)], check=True)
     store = Store.open_readonly(f"sqlite:///{read_only_folder / 's.db'}")
     assert [t.value for t in store.load(None).get_trials()] == [0.5]
+
+
+@pytest.mark.parametrize("password", ["qqq?x=1", "p/w", "a#b"])
+def test_passwords_with_url_characters_are_redacted(password):
+    url = f"postgresql://bob:{password}@127.0.0.1:1/db"
+    assert password not in redact(url)
+    assert password not in scrub(f"cannot open {url}: refused", url)

@@ -208,3 +208,8 @@ def test_spec_round_trips_through_plain_values():
     spec = load_study_file(STUDIES / "table1_paper.toml")
     again = StudySpec.from_dict(spec.to_dict())
     assert [p.config_id for p in expand(again)] == [p.config_id for p in expand(spec)]
+
+
+def test_a_grid_over_the_seed_runs_those_seeds():
+    spec = grid_study("s", BASE, {"seed": [3, 7]}, seeds=2)
+    assert sorted(p.config.seed for p in expand(spec)) == [3, 4, 7, 8]
