@@ -6,8 +6,8 @@ shapes, dtype, label range) and reads the pickles with a restricted unpickler th
 plain containers, bytes, numbers, strings and numpy arrays. The official archive's md5 sums are
 checked only when bopsweep downloads it (through torchvision).
 
-Training augmentation (PAPER.md §4) runs on the device on whole batches: zero-pad 4 px, random
-32×32 crop, random horizontal flip, then pixels scaled to [−1, 1].
+Training augmentation, as in both papers' CIFAR-10 runs, runs on the device on whole batches:
+zero-pad 4 px, random 32×32 crop, random horizontal flip, then pixels scaled to [−1, 1].
 
 :func:`write_cifar10` and :func:`make_synthetic` write small data sets in the same format, so
 tests load them through this same code.

@@ -1,6 +1,6 @@
 """The driver: runs a study's queued trials, one fresh process per trial, on every slot it has.
 
-One driver per machine owns its trials (DESIGN.md, "Process model"):
+One driver per machine owns its trials:
 
 * a **slot** is a GPU (``CUDA_VISIBLE_DEVICES`` set to it; ``--per-gpu K`` slots each) or a CPU
   worker (torch threads split so ``workers × threads ≤ cores``);

@@ -1,6 +1,6 @@
 """Hyperparameter schedules: pure functions of the 0-based training step.
 
-Keras semantics, as in the Bop2ndOrder reference code (PAPER.md §5), evaluated once per batch::
+Keras semantics, as in the Bop2ndOrder reference code, evaluated once per batch::
 
     constant:     value = init
     exponential:  value = init · rate^⌊step / decay_steps⌋        (staircase; smooth: no floor)

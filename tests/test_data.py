@@ -1,4 +1,4 @@
-"""CIFAR-10 loading, checking, subsets and on-device augmentation (PAPER.md §4)."""
+"""CIFAR-10 loading, checking, subsets and on-device augmentation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""BinaryNet matches the reference architecture (PAPER.md §3)."""
+"""BinaryNet matches the reference architecture."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bop and Bop2ndOrder, checked flip by flip against hand-computed cases (PAPER.md §1)."""
+"""Bop and Bop2ndOrder, checked flip by flip against hand-computed cases."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_bop_momentum_is_not_scale_invariant():
 
 # --- Bop2ndOrder -----------------------------------------------------------------------------
 def reference_bop2(w, grads, gamma, sigma, tau, unbiased, eps=1e-10):
-    """PAPER.md §1 written out in plain Python floats, one weight at a time."""
+    """The update rule written out in plain Python floats, one weight at a time."""
     w, m, v = list(w), [0.0] * len(w), [0.0] * len(w)
     history = []
     for g in grads:

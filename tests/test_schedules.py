@@ -1,4 +1,4 @@
-"""Schedules follow Keras semantics at the 0-based step (PAPER.md §5)."""
+"""Schedules follow Keras semantics at the 0-based step."""
 
 from __future__ import annotations
 

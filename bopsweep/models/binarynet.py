@@ -1,4 +1,4 @@
-"""BinaryNet for CIFAR-10, as in the Bop and Bop2ndOrder reference code (PAPER.md §3).
+"""BinaryNet for CIFAR-10, as in the Bop and Bop2ndOrder reference code.
 
 Nine binary layers; each is conv/dense without bias → (max-pool 2) → norm. Only the first
 sees real input (and uses valid padding); every other layer binarises its input with sign and

@@ -12,7 +12,7 @@ Bop2ndOrder (Suarez-Ramirez et al., "A Bop and beyond", Alg. 3)::
     unbiased:  s = (m/γ) / (√(v/σ) + ε)                      (Eq. 10)
     flip w  iff  w · s > τ
 
-Choices, following the authors' reference code (PAPER.md §1):
+Choices, following the authors' reference code:
 
 * ``ε = 1e-10``: with σ as small as 1e-7 a larger ε changes which weights flip.
 * A real-valued start (Glorot, as in the reference) is binarised by the first step:
