@@ -22,6 +22,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from bopsweep.errors import UserError
+from bopsweep.studies import MAX_TRIALS
 
 app = typer.Typer(
     help="Hyperparameter ablation studies of Bop and Bop2ndOrder on BinaryNet / CIFAR-10.",
@@ -164,7 +165,7 @@ DISPATCH_OPTIONS: dict[str, tuple] = {
     ),
     "max_trials": _opt(
         "Refuse a study of more trials than this (a guard against typos in huge grids).",
-        default=10_000,
+        default=MAX_TRIALS,
         annotation=int,
     ),
     "queue_only": _opt(
@@ -381,7 +382,7 @@ def _dispatch(spec: Any, options: dict[str, Any], trial: dict[str, Any]) -> None
         download=bool(trial.get("download")),
         worker_index=options.get("worker_index", 0),
         queue_only=options.get("queue_only", False),
-        max_trials=options.get("max_trials", 10_000),
+        max_trials=options.get("max_trials", MAX_TRIALS),
         heartbeat_interval=options["heartbeat_interval"],
         grace_period=options["grace_period"],
     )

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bopsweep.errors import UserError
+from bopsweep.studies import MAX_TRIALS
 from bopsweep.trial_process import EXIT_DIVERGED, EXIT_USER_ERROR
 
 if TYPE_CHECKING:
@@ -863,7 +864,7 @@ class DispatchOptions:
     heartbeat_interval: int = 60
     grace_period: int = 600
     queue_only: bool = False
-    max_trials: int = 10_000
+    max_trials: int = MAX_TRIALS
 
 
 def run_study(spec: Any, options: DispatchOptions, echo: Any = print) -> int:
