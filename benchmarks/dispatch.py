@@ -12,10 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bopsweep.config import TrialConfig
 from bopsweep.data import make_synthetic
-from bopsweep.dispatch import DispatchOptions, run_study
-from bopsweep.studies import grid_study
+from bopsweep.driver import DispatchOptions, run_study
+from bopsweep.studies import TrialConfig, grid_study
 
 
 def trials_per_minute(workers: int, data: Path, folder: Path, n_trials: int, epochs: int) -> float:

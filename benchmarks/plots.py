@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bopsweep.config import TrialConfig
-from bopsweep.dispatch import Driver, make_slots
+from bopsweep.driver import Driver, make_slots
 from bopsweep.plots import LAYERS, load_study_data
 from bopsweep.store import Store
-from bopsweep.studies import expand, grid_study
+from bopsweep.store.optuna_adapter import study_id, trial_id
+from bopsweep.studies import TrialConfig, expand, grid_study
 
 EPOCHS, STEPS_PER_EPOCH, LOG_EVERY = 100, 500, 10
 
@@ -72,11 +72,11 @@ def build(folder: Path, trials: tuple[int, int] = (10, 10), epochs: int = EPOCHS
     store = Store(url, create=True)
     study, _ = store.create(spec)
     driver = Driver(store, study, make_slots("cpu"), folder)
-    driver.enqueue_missing(expand(spec))
+    driver.queue.enqueue_missing(expand(spec))
     rng = np.random.default_rng(0)
     while (trial := driver._pop()) is not None:
         rows, steps = fake_metrics(rng, epochs)
-        store.write_metrics(study._study_id, trial._trial_id, rows, steps)
+        store.metrics.write(study_id(study), trial_id(trial), rows, steps)
         study.tell(trial.number, rows[-1]["val_acc"])
     return url
 

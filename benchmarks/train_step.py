@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.harness import measure, report
-from bopsweep.config import TrialConfig
 from bopsweep.data import DeviceData, Split, augment_batch, to_unit_range
 from bopsweep.flips import FlipLog
 from bopsweep.models import BinaryNet
+from bopsweep.studies import TrialConfig
 from bopsweep.train import LAYOUT, Hyperparams, build_optimizers
 
 

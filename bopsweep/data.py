@@ -6,7 +6,9 @@ shapes, dtype, label range) and reads the pickles with a restricted unpickler th
 plain containers, bytes, numbers, strings and numpy arrays. The official archive's md5 sums are
 checked only when bopsweep downloads it (through torchvision).
 
-Training augmentation, as in both papers' CIFAR-10 runs, runs on the device on whole batches:
+Training augmentation, as in the CIFAR-10 runs of Bop (Helwegen et al., NeurIPS 2019,
+arXiv:1906.02107) and Bop2ndOrder (Suarez-Ramirez et al., CVPRW 2021, arXiv:2104.05124),
+runs on the device on whole batches:
 zero-pad 4 px, random 32×32 crop, random horizontal flip, then pixels scaled to [−1, 1].
 
 :func:`write_cifar10` and :func:`make_synthetic` write small data sets in the same format, so

@@ -7,10 +7,13 @@ terminal, so logs of batch jobs stay readable.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from bopsweep.driver.state import Snapshot, TrialView
 
 
 class TrainDisplay:
@@ -94,8 +97,8 @@ class StudyDisplay:
             self._live.stop()
             self._live = None
 
-    def event(self, kind: str, r: Any, detail: str = "") -> None:
-        where = f"trial {r.number} [{r.label or r.config_id}] on {r.slot.name}"
+    def event(self, kind: str, r: TrialView, detail: str = "") -> None:
+        where = f"trial {r.number} [{r.label}] on {r.slot}"
         if kind == "start":
             line = f"{where}: started"
         elif kind == "epoch":
@@ -144,23 +147,27 @@ class StudyDisplay:
         else:
             print(line, file=sys.stderr, flush=True)
 
-    def update(self, driver: Any) -> None:
-        if self._live is None:
-            return
+    def wants_update(self) -> bool:
+        """Whether a new snapshot would be shown now (a live table, at most 4 times a second)."""
         import time
 
         now = time.monotonic()
-        if now - self._last < 0.25:
-            return
+        if self._live is None or now - self._last < 0.25:
+            return False
         self._last = now
+        return True
+
+    def update(self, snapshot: Snapshot) -> None:
+        if self._live is None:
+            return
         from rich.table import Table
         from rich.text import Text
 
-        queued = driver.queued()
+        s = snapshot
         table = Table(
-            title=f"study {self.study}: {driver.counts['done']} done · "
-            f"{len(driver.running)} running · {queued} queued · {driver.counts['failed']} failed"
-            + (f" · {driver.counts['pruned']} pruned" if driver.search is not None else ""),
+            title=f"study {self.study}: {s.done} done · {len(s.running)} running · "
+            f"{s.queued} queued · {s.failed} failed"
+            + (f" · {s.pruned} pruned" if s.pruned is not None else ""),
             title_justify="left",
         )
         for column in (
@@ -174,12 +181,12 @@ class StudyDisplay:
             "π",
         ):
             table.add_column(column)
-        for r in driver.running.values():
+        for r in s.running:
             p = r.progress
             table.add_row(
                 str(r.number),
-                Text(r.label or r.config_id),
-                r.slot.name,
+                Text(r.label),
+                r.slot,
                 f"{p.get('epoch', r.epochs_done)}/{r.epochs}",
                 f"{p.get('step', 0)}/{p.get('steps_per_epoch', '?')}",
                 f"{p['acc']:.3f}" if "acc" in p else "",

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from bopsweep.errors import UserError
+
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -75,3 +77,31 @@ def is_sqlite_file(path: Path) -> bool:
             return f.read(16) == SQLITE_MAGIC
     except OSError:
         return False
+
+
+def check_output_file(output: Path, force: bool, database: Path | None) -> None:
+    """A file a command may write (``database``: the real file of the study's database, if
+    any): never a database (the study's or any other), a folder or a file in a missing folder;
+    an existing file only with ``--force``."""
+    db = database
+    target = Path(os.path.realpath(output))
+    if db is not None and target == db:
+        raise UserError(f"{output} is the study's database; write the export to another file")
+    if (
+        db is not None
+        and target.parent == db.parent
+        and target.name in (db.name + "-journal", db.name + "-wal", db.name + "-shm")
+    ):
+        raise UserError(f"{output} is a file SQLite keeps beside the database; choose another")
+    if output.is_symlink() and not output.exists():
+        raise UserError(f"{output} is a broken link; give a plain file name")
+    if output.exists() and not (output.is_file() or output.is_dir()):
+        raise UserError(f"{output} is not a regular file (a device or a fifo?)")
+    if output.is_dir():
+        raise UserError(f"{output} is a folder; give a file name, e.g. {output / 'trials.csv'}")
+    if not output.parent.is_dir():
+        raise UserError(f"cannot write {output}: folder {output.parent} does not exist")
+    if is_sqlite_file(output):
+        raise UserError(f"{output} is a SQLite database; bopsweep never overwrites a database")
+    if output.exists() and not force:
+        raise UserError(f"{output} exists; pass --force to replace it")

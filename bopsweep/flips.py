@@ -1,4 +1,4 @@
-"""π_t, the flip metric (Helwegen et al. 2019 Eq. 7; Bop2ndOrder paper Eq. 11)::
+"""π_t, the flip metric::
 
     π_t = ln( #flipped at step t / #binary weights + e^-9 )
 
@@ -6,6 +6,10 @@
 layer (binary kernels only) on the device and aggregates it over windows of ``log_every`` steps
 (mean of the per-step π, and the total flip fraction), so logging costs no host sync per step.
 Windows never cross an epoch boundary.
+
+Sources: Helwegen et al., Latent Weights Do Not Exist, NeurIPS 2019, arXiv:1906.02107 (Eq. 7);
+Suarez-Ramirez et al., A Bop and Beyond, CVPRW 2021, arXiv:2104.05124 (Eq. 11). See
+``docs/reference.md``.
 """
 
 from __future__ import annotations

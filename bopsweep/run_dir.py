@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from bopsweep.config import TrialConfig
 from bopsweep.errors import UserError
 from bopsweep.files import atomic_open, atomic_write_text
+from bopsweep.studies.config import TrialConfig
 
 CONFIG, METRICS, STEPS, TIMING = "config.json", "metrics.csv", "steps.csv", "timing.csv"
 CHECKPOINT, SUMMARY = "checkpoint.pt", "summary.json"
@@ -176,3 +176,19 @@ def _parse(text: str) -> Any:
         return int(text)
     except ValueError:
         return float(text)
+
+
+def resumed_config(folder: Path, given: dict[str, Any]) -> TrialConfig:
+    """The saved configuration of the run in ``folder``, to continue it; of the trial settings
+    only ``epochs`` may change (a longer run)."""
+    if set(given) - {"epochs"}:
+        raise UserError(
+            "--resume continues with the run's saved settings; only --epochs "
+            f"may change (got --{', --'.join(sorted(set(given) - {'epochs'}))})"
+        )
+    if not (folder / CONFIG).is_file():
+        raise UserError(f"{folder} holds no bopsweep run to resume (no {CONFIG})")
+    config = TrialConfig.load(folder / CONFIG)
+    if "epochs" in given:
+        config = TrialConfig.from_dict({**config.to_dict(), "epochs": given["epochs"]})
+    return config

@@ -1,6 +1,7 @@
 """Hyperparameter schedules: pure functions of the 0-based training step.
 
-Keras semantics, as in the Bop2ndOrder reference code, evaluated once per batch::
+Keras semantics, as in the reference code of Bop2ndOrder (Suarez-Ramirez et al., A Bop and
+Beyond, CVPRW 2021, arXiv:2104.05124), evaluated once per batch::
 
     constant:     value = init
     exponential:  value = init · rate^⌊step / decay_steps⌋        (staircase; smooth: no floor)
@@ -25,10 +26,11 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bopsweep.defaults import ScheduleKind, values
 from bopsweep.errors import UserError
 
 SCHEDULABLE = ("gamma", "sigma", "tau", "lr")
-KINDS = ("constant", "exponential", "polynomial")
+KINDS = values(ScheduleKind)
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bopsweep.config import TrialConfig
 from bopsweep.data import DeviceData, load_cifar10, resolve_data_dir, stratified_subset
 from bopsweep.errors import UserError
 from bopsweep.flips import FlipLog
 from bopsweep.models import BinaryNet
 from bopsweep.optim import Bop, Bop2ndOrder, LatentAdam
 from bopsweep.run_dir import RunDir
+from bopsweep.studies.config import TrialConfig
 
 PROGRESS_EVERY = 20
 LAYOUT = torch.channels_last

@@ -14,8 +14,8 @@ import torch
 from typer.testing import CliRunner
 
 from bopsweep.cli import app
-from bopsweep.config import TrialConfig
 from bopsweep.run_dir import RunDir
+from bopsweep.studies import TrialConfig
 from tests.helpers import one_line_error
 
 runner = CliRunner()

@@ -21,10 +21,10 @@ import pytest
 from typer.testing import CliRunner
 
 from bopsweep.cli import app
+from bopsweep.store.optuna_adapter import trial_id
 from tests.helpers import one_line_error
 
 TINY = ["--width", "0.0625", "--batch-size", "20", "--device", "cpu", "--quiet"]
-pytestmark = pytest.mark.slow
 
 
 def bopsweep(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -114,7 +114,7 @@ def trial_processes(driver_pid: int | None = None) -> dict[int, str]:
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if "bopsweep.trial_process" in cmd and (driver_pid is None or ppid == driver_pid):
+        if "bopsweep.driver.child" in cmd and (driver_pid is None or ppid == driver_pid):
             found[int(entry.name)] = cmd
     return found
 
@@ -129,10 +129,11 @@ def assert_one_complete_per_configuration(ts, n_configs: int, epochs: int, cwd: 
     assert len(rows) == len(set(rows))  # no duplicate metric rows
     stored = Counter(trial_id for trial_id, _ in rows)
     for t in complete:
-        assert stored[t._trial_id] == epochs, "a complete trial carries its whole curve"
+        assert stored[trial_id(t)] == epochs, "a complete trial carries its whole curve"
         assert sorted(t.intermediate_values) == list(range(1, epochs + 1))
 
 
+@pytest.mark.slow
 def test_grid_study_with_two_workers_runs_every_trial_once(small_cifar_dir, tmp_path):
     args = grid_args("gamma", "1e-7,1e-6,1e-5", 2, small_cifar_dir)
     result = bopsweep(*args, cwd=tmp_path)
@@ -188,6 +189,7 @@ def test_grid_study_with_two_workers_runs_every_trial_once(small_cifar_dir, tmp_
     assert len(metrics) == 6 and {"val_acc", "train_acc", "pi", "param_gamma"} <= set(metrics)
 
 
+@pytest.mark.slow
 def test_resume_after_the_driver_is_killed_continues_from_checkpoints(small_cifar_dir, tmp_path):
     epochs = 20
     args = grid_args("gamma", "1e-7,1e-6,1e-5", epochs, small_cifar_dir)
@@ -199,6 +201,7 @@ def test_resume_after_the_driver_is_killed_continues_from_checkpoints(small_cifa
         what="the third trial mid-run",
     )
     children = trial_processes(driver.pid)
+    assert children, "the driver runs no trial process"
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     wait_until(lambda: not set(children) & set(trial_processes()), 20, "orphans to stop")
@@ -220,6 +223,7 @@ def test_resume_after_the_driver_is_killed_continues_from_checkpoints(small_cifa
     assert len(interrupted) == 1
 
 
+@pytest.mark.slow
 def test_a_killed_trial_process_is_recorded_and_retried_from_its_checkpoint(
     small_cifar_dir, tmp_path
 ):
@@ -250,6 +254,7 @@ def test_a_killed_trial_process_is_recorded_and_retried_from_its_checkpoint(
     assert retry.user_attrs["attempt"] == 1 and retry.user_attrs["resumed_from_epoch"] >= 2
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_refuses_a_second_driver_and_resumes_cleanly(small_cifar_dir, tmp_path):
     # long enough that the trials are still running when Ctrl-C comes, even on a loaded machine
     epochs = 60
@@ -265,11 +270,13 @@ def test_ctrl_c_exits_130_refuses_a_second_driver_and_resumes_cleanly(small_cifa
     one_line_error(second, "another bopsweep driver is running")
     assert all(epochs_in(d) < epochs for d in run_dirs(tmp_path, "grid-sigma"))
 
+    children = trial_processes(driver.pid)
+    assert len(children) == 2, children
     driver.send_signal(signal.SIGINT)
     out, err = driver.communicate(timeout=60)
     assert driver.returncode == 130, err
     assert "bopsweep resume" in out and "Traceback" not in err
-    assert not trial_processes(driver.pid)
+    assert not set(children) & set(trial_processes()), "a trial process outlived Ctrl-C"
     ts = trials(tmp_path, "grid-sigma")
     assert [t.user_attrs.get("failure") for t in ts if t.state.name == "FAIL"] == [
         "interrupted"
@@ -283,6 +290,7 @@ def test_ctrl_c_exits_130_refuses_a_second_driver_and_resumes_cleanly(small_cifa
     assert all(t.user_attrs["resumed_from_epoch"] >= 2 for t in ts if t.state.name == "COMPLETE")
 
 
+@pytest.mark.slow
 def test_a_diverging_trial_fails_with_its_reason_and_is_not_retried(small_cifar_dir, tmp_path):
     args = [
         "grid",
@@ -333,7 +341,8 @@ runner = CliRunner()
         (["pow10", "--tau", "1e-4:1e-8"], "runs backwards"),
         (["pow10"], "at least one range"),
         (["schedule", "--param", "eps"], "cannot schedule 'eps'"),
-        (["schedule", "--param", "tau", "--kind", "cosine"], "exponential or polynomial"),
+        (["schedule", "--param", "tau", "--kind", "cosine"], "'cosine' is not one of"),
+        (["schedule", "--param", "tau", "--kind", "constant"], "exponential or polynomial"),
         (["grid", "--param", "gamma", "--storage", "ftp://host/x"], "not a database URL"),
         (["grid", "--param", "gamma", "--workers", "0"], "--workers must be >= 1"),
         (["status", "absent.db"], "no such database"),

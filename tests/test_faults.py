@@ -26,6 +26,7 @@ import optuna
 import pytest
 
 from bopsweep.run_dir import read_rows
+from bopsweep.store.optuna_adapter import trial_id
 
 SEED = 20261122
 FAULTS = 30
@@ -62,7 +63,7 @@ def trial_processes(folder: Path) -> list[int]:
         except OSError:
             continue
         text = [c.decode(errors="replace") for c in cmd]
-        if "bopsweep.trial_process" in text and any(str(folder) in c for c in text):
+        if "bopsweep.driver.child" in text and any(str(folder) in c for c in text):
             pids.append(int(entry.name))
     return pids
 
@@ -91,8 +92,8 @@ def stored_epochs(db: Path) -> dict[int, list[int]]:
             "ON t.trial_id = m.trial_id AND t.datetime_start = m.trial_start ORDER BY m.epoch"
         ).fetchall()
     epochs: dict[int, list[int]] = defaultdict(list)
-    for trial_id, epoch in rows:
-        epochs[trial_id].append(epoch)
+    for tid, epoch in rows:
+        epochs[tid].append(epoch)
     return epochs
 
 
@@ -171,7 +172,7 @@ def test_a_study_survives_random_kills_of_its_driver_and_trials(small_cifar_dir,
     stored = stored_epochs(db)
     every = list(range(1, EPOCHS + 1))
     for config_id, (t,) in by_config.items():
-        assert stored[t._trial_id] == every, f"trial {t.number}: {context()}"
+        assert stored[trial_id(t)] == every, f"trial {t.number}: {context()}"
         assert sorted(t.intermediate_values) == every, f"trial {t.number}: {context()}"
         csv_rows = read_rows(tmp_path / "study.ckpt" / "grid-tau" / config_id / "metrics.csv")
         assert [r["epoch"] for r in csv_rows] == every, f"trial {t.number}: {context()}"

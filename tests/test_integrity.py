@@ -17,9 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bopsweep.cli import app
-from bopsweep.config import TrialConfig
 from bopsweep.store import Store, driver_lock
-from bopsweep.studies import grid_study
+from bopsweep.store.optuna_adapter import study_id, trial_id
+from bopsweep.studies import TrialConfig, grid_study
 from tests.helpers import one_line_error
 
 runner = CliRunner()
@@ -32,10 +32,10 @@ def make_study(path: Path, name: str = "grid-gamma", epochs: int = 3, acc: float
     trial = study.ask()
     trial.set_user_attr("config_id", "c0")
     rows = [{"epoch": e, "val_acc": acc + e / 100, "pi": -3.0} for e in range(1, epochs + 1)]
-    store.write_metrics(study._study_id, trial._trial_id, rows, {})
+    store.metrics.write(study_id(study), trial_id(trial), rows, {})
     study.tell(trial, rows[-1]["val_acc"])
     store.engine.dispose()
-    return trial._trial_id
+    return trial_id(trial)
 
 
 def digest(path: Path) -> str:

@@ -1,17 +1,21 @@
-"""Figures from real (tiny) studies: each test checks the data drawn against the database."""
+"""Figures from tiny studies built directly in a SQLite database (no training, no driver): each
+test checks the data drawn against the metric rows written to the database."""
 
 from __future__ import annotations
 
+import math
 import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import optuna
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from bopsweep.cli import app
-from bopsweep.config import TrialConfig
-from bopsweep.dispatch import DispatchOptions, run_study
 from bopsweep.plots import (
+    LAYERS,
     ablation_figure,
     comparison_figure,
     load_study_data,
@@ -20,51 +24,196 @@ from bopsweep.plots import (
     schedule_figure,
     summary_figure,
 )
-from bopsweep.report import metrics_frame
-from bopsweep.search import SearchSpace
 from bopsweep.store import Store
-from bopsweep.studies import grid_study, optuna_study, schedule_study
+from bopsweep.store.optuna_adapter import study_id, trial_id
+from bopsweep.studies import (
+    TrialConfig,
+    config_id,
+    describe_config,
+    expand,
+    grid_study,
+    optuna_study,
+    param_distributions,
+    schedule_study,
+)
+from bopsweep.studies.search import SearchSpace, suggest
 from tests.helpers import one_line_error
 
-pytestmark = pytest.mark.slow
 runner = CliRunner()
+
+EPOCHS, STEPS_PER_EPOCH, LOG_EVERY = 3, 10, 5
+HYPER_COLUMNS = ("gamma", "sigma", "tau", "lr")  # the scheduled values train writes per epoch
+
+
+@dataclass
+class Database:
+    folder: Any
+    url: str
+    # per study: one record per trial whose curve is drawn (number, label, params, rows, steps)
+    written: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def flip_row(rng: np.random.Generator) -> dict[str, float]:
+    """π and flip fraction, network-wide and per layer, as :class:`bopsweep.flips.FlipLog`."""
+    pis = {"pi": rng.uniform(-9, 0), **{f"pi_{n}": rng.uniform(-9, 0) for n in LAYERS}}
+    return {**pis, **{k.replace("pi", "flip_frac", 1): math.exp(v) for k, v in pis.items()}}
+
+
+def fake_curve(
+    config: TrialConfig, rng: np.random.Generator, epochs: int = EPOCHS
+) -> tuple[list[dict[str, Any]], dict[int, list[dict[str, Any]]]]:
+    """Per-epoch rows and per-epoch logged-step rows with the keys ``bopsweep.train`` writes;
+    scheduled values as in force at each epoch's last step."""
+    rows, steps = [], {}
+    for epoch in range(1, epochs + 1):
+        last = epoch * STEPS_PER_EPOCH
+        hyper = {name: getattr(config, name) for name in HYPER_COLUMNS}
+        for name, schedule in config.schedules.items():
+            hyper[name] = schedule.value(
+                config.initial(name), last - 1, STEPS_PER_EPOCH, config.epochs
+            )
+        val_acc, train_acc = rng.uniform(0.1, 0.9, size=2)
+        rows.append(
+            {
+                "epoch": epoch,
+                "step": last,
+                "train_loss": rng.uniform(0.5, 2.5),
+                "train_acc": train_acc,
+                "val_loss": rng.uniform(0.5, 2.5),
+                "val_acc": val_acc,
+                **hyper,
+                **flip_row(rng),
+            }
+        )
+        steps[epoch] = [
+            {"epoch": epoch, "step": s, "steps": LOG_EVERY, **flip_row(rng)}
+            for s in range(last - STEPS_PER_EPOCH + LOG_EVERY, last + 1, LOG_EVERY)
+        ]
+    return rows, steps
+
+
+def add_trial(
+    store: Store,
+    study: optuna.Study,
+    config: TrialConfig,
+    label: str,
+    params: dict[str, Any],
+    distributions: dict[str, Any],
+    rng: np.random.Generator,
+    epochs: int = EPOCHS,
+    state: optuna.trial.TrialState = optuna.trial.TrialState.COMPLETE,
+    attempt: int = 0,
+) -> dict[str, Any]:
+    """A trial as the driver leaves it (its configuration, results, metric rows)."""
+    rows, steps = fake_curve(config, rng, epochs)
+    best = max(rows, key=lambda r: r["val_acc"])
+    complete = state == optuna.trial.TrialState.COMPLETE
+    attrs = {
+        "config_id": config_id(config),
+        "label": label,
+        "config": config.to_dict(),
+        "attempt": attempt,
+        "epochs_done": epochs,
+    }
+    if complete:
+        attrs.update(best_val_acc=best["val_acc"], best_epoch=best["epoch"], seconds=1.0)
+        attrs["final_train_acc"] = rows[-1]["train_acc"]
+    else:
+        attrs.update(failure="crash", fail_reason="killed by signal 9")
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=state,
+            value=rows[-1]["val_acc"] if complete else None,
+            params=params,
+            distributions=distributions,
+            user_attrs=attrs,
+        )
+    )
+    trial = study.get_trials(deepcopy=False)[-1]
+    store.metrics.write(study_id(study), trial_id(trial), rows, steps)
+    return {"number": trial.number, "label": label, "params": params, "rows": rows, "steps": steps}
 
 
 @pytest.fixture(scope="module")
-def db(small_cifar_dir, tmp_path_factory):
-    """One database holding a grid (2 values × 2 seeds), a schedule, and an Optuna study."""
+def db(tmp_path_factory):
+    """One database holding a grid (2 values × 2 seeds), a schedule (one arm crashed once and
+    retried), and an Optuna study (3 trials and one that crashed before it was configured)."""
     folder = tmp_path_factory.mktemp("plots")
     url = f"sqlite:///{folder / 'study.db'}"
     base = TrialConfig(
         width=1 / 16,
         batch_size=20,
-        epochs=3,
+        epochs=EPOCHS,
         device="cpu",
         unbiased=True,
         gamma=1e-7,
         sigma=1e-3,
         tau=1e-6,
-        data_dir=str(small_cifar_dir),
     )
-    specs = [
+    store = Store(url, create=True)
+    rng = np.random.default_rng(0)
+    database = Database(folder, url)
+    for spec in (
         grid_study("abl", base, {"tau": [1e-6, 1e-4]}, seeds=2),
         schedule_study("sch", base, "tau", "exponential", every=1, variants=["unbiased"]),
-        optuna_study("opt", base, SearchSpace(), trials=3, sampler_seed=0),
-    ]
-    for spec in specs:
-        code = run_study(
-            spec,
-            DispatchOptions(storage=url, device="cpu", workers=2, quiet=True),
-            echo=lambda *_: None,
+    ):
+        study, _ = store.create(spec)
+        written = database.written[spec.name] = []
+        for p in expand(spec):
+            args = (store, study, p.config, p.label, p.params, param_distributions(p.params), rng)
+            if p.label == "unbiased increasing":  # a crash after one epoch: drawn is the retry
+                add_trial(*args, epochs=1, state=optuna.trial.TrialState.FAIL)
+            written.append(add_trial(*args, attempt=int(p.label == "unbiased increasing")))
+    space = SearchSpace()
+    study, _ = store.create(optuna_study("opt", base, space, trials=3, sampler_seed=0))
+    database.written["opt"] = []
+    study.add_trial(  # failed before it was configured: no configuration, no curve
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL,
+            user_attrs={"failure": "error", "fail_reason": "sampler failed"},
         )
-        assert code == 0
-    return folder, url
+    )
+    for variant, norm, gamma, sigma, tau in (
+        ("bop2-unbiased", "batch", 1e-8, 1e-3, 1e-6),
+        ("bop2-biased", "layer", 1e-6, 1e-2, 1e-5),
+        ("bop2-unbiased", "layer", 1e-5, 1e-4, 1e-7),
+    ):
+        fixed = optuna.trial.FixedTrial(
+            {"variant": variant, "norm": norm, "gamma": gamma, "sigma": sigma, "tau": tau}
+            | {f"{h}_schedule": "constant" for h in ("gamma", "sigma", "tau")}
+        )
+        config = suggest(fixed, space, base)
+        database.written["opt"].append(
+            add_trial(
+                store,
+                study,
+                config,
+                describe_config(config),
+                fixed.params,
+                fixed.distributions,
+                rng,
+            )
+        )
+    return database
 
 
-def study_data(url, name):
-    store = Store(url)
-    study = store.load(name)
-    return load_study_data(store, study), metrics_frame(store, study), store, study
+def written_frame(db: Database, name: str, steps: bool = False) -> pd.DataFrame:
+    """The rows written for a study's drawn trials, with each trial's number, label and params."""
+    records = []
+    for trial in db.written[name]:
+        info = {
+            "number": trial["number"],
+            "label": trial["label"],
+            **{f"param_{k}": v for k, v in trial["params"].items()},
+        }
+        rows = [r for epoch in trial["steps"].values() for r in epoch] if steps else trial["rows"]
+        records += [{**info, **r} for r in rows]
+    return pd.DataFrame.from_records(records)
+
+
+def study_data(db: Database, name: str):
+    store = Store(db.url)
+    return load_study_data(store, store.load(name)), written_frame(db, name)
 
 
 def lines_by_label(ax):
@@ -74,8 +223,7 @@ def lines_by_label(ax):
 
 
 def test_ablation_figure_draws_the_mean_over_seeds_of_each_value(db):
-    _, url = db
-    data, frame, store, study = study_data(url, "abl")
+    data, frame = study_data(db, "abl")
     fig = ablation_figure(data, "tau")
     top, bottom = fig.axes[0], fig.axes[1]
     drawn = lines_by_label(top)
@@ -87,16 +235,16 @@ def test_ablation_figure_draws_the_mean_over_seeds_of_each_value(db):
         x, y = drawn[label].get_data()
         assert list(x) == list(expected.index) and np.allclose(y, expected.values)
     assert len(top.collections) >= 2  # min–max bands over the seeds
-    steps = metrics_frame(store, study, steps=True)
+    steps = written_frame(db, "abl", steps=True)
     pi = lines_by_label(bottom)["τ = 1e-04"]
     expected = steps[steps["param_tau"] == 1e-4].groupby("step")["pi"].mean()
+    assert np.allclose(pi.get_xdata(), expected.index)
     assert np.allclose(pi.get_ydata(), expected.values)
     assert "mean of 2 seeds" in top.get_title()
 
 
 def test_summary_figure_draws_final_and_best_accuracy_on_a_log_axis(db):
-    _, url = db
-    data, frame, *_ = study_data(url, "abl")
+    data, frame = study_data(db, "abl")
     fig = summary_figure(data, "tau")
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
@@ -113,8 +261,7 @@ def test_summary_figure_draws_final_and_best_accuracy_on_a_log_axis(db):
 
 
 def test_schedule_figure_draws_each_arm_and_the_scheduled_value(db):
-    _, url = db
-    data, frame, *_ = study_data(url, "sch")
+    data, frame = study_data(db, "sch")
     fig = schedule_figure(data)
     top, bottom = fig.axes[0], fig.axes[1]
     assert set(lines_by_label(top)) == {
@@ -128,12 +275,12 @@ def test_schedule_figure_draws_each_arm_and_the_scheduled_value(db):
     assert np.allclose(values["unbiased decreasing"], [1e-6, 1e-7, 1e-8])
     for label, line in lines_by_label(top).items():
         rows = frame[frame["label"] == label].sort_values("epoch")
+        assert len(rows) == 3  # the retry's whole curve, not the crashed attempt's epoch
         assert np.allclose(line.get_ydata(), rows["val_acc"] * 100)
 
 
 def test_comparison_figure_draws_training_and_validation_per_arm(db):
-    _, url = db
-    data, frame, *_ = study_data(url, "sch")
+    data, frame = study_data(db, "sch")
     ax = comparison_figure(data).axes[0]
     solid = lines_by_label(ax)
     assert len(solid) == 3
@@ -145,20 +292,21 @@ def test_comparison_figure_draws_training_and_validation_per_arm(db):
 
 
 def test_pi_figure_network_and_last_layer(db):
-    _, url = db
-    data, _, store, study = study_data(url, "sch")
+    data, _ = study_data(db, "sch")
     fig = pi_figure(data, ["fc3"])
     network, last = fig.axes[0], fig.axes[1]
-    steps = metrics_frame(store, study, steps=True)
+    steps = written_frame(db, "sch", steps=True)
     rows = steps[steps["label"] == "unbiased constant"].sort_values("step")
-    assert np.allclose(lines_by_label(network)["unbiased constant"].get_ydata(), rows["pi"])
+    drawn = lines_by_label(network)["unbiased constant"]
+    assert np.allclose(drawn.get_xdata(), rows["step"])
+    assert np.allclose(drawn.get_ydata(), rows["pi"])
     assert any(np.allclose(line.get_ydata(), rows["pi_fc3"]) for line in last.get_lines())
     assert "layer fc3" in last.get_title()
 
 
 def test_optuna_figures_draw_the_study_history(db):
-    _, url = db
-    data, *_ = study_data(url, "opt")
+    data, _ = study_data(db, "opt")
+    assert len(data.runs) == 3  # the trial that failed before it was configured has no curve
     figures = optuna_figures(data)
     assert {"optuna_history", "optuna_parallel"} <= set(figures)
     history = figures["optuna_history"].axes[0]
@@ -170,10 +318,11 @@ def test_optuna_figures_draw_the_study_history(db):
 
 
 def test_plot_command_writes_every_figure_and_an_index(db, tmp_path):
-    folder, _ = db
+    from bopsweep.cli import app
+
     out = tmp_path / "figs"
     result = runner.invoke(
-        app, ["plot", str(folder / "study.db"), "--out", str(out), "--layer", "last"]
+        app, ["plot", str(db.folder / "study.db"), "--out", str(out), "--layer", "last"]
     )
     assert result.exit_code == 0, result.output
     expected = {
@@ -191,7 +340,7 @@ def test_plot_command_writes_every_figure_and_an_index(db, tmp_path):
         app,
         [
             "plot",
-            str(folder / "study.db"),
+            str(db.folder / "study.db"),
             "--study",
             "abl",
             "--out",
@@ -206,27 +355,27 @@ def test_plot_command_writes_every_figure_and_an_index(db, tmp_path):
 
 
 def test_plot_bad_input_gets_one_line_and_exit_2(db, tmp_path):
-    folder, _ = db
-    empty = tmp_path / "empty.db"
-    import optuna
+    from bopsweep.cli import app
 
+    database = db.folder / "study.db"
+    empty = tmp_path / "empty.db"
     optuna.create_study(storage=f"sqlite:///{empty}", study_name="not-bopsweep")
     (tmp_path / "file").write_text("x")
     cases = [
         (["plot", str(tmp_path / "absent.db")], "no such database"),
         (["plot", str(empty)], "holds no bopsweep study"),
         (
-            ["plot", str(folder / "study.db"), "--study", "abl", "--param", "gamma"],
+            ["plot", str(database), "--study", "abl", "--param", "gamma"],
             "--param 'gamma' is not swept in study abl",
         ),
         (
-            ["plot", str(folder / "study.db"), "--out", str(tmp_path / "file" / "sub")],
+            ["plot", str(database), "--out", str(tmp_path / "file" / "sub")],
             "cannot write to",
         ),
-        (["plot", str(folder / "study.db"), "--format", "jpg"], "--format must be one of"),
-        (["plot", str(folder / "study.db"), "--layer", "conv9"], "unknown layer 'conv9'"),
+        (["plot", str(database), "--format", "jpg"], "is not one of 'png', 'pdf', 'svg'"),
+        (["plot", str(database), "--layer", "conv9"], "unknown layer 'conv9'"),
     ]
     for args, fragment in cases:
         one_line_error(runner.invoke(app, args), fragment)
-    with sqlite3.connect(folder / "study.db") as conn:  # nothing was written to the database
+    with sqlite3.connect(database) as conn:  # nothing was written to the database
         assert conn.execute("SELECT COUNT(*) FROM studies").fetchone()[0] == 3

@@ -19,6 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from bopsweep.store.optuna_adapter import trial_id
 from tests.test_dispatch import TINY, bopsweep, start, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -103,7 +104,7 @@ def check_integrity(url: str, n_configs: int, epochs: int) -> list[optuna.trial.
     assert {t for t, _ in rows} <= ids
     assert len(rows) == len(set(rows))
     stored = Counter(t for t, _ in rows)
-    assert all(stored[t._trial_id] == epochs for t in complete)
+    assert all(stored[trial_id(t)] == epochs for t in complete)
     return trials
 
 

@@ -15,9 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bopsweep.cli import app
-from bopsweep.config import TrialConfig
-from bopsweep.dispatch import DispatchOptions, run_study
-from bopsweep.studies import grid_study
+from bopsweep.driver import DispatchOptions, run_study
+from bopsweep.studies import TrialConfig, grid_study
 from tests.helpers import one_line_error
 from tests.test_dispatch import bopsweep
 

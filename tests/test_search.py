@@ -10,12 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from bopsweep.cli import app
-from bopsweep.config import TrialConfig
-from bopsweep.dispatch import Driver, _search, make_slots
+from bopsweep.driver import Driver, make_slots, search_of
 from bopsweep.errors import UserError
-from bopsweep.search import SearchSpace, load_space_file, parse_fixed, suggest
 from bopsweep.store import Store
-from bopsweep.studies import optuna_study
+from bopsweep.store.optuna_adapter import trial_id
+from bopsweep.studies import TrialConfig, optuna_study
+from bopsweep.studies.search import SearchSpace, load_space_file, parse_fixed, suggest
 from tests.helpers import one_line_error
 from tests.test_dispatch import TINY, bopsweep, epochs_in, run_dirs, start, trials, wait_until
 
@@ -100,7 +100,7 @@ def first_suggestions(tmp_path, name: str, seed: int | None, n: int = 4, existin
     study, _ = store.create(spec)
     for _ in range(existing):
         study.tell(study.ask(), 0.0)
-    driver = Driver(store, study, make_slots("cpu"), tmp_path, search=_search(spec, study, 0))
+    driver = Driver(store, study, make_slots("cpu"), tmp_path, search=search_of(spec, study, 0))
     return [driver._sample().params for _ in range(n)]
 
 
@@ -145,10 +145,10 @@ def test_search_with_two_workers_and_median_pruning_runs_to_its_total(small_cifa
     for t in ts:
         assert "variant" in t.params and "gamma" in t.params
         if t.state.name == "PRUNED":  # its curve is kept up to where it stopped
-            assert stored[t._trial_id] >= t.user_attrs["pruned_at_epoch"]
+            assert stored[trial_id(t)] >= t.user_attrs["pruned_at_epoch"]
             assert t.user_attrs["pruned_at_epoch"] in t.intermediate_values
         else:
-            assert stored[t._trial_id] == 4 and len(t.intermediate_values) == 4
+            assert stored[trial_id(t)] == 4 and len(t.intermediate_values) == 4
     again = bopsweep(*args, cwd=tmp_path)  # already at its total: nothing more runs
     assert again.returncode == 0 and "6 of 6 trials exist" in again.stdout
     assert len(trials(tmp_path, "optuna-search")) == 6
@@ -205,8 +205,8 @@ runner = CliRunner()
         (["--tau", "0:1e-3"], "the range of tau must be positive"),
         (["--sigma", "-1:0.1"], "the range of sigma must be positive"),
         (["--gamma", "1e-5"], "--gamma needs a range LOW:HIGH"),
-        (["--sampler", "grid"], "unknown sampler 'grid'"),
-        (["--pruner", "asha"], "unknown pruner 'asha'"),
+        (["--sampler", "grid"], "'grid' is not one of 'tpe', 'random', 'cmaes', 'qmc'"),
+        (["--pruner", "asha"], "'asha' is not one of 'none', 'median', 'hyperband'"),
         (["--trials", "0"], "--trials must be an integer >= 1"),
         (["--fix", "alpha=1"], "cannot fix 'alpha'"),
         (["--fix", "variant=adam"], "--fix variant=adam is not one of"),

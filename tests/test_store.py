@@ -11,6 +11,7 @@ import pytest
 
 from bopsweep.errors import UserError
 from bopsweep.store import Store, checkpoint_root, driver_lock, redact, scrub, storage_url
+from bopsweep.store.optuna_adapter import study_id, trial_id
 
 
 def test_storage_url_sources_in_order(tmp_path, monkeypatch):
@@ -65,31 +66,31 @@ def test_metric_rows_are_written_once_per_trial_and_epoch(tmp_path):
     study = optuna.load_study(study_name="s", storage=store.storage)
     rows = [{"epoch": 1, "val_acc": 0.5, "pi": -3.0}, {"epoch": 2, "val_acc": 0.6, "pi": -4.0}]
     steps = {1: [{"epoch": 1, "step": 5, "pi": -2.0}, {"epoch": 1, "step": 10, "pi": -2.5}]}
-    store.write_metrics(study._study_id, trial._trial_id, rows, steps)
-    store.write_metrics(study._study_id, trial._trial_id, rows[1:], {})  # replayed: kept once
-    frame = store.epochs_frame(study)
-    tid = trial._trial_id
+    store.metrics.write(study_id(study), trial_id(trial), rows, steps)
+    store.metrics.write(study_id(study), trial_id(trial), rows[1:], {})  # replayed: kept once
+    frame = store.metrics.epochs_frame(study)
+    tid = trial_id(trial)
     assert frame[["trial_id", "epoch", "val_acc"]].values.tolist() == [[tid, 1, 0.5], [tid, 2, 0.6]]
-    assert store.steps_frame(study)["step"].tolist() == [5, 10]
-    assert store.epoch_counts(study) == {tid: 2}
+    assert store.metrics.steps_frame(study)["step"].tolist() == [5, 10]
+    assert store.metrics.epoch_counts(study) == {tid: 2}
     other = optuna.create_study(study_name="other", storage=store.storage)
-    assert store.epochs_frame(other).empty
+    assert store.metrics.epochs_frame(other).empty
 
 
 def test_rows_of_a_deleted_trial_never_attach_to_the_trial_that_reuses_its_id(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 's.db'}", create=True)
     old = running_trial(store, "old")
     old_study = optuna.load_study(study_name="old", storage=store.storage)
-    store.write_metrics(old_study._study_id, old._trial_id, [{"epoch": 1, "val_acc": 0.1}], {})
+    store.metrics.write(study_id(old_study), trial_id(old), [{"epoch": 1, "val_acc": 0.1}], {})
     optuna.delete_study(study_name="old", storage=store.storage)  # what `optuna delete-study` does
 
     new = running_trial(store, "new")
     new_study = optuna.load_study(study_name="new", storage=store.storage)
-    assert (new._trial_id, new_study._study_id) == (old._trial_id, old_study._study_id)  # reused
-    assert store.epochs_frame(new_study).empty  # the deleted trial's curve is not shown
+    assert (trial_id(new), study_id(new_study)) == (trial_id(old), study_id(old_study))  # reused
+    assert store.metrics.epochs_frame(new_study).empty  # the deleted trial's curve is not shown
     rows = [{"epoch": 1, "val_acc": 0.9}, {"epoch": 2, "val_acc": 0.95}]
-    store.write_metrics(new_study._study_id, new._trial_id, rows, {})
-    assert store.epochs_frame(new_study)["val_acc"].tolist() == [0.9, 0.95]  # none dropped
+    store.metrics.write(study_id(new_study), trial_id(new), rows, {})
+    assert store.metrics.epochs_frame(new_study)["val_acc"].tolist() == [0.9, 0.95]  # none dropped
     with sqlite3.connect(tmp_path / "s.db") as conn:  # and the orphan row is gone
         assert conn.execute("SELECT count(*) FROM bopsweep_epochs").fetchone()[0] == 2
 
@@ -99,7 +100,7 @@ def test_legacy_metric_tables_are_upgraded_and_keep_their_rows(tmp_path):
     store = Store(f"sqlite:///{path}", create=True)
     trial = running_trial(store)
     study = optuna.load_study(study_name="s", storage=store.storage)
-    gone = optuna.create_study(study_name="gone", storage=store.storage).ask()._trial_id
+    gone = trial_id(optuna.create_study(study_name="gone", storage=store.storage).ask())
     store.engine.dispose()
     with sqlite3.connect(path) as conn:  # the 0.1.0 schema: rows keyed on (trial_id, epoch)
         for name in ("bopsweep_epochs", "bopsweep_steps"):
@@ -110,19 +111,19 @@ def test_legacy_metric_tables_are_upgraded_and_keep_their_rows(tmp_path):
                 f"CONSTRAINT {name}_trial_epoch UNIQUE (trial_id, epoch))"
             )
             conn.execute(f"CREATE INDEX ix_{name}_trial_id ON {name} (trial_id)")
-        rows = [(study._study_id, trial._trial_id, e, json.dumps({"epoch": e})) for e in (1, 2)]
+        rows = [(study_id(study), trial_id(trial), e, json.dumps({"epoch": e})) for e in (1, 2)]
         rows.append((99, gone + 1, 1, json.dumps({"epoch": 1})))  # an orphan of a deleted trial
         conn.executemany(
             "INSERT INTO bopsweep_epochs (study_id, trial_id, epoch, data) VALUES (?, ?, ?, ?)",
             rows,
         )
     readonly = Store.open_readonly(f"sqlite:///{path}")  # reads the old schema as it is
-    assert readonly.epochs_frame(study)["epoch"].tolist() == [1, 2]
+    assert readonly.metrics.epochs_frame(study)["epoch"].tolist() == [1, 2]
 
     upgraded = Store(f"sqlite:///{path}")
-    assert upgraded.epochs_frame(study)["epoch"].tolist() == [1, 2]
-    upgraded.write_metrics(study._study_id, trial._trial_id, [{"epoch": 3}], {})
-    assert upgraded.epochs_frame(study)["epoch"].tolist() == [1, 2, 3]
+    assert upgraded.metrics.epochs_frame(study)["epoch"].tolist() == [1, 2]
+    upgraded.metrics.write(study_id(study), trial_id(trial), [{"epoch": 3}], {})
+    assert upgraded.metrics.epochs_frame(study)["epoch"].tolist() == [1, 2, 3]
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM bopsweep_epochs").fetchone()[0] == 3
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
@@ -211,7 +212,7 @@ def test_opening_read_only_changes_no_byte_and_creates_no_table(tmp_path):
     before = path.read_bytes(), sorted(p.name for p in tmp_path.iterdir())
     store = Store.open_readonly(f"sqlite:///{path}")
     study = store.load(None)
-    assert store.epochs_frame(study).empty and len(study.get_trials()) == 1
+    assert store.metrics.epochs_frame(study).empty and len(study.get_trials()) == 1
     store.engine.dispose()
     assert (path.read_bytes(), sorted(p.name for p in tmp_path.iterdir())) == before
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from bopsweep.config import StudySpec, TrialConfig
 from bopsweep.errors import UserError
 from bopsweep.schedules import Schedule
 from bopsweep.studies import (
+    StudySpec,
+    TrialConfig,
     config_id,
     decades_around,
     expand,

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from bopsweep.config import TrialConfig
 from bopsweep.errors import UserError
 from bopsweep.run_dir import read_rows
 from bopsweep.schedules import Schedule
+from bopsweep.studies import TrialConfig
 from bopsweep.train import TrialDiverged, run_trial
 
 TINY = {"width": 1 / 16, "device": "cpu"}

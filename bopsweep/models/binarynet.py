@@ -1,5 +1,9 @@
 """BinaryNet for CIFAR-10, as in the Bop and Bop2ndOrder reference code.
 
+BinaryNet: Courbariaux et al. 2016, arXiv:1602.02830. Bop: Helwegen et al., NeurIPS 2019,
+arXiv:1906.02107. Bop2ndOrder: Suarez-Ramirez et al., A Bop and Beyond, CVPRW 2021,
+arXiv:2104.05124. Layout and choices in detail: ``docs/reference.md``.
+
 Nine binary layers; each is conv/dense without bias → (max-pool 2) → norm. Only the first
 sees real input (and uses valid padding); every other layer binarises its input with sign and
 a straight-through estimator. The last norm's output is the logits. At width 1 the kernels hold
@@ -19,7 +23,6 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from bopsweep.config import INITS, NORMS
 from bopsweep.models.layers import (
     BinaryConv2d,
     BinaryLinear,
@@ -27,6 +30,9 @@ from bopsweep.models.layers import (
     ShiftBatchNorm,
     binarize,
 )
+
+NORMS = ("batch", "layer")  # normalisation after each layer
+INITS = ("glorot", "sign")  # kernel start: Glorot uniform (reference code) or ±1 (paper)
 
 # (name, output channels at width 1, max-pool after)
 _CONVS = (
@@ -51,7 +57,9 @@ class BinaryNet(nn.Module):
         width: multiplier of every hidden width (1.0 is the paper's network).
         norm: ``"batch"`` (shift-only batch norm, the papers' default) or ``"layer"``.
         init: ``"glorot"`` (real Glorot-uniform kernels binarised by Bop's first step, as in the
-            reference code) or ``"sign"`` (kernels start at ±1, as the papers write).
+            reference code) or ``"sign"`` (kernels start at ±1, as the papers write). The
+            forward pass always sees sign(kernel), so the two differ only in Bop's first flip
+            decision (the reference's first forward pass uses the real Glorot values).
         num_classes: number of outputs.
     """
 

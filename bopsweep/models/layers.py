@@ -1,7 +1,7 @@
 """Binary building blocks: sign with a straight-through estimator, binary conv and dense layers.
 
 ``sign`` maps 0 to +1 (larq's ``ste_sign``). Its gradient is the straight-through estimator
-with the cut of Courbariaux et al. (2016): ``∂sign(x)/∂x := 1{|x| ≤ 1}``.
+with the cut of Courbariaux et al. (2016, arXiv:1602.02830): ``∂sign(x)/∂x := 1{|x| ≤ 1}``.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Bop and Bop2ndOrder: optimizers that flip binary weights instead of updating latent ones.
 
-Bop (Helwegen et al. 2019, "Latent weights do not exist", Alg. 2)::
+Bop (Helwegen et al., Latent Weights Do Not Exist, NeurIPS 2019, arXiv:1906.02107, Alg. 2)::
 
     m ← m + γ (g − m)                       m starts at 0
     flip w  iff  w · m > τ
 
-Bop2ndOrder (Suarez-Ramirez et al., "A Bop and beyond", Alg. 3)::
+Bop2ndOrder (Suarez-Ramirez et al., A Bop and Beyond, CVPRW 2021, arXiv:2104.05124, Alg. 3)::
 
     m ← m + γ (g − m)         v ← v + σ (g² − v)          m = v = 0 at start
     biased:    s = m / (√v + ε)
@@ -26,6 +26,8 @@ After every :meth:`step` the optimizer holds, as tensors on the parameters' devi
 sync): :attr:`flip_counts`, how many weights of each parameter flipped (in ``param_groups``
 order, as exact whole numbers in the parameters' dtype), and :attr:`flips_total`.
 Hyperparameters live in ``param_groups`` so schedules can change them between steps.
+
+Full references, derivations and the paper-vs-code choices: ``docs/reference.md``.
 """
 
 from __future__ import annotations
@@ -183,7 +185,7 @@ class Bop(_FlipOptimizer):
 
     Args:
         params: the binary weights (±1, or real values that the first step binarises).
-        gamma: adaptivity rate γ ∈ (0, 1]. Default 1e-4 (Helwegen et al. 2019, CIFAR-10).
+        gamma: adaptivity rate γ ∈ (0, 1]. Default 1e-4 (Helwegen et al., NeurIPS 2019, CIFAR-10).
         tau: threshold τ ≥ 0. Default 1e-8 (same source).
         fused: run the step as one ``torch.compile``-d kernel per step (compiled on first use;
             the first step, which may binarise a real start, runs unfused).
@@ -214,7 +216,8 @@ class Bop2ndOrder(_FlipOptimizer):
 
     Args:
         params: the binary weights (±1, or real values that the first step binarises).
-        gamma: first-moment rate γ ∈ (0, 1]. Default 1e-7 (the paper's optimum, §5.1.1).
+        gamma: first-moment rate γ ∈ (0, 1]. Default 1e-7 (the optimum of Suarez-Ramirez et al.,
+            CVPRW 2021, §5.1.1).
         sigma: second-moment rate σ ∈ (0, 1]. Default 1e-3.
         tau: threshold τ ≥ 0. Default 1e-6.
         unbiased: use Eq. 10's rescaled moments instead of the raw ones.

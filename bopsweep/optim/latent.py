@@ -1,10 +1,11 @@
 """The latent-weight baseline: real latent kernels trained by Adam and clipped to [−1, 1].
 
 The forward pass binarises the latent kernels with sign and a straight-through estimator (the
-model's binary layers do that for every optimizer); this optimizer is Adam followed by the
-clip, as in BinaryNet (Courbariaux et al. 2016) and the "Latent weights" row of the
-Bop2ndOrder paper's Table 2. A "flip" here is a change of sign of a latent weight, counted
-like Bop's flips so π_t compares across optimizers.
+model's binary layers do that for every optimizer); this optimizer is Adam (Kingma & Ba, ICLR
+2015, arXiv:1412.6980) followed by the clip, as in BinaryNet (Courbariaux et al. 2016,
+arXiv:1602.02830) and the "Latent weights" row of Table 2 of Suarez-Ramirez et al., A Bop and
+Beyond, CVPRW 2021, arXiv:2104.05124. A "flip" here is a change of sign of a latent weight,
+counted like Bop's flips so π_t compares across optimizers. See ``docs/reference.md``.
 """
 
 from __future__ import annotations

@@ -36,26 +36,36 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import tomllib
-
-from bopsweep.config import HYPERPARAMETERS, NORMS, TrialConfig
+from bopsweep import defaults
+from bopsweep.defaults import (
+    OPTIMIZER,
+    SEARCH_RANGES,
+    SEED_LIMIT,
+    Variant,
+    optimizer_of,
+    variant_of,
+)
 from bopsweep.errors import UserError
-from bopsweep.schedules import KINDS, Schedule
+from bopsweep.schedules import Schedule
+from bopsweep.studies.config import HYPERPARAMETERS, TrialConfig
+from bopsweep.studies.study_file import read_toml
 
 if TYPE_CHECKING:
     import optuna
 
-VARIANTS = ("bop", "bop2-biased", "bop2-unbiased")
-SAMPLERS = ("tpe", "random", "cmaes", "qmc")
-PRUNERS = ("none", "median", "hyperband")
-DEFAULT_RANGES = {"gamma": (1e-10, 1e-4), "sigma": (1e-6, 1.0), "tau": (1e-9, 1e-3)}
+# the binary optimizers' variants (the latent baseline has no γ, σ, τ to search)
+VARIANTS = (Variant.BOP.value, Variant.BOP2_BIASED.value, Variant.BOP2_UNBIASED.value)
+KINDS = defaults.values(defaults.ScheduleKind)
+NORMS = defaults.values(defaults.Norm)
+SAMPLERS = defaults.values(defaults.Sampler)
+PRUNERS = defaults.values(defaults.Pruner)
 _SPACE_KEYS = {"gamma", "sigma", "tau", "variants", "norms", "schedules", "rate", "fixed"}
 _FIXABLE = {"variant", "norm", *HYPERPARAMETERS, *(f"{h}_schedule" for h in HYPERPARAMETERS)}
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    ranges: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_RANGES))
+    ranges: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(SEARCH_RANGES))
     variants: tuple[str, ...] = VARIANTS
     norms: tuple[str, ...] = NORMS
     schedules: dict[str, tuple[str, ...]] = field(
@@ -148,12 +158,7 @@ def parse_fixed(items: list[str]) -> dict[str, Any]:
 
 
 def load_space_file(path: Path) -> SearchSpace:
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"space file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise UserError(f"cannot read space file {path}: {e}") from None
+    data = read_toml(path, "space file")
     table = data.get("space", data)
     if not isinstance(table, dict):
         raise UserError(f"space in {path} must be a table ([space]), got {table!r}")
@@ -166,7 +171,7 @@ def space_from_table(table: dict[str, Any], where: str) -> SearchSpace:
         raise UserError(f"unknown parameter(s) {', '.join(sorted(unknown))} in the space of "
                         f"{where}; known: {', '.join(sorted(_SPACE_KEYS))}")  # fmt: skip
     values: dict[str, Any] = {}
-    ranges = dict(DEFAULT_RANGES)
+    ranges = dict(SEARCH_RANGES)
     for name in HYPERPARAMETERS:
         if name in table:
             ranges[name] = _pair(name, table[name], where)
@@ -204,8 +209,7 @@ def suggest(trial: optuna.Trial, space: SearchSpace, base: TrialConfig) -> Trial
     values = base.to_dict()
     fixed = space.fixed
     variant = _pick(trial, "variant", space.variants, fixed)
-    values["optimizer"] = "bop" if variant == "bop" else "bop2"
-    values["unbiased"] = variant == "bop2-unbiased"
+    values["optimizer"], values["unbiased"] = optimizer_of(variant)
     values["norm"] = _pick(trial, "norm", space.norms, fixed)
     used = ("gamma", "tau") if variant == "bop" else HYPERPARAMETERS
     values["sigma"] = None
@@ -286,7 +290,6 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
 
 # Samplers that need a package Optuna leaves optional: (module, what to pip install)
 SAMPLER_PACKAGES = {"cmaes": ("cmaes", "cmaes"), "qmc": ("scipy", "scipy")}
-SEED_LIMIT = 2**32  # numpy's generators, behind Optuna's samplers, take seeds below it
 
 
 def check_sampler(name: str, seed: int | None) -> None:
@@ -344,3 +347,28 @@ def _strings(name: str, value: Any, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise UserError(f"{name} in {where} must be a list of strings, got {value!r}")
     return value
+
+
+def space_for(
+    space_file: Path | None,
+    ranges: dict[str, str | None],
+    fix: list[str],
+    given: dict[str, Any],
+) -> SearchSpace:
+    """The space of ``bopsweep optuna``: a space file (or the default space), its ranges
+    replaced by ``ranges`` given as LOW:HIGH, dimensions removed by ``--fix``; a trial option
+    that names the optimizer or norm fixes that dimension too."""
+    from dataclasses import replace
+
+    space = load_space_file(space_file) if space_file is not None else SearchSpace()
+    new_ranges = dict(space.ranges)
+    for name, text in ranges.items():
+        if text is not None:
+            new_ranges[name] = parse_range(name, text)
+    fixed = {**space.fixed, **parse_fixed(fix)}
+    if "optimizer" in given or "unbiased" in given:
+        optimizer = given.get("optimizer", OPTIMIZER)
+        fixed["variant"] = variant_of(optimizer, given.get("unbiased", True))
+    if "norm" in given:
+        fixed["norm"] = given["norm"]
+    return replace(space, ranges=new_ranges, fixed=fixed)

@@ -16,22 +16,16 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from bopsweep import defaults as d
+from bopsweep.defaults import OPTIMIZER_DEFAULTS, SEED_LIMIT, Init, Norm, Optimizer, values
 from bopsweep.errors import UserError
 from bopsweep.files import atomic_write_text
 from bopsweep.schedules import SCHEDULABLE, Schedule
 
-OPTIMIZERS = ("bop", "bop2", "latent")
-SEED_LIMIT = 2**32  # seeds are in [0, 2^32): numpy's and torch's generators take them all
+OPTIMIZERS = values(Optimizer)
+NORMS = values(Norm)
+INITS = values(Init)
 HYPERPARAMETERS = ("gamma", "sigma", "tau")  # of the binary optimizers
-NORMS = ("batch", "layer")
-INITS = ("glorot", "sign")
-
-# Defaults per optimizer: Bop from Helwegen et al. (2019), Bop2ndOrder at the paper's optimum.
-OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
-    "bop": {"gamma": 1e-4, "tau": 1e-8},
-    "bop2": {"gamma": 1e-7, "sigma": 1e-3, "tau": 1e-6},
-    "latent": {},
-}
 
 
 @dataclass(frozen=True)
@@ -39,32 +33,32 @@ class TrialConfig:
     """One BinaryNet / CIFAR-10 training run.
 
     ``gamma``, ``sigma`` and ``tau`` left as ``None`` take the optimizer's defaults
-    (:data:`OPTIMIZER_DEFAULTS`); ``schedules`` maps a name in
+    (:data:`bopsweep.defaults.OPTIMIZER_DEFAULTS`); ``schedules`` maps a name in
     :data:`~bopsweep.schedules.SCHEDULABLE` to a :class:`~bopsweep.schedules.Schedule`.
     """
 
-    optimizer: str = "bop2"
+    optimizer: str = d.OPTIMIZER
     unbiased: bool = False
     gamma: float | None = None
     sigma: float | None = None
     tau: float | None = None
-    eps: float = 1e-10
-    lr: float = 0.01
+    eps: float = d.EPS
+    lr: float = d.LR
     schedules: dict[str, Schedule] = field(default_factory=dict)
-    epochs: int = 100
-    batch_size: int = 100
-    width: float = 1.0
-    norm: str = "batch"
-    init: str = "glorot"
+    epochs: int = d.EPOCHS
+    batch_size: int = d.BATCH_SIZE
+    width: float = d.WIDTH
+    norm: str = d.NORM
+    init: str = d.INIT
     data_dir: str | None = None
     download: bool = False
     subset: int | None = None
     val_subset: int | None = None
     augment: bool = True
     compile: bool = False
-    device: str = "auto"
-    seed: int = 0
-    log_every: int = 10
+    device: str = d.DEVICE
+    seed: int = d.SEED
+    log_every: int = d.LOG_EVERY
 
     def resolved(self) -> TrialConfig:
         """This config with the optimizer's defaults filled in and every value checked."""
@@ -290,80 +284,12 @@ def _table(name: str, value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-# --- studies ------------------------------------------------------------------------------------
-STUDY_KINDS = ("grid", "pow10", "schedule", "arms", "optuna")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-@dataclass(frozen=True)
-class StudySpec:
-    """A study: a base configuration, explicit arms × a cartesian grid of values × seeds.
-
-    Every study kind compiles to this form (see :mod:`bopsweep.studies`): a one-factor grid is
-    one grid axis, a power-of-ten search several, a schedule study a list of arms. ``meta``
-    keeps what the kind needs to be drawn and described (the swept parameter, the schedule).
-    """
-
-    name: str
-    kind: str
-    base: TrialConfig
-    grid: dict[str, list[Any]] = field(default_factory=dict)
-    arms: list[dict[str, Any]] = field(default_factory=list)
-    seeds: int = 1
-    description: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
-            raise UserError(
-                f"study name {self.name!r} must start with a letter or digit and hold only "
-                "letters, digits, '.', '_' and '-'"
-            )
-        if self.kind not in STUDY_KINDS:
-            raise UserError(
-                f"unknown study kind {self.kind!r}; use one of {', '.join(STUDY_KINDS)}"
-            )
-        if not (
-            isinstance(self.seeds, int) and not isinstance(self.seeds, bool) and self.seeds >= 1
-        ):
-            raise UserError(f"seeds must be an integer >= 1, got {self.seeds!r}")
-        for name, values in self.grid.items():
-            if name not in FIELDS:
-                raise UserError(f"unknown key {name!r} in the grid; known: {', '.join(FIELDS)}")
-            if not isinstance(values, list) or not values:
-                raise UserError(f"grid axis {name!r} needs a non-empty list of values")
-            if name == "schedules":
-                raise UserError("schedules cannot be a grid axis; use arms")
-            for value in values:
-                check_field(name, value, f"grid axis {name!r}")
-        for arm in self.arms:
-            for key, value in arm.items():
-                if key != "label":
-                    check_field(key, value, f"arm {arm.get('label', '')!r}".strip())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "base": self.base.to_dict(),
-            "grid": self.grid,
-            "arms": [_plain_arm(a) for a in self.arms],
-            "seeds": self.seeds,
-            "description": self.description,
-            "meta": self.meta,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StudySpec:
-        values = dict(data)
-        values["base"] = TrialConfig.from_dict(values["base"], "the study's base")
-        return cls(**values)
-
-
-def _plain_arm(arm: dict[str, Any]) -> dict[str, Any]:
-    out = dict(arm)
-    if "schedules" in out:
-        out["schedules"] = {
-            k: s.to_dict() if isinstance(s, Schedule) else s for k, s in out["schedules"].items()
-        }
-    return out
+def parse_assignments(items: list[str], option: str = "--set") -> dict[str, Any]:
+    """``KEY=VALUE`` options (e.g. ``--set sigma=1e-2``) as typed trial settings."""
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise UserError(f"{option} {item!r} is not KEY=VALUE (e.g. {option} sigma=1e-2)")
+        values[key.strip()] = parse_field(key.strip(), text.strip(), option)
+    return values

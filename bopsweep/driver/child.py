@@ -1,18 +1,8 @@
 """A trial process: trains one configuration and streams its metrics to the driver.
 
-Started by :mod:`bopsweep.dispatch` as ``python -m bopsweep.trial_process RUN_DIR THREADS``
-with the configuration as JSON on stdin. It is a pure function of its configuration: it trains
-in ``RUN_DIR`` (continuing from the checkpoint there, if any) and writes one JSON message per
-line to its original stdout; everything else it prints goes to stderr. Messages::
-
-    {"type": "resumed", "rows": [...], "steps": [...]}  epochs done before, from the checkpoint
-    {"type": "epoch", "row": {...}, "steps": [...]}   every epoch
-    {"type": "progress", "epoch": E, "step": S, ...}   every few steps
-    {"type": "done", "summary": {...}}                  then exit 0
-    {"type": "diverged", "reason": "..."}               then exit 3
-    {"type": "error", "reason": "..."}                  bad input; exit 2
-
-Any other exit (a crash, out of memory, a kill) is the driver's to record and retry.
+Started by the driver (:mod:`bopsweep.driver.process`); what it reads and writes is
+:mod:`bopsweep.driver.protocol`. It is a pure function of its configuration: it trains in
+``RUN_DIR``, continuing from the checkpoint there, if any.
 """
 
 from __future__ import annotations
@@ -27,8 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-EXIT_DIVERGED = 3
-EXIT_USER_ERROR = 2
+from bopsweep.driver.protocol import EXIT_DIVERGED, EXIT_USER_ERROR, encode
 
 
 def _die_with_parent() -> None:
@@ -52,13 +41,13 @@ def main(argv: list[str]) -> int:
     sys.stdout = sys.stderr
 
     def send(message: dict[str, Any]) -> None:
-        channel.write(json.dumps(message) + "\n")
+        channel.write(encode(message))
 
     import torch
 
-    from bopsweep.config import TrialConfig
     from bopsweep.errors import UserError
     from bopsweep.run_dir import CONFIG
+    from bopsweep.studies.config import TrialConfig
     from bopsweep.train import TrialDiverged, run_trial
 
     torch.set_num_threads(max(1, threads))

@@ -1,0 +1,92 @@
+"""The ``bopsweep`` Typer application and what every command shares: errors and output.
+
+Exit codes: 0 done, 1 the run failed (e.g. diverged, failed trials), 2 bad input, 130 Ctrl-C
+(resumable). Bad input is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import typer
+from typer.core import TyperCommand
+
+from bopsweep.errors import UserError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    help="Hyperparameter ablation studies of Bop and Bop2ndOrder on BinaryNet / CIFAR-10.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from bopsweep import __version__
+
+        typer.echo(f"bopsweep {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = None,
+) -> None:
+    """Hyperparameter ablation studies of Bop and Bop2ndOrder on BinaryNet / CIFAR-10."""
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"bopsweep: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def user_errors(command: F) -> F:
+    """Bad input → one line on stderr and exit 2. Never a traceback."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UserError as e:
+            raise fail(str(e)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def console() -> Any:
+    """A rich console; wide when writing to a file or pipe, so log lines do not wrap."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+# Click's UsageError, whether Typer vendors Click (0.2x) or depends on it (older releases)
+UsageError: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+)
+
+
+class _OneLineUsageError(UsageError):  # type: ignore[valid-type,misc]
+    def show(self, file: Any = None) -> None:
+        typer.echo(f"bopsweep: error: {self.format_message()}", err=True)
+
+
+class Command(TyperCommand):
+    """A command whose usage errors (a wrong type, a choice not offered, a missing option) are
+    one line and exit code 2, like every other bad input."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except UsageError as e:
+            raise _OneLineUsageError(e.format_message(), ctx) from None

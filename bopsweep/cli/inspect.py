@@ -1,0 +1,159 @@
+"""The commands that only read a study: ``status``, ``studies``, ``export`` and ``plot``.
+
+Each opens the database read-only (not a byte changes, a read-only file system is fine).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bopsweep.cli.app import Command, app, console, user_errors
+from bopsweep.cli.options import Database, Storage, StudyName
+from bopsweep.defaults import ExportFormat, FigureFormat
+
+
+@app.command(cls=Command)
+@user_errors
+def status(database: Database = None, storage: Storage = None, study: StudyName = None) -> None:
+    """The trials of a study: state, epochs done, final and best validation accuracy, and why
+    a trial failed."""
+    from rich.table import Table
+
+    from bopsweep import report
+    from bopsweep.store import SPEC_ATTR, Store, redact, storage_url
+
+    url = storage_url(storage, database)
+    store = Store.open_readonly(url)
+    optuna_study = store.load(study)
+    frame = report.trials_frame(store, optuna_study)
+    table = Table(title=report.status_title(optuna_study, frame, redact(url)), title_justify="left")
+    for column in report.STATUS_COLUMNS:
+        table.add_column(column)
+    for row in report.status_rows(frame):
+        table.add_row(*row)
+    out = console()
+    out.print(table)
+    best = report.best_line(frame)
+    if best is not None:
+        out.print(best)
+    if optuna_study.user_attrs[SPEC_ATTR]["kind"] == "optuna":
+        out.print(report.param_importances(optuna_study))
+
+
+@app.command(cls=Command)
+@user_errors
+def studies(database: Database = None, storage: Storage = None) -> None:
+    """List the studies in a database with their kind and trial counts."""
+    from rich.table import Table
+
+    from bopsweep import report
+    from bopsweep.store import Store, redact, storage_url
+
+    url = storage_url(storage, database)
+    store = Store.open_readonly(url)
+    table = Table(title=f"studies in {redact(url)}", title_justify="left")
+    for column in report.STUDIES_COLUMNS:
+        table.add_column(column)
+    for row in report.studies_rows(store):
+        table.add_row(*row)
+    console().print(table)
+
+
+@app.command(cls=Command)
+@user_errors
+def export(
+    database: Database = None,
+    storage: Storage = None,
+    study: StudyName = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")] = Path(
+        "trials.csv"
+    ),
+    metrics: Annotated[
+        bool, typer.Option("--metrics", help="Write the per-epoch metrics instead of the trials.")
+    ] = False,
+    steps: Annotated[
+        bool, typer.Option("--steps", help="Write the per-logged-step π_t instead of the trials.")
+    ] = False,
+    format: Annotated[ExportFormat, typer.Option(help="File format.")] = ExportFormat.CSV,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace an existing output file (never a database)."),
+    ] = False,
+) -> None:
+    """Write a study's trials (or its metrics) to CSV or JSON through pandas."""
+    from bopsweep.errors import UserError
+    from bopsweep.files import check_output_file
+    from bopsweep.report import metrics_frame, trials_frame, write_frame
+    from bopsweep.store import Store, database_file, storage_url
+
+    if metrics and steps:
+        raise UserError("give --metrics or --steps, not both")
+    url = storage_url(storage, database)
+    check_output_file(output, force, database_file(url))
+    store = Store.open_readonly(url)
+    optuna_study = store.load(study)
+    if metrics or steps:
+        frame = metrics_frame(store, optuna_study, steps=steps)
+    else:
+        frame = trials_frame(store, optuna_study).drop(columns=["trial_id"], errors="ignore")
+    write_frame(frame, output, format.value)
+    typer.echo(f"wrote {len(frame)} rows to {output}")
+
+
+@app.command(cls=Command)
+@user_errors
+def plot(
+    database: Database = None,
+    storage: Storage = None,
+    study: Annotated[
+        str | None, typer.Option(help="Study name. (default: every study in the database)")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the figures and index.md.")] = Path(
+        "figures"
+    ),
+    format: Annotated[FigureFormat, typer.Option(help="Figure format.")] = FigureFormat.PNG,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="Draw the ablation of this swept parameter only; repeatable."),
+    ] = None,
+    layer: Annotated[
+        str | None,
+        typer.Option(
+            help="Add π_t panels for layers: last (the Bop paper's figure), all, or "
+            "names like conv1,fc3."
+        ),
+    ] = None,
+) -> None:
+    """Draw every figure that fits the studies in a database: ablation, summary, schedule,
+    comparison, π_t and Optuna figures, plus an index.md listing them. A study still running is
+    drawn as far as it has got."""
+    from bopsweep.errors import UserError
+    from bopsweep.plots import draw_study, load_study_data, parse_layers, swept_params, write_index
+    from bopsweep.store import Store, scrub, storage_url
+
+    layers = parse_layers(layer)
+    store = Store.open_readonly(storage_url(storage, database))
+    names = [study] if study is not None else store.bopsweep_studies()
+    if not names:
+        store.load(None)  # says the database holds no bopsweep study
+    datas = [load_study_data(store, store.load(name)) for name in names]
+    if param and study is None:
+        datas = [d for d in datas if set(param) & set(swept_params(d))]
+        if not datas:
+            raise UserError(f"no study in the database sweeps {', '.join(param)}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write to {out}: {e.strerror}") from None
+    written = {d.name: draw_study(d, out, format.value, param, layers) for d in datas}
+    command = scrub("bopsweep plot " + " ".join(sys.argv[2:]), store.url)
+    index = write_index(out, written, command)
+    total = sum(len(w) for w in written.values())
+    typer.echo(
+        f"wrote {total} figures for {len(written)} "
+        f"stud{'y' if len(written) == 1 else 'ies'} to {out}/ (list: {index})"
+    )

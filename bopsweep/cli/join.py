@@ -1,0 +1,68 @@
+"""``bopsweep resume`` and ``bopsweep worker``: run an existing study's trials on this machine,
+with the definition stored in the study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from bopsweep.cli.app import Command, app, user_errors
+from bopsweep.cli.options import Database, JoinOptions, Placement, Storage, StudyName, with_groups
+
+
+def _join(
+    database: Path | None,
+    storage: str | None,
+    study: str | None,
+    local: JoinOptions,
+    where: Placement,
+    worker_index: int = 0,
+) -> None:
+    from bopsweep.driver import run_study
+    from bopsweep.driver.study import stored_spec
+    from bopsweep.store import storage_url
+
+    url = storage_url(storage, database)
+    spec = stored_spec(url, study)  # read-only until every option is checked
+    device = local.device or spec.base.device
+    options = where.dispatch_options(url, device, local.data_dir, worker_index=worker_index)
+    raise typer.Exit(run_study(spec, options, echo=typer.echo))
+
+
+@app.command(cls=Command)
+@user_errors
+@with_groups(local=JoinOptions, where=Placement)
+def resume(
+    database: Database = None,
+    storage: Storage = None,
+    study: StudyName = None,
+    *,
+    local: JoinOptions,
+    where: Placement,
+) -> None:
+    """Continue a study: trials interrupted (Ctrl-C, a killed driver) continue from their last
+    checkpoint, then every queued trial runs. Finished trials are never re-run."""
+    _join(database, storage, study, local, where)
+
+
+@app.command(cls=Command)
+@user_errors
+@with_groups(local=JoinOptions, where=Placement)
+def worker(
+    database: Database = None,
+    storage: Storage = None,
+    study: StudyName = None,
+    *,
+    local: JoinOptions,
+    where: Placement,
+) -> None:
+    """Join a study from another machine (a shared PostgreSQL or MySQL --storage) and run its
+    queued or sampled trials on this machine's GPUs (or CPU) until the study is done.
+
+    Start one per machine; a configuration is completed once however many workers race for
+    it. Trials of a worker that died are failed after --grace-period without a heartbeat and
+    re-queued; they continue from their checkpoint where --checkpoint-dir is shared."""
+    from bopsweep.driver.study import worker_index
+
+    _join(database, storage, study, local, where, worker_index=worker_index())

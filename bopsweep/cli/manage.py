@@ -1,0 +1,62 @@
+"""``bopsweep delete``: remove a study, its metrics and (if asked) its trial folders."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bopsweep.cli.app import Command, app, fail, user_errors
+from bopsweep.cli.options import CHECKPOINT_HELP, Database, Storage
+
+
+@app.command(cls=Command)
+@user_errors
+def delete(
+    database: Database = None,
+    storage: Storage = None,
+    study: Annotated[str, typer.Option(help="The study to delete (required).")] = "",
+    checkpoints: Annotated[
+        bool,
+        typer.Option("--checkpoints", help="Also delete the study's trial folders."),
+    ] = False,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help=CHECKPOINT_HELP)] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a study: its trials, their metrics and (with --checkpoints) its trial folders.
+    Refused while a driver runs on the database or any of its trials is running."""
+    import shutil
+
+    from bopsweep.errors import UserError
+    from bopsweep.store import Store, checkpoint_root, driver_lock, redact, storage_url
+
+    if not study:
+        raise UserError("name the study to delete: --study NAME ('bopsweep studies' lists them)")
+    url = storage_url(storage, database)
+    store = Store(url)
+    with driver_lock(url):
+        optuna_study = store.load(study)
+        trials = optuna_study.get_trials(deepcopy=False)
+        running = sum(t.state.name == "RUNNING" for t in trials)
+        if running:
+            raise UserError(
+                f"study {study} has {running} running trial(s) (a worker on another machine?); "
+                "stop its workers first"
+            )
+        folder = checkpoint_root(url, study, checkpoint_dir) if checkpoints else None
+        what = f"study {study} ({len(trials)} trials) from {redact(url)}" + (
+            f" and its trial folders in {folder}" if folder is not None else ""
+        )
+        if not yes:
+            if not sys.stdin.isatty():
+                raise UserError(f"not deleting {what} without confirmation; pass --yes")
+            typer.confirm(f"Delete {what}?", abort=True)
+        store.delete_study(study)
+        if folder is not None and folder.exists():
+            try:
+                shutil.rmtree(folder)
+            except OSError as e:
+                raise fail(f"deleted the study but not all of {folder}: {e.strerror}", 1) from None
+    typer.echo(f"deleted {what}")

@@ -1,0 +1,305 @@
+"""The command line's options, typed, each written once.
+
+Typer has no option groups, so options that several commands share are fields of small
+dataclasses (:class:`TrialOptions`, :class:`StudyOptions`, :class:`Placement`,
+:class:`JoinOptions`); :func:`with_groups` adds a group's fields to a command's parameters and
+hands the command one typed instance per group. Choices are the enums of
+:mod:`bopsweep.defaults`, so ``--help`` lists them and Click refuses anything else; defaults and
+their help texts come from there too.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, fields
+from enum import Enum
+from functools import wraps
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_type_hints
+
+import typer
+
+from bopsweep import defaults as d
+from bopsweep.defaults import Init, Norm, Optimizer
+from bopsweep.errors import UserError
+
+if TYPE_CHECKING:
+    from bopsweep.driver import DispatchOptions
+
+F = TypeVar("F", bound=Callable[..., Any])
+_bop, _bop2 = d.OPTIMIZER_DEFAULTS[Optimizer.BOP], d.OPTIMIZER_DEFAULTS[Optimizer.BOP2]
+
+
+def plain(values: dict[str, Any]) -> dict[str, Any]:
+    """The options that were given, as plain values (enum members as strings, paths as str)."""
+    out = {}
+    for name, value in values.items():
+        if isinstance(value, Enum):
+            value = value.value
+        elif isinstance(value, Path):
+            value = str(value)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+@dataclass
+class TrialOptions:
+    """Settings of every trial. None means "not given": the command's (or study file's) own."""
+
+    optimizer: Annotated[
+        Optimizer | None,
+        typer.Option(
+            help=f"Binary optimizer; bop2 is Bop2ndOrder, latent is Adam + STE. "
+            f"(default: {d.OPTIMIZER})"
+        ),
+    ] = None
+    unbiased: Annotated[
+        bool | None,
+        typer.Option(
+            "--unbiased/--biased",
+            help="Bop2ndOrder variant, paper Eq. 10. (default: train --biased; studies "
+            "--unbiased, the paper's base)",
+        ),
+    ] = None
+    lr: Annotated[
+        float | None,
+        typer.Option(help=f"Adam learning rate of the real-valued parameters. (default: {d.LR})"),
+    ] = None
+    epochs: Annotated[int | None, typer.Option(help=f"Epochs per trial. (default: {d.EPOCHS})")] = (
+        None
+    )
+    batch_size: Annotated[
+        int | None, typer.Option(help=f"Batch size. (default: {d.BATCH_SIZE})")
+    ] = None
+    width: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Width multiplier of BinaryNet, 1 = the paper's. (default: {d.WIDTH:g})"
+        ),
+    ] = None
+    norm: Annotated[Norm | None, typer.Option(help=f"Normalisation. (default: {d.NORM})")] = None
+    init: Annotated[
+        Init | None,
+        typer.Option(
+            help=f"Kernel start: glorot (reference code) or sign (±1, paper). (default: {d.INIT})"
+        ),
+    ] = None
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder holding cifar-10-batches-py (or that folder itself)."),
+    ] = None
+    download: Annotated[
+        bool | None,
+        typer.Option(
+            "--download", help="Download CIFAR-10 to $BOPSWEEP_DATA (~/.cache/bopsweep) if missing."
+        ),
+    ] = None
+    subset: Annotated[
+        int | None, typer.Option(help="Train on a stratified, seeded subset of N images.")
+    ] = None
+    val_subset: Annotated[
+        int | None, typer.Option(help="Validate on a stratified subset of N test images.")
+    ] = None
+    augment: Annotated[
+        bool | None,
+        typer.Option(
+            "--augment/--no-augment",
+            help="Pad-crop-flip augmentation of training batches. (default: on)",
+        ),
+    ] = None
+    compile: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile",
+            help="Compile the model and fuse the optimizer step with torch.compile (the first "
+            "batch pays the compile time; Inductor caches it across trials).",
+        ),
+    ] = None
+    device: Annotated[
+        str | None, typer.Option(help=f"auto, cpu, cuda or cuda:N. (default: {d.DEVICE})")
+    ] = None
+    seed: Annotated[
+        int | None,
+        typer.Option(help=f"Seed of the weights, data order and augmentation. (default: {d.SEED})"),
+    ] = None
+    log_every: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Steps per logged π_t row (averaged over the window). (default: {d.LOG_EVERY})"
+        ),
+    ] = None
+
+    def given(self) -> dict[str, Any]:
+        return plain(vars(self))
+
+
+STORAGE_HELP = (
+    f"Database URL: sqlite:///FILE.db or postgresql://… (default: ${d.STORAGE_ENV} or "
+    f"{d.DEFAULT_STORAGE})"
+)
+CHECKPOINT_HELP = "Trial folders and checkpoints. (default: next to the database, e.g. study.ckpt/)"
+
+
+@dataclass
+class Placement:
+    """Where and how a study's trials run on this machine."""
+
+    gpus: Annotated[
+        str | None,
+        typer.Option(help="GPUs to use, e.g. 0,1,2,3. (default: all visible; none → CPU)"),
+    ] = None
+    per_gpu: Annotated[int, typer.Option(help="Trials per GPU at once.")] = d.PER_GPU
+    workers: Annotated[
+        int | None, typer.Option(help="Trial processes at once on the CPU. (default: 1)")
+    ] = None
+    max_retries: Annotated[int, typer.Option(help="Re-queue a crashed trial this many times.")] = (
+        d.MAX_RETRIES
+    )
+    heartbeat_interval: Annotated[
+        int, typer.Option(help="Seconds between heartbeats of running trials (shared databases).")
+    ] = d.HEARTBEAT_INTERVAL
+    grace_period: Annotated[
+        int,
+        typer.Option(
+            help="Seconds without a heartbeat before another worker fails and re-queues a trial "
+            "(at least twice the interval)."
+        ),
+    ] = d.GRACE_PERIOD
+    checkpoint_dir: Annotated[Path | None, typer.Option(help=CHECKPOINT_HELP)] = None
+    max_trials: Annotated[
+        int,
+        typer.Option(
+            help="Refuse a study of more trials than this (a guard against typos in huge grids)."
+        ),
+    ] = d.MAX_TRIALS
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Plain log lines instead of the live table.")
+    ] = False
+
+    def dispatch_options(
+        self, storage: str, device: str, data_dir: Path | None, **more: Any
+    ) -> DispatchOptions:
+        """The driver's options: these, and where the study is and its trials' data."""
+        from bopsweep.driver import DispatchOptions
+
+        return DispatchOptions(
+            storage=storage,
+            checkpoint_dir=self.checkpoint_dir,
+            device=device,
+            gpus=self.gpu_list(),
+            per_gpu=self.per_gpu,
+            workers=self.workers,
+            max_retries=self.max_retries,
+            quiet=self.quiet,
+            data_dir=str(data_dir) if data_dir else None,
+            max_trials=self.max_trials,
+            heartbeat_interval=self.heartbeat_interval,
+            grace_period=self.grace_period,
+            **more,
+        )
+
+    def gpu_list(self) -> list[int] | None:
+        if self.gpus is None:
+            return None
+        try:
+            return [int(g) for g in self.gpus.split(",") if g.strip()]
+        except ValueError:
+            raise UserError(f"--gpus takes GPU indices like 0,1,2; got {self.gpus!r}") from None
+
+
+@dataclass
+class StudyOptions:
+    """The study a study command makes (or tops up)."""
+
+    storage: Annotated[str | None, typer.Option(help=STORAGE_HELP)] = None
+    study: Annotated[
+        str | None, typer.Option(help="Study name. (default: from the command or file)")
+    ] = None
+    seeds: Annotated[
+        int | None,
+        typer.Option(
+            help="Repeat every configuration with K seeds (seed, seed+1, …). (default: 1)"
+        ),
+    ] = None
+    queue_only: Annotated[
+        bool,
+        typer.Option(
+            "--queue-only",
+            help="Create the study and queue its trials, run none (then start 'bopsweep worker' "
+            "on each machine).",
+        ),
+    ] = False
+
+    def seed_count(self) -> int:
+        if self.seeds is not None and self.seeds < 1:
+            raise UserError(f"--seeds must be >= 1, got {self.seeds}")
+        return self.seeds or 1
+
+
+@dataclass
+class JoinOptions:
+    """What a command that joins an existing study may change about where it runs."""
+
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data folder, if not the one the study was made with.")
+    ] = None
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu or cuda. (default: the study's)")
+    ] = None
+
+
+# Options of single commands, shared by several
+Sets = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Change the base point, KEY=VALUE (e.g. sigma=1e-2); repeatable."),
+]
+Database = Annotated[
+    Path | None,
+    typer.Argument(
+        help="A SQLite database file (same as --storage sqlite:///FILE).", show_default=False
+    ),
+]
+Storage = Annotated[str | None, typer.Option(help=STORAGE_HELP)]
+StudyName = Annotated[
+    str | None, typer.Option(help="Study name. (default: the database's only study)")
+]
+GammaHelp = f"Adaptivity rate γ. (default: bop {_bop['gamma']:g}, bop2 {_bop2['gamma']:g})"
+SigmaHelp = f"Second-moment rate σ (bop2). (default: {_bop2['sigma']:g})"
+TauHelp = f"Threshold τ. (default: bop {_bop['tau']:g}, bop2 {_bop2['tau']:g})"
+
+
+def with_groups(**groups: type) -> Callable[[F], F]:
+    """Add each group's fields to a command's options; the command receives, for each keyword,
+    one instance of its group (e.g. ``trial: TrialOptions``)."""
+
+    def decorate(command: F) -> F:
+        sig = inspect.signature(command, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.name not in groups]
+        added, owners = [], {}
+        for into, group in groups.items():
+            hints = get_type_hints(group, include_extras=True)
+            for f in fields(group):
+                assert f.default is not MISSING, f"{group.__name__}.{f.name} needs a default"
+                owners[f.name] = into
+                added.append(
+                    inspect.Parameter(
+                        f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                        annotation=hints[f.name],
+                    )
+                )  # fmt: skip
+
+        @wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            picked: dict[str, dict[str, Any]] = {into: {} for into in groups}
+            for name in list(kwargs):
+                if name in owners:
+                    picked[owners[name]][name] = kwargs.pop(name)
+            made = {into: groups[into](**values) for into, values in picked.items()}
+            return command(*args, **made, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=own + added)  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

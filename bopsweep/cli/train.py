@@ -1,0 +1,106 @@
+"""``bopsweep train``: one configuration, in a run folder of its own."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bopsweep import defaults as d
+from bopsweep.cli.app import Command, app, fail, user_errors
+from bopsweep.cli.options import GammaHelp, SigmaHelp, TauHelp, TrialOptions, with_groups
+
+
+@app.command(cls=Command)
+@user_errors
+@with_groups(trial=TrialOptions)
+def train(
+    gamma: Annotated[float | None, typer.Option(help=GammaHelp)] = None,
+    sigma: Annotated[float | None, typer.Option(help=SigmaHelp)] = None,
+    tau: Annotated[float | None, typer.Option(help=TauHelp)] = None,
+    eps: Annotated[float, typer.Option(help="ε of Bop2ndOrder's denominator.")] = d.EPS,
+    schedule: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Schedule a hyperparameter, NAME=KIND(key=value,...); repeatable. "
+            "E.g. 'gamma=exponential(rate=0.1, every=100)', "
+            "'tau=polynomial(end=1e-2, epochs=500, power=1)'. NAME: gamma, sigma, tau, lr.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder. (default: runs/train-TIMESTAMP)")
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue the run in this folder from its last checkpoint "
+            "(its saved settings are used; --epochs may extend it)."
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Plain lines, one per epoch.")
+    ] = False,
+    *,
+    trial: TrialOptions,
+) -> None:
+    """Train one configuration and write metrics.csv, steps.csv and a checkpoint per epoch.
+
+    The trial's result is the final validation accuracy (on CIFAR-10's test split); the best
+    epoch is recorded too (summary.json).
+    """
+    from bopsweep.errors import UserError
+    from bopsweep.run_dir import resumed_config
+    from bopsweep.schedules import parse_schedule
+    from bopsweep.studies import TrialConfig
+
+    given = trial.given()
+    if resume is not None:
+        if out is not None and out != resume:
+            raise UserError("give either --out (a new run) or --resume (an existing one), not both")
+        config = resumed_config(resume, given)
+        out_dir = resume
+    else:
+        hyper = {"gamma": gamma, "sigma": sigma, "tau": tau, "eps": eps}
+        values = {**given, **{k: v for k, v in hyper.items() if v is not None}}
+        values["schedules"] = dict(parse_schedule(s) for s in schedule or [])
+        config = TrialConfig.from_dict(values, "the command line")
+        out_dir = out or Path("runs") / datetime.now().strftime("train-%Y%m%d-%H%M%S")
+    config = config.resolved()  # validate before importing torch
+
+    from bopsweep.display import TrainDisplay
+    from bopsweep.train import TrialDiverged, run_trial
+
+    with TrainDisplay(quiet=quiet or not sys.stderr.isatty()) as display:
+        try:
+            summary = run_trial(
+                config,
+                out_dir,
+                resume=resume is not None,
+                on_progress=display.progress,
+                on_epoch=display.epoch,
+            )
+        except TrialDiverged as e:
+            raise fail(f"trial stopped: {e}", code=1) from None
+        except OSError as e:  # a full disk, a folder gone: the epochs before it are saved
+            display.close()
+            raise fail(
+                f"cannot write the run ({e.strerror or e}); the epochs up to its last "
+                f"checkpoint are saved. Continue with: bopsweep train --resume {out_dir}",
+                code=1,
+            ) from None
+        except KeyboardInterrupt:
+            display.close()
+            typer.echo(
+                f"interrupted; finished epochs are saved. Continue with: "
+                f"bopsweep train --resume {out_dir}",
+                err=True,
+            )
+            raise typer.Exit(130) from None
+    typer.echo(
+        f"done: final val_acc {summary.get('final_val_acc', float('nan')):.4f}, "
+        f"best {summary.get('best_val_acc', float('nan')):.4f} "
+        f"(epoch {summary.get('best_epoch')}), {summary['seconds']:.1f} s; results in {out_dir}"
+    )

@@ -1,0 +1,348 @@
+"""The driver's event loop: runs a study's queued trials, one fresh process per trial, on every
+slot it has, until no trial is queued or running anywhere in the study.
+
+Each turn it records the end of exited trial processes, keeps heartbeats, fills free slots
+(claiming a WAITING trial, or asking the sampler of a search for a new one), handles the
+messages of running trials (metric rows, pruning), writes pending rows every few seconds, and
+hands the display a snapshot. While the database is unreachable the trial processes keep
+training and the driver retries its writes; Ctrl-C stops every trial process group, records the
+trials as interrupted, re-queues them, and returns 130.
+
+Helpers, one job each: :mod:`~bopsweep.driver.queue` (Optuna), :mod:`~bopsweep.driver.process`
+(processes), :mod:`~bopsweep.driver.recorder` (writes), :mod:`~bopsweep.driver.outcome` (rules).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import queue
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bopsweep.defaults import MAX_RETRIES
+from bopsweep.driver import outcome
+from bopsweep.driver.process import Slot, TrialProcess, stop_all
+from bopsweep.driver.queue import TrialQueue
+from bopsweep.driver.recorder import Recorder
+from bopsweep.driver.state import Running, Snapshot
+from bopsweep.store import first_line, scrub
+from bopsweep.store.optuna_adapter import trial_id
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from bopsweep.store import Store
+    from bopsweep.studies import TrialConfig
+    from bopsweep.studies.search import SearchSpace
+
+FLUSH_SECONDS = 2.0
+DB_RETRY_SECONDS = 2.0
+DB_OUTAGE_LIMIT_SECONDS = 900.0  # then the driver gives up: trials resume from checkpoints
+
+
+class DatabaseLost(RuntimeError):
+    """The database stayed unreachable for longer than the driver waits."""
+
+
+@dataclass(frozen=True)
+class Search:
+    """What an Optuna study samples from: a space around a base configuration, and its total."""
+
+    space: SearchSpace
+    base: TrialConfig
+    trials: int
+
+
+class Driver:
+    def __init__(
+        self,
+        store: Store,
+        study: optuna.Study,
+        slots: list[Slot],
+        checkpoint_root: Path,
+        local: dict[str, Any] | None = None,
+        max_retries: int = MAX_RETRIES,
+        display: Any = None,
+        search: Search | None = None,
+        heartbeat_interval: float | None = None,
+    ) -> None:
+        import optuna
+
+        self.store, self.slots, self.display, self.search = store, slots, display, search
+        self.queue = TrialQueue(study)
+        self.recorder = Recorder(store, self.queue, max_retries, self._event, self._note)
+        self.checkpoint_root = Path(checkpoint_root)
+        self.local = local or {}
+        self.heartbeat_interval = heartbeat_interval
+        self.prunes = search is not None and not isinstance(study.pruner, optuna.pruners.NopPruner)
+        self.running: dict[str, Running] = {}  # by slot name
+        self.finishing: list[Running] = []  # exited, their end not yet recorded
+        self.events: queue.Queue[tuple[Running, dict[str, Any] | None]] = queue.Queue()
+        self._last_flush = time.monotonic()
+        self._last_heartbeat = -math.inf
+        self._db_down_since: float | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.recorder.counts
+
+    def run(self) -> int:
+        """0: all done, 1: some failed (or the database was lost), 130: Ctrl-C."""
+        import optuna
+        import sqlalchemy.exc
+
+        db_errors = (
+            sqlalchemy.exc.OperationalError,
+            sqlalchemy.exc.InterfaceError,
+            optuna.exceptions.StorageInternalError,
+        )
+        try:
+            while True:
+                try:
+                    if not self._step():
+                        break
+                    if self._db_down_since is not None:
+                        self._db_down_since = None
+                        self._note("the database is reachable again")
+                except db_errors as e:
+                    self._database_unreachable(e)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    self._abandon_taken_over()
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup
+            self._stop_all()
+            try:
+                self._record_interrupted()
+            except db_errors:
+                self._note(
+                    "could not record the interrupted trials (database unreachable); "
+                    "they resume all the same"
+                )
+            return 130
+        except DatabaseLost as e:
+            self._stop_all()
+            self._note(str(e))
+            return 1
+        except BaseException:  # a bug or a study-level error: its trials go back to the queue
+            self._stop_all()
+            with contextlib.suppress(Exception):
+                self._record_interrupted()
+            raise
+        return 1 if self.counts["failed"] and not self.queue.all_configs_complete() else 0
+
+    def _step(self) -> bool:
+        """One turn of the loop; False when the study has nothing left for this driver."""
+        self._finish_pending()
+        self._keep_alive()
+        self._fill_slots()
+        if not self.running and not self.finishing:
+            if self.queue.count("RUNNING") <= len(self.running):  # no other driver's trial
+                return False
+            time.sleep(1.0)  # another driver's trials may come back to the queue
+            return True
+        self._wait_for_events(0.25)
+        for r in [r for r in self.running.values() if r.proc.exited()]:
+            del self.running[r.slot.name]
+            self.finishing.append(r)
+        self._finish_pending()
+        if time.monotonic() - self._last_flush > FLUSH_SECONDS:
+            for r in self.running.values():
+                self.recorder.flush(r)
+            self._last_flush = time.monotonic()
+        self._show()
+        return True
+
+    # --- trials starting --------------------------------------------------------------------
+    def _fill_slots(self) -> None:
+        for slot in self.slots:
+            if slot.name in self.running:
+                continue
+            trial = self.queue.claim() or self._sample()
+            if trial is None:
+                return
+            if self.heartbeat_interval is not None:  # a trial without any heartbeat is never
+                self.queue.heartbeat(trial_id(trial))  # judged stale by Optuna
+            try:
+                self.running[slot.name] = self._start(trial, slot)
+            except BaseException as e:  # the trial is RUNNING: it must not stay so
+                self.recorder.fail_unstarted(trial, e)
+                if isinstance(e, KeyboardInterrupt):
+                    raise
+                continue
+            self._event("start", self.running[slot.name])
+
+    def _sample(self) -> FrozenTrial | None:
+        """A new trial from the sampler, while the study holds fewer than its total."""
+        if self.search is None or self.queue.counted() >= self.search.trials:
+            return None
+        from bopsweep.studies import config_id, describe_config
+        from bopsweep.studies.search import suggest
+
+        search = self.search
+
+        def configure(trial: optuna.Trial) -> dict[str, Any]:
+            config = suggest(trial, search.space, search.base)
+            return {
+                "config_id": config_id(config),
+                "label": describe_config(config),
+                "config": config.to_dict(),
+                "attempt": 0,
+            }
+
+        return self.queue.ask(configure)
+
+    def _start(self, trial: FrozenTrial, slot: Slot) -> Running:
+        """Start a trial process in the configuration's own folder (no database write here: a
+        failed write must not orphan it)."""
+        attrs = trial.user_attrs
+        run_dir = self.checkpoint_root / attrs["config_id"]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config = {**attrs["config"], **self.local, "device": slot.device}
+        r = Running(
+            trial.number,
+            trial_id(trial),
+            attrs["config_id"],
+            attrs.get("label", ""),
+            attrs["config"],
+            slot,
+            attrs.get("attempt", 0),
+            config["epochs"],
+            retry_of=trial.system_attrs.get("failed_trial"),
+        )
+        r.process = TrialProcess(run_dir, slot, config, lambda m: self.events.put((r, m)))
+        return r
+
+    # --- messages of running trials ---------------------------------------------------------
+    def _wait_for_events(self, timeout: float) -> None:
+        try:
+            item = self.events.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            self._handle(*item)
+            try:
+                item = self.events.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, r: Running, msg: dict[str, Any] | None) -> None:
+        if r.abandoned:
+            return
+        if msg is None:
+            r.proc.eof = True
+            return
+        kind = msg["type"]
+        if kind == "resumed":
+            r.resumed_from = len(msg["rows"])
+            for row in msg["rows"]:
+                r.add_epoch(row, [s for s in msg["steps"] if s["epoch"] == row["epoch"]])
+            if r.retry_of is not None:
+                self._event("continued", r)
+        elif kind == "epoch":
+            if r.retry_of is not None and r.resumed_from == 0 and r.epochs_done == 0:
+                self._event("restarted", r, str(self.checkpoint_root))
+            r.add_epoch(msg["row"], msg["steps"])
+            self._event("epoch", r)
+            if self.prunes:
+                self.recorder.flush(r)  # the pruner reads the learning curve from the database
+                if r.pruned_at is None and self.queue.should_prune(r.trial_id):
+                    r.pruned_at = r.epochs_done
+                    r.proc.stop()
+        elif kind == "progress":
+            r.progress = msg
+        else:  # done, diverged, error
+            r.last_message = msg
+
+    # --- endings ----------------------------------------------------------------------------
+    def _finish_pending(self) -> None:
+        """Record the end of exited trial processes; one that fails on the database stays
+        pending and is recorded on a later turn."""
+        while self.finishing:
+            self.recorder.finish(self.finishing[0])
+            self.finishing.pop(0)
+
+    def _stop_all(self) -> None:
+        stop_all([r.proc for r in self.running.values()])
+
+    def _record_interrupted(self) -> None:
+        self._wait_for_events(0.1)  # epochs that finished while stopping
+        self._finish_pending()
+        for r in list(self.running.values()):
+            self.recorder.interrupted(r)
+        self.running.clear()
+
+    # --- other drivers and the database -----------------------------------------------------
+    def _keep_alive(self) -> None:
+        """Heartbeats of this driver's trials; other drivers' stale trials failed and re-queued."""
+        if self.heartbeat_interval is None:
+            return
+        now = time.monotonic()
+        if now - self._last_heartbeat < min(self.heartbeat_interval, 5.0):
+            return
+        for r in self.running.values():
+            self.queue.heartbeat(r.trial_id)
+        self.queue.fail_stale()
+        self._abandon_taken_over()
+        self._last_heartbeat = now
+
+    def _abandon_taken_over(self) -> None:
+        """Trials of this driver that another one judged stale (no heartbeat for the grace
+        period, e.g. across a long database outage) were failed and re-queued there: their
+        retry continues from the checkpoint, so this driver stops its copy."""
+        for r in [*self.running.values(), *self.finishing]:
+            if self.queue.is_finished(r.trial_id):
+                r.abandoned = True
+                r.proc.stop()
+                self._event("taken_over", r)
+        self.running = {k: r for k, r in self.running.items() if not r.abandoned}
+        self.finishing = [r for r in self.finishing if not r.abandoned]
+
+    def _database_unreachable(self, e: BaseException) -> None:
+        url = self.store.url
+        if outcome.cannot_be_written(e, url):
+            raise DatabaseLost(
+                f"the database cannot be written ({scrub(first_line(e), url)}); trial "
+                "processes stopped, finished trials and epochs are saved; fix it (free some disk "
+                "space?) and run 'bopsweep resume'"
+            )
+        now = time.monotonic()
+        if self._db_down_since is None:
+            self._db_down_since = now
+            self._note(
+                f"the database is unreachable ({scrub(first_line(e), url)}); "
+                f"retrying for up to {DB_OUTAGE_LIMIT_SECONDS:.0f} s, trials keep training"
+            )
+        elif now - self._db_down_since > DB_OUTAGE_LIMIT_SECONDS:
+            raise DatabaseLost(
+                f"the database stayed unreachable for {DB_OUTAGE_LIMIT_SECONDS:.0f} s; trial "
+                "processes stopped, finished trials are saved; run the same command (or "
+                "'bopsweep resume') again when it is back"
+            )
+        time.sleep(DB_RETRY_SECONDS)
+
+    # --- display ----------------------------------------------------------------------------
+    def _event(self, kind: str, r: Running, detail: str = "") -> None:
+        if self.display is not None:
+            self.display.event(kind, r.view(), detail)
+
+    def _note(self, text: str) -> None:
+        if self.display is not None:
+            self.display.note(text)
+
+    def _show(self) -> None:
+        if self.display is not None and self.display.wants_update():
+            counts = self.counts
+            self.display.update(
+                Snapshot(
+                    counts["done"],
+                    counts["failed"],
+                    counts["pruned"] if self.search is not None else None,
+                    self.queue.count("WAITING"),
+                    [r.view() for r in self.running.values()],
+                )
+            )

@@ -1,0 +1,190 @@
+"""Where trials run (slots) and how: one fresh process per trial, in its own process group.
+
+* a **slot** is a GPU (``CUDA_VISIBLE_DEVICES`` set to it; ``--per-gpu K`` slots each) or a CPU
+  worker (torch threads split so ``workers × threads ≤ cores``);
+* a :class:`TrialProcess` is ``python -m bopsweep.driver.child`` started in a new session, its
+  messages read by a thread (:mod:`bopsweep.driver.protocol`) and its stderr kept: the last
+  lines in memory (for the failure reason) and every line in the trial's ``trial.log``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from bopsweep.defaults import PER_GPU
+from bopsweep.driver.protocol import CHILD_MODULE, decode
+from bopsweep.errors import UserError
+
+STOP_GRACE_SECONDS = 10.0
+EOF_GRACE_SECONDS = 2.0  # a process gone whose pipe a leftover child still holds open
+STDERR_LINES = 50  # of a trial's stderr kept in memory for its failure reason
+
+
+@dataclass(frozen=True)
+class Slot:
+    name: str
+    device: str  # "cpu" or "cuda" (the one GPU the slot's CUDA_VISIBLE_DEVICES shows)
+    env: dict[str, str]
+    threads: int
+
+
+def make_slots(
+    device: str = "auto",
+    gpus: list[int] | None = None,
+    per_gpu: int = PER_GPU,
+    workers: int | None = None,
+) -> list[Slot]:
+    """GPU slots (all visible GPUs unless ``gpus`` names some), else CPU workers."""
+    if per_gpu < 1:
+        raise UserError(f"--per-gpu must be >= 1, got {per_gpu}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    cores = os.cpu_count() or 1
+    if device != "cpu":
+        if gpus is None:
+            gpus = list(range(_visible_gpu_count()))
+        elif gpus and _visible_gpu_count() == 0:
+            raise UserError("--gpus given, but no GPU is visible here; use --device cpu")
+        if gpus:
+            n = len(gpus) * per_gpu
+            env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+            return [
+                Slot(
+                    f"gpu{g}" + (f".{k}" if per_gpu > 1 else ""),
+                    "cuda",
+                    {**env, "CUDA_VISIBLE_DEVICES": str(g)},
+                    max(1, cores // n),
+                )
+                for g in gpus
+                for k in range(per_gpu)
+            ]
+        if device.startswith("cuda"):
+            raise UserError("--device cuda asked for, but no GPU is visible here; use --device cpu")
+    n = workers or 1
+    threads = max(1, cores // n)
+    env = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads)}
+    return [Slot(f"cpu{i}", "cpu", env, threads) for i in range(n)]
+
+
+def _visible_gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+class TrialProcess:
+    """A running trial process. ``on_message`` gets each message from a reader thread, then
+    None at the end of the channel."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        slot: Slot,
+        config: dict[str, Any],
+        on_message: Callable[[dict[str, Any] | None], None],
+    ) -> None:
+        """Start it (no database write here: a failed write must not orphan it).
+
+        Its stderr comes to the driver through a pipe (and on to ``trial.log``, best effort), so
+        its last words reach the database even when the log cannot be written (a full disk).
+        """
+        self.log = run_dir / "trial.log"
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self.eof = False
+        self.exited_at: float | None = None
+        command = [sys.executable, "-m", CHILD_MODULE, str(run_dir), str(slot.threads)]
+        self.proc = subprocess.Popen(
+            [*command, str(os.getpid())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **slot.env, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+            text=True,
+            errors="replace",
+        )
+        self._on_message = on_message
+        threading.Thread(target=self._read, daemon=True).start()
+        self._stderr_reader = threading.Thread(target=self._keep_stderr, daemon=True)
+        self._stderr_reader.start()
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # it died at once: its stderr says why
+            self.proc.stdin.write(json.dumps(config))
+            self.proc.stdin.close()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def exited(self) -> bool:
+        """The process is gone and its messages are read: at once at the end of its channel,
+        or after a short grace when a leftover child of it still holds the channel open."""
+        if self.proc.poll() is None:
+            return False
+        if self.exited_at is None:
+            self.exited_at = time.monotonic()
+        return self.eof or time.monotonic() - self.exited_at > EOF_GRACE_SECONDS
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Signal the whole process group (the trial and anything it started)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    def last_words(self) -> collections.deque[str]:
+        """The tail of its stderr, once the lines still on their way have arrived."""
+        self._stderr_reader.join(timeout=EOF_GRACE_SECONDS)
+        return self.stderr_tail
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            message = decode(line)
+            if message is not None:
+                self._on_message(message)
+        self._on_message(None)  # the driver sets ``eof`` when it handles this, in order
+
+    def _keep_stderr(self) -> None:
+        """Drain stderr: the last lines in memory, every line to the log (best effort: a log
+        that cannot be written, e.g. on a full disk, must not lose the lines in memory)."""
+        assert self.proc.stderr is not None
+        log: IO[str] | None = None
+        with contextlib.suppress(OSError):
+            log = self.log.open("a")
+        for line in self.proc.stderr:
+            self.stderr_tail.append(line)
+            if log is not None:
+                try:
+                    log.write(line)
+                    log.flush()
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        log.close()
+                    log = None
+        if log is not None:
+            with contextlib.suppress(OSError):
+                log.close()
+
+
+def stop_all(processes: list[TrialProcess]) -> None:
+    """Stop every process group: SIGTERM, then SIGKILL after a grace period."""
+    for p in processes:
+        p.stop()
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for p in processes:
+        try:
+            p.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.stop(signal.SIGKILL)
+            p.proc.wait()

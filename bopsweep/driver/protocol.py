@@ -1,0 +1,38 @@
+"""What a trial process and its driver say to each other.
+
+The driver starts ``python -m bopsweep.driver.child RUN_DIR THREADS DRIVER_PID`` and writes the
+trial's configuration as JSON to its stdin. The child writes one JSON message per line to its
+stdout (everything else it prints goes to stderr)::
+
+    {"type": "resumed", "rows": [...], "steps": [...]}  epochs done before, from the checkpoint
+    {"type": "epoch", "row": {...}, "steps": [...]}   every epoch
+    {"type": "progress", "epoch": E, "step": S, ...}   every few steps
+    {"type": "done", "summary": {...}}                  then exit 0
+    {"type": "diverged", "reason": "..."}               then exit EXIT_DIVERGED
+    {"type": "error", "reason": "..."}                  bad input; exit EXIT_USER_ERROR
+
+Any other exit (a crash, out of memory, a kill) is the driver's to record and retry.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+CHILD_MODULE = "bopsweep.driver.child"
+EXIT_DIVERGED = 3
+EXIT_USER_ERROR = 2
+ENDINGS = ("done", "diverged", "error")  # the last message of a trial process
+
+
+def encode(message: dict[str, Any]) -> str:
+    return json.dumps(message) + "\n"
+
+
+def decode(line: str) -> dict[str, Any] | None:
+    """A message, or None for a line that is not one (the channel carries JSON lines only)."""
+    try:
+        message = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return message if isinstance(message, dict) and "type" in message else None

@@ -1,0 +1,227 @@
+"""A study's trials as the driver sees them: a queue in Optuna's storage.
+
+Optuna stores every trial; bopsweep queues a configuration as a WAITING trial whose user
+attributes hold it (``config_id``, ``label``, ``config``, ``attempt``). A driver claims one by
+moving it to RUNNING (atomic in the storage, so racing drivers never share one), and ends it
+with ``study.tell``. Optuna cannot reopen a finished trial, so a retry is a new WAITING trial
+with the same configuration. Everything the driver asks of Optuna goes through here, and the
+storage through :mod:`bopsweep.store.optuna_adapter`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from bopsweep.driver.outcome import describe
+from bopsweep.store.optuna_adapter import storage_of, trial_id
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from bopsweep.studies import PlannedTrial
+
+
+def configured(trial: FrozenTrial) -> bool:
+    """Whether bopsweep gave the trial its configuration (it can run and be re-queued)."""
+    return "config_id" in trial.user_attrs and "config" in trial.user_attrs
+
+
+def holds_result_or_is_pending(trial: FrozenTrial) -> bool:
+    """A trial whose configuration need not be queued again."""
+    if trial.state.name == "FAIL":
+        return trial.user_attrs.get("failure") == "diverged"  # a result, not an accident
+    return True
+
+
+class TrialQueue:
+    """The queue of one Optuna study."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        import optuna
+
+        self.study = study
+        self.storage = storage_of(study)
+        self._states = optuna.trial.TrialState
+
+    def trials(self, *states: str) -> list[FrozenTrial]:
+        """The study's trials (in the given states, by name)."""
+        wanted = tuple(self._states[s] for s in states) if states else None
+        return self.study.get_trials(deepcopy=False, states=wanted)
+
+    def trial(self, tid: int) -> FrozenTrial:
+        return self.storage.get_trial(tid)
+
+    def is_finished(self, tid: int) -> bool:
+        return self.trial(tid).state.is_finished()
+
+    # --- queueing -------------------------------------------------------------------------------
+    def enqueue_missing(self, planned: Iterable[PlannedTrial]) -> int:
+        """Queue every planned configuration the study does not already hold; how many were new."""
+        existing = {
+            t.user_attrs.get("config_id") for t in self.trials() if holds_result_or_is_pending(t)
+        }
+        added = 0
+        for p in planned:
+            if p.config_id not in existing:
+                self.enqueue(p.params, p.config_id, p.label, p.config.to_dict(), attempt=0)
+                added += 1
+        return added
+
+    def enqueue(
+        self,
+        params: dict[str, Any],
+        config_id: str,
+        label: str,
+        config: dict[str, Any],
+        attempt: int,
+        distributions: Any = None,
+    ) -> None:
+        import optuna
+
+        from bopsweep.studies import param_distributions
+
+        trial = optuna.trial.create_trial(
+            state=self._states.WAITING,
+            params=params,
+            distributions=distributions or param_distributions(params),
+            user_attrs={
+                "config_id": config_id,
+                "label": label,
+                "config": config,
+                "attempt": attempt,
+            },
+        )
+        self.study.add_trial(trial)
+
+    def requeue(self, t: FrozenTrial, attempt: int) -> None:
+        """Queue a trial's configuration again, as a new trial (Optuna cannot reopen one)."""
+        attrs = t.user_attrs
+        self.enqueue(
+            t.params, attrs["config_id"], attrs.get("label", ""), attrs["config"], attempt,
+            t.distributions,
+        )  # fmt: skip
+
+    def claim(self) -> FrozenTrial | None:
+        """The first WAITING trial this driver could move to RUNNING; None when none is left.
+        A trial queued by another tool (no bopsweep configuration) is failed on the way."""
+        import optuna
+
+        for t in sorted(self.trials("WAITING"), key=lambda t: t.number):
+            try:
+                if not self.storage.set_trial_state_values(trial_id(t), self._states.RUNNING):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            if configured(t):
+                return t
+            self.fail_untracked(t, "error", "queued without a bopsweep configuration")
+        return None
+
+    def ask(self, configure: Any) -> FrozenTrial:
+        """A new trial from the study's sampler, given its configuration by ``configure(trial)``
+        (which returns its user attributes). Whatever fails, no trial is left RUNNING."""
+        first_new = len(self.trials())
+        try:
+            trial = self.study.ask()
+        except BaseException as e:  # Optuna made the trial before its sampler failed
+            for t in self.trials("RUNNING"):
+                if t.number >= first_new and not configured(t):
+                    self.fail_untracked(t, "error", describe(e))
+            raise
+        try:
+            self.set_attrs(trial_id(trial), configure(trial))
+        except BaseException as e:
+            self.fail_untracked(self.trial(trial_id(trial)), "error", describe(e))
+            raise
+        return self.trial(trial_id(trial))
+
+    # --- endings --------------------------------------------------------------------------------
+    def set_attrs(self, tid: int, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            self.storage.set_trial_user_attr(tid, key, value)
+
+    def tell(self, t: FrozenTrial | int, state: str, value: float | None = None) -> bool:
+        """Finish a trial (``t``: the trial or its id); False if it was already finished (by an
+        earlier write whose answer was lost, or by another driver that judged it stale)."""
+        current = self.trial(t if isinstance(t, int) else trial_id(t))
+        if current.state.is_finished():
+            return False
+        if state == "COMPLETE":
+            self.study.tell(current.number, value)
+        else:
+            self.study.tell(current.number, state=self._states[state])
+        return True
+
+    def fail(self, t: FrozenTrial, failure: str, reason: str, requeue: int | None) -> None:
+        """FAIL a trial no process runs for, with its reason; re-queued at attempt ``requeue``
+        unless that is None."""
+        attrs = {"failure": failure, "fail_reason": reason, "requeued": requeue is not None}
+        self.set_attrs(trial_id(t), attrs)
+        self.tell(t, "FAIL")
+        if requeue is not None:
+            self.requeue(t, requeue)
+
+    def fail_untracked(self, t: FrozenTrial, failure: str, reason: str) -> None:
+        """Fail a trial no trial process runs for, and re-queue its configuration (if it has
+        one: a trial the sampler created but that was never configured has none)."""
+        if not configured(t):
+            reason += "; it was never configured, so it is not re-queued"
+            self.fail(t, failure, reason, requeue=None)
+        else:
+            self.fail(t, failure, reason, requeue=t.user_attrs.get("attempt", 0))
+
+    def recover_stale(self) -> int:
+        """Trials left RUNNING by a driver that died: failed as interrupted and re-queued.
+
+        Only called while holding the database's driver lock (SQLite), when no other driver
+        can own a running trial.
+        """
+        stale = self.trials("RUNNING")
+        for t in stale:
+            self.fail_untracked(t, "interrupted", "the driver stopped while it ran")
+        return len(stale)
+
+    # --- while trials run -----------------------------------------------------------------------
+    def report(self, tid: int, epoch: int, val_acc: float) -> None:
+        """An epoch's validation accuracy as the trial's intermediate value (what Optuna's
+        tools and pruners see as its learning curve)."""
+        self.storage.set_trial_intermediate_value(tid, epoch, val_acc)
+
+    def should_prune(self, tid: int) -> bool:
+        return self.study.pruner.prune(self.study, self.trial(tid))
+
+    def heartbeat(self, tid: int) -> None:
+        self.storage.record_heartbeat(tid)
+
+    def fail_stale(self) -> None:
+        """Other drivers' trials without a heartbeat for the grace period: failed and re-queued
+        (by the storage's stale-trial callback)."""
+        import optuna
+
+        with warnings.catch_warnings():  # experimental in Optuna; used as documented
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
+
+    # --- counts ---------------------------------------------------------------------------------
+    def counted(self) -> int:
+        """Trials that count towards a search's total: one per configuration (a retry, under a
+        new number, continues the same configuration); a trial that failed before it was
+        configured does not count."""
+        return len(
+            {
+                t.user_attrs.get("config_id") or f"#{t.number}"  # '#n': being configured now
+                for t in self.trials()
+                if configured(t) or t.state.name != "FAIL"
+            }
+        )
+
+    def count(self, state: str) -> int:
+        return len(self.trials(state))
+
+    def all_configs_complete(self) -> bool:
+        trials = self.trials()
+        done = {t.user_attrs.get("config_id") for t in trials if t.state.name == "COMPLETE"}
+        return {t.user_attrs["config_id"] for t in trials if configured(t)} <= done

@@ -1,0 +1,113 @@
+"""The driver's writes: metric rows in batches, learning curves, and how each trial ended.
+
+The driver alone writes the database. A trial's epochs are written as metric rows and as the
+trial's intermediate values (the learning curve Optuna's tools and pruners read); its end as
+COMPLETE, PRUNED or FAIL with the reason (:mod:`bopsweep.driver.outcome` decides which), and
+a crashed or interrupted trial's configuration is queued again. Every write is idempotent, so
+a write that failed on the database is simply done again on a later turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from bopsweep.driver import outcome
+from bopsweep.driver.protocol import EXIT_DIVERGED, EXIT_USER_ERROR
+from bopsweep.driver.queue import TrialQueue
+from bopsweep.driver.state import Running
+from bopsweep.store.optuna_adapter import study_id
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+    from bopsweep.store import Store
+
+Emit = Callable[[str, Running, str], None]
+
+
+class Recorder:
+    def __init__(
+        self, store: Store, queue: TrialQueue, max_retries: int, emit: Emit, note: Any
+    ) -> None:
+        self.store, self.queue, self.max_retries = store, queue, max_retries
+        self.emit, self.note = emit, note
+        self.study_id = study_id(queue.study)
+        self.counts = {"done": 0, "failed": 0, "pruned": 0}
+
+    def flush(self, r: Running) -> None:
+        """Write a trial's pending metric rows and intermediate values; cleared only once
+        written."""
+        if not r.pending_rows:
+            return
+        self.store.metrics.write(self.study_id, r.trial_id, r.pending_rows, r.pending_steps)
+        for row in r.pending_rows:
+            self.queue.report(r.trial_id, row["epoch"], row["val_acc"])
+        r.pending_rows, r.pending_steps = [], {}
+
+    def finish(self, r: Running) -> None:
+        """Record the end of a trial whose process exited."""
+        if self.queue.is_finished(r.trial_id):
+            # recorded already: Ctrl-C came after the write, before the driver noted it (a
+            # missing re-queue is restored by the next start's enqueue of missing configs)
+            return
+        self.flush(r)
+        rc = r.proc.returncode
+        done = rc == 0 and (r.last_message or {}).get("type") == "done"
+        crashed = r.pruned_at is None and not done and rc not in (EXIT_DIVERGED, EXIT_USER_ERROR)
+        ending = outcome.judge(
+            rc,
+            r.last_message,
+            r.pruned_at,
+            r.proc.last_words() if crashed else r.proc.stderr_tail,
+            r.attempt,
+            self.max_retries,
+        )
+        attrs = {
+            "epochs_done": r.epochs_done,
+            "resumed_from_epoch": r.resumed_from,
+            "run_dir": str(r.proc.log.parent),
+            "slot": r.slot.name,
+            **ending.attrs,
+        }
+        self.queue.set_attrs(r.trial_id, attrs)
+        if self.queue.tell(r.trial_id, ending.state, ending.value) and ending.retry:
+            self.queue.requeue(self.queue.trial(r.trial_id), r.attempt + 1)
+        if ending.state == "COMPLETE":
+            self.counts["done"] += 1
+        elif ending.state == "PRUNED":
+            self.counts["pruned"] += 1
+        elif not ending.retry:
+            self.counts["failed"] += 1
+        self.emit(ending.event, r, ending.reason)
+
+    def fail_unstarted(self, trial: FrozenTrial, e: BaseException) -> None:
+        """A trial whose process could not be started (its folder cannot be made, the disk is
+        full, Ctrl-C): FAIL with the reason, re-queued like a crash (within --max-retries)."""
+        interrupted = isinstance(e, KeyboardInterrupt)
+        attempt = trial.user_attrs.get("attempt", 0)
+        requeue = outcome.unstarted(attempt, self.max_retries, interrupted)
+        reason = f"could not start: {outcome.describe(e)}"
+        self.queue.fail(trial, "interrupted" if interrupted else "crash", reason, requeue)
+        if requeue is None:
+            self.counts["failed"] += 1
+        self.note(f"trial {trial.number} {reason}" + ("; re-queued" if requeue is not None else ""))
+
+    def interrupted(self, r: Running) -> None:
+        """After Ctrl-C: a trial that was running is failed as interrupted and re-queued."""
+        if self.queue.is_finished(r.trial_id):
+            return  # taken over by another driver, or recorded just before Ctrl-C
+        self.flush(r)
+        self.queue.set_attrs(
+            r.trial_id,
+            {
+                "epochs_done": r.epochs_done,
+                "failure": "interrupted",
+                "fail_reason": "interrupted (Ctrl-C); resumable",
+                "requeued": True,
+                "resumed_from_epoch": r.resumed_from,
+            },
+        )
+        if self.queue.tell(r.trial_id, "FAIL"):
+            self.queue.requeue(self.queue.trial(r.trial_id), r.attempt)
+        self.emit("interrupted", r, "")

@@ -1,0 +1,231 @@
+"""Run a study: create (or join) it, queue what is missing, and drive its trials to the end.
+
+The one entry point of every study command (``grid``, ``pow10``, ``schedule``, ``run``,
+``optuna``, ``resume``, ``worker``): :func:`run_study` with the study's
+:class:`~bopsweep.studies.StudySpec` and the :class:`DispatchOptions` of the command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bopsweep import defaults as d
+from bopsweep.driver.loop import Driver, Search
+from bopsweep.driver.process import make_slots
+from bopsweep.errors import UserError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from bopsweep.studies import StudySpec
+
+
+@dataclass
+class DispatchOptions:
+    """Where and how a study's trials run (the command line's dispatch options)."""
+
+    storage: str
+    checkpoint_dir: Path | None = None
+    device: str = d.DEVICE
+    gpus: list[int] | None = None
+    per_gpu: int = d.PER_GPU
+    workers: int | None = None
+    max_retries: int = d.MAX_RETRIES
+    quiet: bool = False
+    data_dir: str | None = None
+    download: bool = False
+    worker_index: int = 0
+    heartbeat_interval: int = d.HEARTBEAT_INTERVAL
+    grace_period: int = d.GRACE_PERIOD
+    queue_only: bool = False
+    max_trials: int = d.MAX_TRIALS
+
+    def check(self) -> None:
+        """Every option valid, before anything is created or changed."""
+        from bopsweep.studies.config import check_device
+
+        if self.max_retries < 0:
+            raise UserError(f"--max-retries must be >= 0, got {self.max_retries}")
+        if self.heartbeat_interval < 1 or self.grace_period < 2 * self.heartbeat_interval:
+            raise UserError(
+                "--heartbeat-interval must be >= 1 s and --grace-period at least twice it "
+                f"(got {self.heartbeat_interval} and {self.grace_period})"
+            )
+        check_device(self.device)
+
+
+def run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], Any] = print) -> int:
+    """Create (or join) the study, queue what is missing, run it to the end; the exit code.
+
+    Ctrl-C or SIGTERM at any moment, setting up included, ends it with 130 and the command
+    that continues it; nothing is left RUNNING that ``resume`` could not pick up.
+    """
+    from bopsweep.store import redact
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with _signals_deferred():
+            import optuna  # noqa: F401
+            import torch  # noqa: F401
+        code = _run_study(spec, options, echo)
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if code == 130:
+        echo(
+            f"interrupted; finished trials are saved. Continue with: bopsweep resume "
+            f"--storage {redact(options.storage)} --study {spec.name}"
+        )
+    return code
+
+
+def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], Any]) -> int:
+    from dataclasses import replace
+
+    from bopsweep.data import resolve_data_dir
+    from bopsweep.display import StudyDisplay
+    from bopsweep.store import Store, checkpoint_root, driver_lock, redact
+    from bopsweep.studies import expand
+
+    options.check()
+    planned = expand(spec, options.max_trials)  # all valid before anything is written
+    slots = make_slots(options.device, options.gpus, options.per_gpu, options.workers)
+    data_dir = options.data_dir or spec.base.data_dir
+    # resolved once here (downloading if asked), so trial processes never download
+    local = {
+        "data_dir": str(resolve_data_dir(_path(data_dir), options.download).resolve()),
+        "download": False,
+    }
+    # the study keeps what it needs to be resumed without repeating the options
+    spec = replace(spec, base=replace(spec.base, data_dir=local["data_dir"], download=False))
+    shared = not options.storage.startswith("sqlite")
+    root = checkpoint_root(options.storage, spec.name, options.checkpoint_dir)
+    _check_folder(root)
+    beat = (options.heartbeat_interval, options.grace_period, options.max_retries)
+    store = Store(options.storage, create=True, heartbeat=beat if shared else None)
+    with driver_lock(options.storage):
+        study, _ = store.create(spec)
+        search = search_of(spec, study, options.worker_index)
+        display = StudyDisplay(spec.name, quiet=options.quiet or not sys.stderr.isatty())
+        driver = Driver(
+            store,
+            study,
+            slots,
+            root,
+            local,
+            options.max_retries,
+            display,
+            search,
+            heartbeat_interval=options.heartbeat_interval if shared else None,
+        )
+        recovered = 0 if shared else driver.queue.recover_stale()
+        added = driver.queue.enqueue_missing(planned)
+        if search is not None:
+            what = f"{driver.queue.counted()} of {search.trials} trials exist"
+        else:
+            what = f"{len(planned)} configurations, {added} newly queued"
+        echo(
+            f"study {spec.name} ({spec.kind}) in {redact(options.storage)}: {what}, "
+            f"{recovered} resumed after an interruption; "
+            + (
+                "queued only"
+                if options.queue_only
+                else f"running on {', '.join(s.name for s in slots)}"
+            )
+        )
+        if options.queue_only:
+            return 0
+        with display:
+            code = driver.run()
+    if code != 130:
+        done = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
+        pruned = f", {driver.counts['pruned']} pruned" if search is not None else ""
+        echo(
+            f"study {spec.name}: {done} trials complete{pruned}, {driver.counts['failed']} "
+            f"failed; checkpoints in {root}"
+        )
+    return code
+
+
+def _check_folder(folder: Path) -> None:
+    """The trial folders' root must be a folder that exists or can be made: checked before the
+    study is touched, so a bad --checkpoint-dir fails no trial."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot keep trial folders in {folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot keep trial folders in {folder}: {existing} is not writable")
+
+
+def search_of(spec: StudySpec, study: optuna.Study, worker_index: int) -> Search | None:
+    """For an Optuna study: what to sample; gives the study its sampler and pruner."""
+    if spec.kind != "optuna":
+        return None
+    from bopsweep.studies.search import SearchSpace, make_pruner, make_sampler
+
+    meta = spec.meta
+    seed = meta["sampler_seed"]
+    if seed is not None:
+        # Deterministic from scratch, yet new draws when resumed (a sampler seeded as before
+        # would repeat its first suggestions), and different for each worker of a study.
+        seed += 1_000_003 * worker_index + len(study.get_trials(deepcopy=False))
+        seed %= 2**32  # what numpy's generators, behind Optuna's samplers, accept
+    study.sampler = make_sampler(meta["sampler"], seed)
+    study.pruner = make_pruner(meta["pruner"], spec.base.epochs)
+    return Search(SearchSpace.from_dict(meta["space"]), spec.base, meta["trials"])
+
+
+def _raise_interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back until the block ends, then raised as KeyboardInterrupt.
+
+    For imports: an exception in the middle of torch's import leaves the interpreter unable
+    to exit cleanly (it dies by SIGINT), whatever catches the exception.
+    """
+    received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, _: received.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if received:
+        raise KeyboardInterrupt
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def stored_spec(url: str, name: str | None) -> StudySpec:
+    """The definition a study was made with, read without writing a byte."""
+    from bopsweep.store import SPEC_ATTR, Store
+    from bopsweep.studies import StudySpec
+
+    study = Store.open_readonly(url).load(name)
+    return StudySpec.from_dict(study.user_attrs[SPEC_ATTR])
+
+
+def worker_index() -> int:
+    """A distinct index per worker process, so the samplers of a study's workers are seeded
+    apart and their suggestions do not repeat."""
+    import hashlib
+    import socket
+
+    tag = f"{socket.gethostname()}-{os.getpid()}".encode()
+    return 1 + int(hashlib.sha1(tag).hexdigest(), 16) % 999_983

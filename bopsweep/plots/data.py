@@ -1,0 +1,142 @@
+"""A study read back for drawing: one :class:`Run` per configuration, and the selections of runs
+that the figures draw (seeds of a point, a one-factor view of a grid, arms)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+
+    from bopsweep.store import Store
+
+
+@dataclass
+class Run:
+    """One configuration's curves: its most complete trial (retries carry the whole curve)."""
+
+    number: int
+    label: str
+    config: dict[str, Any]
+    state: str
+    epochs: pd.DataFrame
+    steps: pd.DataFrame
+
+    @property
+    def point(self) -> str:
+        """The configuration without its seed: seeds of one point are drawn together."""
+        return json.dumps({k: v for k, v in self.config.items() if k != "seed"}, sort_keys=True)
+
+
+@dataclass
+class StudyData:
+    name: str
+    spec: dict[str, Any]
+    runs: list[Run]
+    study: Any = None  # the optuna.Study, for Optuna's own plots
+    colours: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.spec["kind"]
+
+
+def load_study_data(store: Store, study: optuna.Study) -> StudyData:
+    from bopsweep.store import SPEC_ATTR
+    from bopsweep.store.optuna_adapter import trial_id
+
+    epochs = store.metrics.epochs_frame(study)
+    steps = store.metrics.steps_frame(study)
+    by_config: dict[str, Any] = {}
+    counts = epochs.groupby("trial_id").size().to_dict() if not epochs.empty else {}
+    for t in study.get_trials(deepcopy=False):
+        cid = t.user_attrs.get("config_id")
+        if cid is None or "config" not in t.user_attrs:  # never configured (a crash): no curve
+            continue
+        key = (counts.get(trial_id(t), 0), t.number)
+        if cid not in by_config or key > by_config[cid][0]:
+            by_config[cid] = (key, t)
+    runs = []
+    for (n_epochs, _), t in sorted(by_config.values(), key=lambda kt: kt[1].number):
+        if n_epochs == 0:
+            continue
+        tid = trial_id(t)
+        runs.append(
+            Run(
+                number=t.number,
+                label=t.user_attrs.get("label") or t.user_attrs["config_id"],
+                config=t.user_attrs["config"],
+                state=t.state.name,
+                epochs=epochs[epochs["trial_id"] == tid].reset_index(drop=True),
+                steps=(
+                    steps[steps["trial_id"] == tid].reset_index(drop=True)
+                    if not steps.empty
+                    else steps
+                ),
+            )
+        )
+    return StudyData(study.study_name, study.user_attrs[SPEC_ATTR], runs, study)
+
+
+def swept_params(data: StudyData) -> list[str]:
+    """The numeric settings a grid or pow10 study varies."""
+    if data.kind not in ("grid", "pow10"):
+        return []
+    return [
+        p
+        for p, values in data.spec["grid"].items()
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    ]
+
+
+def seed_band(runs: list[Run], x: str, y: str, source: str = "epochs") -> pd.DataFrame:
+    """Mean, min and max of ``y`` over the runs (seeds), by ``x``."""
+    import pandas as pd
+
+    frames = [getattr(r, source)[[x, y]] for r in runs if not getattr(r, source).empty]
+    if not frames:
+        return pd.DataFrame(columns=[x, "mean", "min", "max"])
+    joined = pd.concat(frames).groupby(x)[y]
+    return pd.DataFrame(
+        {"mean": joined.mean(), "min": joined.min(), "max": joined.max()}
+    ).reset_index()
+
+
+def group_by_point(runs: list[Run]) -> dict[str, list[Run]]:
+    """The runs by point: the seeds of one configuration together."""
+    by_point: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        by_point[r.point].append(r)
+    return by_point
+
+
+def held(data: StudyData, param: str) -> dict[str, Any]:
+    """The other grid axes of a one-factor view: at the base point, or their first value."""
+    base = data.spec["base"]
+    return {
+        axis: base.get(axis) if base.get(axis) in values else values[0]
+        for axis, values in data.spec["grid"].items()
+        if axis != param
+    }
+
+
+def points_along(data: StudyData, param: str) -> dict[Any, list[Run]]:
+    """Runs of a one-factor ablation of ``param``: the other grid axes held at the base point
+    (or, where the base is not on an axis, its first value); grouped by the value of ``param``."""
+    fixed = held(data, param)
+    by_value: dict[Any, list[Run]] = defaultdict(list)
+    for r in data.runs:
+        if all(r.config.get(k) == v for k, v in fixed.items()):
+            by_value[r.config[param]].append(r)
+    return dict(sorted(by_value.items()))
+
+
+def arm_label(run: Run) -> str:
+    """A run's label without its seed: the name of its arm."""
+    label = run.label
+    seed = run.config.get("seed")
+    return label.rsplit(" seed=", 1)[0] if seed is not None else label

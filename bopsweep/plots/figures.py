@@ -1,0 +1,205 @@
+"""The paper's figures of a study's runs: ablation (Fig. 3), summary, comparison (Fig. 5/6),
+schedule (Fig. 4) and π_t.
+
+Every figure function takes a :class:`~bopsweep.plots.data.StudyData` and returns a matplotlib
+figure, so tests can check the data drawn. Conventions: :mod:`bopsweep.plots.style`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from bopsweep.plots.data import Run, StudyData, arm_label, group_by_point, points_along, seed_band
+from bopsweep.plots.style import (
+    SYMBOLS,
+    accuracy_axes,
+    assign_colours,
+    draw_band,
+    fixed_description,
+    fmt_value,
+    held_note,
+    legend,
+    pi_axes,
+    pyplot,
+    seeds_note,
+    variant_label,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def ablation_figure(data: StudyData, param: str) -> Figure:
+    """Fig. 3: accuracy against epoch per value of ``param`` (validation solid, training dashed)
+    and, below, π_t against step for the same values."""
+    plt = pyplot()
+    by_value = points_along(data, param)
+    keys = {v: f"{param}={fmt_value(v)}" for v in by_value}
+    colours = assign_colours(data, list(keys.values()), {keys[v]: v for v in by_value})
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 8), constrained_layout=True)
+    seeds = ""
+    for value, runs in by_value.items():
+        colour, label = colours[keys[value]], f"{SYMBOLS.get(param, param)} = {fmt_value(value)}"
+        seeds = seeds_note({str(value): runs}) or seeds
+        draw_band(top, seed_band(runs, "epoch", "val_acc"), "epoch", colour, label, "-", 100)
+        draw_band(top, seed_band(runs, "epoch", "train_acc"), "epoch", colour, None, "--", 100)
+        band = seed_band(runs, "step", "pi", "steps")
+        if not band.empty:
+            draw_band(bottom, band, "step", colour, label)
+    accuracy_axes(top)
+    top.set_title("validation (solid) and training (dashed) accuracy" + seeds, fontsize=9)
+    legend(top)
+    pi_axes(bottom)
+    bottom.set_title("flip metric π_t (network-wide)", fontsize=9)
+    fig.suptitle(
+        f"{data.name}: ablation of {SYMBOLS.get(param, param)}\n"
+        f"{fixed_description(data, {param})}{held_note(data, param)}",
+        fontsize=10,
+    )
+    return fig
+
+
+def summary_figure(data: StudyData, param: str) -> Figure:
+    """Final (solid) and best (dotted) validation accuracy against ``param`` on a log axis,
+    error bars over seeds (min–max); one line per optimizer variant."""
+    plt = pyplot()
+    by_value = points_along(data, param)
+    lines: dict[str, dict[str, list[tuple[float, list[float], list[float]]]]] = defaultdict(
+        lambda: {"pts": []}
+    )
+    for value, runs in by_value.items():
+        per_variant: dict[str, list[Run]] = defaultdict(list)
+        for r in runs:
+            per_variant[variant_label(r.config)].append(r)
+        for variant, vruns in per_variant.items():
+            finals = [100 * r.epochs["val_acc"].iloc[-1] for r in vruns]
+            bests = [100 * r.epochs["val_acc"].max() for r in vruns]
+            lines[variant]["pts"].append((value, finals, bests))
+    colours = assign_colours(data, list(lines))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)
+    for variant, line in lines.items():
+        xs = [p[0] for p in line["pts"]]
+        for idx, style, what in ((1, "-o", "final"), (2, ":s", "best")):
+            ys = [sum(p[idx]) / len(p[idx]) for p in line["pts"]]
+            err = [
+                [y - min(p[idx]) for y, p in zip(ys, line["pts"])],
+                [max(p[idx]) - y for y, p in zip(ys, line["pts"])],
+            ]
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=err,
+                fmt=style,
+                color=colours[variant],
+                capsize=3,
+                label=f"{variant}, {what}",
+                markersize=4,
+            )
+    if all(isinstance(v, (int, float)) and v > 0 for v in by_value):
+        ax.set_xscale("log")
+    ax.set_xlabel(f"{SYMBOLS.get(param, param)} ({param})")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.grid(alpha=0.3)
+    legend(ax)
+    ax.set_title(
+        f"{data.name}: final and best validation accuracy against "
+        f"{SYMBOLS.get(param, param)}\n{fixed_description(data, {param})}"
+        + held_note(data, param)
+        + (
+            "; error bars: min–max over seeds"
+            if any(len(p[1]) > 1 for line in lines.values() for p in line["pts"])
+            else ""
+        ),
+        fontsize=9,
+    )
+    return fig
+
+
+def comparison_figure(data: StudyData, runs: list[Run] | None = None, title: str = "") -> Figure:
+    """Fig. 5/6: training (dashed) and validation (solid) accuracy against epoch per arm."""
+    plt = pyplot()
+    groups = group_by_point(runs if runs is not None else data.runs)
+    labels = {k: arm_label(g[0]) for k, g in groups.items()}
+    colours = assign_colours(data, list(labels.values()))
+    fig, ax = plt.subplots(figsize=(7.5, 5), constrained_layout=True)
+    for key, group in groups.items():
+        colour = colours[labels[key]]
+        draw_band(ax, seed_band(group, "epoch", "val_acc"), "epoch", colour, labels[key], "-", 100)
+        draw_band(ax, seed_band(group, "epoch", "train_acc"), "epoch", colour, None, "--", 100)
+    accuracy_axes(ax)
+    legend(ax)
+    ax.set_title(
+        title
+        or f"{data.name}: validation (solid) and training (dashed) accuracy"
+        f"{seeds_note(groups)}\n{fixed_description(data, set())}",
+        fontsize=9,
+    )
+    return fig
+
+
+def schedule_figure(data: StudyData) -> Figure:
+    """Fig. 4: the increasing, decreasing and constant arms' accuracy, and a small panel of the
+    scheduled hyperparameter's value against epoch."""
+    plt = pyplot()
+    param = data.spec["meta"]["schedule_param"]
+    groups = group_by_point(data.runs)
+    labels = {k: arm_label(g[0]) for k, g in groups.items()}
+    # colour by direction, line style by variant (solid unbiased, dash-dot biased), as Fig. 4
+    colours = dict(zip(("constant", "increasing", "decreasing"), ("0.35", "tab:red", "tab:blue")))
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(7.5, 7.5), constrained_layout=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    for key, group in groups.items():
+        label = labels[key]
+        colour = colours.get(label.rsplit(" ", 1)[-1], "tab:green")
+        style = "-" if "unbiased" in label else "-."
+        draw_band(top, seed_band(group, "epoch", "val_acc"), "epoch", colour, label, style, 100)
+        values = group[0].epochs[["epoch", param]]
+        bottom.plot(values["epoch"], values[param], style, color=colour, label=label)
+    accuracy_axes(top)
+    top.set_title(f"validation accuracy{seeds_note(groups)}", fontsize=9)
+    legend(top)
+    bottom.set_yscale("log")
+    bottom.set_xlabel("epoch")
+    bottom.set_ylabel(f"{SYMBOLS[param]} in force")
+    bottom.grid(alpha=0.3)
+    meta = data.spec["meta"]
+    factor = fmt_value(meta["factor"])
+    if meta["schedule_kind"] == "exponential":
+        how = f"×{factor} or ÷{factor} every {fmt_value(meta['every'])} epochs"
+    else:
+        how = f"polynomial to ×{factor} or ÷{factor}"
+    fig.suptitle(
+        f"{data.name}: {SYMBOLS[param]} scheduled ({how}) against constant\n"
+        f"{fixed_description(data, {param, 'unbiased'})}",
+        fontsize=10,
+    )
+    return fig
+
+
+def pi_figure(data: StudyData, layers: list[str] | None = None) -> Figure:
+    """π_t against step, network-wide and for each of ``layers``; the right axis reads π as
+    the flip fraction."""
+    plt = pyplot()
+    panels = ["network", *(layers or [])]
+    groups = group_by_point(data.runs)
+    labels = {k: arm_label(g[0]) for k, g in groups.items()}
+    colours = assign_colours(data, list(labels.values()))
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(7.5, 3.2 * len(panels)), squeeze=False, constrained_layout=True
+    )
+    for ax, panel in zip(axes[:, 0], panels):
+        column = "pi" if panel == "network" else f"pi_{panel}"
+        for key, group in groups.items():
+            band = seed_band(group, "step", column, "steps")
+            if not band.empty:
+                draw_band(ax, band, "step", colours[labels[key]], labels[key])
+        pi_axes(ax)
+        ax.set_title("network-wide" if panel == "network" else f"layer {panel}", fontsize=9)
+    legend(axes[0, 0])
+    fig.suptitle(
+        f"{data.name}: flip metric π_t{seeds_note(groups)}\n{fixed_description(data, set())}",
+        fontsize=10,
+    )
+    return fig

@@ -1,0 +1,134 @@
+"""Every figure that fits a study, written to a folder, and ``index.md`` listing them; the
+command's ``--format`` and ``--layer`` choices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bopsweep.defaults import FigureFormat, values
+from bopsweep.errors import UserError
+from bopsweep.files import atomic_open, atomic_write_text
+from bopsweep.plots.data import StudyData, swept_params
+from bopsweep.plots.figures import (
+    ablation_figure,
+    comparison_figure,
+    pi_figure,
+    schedule_figure,
+    summary_figure,
+)
+from bopsweep.plots.optuna_plots import optuna_figures
+from bopsweep.plots.style import pyplot
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+FORMATS = values(FigureFormat)
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "fc1", "fc2", "fc3")
+
+
+@dataclass
+class Written:
+    path: Path
+    description: str
+
+
+def draw_study(
+    data: StudyData,
+    out: Path,
+    fmt: str = "png",
+    params: list[str] | None = None,
+    layers: list[str] | None = None,
+) -> list[Written]:
+    """Every figure that fits ``data``, written to ``out``; what was written."""
+    plt = pyplot()
+    figures: list[tuple[str, Figure, str]] = []
+    swept = swept_params(data)
+    for param in params or []:
+        if param not in swept:
+            raise UserError(
+                f"--param {param!r} is not swept in study {data.name}"
+                + (f"; it sweeps {', '.join(swept)}" if swept else "")
+            )
+    if data.runs:
+        for param in params or swept:
+            figures.append(
+                (
+                    f"ablation_{param}",
+                    ablation_figure(data, param),
+                    f"accuracy and π_t per value of {param} (Fig. 3)",
+                )
+            )
+            figures.append(
+                (
+                    f"summary_{param}",
+                    summary_figure(data, param),
+                    f"final and best validation accuracy against {param}",
+                )
+            )
+        if data.kind == "schedule":
+            param = data.spec["meta"]["schedule_param"]
+            what = f"{param} scheduled up, down and constant (Fig. 4)"
+            figures.append(("schedule", schedule_figure(data), what))
+        if data.kind in ("arms", "schedule") or (data.kind == "grid" and not swept):
+            what = "training and validation accuracy per configuration (Fig. 5/6)"
+            figures.append(("comparison", comparison_figure(data), what))
+        what = "flip metric π_t per step" + (f", layers {', '.join(layers)}" if layers else "")
+        figures.append(("pi", pi_figure(data, layers), what))
+    if data.kind == "optuna":
+        for name, fig in optuna_figures(data).items():
+            figures.append((name, fig, name.replace("optuna_", "Optuna's ") + " plot"))
+    folder = out / data.name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write to {out}: {e.strerror}") from None
+    written = []
+    for name, fig, description in figures:
+        path = folder / f"{name}.{fmt}"
+        try:
+            with atomic_open(path, "wb") as f:  # never half a figure, whatever interrupts it
+                fig.savefig(f, dpi=150, format=fmt)
+        except OSError as e:
+            raise UserError(f"cannot write {path}: {e.strerror}") from None
+        finally:
+            plt.close(fig)
+        written.append(Written(path, description))
+    return written
+
+
+def write_index(out: Path, entries: dict[str, list[Written]], command: str) -> Path:
+    """``out/index.md``: one line per figure, and the command that draws them again."""
+    lines = ["# bopsweep figures", "", f"Drawn again by: `{command}`", ""]
+    for study, written in entries.items():
+        lines.append(f"## {study}")
+        lines.append("")
+        if not written:
+            lines.append("- (no finished epoch yet)")
+        for w in written:
+            lines.append(f"- [{w.path.name}]({w.path.relative_to(out)}): {w.description}")
+        lines.append("")
+    path = out / "index.md"
+    try:
+        atomic_write_text(path, "\n".join(lines))
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}") from None
+    return path
+
+
+def parse_layers(text: str | None) -> list[str]:
+    """``--layer``: ``last`` (fc3, the Bop paper's figure), ``all``, or names like conv1,fc3."""
+    if not text:
+        return []
+    if text == "last":
+        return ["fc3"]
+    if text == "all":
+        return list(LAYERS)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    for n in names:
+        if n not in LAYERS:
+            raise UserError(
+                f"unknown layer {n!r}; use last, all, or names from {', '.join(LAYERS)}"
+            )
+    return names

@@ -1,0 +1,173 @@
+"""How the figures look: matplotlib on Agg, colours, axes, bands, legends and titles.
+
+Conventions: accuracy in %, validation solid and training dashed; π_t (natural log of the flip
+fraction plus e⁻⁹) against the optimizer step; one colour per configuration, the same in every
+figure of a study; several seeds of a configuration are drawn as their mean and a band from
+their minimum to their maximum.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from bopsweep.defaults import variant_name
+from bopsweep.plots.data import held
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from bopsweep.plots.data import Run, StudyData
+
+SYMBOLS = {"gamma": "γ", "sigma": "σ", "tau": "τ", "lr": "Adam lr"}
+MAX_LEGEND = 12
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend: no display needed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _np() -> Any:
+    import numpy as np
+
+    return np
+
+
+# --- text ---------------------------------------------------------------------------------------
+def fmt_value(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return (
+        f"{value:.0e}" if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e3) else f"{value:g}"
+    )
+
+
+def variant_label(config: dict[str, Any]) -> str:
+    """A configuration's optimizer as figures name it, e.g. "Bop2ndOrder unbiased"."""
+    return variant_name(config["optimizer"], config.get("unbiased", False))
+
+
+def fixed_description(data: StudyData, exclude: set[str]) -> str:
+    """The study's fixed settings for a title: variant, hyperparameters, norm, batch, epochs."""
+    base = data.spec["base"]
+    varying = set(data.spec["grid"]) | exclude | {k for a in data.spec["arms"] for k in a}
+    if data.kind == "optuna":  # the search space's dimensions are not fixed
+        varying |= {"optimizer", "unbiased", "norm", "gamma", "sigma", "tau"}
+    parts = []
+    if not {"optimizer", "unbiased"} & varying:
+        parts.append(variant_label(base))
+    for name in ("gamma", "sigma", "tau"):
+        if name not in varying and base.get(name) is not None:
+            parts.append(f"{SYMBOLS[name]}={fmt_value(base[name])}")
+    if "norm" not in varying:
+        parts.append(f"{base['norm']} norm")
+    parts.append(f"batch {base['batch_size']}, {base['epochs']} epochs, width {base['width']:g}")
+    return ", ".join(parts)
+
+
+def held_note(data: StudyData, param: str) -> str:
+    """The grid axes a one-factor view holds, for its title."""
+    fixed = held(data, param)
+    return (
+        "; held: " + ", ".join(f"{SYMBOLS.get(k, k)}={fmt_value(v)}" for k, v in fixed.items())
+        if fixed
+        else ""
+    )
+
+
+def seeds_note(groups: dict[str, list[Run]]) -> str:
+    n = max((len(g) for g in groups.values()), default=1)
+    return f" — mean of {n} seeds, band: min–max" if n > 1 else ""
+
+
+# --- colours and lines --------------------------------------------------------------------------
+def assign_colours(
+    data: StudyData, keys: list[str], numeric: dict[str, float] | None = None
+) -> dict:
+    """Colours for ``keys``, stable within a study (each key keeps its colour across figures)."""
+    plt = pyplot()
+    new = [k for k in keys if k not in data.colours]
+    if numeric:  # ordered values: a sequential map by rank
+        ordered = sorted(new, key=lambda k: numeric.get(k, math.inf))
+        cmap = plt.get_cmap("viridis")
+        for i, k in enumerate(ordered):
+            data.colours[k] = cmap(0.9 * i / max(1, len(ordered) - 1))
+    elif len(data.colours) + len(new) <= 10:
+        cmap = plt.get_cmap("tab10")
+        for k in new:
+            data.colours[k] = cmap(len(data.colours))
+    else:  # more than ten: spread over a sequential map rather than repeat colours
+        cmap = plt.get_cmap("turbo")
+        for i, k in enumerate(new):
+            data.colours[k] = cmap(0.05 + 0.9 * i / max(1, len(new) - 1))
+    return {k: data.colours[k] for k in keys}
+
+
+def draw_band(
+    ax: Any,
+    band: pd.DataFrame,
+    x: str,
+    colour: Any,
+    label: str | None,
+    style: str = "-",
+    scale: float = 1.0,
+) -> None:
+    """The mean as a line; the min–max band around it where the seeds differ."""
+    ax.plot(band[x], band["mean"] * scale, style, color=colour, label=label, linewidth=1.4)
+    if (band["max"] > band["min"]).any():
+        ax.fill_between(
+            band[x], band["min"] * scale, band["max"] * scale, color=colour, alpha=0.18, linewidth=0
+        )
+
+
+# --- axes and legends ---------------------------------------------------------------------------
+def accuracy_axes(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+
+
+def pi_axes(ax: Any, secondary: bool = True) -> None:
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("π_t = ln(flip fraction + e⁻⁹)")
+    ax.set_ylim(-9.3, 0.3)
+    ax.grid(alpha=0.3)
+    if secondary:  # read π as a flip fraction on the right
+        sec = ax.secondary_yaxis(
+            "right",
+            functions=(lambda p: _np().exp(p), lambda f: _np().log(_np().clip(f, 1e-12, None))),
+        )
+        sec.set_ylabel("flip fraction (log scale)")
+        sec.set_yscale("log")
+
+
+def legend(ax: Any, title: str | None = None) -> None:
+    handles, _ = ax.get_legend_handles_labels()
+    if len(handles) > MAX_LEGEND:  # unreadable as a legend: the other figures name the values
+        ax.text(
+            0.99,
+            0.98,
+            f"{len(handles)} configurations (no legend)",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=8,
+        )
+    elif handles:
+        ax.legend(
+            title=title,
+            fontsize=8,
+            title_fontsize=8,
+            ncol=1 if len(handles) < 8 else 2,
+            loc="best",
+            frameon=False,
+        )

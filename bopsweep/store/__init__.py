@@ -1,0 +1,34 @@
+"""Where studies live: Optuna's storage and bopsweep's metric tables, in one database.
+
+* :mod:`~bopsweep.store.urls`: which database a command uses; passwords kept out of output;
+* :mod:`~bopsweep.store.database`: :class:`Store`, an open database (read-only for commands
+  that only read);
+* :mod:`~bopsweep.store.metrics`: the per-epoch and per-step metric tables;
+* :mod:`~bopsweep.store.lock`: one driver per SQLite file;
+* :mod:`~bopsweep.store.optuna_adapter`: the one module that uses Optuna's private attributes.
+"""
+
+from bopsweep.store.database import SPEC_ATTR, Store
+from bopsweep.store.lock import driver_lock
+from bopsweep.store.urls import (
+    checkpoint_root,
+    database_file,
+    first_line,
+    redact,
+    scrub,
+    sqlite_path,
+    storage_url,
+)
+
+__all__ = [
+    "SPEC_ATTR",
+    "Store",
+    "checkpoint_root",
+    "database_file",
+    "driver_lock",
+    "first_line",
+    "redact",
+    "scrub",
+    "sqlite_path",
+    "storage_url",
+]

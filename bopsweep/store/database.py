@@ -1,0 +1,240 @@
+"""An open study database: Optuna's RDB storage plus bopsweep's metric tables.
+
+One Optuna study per bopsweep study; its user attribute ``bopsweep_spec`` holds the study's
+definition, so ``bopsweep resume`` needs nothing else. Each trial's params are plain values
+(any Optuna tool reads them); its user attributes hold the configuration id, the full
+configuration and, when it ends, its results or the reason it failed. Metric rows: see
+:mod:`bopsweep.store.metrics`.
+
+Commands that only read (``status``, ``studies``, ``plot``, ``export``) open the database
+read-only (:meth:`Store.open_readonly`): SQLite's ``mode=ro``, a read-only PostgreSQL session,
+no table created, not a byte changed; a read-only file system is fine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bopsweep.errors import UserError
+from bopsweep.files import is_sqlite_file
+from bopsweep.store.metrics import MetricTables
+from bopsweep.store.urls import first_line, parse_url, redact, scrub, sqlite_path
+
+if TYPE_CHECKING:
+    import optuna
+
+SPEC_ATTR = "bopsweep_spec"
+
+
+class Store:
+    """An open database: Optuna's storage and bopsweep's metric tables."""
+
+    def __init__(
+        self,
+        url: str,
+        create: bool = False,
+        heartbeat: tuple[int, int, int] | None = None,
+        readonly: bool = False,
+    ) -> None:
+        """Open ``url``; ``heartbeat`` = (interval s, grace period s, retries) turns on Optuna's
+        RDB heartbeat, whose stale trials (of a driver that died) are failed and re-queued by
+        Optuna's retry callback. ``readonly``: see :meth:`open_readonly`."""
+        self.url = url
+        self.readonly = readonly
+        path = sqlite_path(url)
+        if path is not None:
+            _check_sqlite_file(path, create and not readonly, readonly)
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                beat = {}
+                if heartbeat is not None:
+                    interval, grace, retries = heartbeat
+                    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)
+                    beat = {
+                        "heartbeat_interval": interval,
+                        "grace_period": grace,
+                        "heartbeat_stale_trial_callback": retry,
+                    }
+                self.storage = optuna.storages.RDBStorage(
+                    _readonly_url(url, path) if readonly else url,
+                    engine_kwargs=_engine_kwargs(url, readonly),
+                    skip_table_creation=readonly,
+                    **beat,
+                )
+        except ImportError:
+            raise UserError(
+                f"the database driver for {redact(url)} is not installed; install it with: "
+                "pip install 'bopsweep[postgres]' (PostgreSQL) or pip install pymysql (MySQL)"
+            ) from None
+        except Exception as e:  # SQLAlchemy / driver errors: unreachable, refused, not a database
+            if readonly and _is_write_refused(e):
+                raise UserError(
+                    f"{redact(url)} holds no bopsweep study (its Optuna tables are missing, "
+                    "unfinished or of another version); run the study command to make one"
+                ) from None
+            raise UserError(
+                f"cannot open the database {redact(url)}: {scrub(first_line(e), url)}"
+            ) from None
+        self.engine = self.storage.engine
+        self.metrics = MetricTables(self.storage, readonly)
+
+    @classmethod
+    def open_readonly(cls, url: str) -> Store:
+        """For commands that only read: no table is created and no byte changes (SQLite opened
+        with ``mode=ro``; PostgreSQL in a read-only session), so it works on a read-only file
+        system and leaves a plain Optuna database as it was."""
+        return cls(url, readonly=True)
+
+    # --- studies ------------------------------------------------------------------------------
+    def study_names(self) -> list[str]:
+        return [s.study_name for s in self.storage.get_all_studies()]
+
+    def bopsweep_studies(self) -> list[str]:
+        return [s.study_name for s in self.storage.get_all_studies() if SPEC_ATTR in s.user_attrs]
+
+    def load(self, name: str | None) -> optuna.Study:
+        """An existing bopsweep study; with no name, the database's only one."""
+        import optuna
+
+        names = self.bopsweep_studies()
+        if name is None:
+            if len(names) != 1:
+                where = redact(self.url)
+                if not names:
+                    raise UserError(f"{where} holds no bopsweep study")
+                raise UserError(
+                    f"{where} holds several studies ({', '.join(names)}); "
+                    "choose one with --study NAME"
+                )
+            name = names[0]
+        if name not in names:
+            raise UserError(
+                f"no bopsweep study named {name!r} in {redact(self.url)}"
+                + (f"; it holds: {', '.join(names)}" if names else "")
+            )
+        return optuna.load_study(study_name=name, storage=self.storage)
+
+    def create(self, spec: Any) -> tuple[optuna.Study, bool]:
+        """The study for ``spec`` (a StudySpec), created if new; (study, created)."""
+        import optuna
+
+        data = spec.to_dict()
+        if spec.name in self.study_names():
+            study = optuna.load_study(study_name=spec.name, storage=self.storage)
+            stored = study.user_attrs.get(SPEC_ATTR)
+            if stored is None:
+                raise UserError(
+                    f"{spec.name!r} in {redact(self.url)} is an Optuna study not made "
+                    "by bopsweep; choose another --study name"
+                )
+            if _comparable(stored) != _comparable(data):
+                raise UserError(
+                    f"study {spec.name!r} already exists with a different definition; "
+                    "resume it with 'bopsweep resume', or choose another --study name"
+                )
+            if stored != data:
+                study.set_user_attr(SPEC_ATTR, data)  # e.g. a search's new total
+            return study, False
+        study = optuna.create_study(
+            study_name=spec.name, storage=self.storage, direction="maximize"
+        )
+        study.set_user_attr(SPEC_ATTR, data)
+        return study, True
+
+    def delete_study(self, name: str) -> None:
+        """Remove a study, its trials and their metric rows (and any orphan rows of studies
+        deleted by other tools)."""
+        import optuna
+
+        study_id = self.storage.get_study_id_from_name(name)
+        # the study first: a crash after it leaves orphan rows, which never attach to anything
+        optuna.delete_study(study_name=name, storage=self.storage)
+        self.metrics.delete_study_rows(study_id)
+
+
+def _check_sqlite_file(path: Path, create: bool, readonly: bool = False) -> None:
+    if not path.exists():
+        if not create:
+            raise UserError(f"no such database: {path}")
+        if not path.parent.is_dir():
+            raise UserError(f"cannot create {path}: folder {path.parent} does not exist")
+        return
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a database file")
+    if path.stat().st_size == 0:
+        if readonly:
+            raise UserError(f"{path} is an empty file, not a bopsweep study database")
+        return
+    if not is_sqlite_file(path):
+        raise UserError(
+            f"{path} is not a SQLite database; give a .db file made by bopsweep (or a new path)"
+        )
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(_sqlite_uri(path), uri=True)) as conn:
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+    except sqlite3.DatabaseError as e:
+        raise UserError(f"cannot read the database {path}: {e}") from None
+    if (tables or readonly) and not {"studies", "trials", "version_info"} <= tables:
+        raise UserError(
+            f"{path} is a database of another program (no Optuna tables); "
+            "give a database made by bopsweep or a new path"
+        )
+
+
+def _sqlite_uri(path: Path) -> str:
+    """A read-only SQLite URI filename (special characters of the path escaped)."""
+    from urllib.parse import quote
+
+    return f"file:{quote(str(Path(path).resolve()))}?mode=ro"
+
+
+def _readonly_url(url: str, path: Path | None) -> str:
+    if path is None:
+        return url
+    from sqlalchemy.engine import URL
+
+    query = {k: v for k, v in parse_url(url).query.items() if k not in ("mode", "uri")}
+    database = _sqlite_uri(path)
+    return URL.create("sqlite", database=database, query={**query, "uri": "true"}).render_as_string(
+        hide_password=False
+    )
+
+
+def _engine_kwargs(url: str, readonly: bool = False) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if readonly and url.startswith(("postgresql", "postgres")):
+        kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
+    return kwargs
+
+
+def _is_write_refused(e: BaseException) -> bool:
+    """A read-only open that failed because Optuna wanted to write (tables to make or upgrade,
+    or its version row, missing when the command that made the file was killed early)."""
+    cause = e.__cause__ or e.__context__
+    text = " ".join(str(getattr(x, "orig", None) or x) for x in (e, cause) if x).lower()
+    if 'relation "' in text and "does not exist" in text:  # PostgreSQL: no such table
+        return True
+    return any(s in text for s in ("readonly database", "read-only transaction", "no such table"))
+
+
+def _comparable(spec: dict[str, Any]) -> str:
+    """A spec without the settings that only say where it runs (data path, device)."""
+    data = json.loads(json.dumps(spec))
+    for key in ("data_dir", "device", "download"):
+        data["base"].pop(key, None)
+    data["meta"].pop("trials", None)  # a search's total may grow: the study is topped up
+    return json.dumps(data, sort_keys=True)

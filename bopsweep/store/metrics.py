@@ -1,0 +1,225 @@
+"""bopsweep's metric tables: per-epoch rows and per-epoch bundles of logged steps.
+
+``bopsweep_epochs`` and ``bopsweep_steps`` hold one row per (trial, epoch), written in batches
+by the driver alone. A row carries its trial's id *and* the trial's start time: ids are reused
+(SQLite hands a deleted trial's id to the next trial, e.g. after ``optuna delete-study``), and a
+row counts only while both match its trial, so a deleted trial's rows never attach to a new one
+(the writer clears such orphans). The tables are made at the first write, so a refused command
+leaves a database as it was; tables of bopsweep 0.1.0 (no start time) are upgraded in place by
+the first writing command and read as they are by read-only ones.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from bopsweep.store.optuna_adapter import study_id as study_id_of
+from bopsweep.store.optuna_adapter import trial_id as trial_id_of
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+
+METRIC_TABLES = ("bopsweep_epochs", "bopsweep_steps")
+
+
+class MetricTables:
+    """The metric tables of one database (``engine``); ``readonly``: never created or changed."""
+
+    def __init__(self, storage: Any, readonly: bool) -> None:
+        import sqlalchemy as sa
+
+        self.storage, self.engine = storage, storage.engine
+        meta = sa.MetaData()
+        self.epochs = _metric_table(sa, meta, METRIC_TABLES[0])
+        self.steps = _metric_table(sa, meta, METRIC_TABLES[1])
+        present = set(sa.inspect(self.engine).get_table_names())
+        if readonly:
+            self._legacy = _legacy_tables(self.engine, present)
+        else:
+            _upgrade_legacy_tables(self.engine, present, self.epochs, self.steps)
+            self._legacy = set()
+        self._absent = {name for name in METRIC_TABLES if name not in present}
+        self._meta = meta
+
+    def write(
+        self,
+        study_id: int,
+        trial_id: int,
+        rows: list[dict[str, Any]],
+        steps: dict[int, list[dict[str, Any]]],
+    ) -> None:
+        """Per-epoch rows and per-epoch bundles of step rows; an epoch already stored is kept.
+
+        Rows are keyed on the trial's id and start time; rows of an earlier trial that had the
+        same id (deleted since) are removed in the same transaction.
+        """
+        import sqlalchemy as sa
+
+        start = self.storage.get_trial(trial_id).datetime_start
+        key = {"study_id": study_id, "trial_id": trial_id, "trial_start": start}
+        epoch_rows = [{**key, "epoch": r["epoch"], "data": json.dumps(r)} for r in rows]
+        step_rows = [
+            {**key, "epoch": epoch, "data": json.dumps(_bundle(srows))}
+            for epoch, srows in steps.items()
+            if srows
+        ]
+        if self._absent:
+            self._meta.create_all(self.engine)
+            self._absent = set()
+        with self.engine.begin() as conn:
+            for table, values in ((self.epochs, epoch_rows), (self.steps, step_rows)):
+                if values:
+                    conn.execute(
+                        sa.delete(table).where(
+                            table.c.trial_id == trial_id,
+                            sa.or_(table.c.trial_start.is_(None), table.c.trial_start != start),
+                        )
+                    )
+                    conn.execute(self._insert_ignore(table), values)
+
+    def _insert_ignore(self, table: Any) -> Any:
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        elif dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy import insert
+
+            return insert(table).prefix_with("IGNORE")
+        return insert(table).on_conflict_do_nothing(
+            index_elements=["trial_id", "trial_start", "epoch"]
+        )
+
+    def epoch_counts(self, study: optuna.Study) -> dict[int, int]:
+        """Epochs stored per trial id."""
+        counts: dict[int, int] = {}
+        for trial_id, _ in self._rows(self.epochs, study):
+            counts[trial_id] = counts.get(trial_id, 0) + 1
+        return counts
+
+    def epochs_frame(self, study: optuna.Study) -> pd.DataFrame:
+        """Per-epoch metrics of a study: one row per (trial, epoch)."""
+        return self._frame(self.epochs, study, lambda data: [json.loads(data)])
+
+    def steps_frame(self, study: optuna.Study) -> pd.DataFrame:
+        """Per-logged-step metrics of a study: one row per (trial, logged step)."""
+
+        def rows(data: str) -> list[dict[str, Any]]:
+            bundle = json.loads(data)
+            return [dict(zip(bundle["columns"], r)) for r in bundle["rows"]]
+
+        return self._frame(self.steps, study, rows)
+
+    def _rows(self, table: Any, study: optuna.Study) -> Iterator[tuple[int, str]]:
+        """(trial id, data) of the rows that belong to the study's trials as they are now."""
+        import sqlalchemy as sa
+
+        if table.name in self._absent:  # a plain Optuna database opened read-only
+            return
+        starts = {trial_id_of(t): t.datetime_start for t in study.get_trials(deepcopy=False)}
+        legacy = table.name in self._legacy  # written before rows carried their trial's start
+        columns = [table.c.trial_id, table.c.data] + ([] if legacy else [table.c.trial_start])
+        q = sa.select(*columns).where(table.c.study_id == study_id_of(study))
+        with self.engine.connect() as conn:
+            for trial_id, data, *start in conn.execute(q):
+                if trial_id in starts and (legacy or start[0] == starts[trial_id]):
+                    yield trial_id, data
+
+    def _frame(self, table: Any, study: optuna.Study, parse: Any) -> pd.DataFrame:
+        import pandas as pd
+
+        records = [
+            {"trial_id": t, **row} for t, data in self._rows(table, study) for row in parse(data)
+        ]
+        frame = pd.DataFrame.from_records(records)
+        if frame.empty:
+            return frame
+        keys = ["trial_id", "epoch"] + (["step"] if "step" in frame else [])
+        return frame.sort_values(keys, ignore_index=True)
+
+    def delete_study_rows(self, study_id: int) -> None:
+        """Remove a study's rows, and any orphan rows of trials deleted by other tools."""
+        import sqlalchemy as sa
+
+        live = sa.select(sa.literal_column("trial_id")).select_from(sa.table("trials"))
+        with self.engine.begin() as conn:
+            for table in (self.epochs, self.steps):
+                if table.name in self._absent:
+                    continue
+                conn.execute(
+                    sa.delete(table).where(
+                        sa.or_(table.c.study_id == study_id, table.c.trial_id.not_in(live))
+                    )
+                )
+
+
+def _metric_table(sa: Any, meta: Any, name: str) -> Any:
+    return sa.Table(
+        name,
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("study_id", sa.Integer, nullable=False, index=True),
+        sa.Column("trial_id", sa.Integer, nullable=False, index=True),
+        # the trial's datetime_start: with trial_id, a key no later trial can share
+        sa.Column("trial_start", sa.DateTime, nullable=True),
+        sa.Column("epoch", sa.Integer, nullable=False),
+        sa.Column("data", sa.Text, nullable=False),
+        sa.UniqueConstraint("trial_id", "trial_start", "epoch", name=f"{name}_trial_key_epoch"),
+    )
+
+
+def _legacy_tables(engine: Any, present: set[str]) -> set[str]:
+    """Metric tables of bopsweep 0.1.0 databases, whose rows lack their trial's start time."""
+    import sqlalchemy as sa
+
+    inspector = sa.inspect(engine)
+    return {
+        name
+        for name in METRIC_TABLES
+        if name in present and "trial_start" not in {c["name"] for c in inspector.get_columns(name)}
+    }
+
+
+def _upgrade_legacy_tables(engine: Any, present: set[str], *tables: Any) -> None:
+    """Give the rows of a legacy metric table their trial's start time, in one transaction.
+
+    Rows whose trial is gone (deleted by another tool) are dropped: they could only ever attach
+    to a later trial that reused the id. Reads Optuna's ``trials`` table directly, once.
+    """
+    import sqlalchemy as sa
+
+    legacy = _legacy_tables(engine, present)
+    if not legacy:
+        return
+    trials = sa.table(
+        "trials", sa.column("trial_id", sa.Integer), sa.column("datetime_start", sa.DateTime)
+    )
+    with engine.begin() as conn:
+        for table in tables:
+            if table.name not in legacy:
+                continue
+            old = sa.Table(table.name, sa.MetaData(), autoload_with=conn)
+            for index in old.indexes:  # the new table's indexes take these names
+                index.drop(conn)
+            conn.execute(sa.text(f"ALTER TABLE {table.name} RENAME TO {table.name}_legacy"))
+            old = sa.Table(f"{table.name}_legacy", sa.MetaData(), autoload_with=conn)
+            table.create(conn)
+            columns = ["study_id", "trial_id", "trial_start", "epoch", "data"]
+            rows = (
+                sa.select(
+                    old.c.study_id, old.c.trial_id, trials.c.datetime_start, old.c.epoch, old.c.data
+                )
+                .select_from(old.join(trials, trials.c.trial_id == old.c.trial_id))
+                .order_by(old.c.id)
+            )
+            conn.execute(sa.insert(table).from_select(columns, rows))
+            old.drop(conn)
+
+
+def _bundle(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    columns = list(rows[0])
+    return {"columns": columns, "rows": [[r.get(c) for c in columns] for r in rows]}

@@ -1,0 +1,116 @@
+"""Database URLs: which storage a command uses, its file, and its secrets kept out of output.
+
+``sqlite:///study.db`` is the embedded default (or ``$BOPSWEEP_STORAGE``); a PostgreSQL or
+MySQL URL lets several machines share a study. URLs are parsed by SQLAlchemy; passwords (in the
+authority or in secret query keys) are masked wherever a URL is printed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from bopsweep.defaults import DEFAULT_STORAGE, STORAGE_ENV
+from bopsweep.errors import UserError
+
+_URL = re.compile(r"^(sqlite|postgresql|postgres|mysql)(\+\w+)?://")
+# URL query keys that carry a secret (libpq and the MySQL drivers accept passwords there too)
+_SECRET_KEYS = {"password", "passwd", "pwd", "sslpassword", "token", "secret"}
+# whatever stands between '://user:' and '@', also in text that is no parsable URL
+_AUTH = re.compile(r"(://[^:/@?#\s]*:)[^@/?#\s]*@")
+_SECRET_OPTION = re.compile(rf"\b((?:{'|'.join(_SECRET_KEYS)})\s*=\s*)[^&\s'\"]+", re.IGNORECASE)
+
+
+def storage_url(storage: str | None = None, database: Path | None = None) -> str:
+    """The storage to use: a positional database path, ``--storage``, $BOPSWEEP_STORAGE, default."""
+    if database is not None and storage is not None:
+        raise UserError("give the database either as a path or as --storage, not both")
+    if database is not None:
+        return f"sqlite:///{database}"
+    url = storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    if not _URL.match(url):
+        if url.endswith((".db", ".sqlite", ".sqlite3")):
+            return f"sqlite:///{url}"
+        raise UserError(
+            f"{redact(url)} is not a database URL; use sqlite:///FILE.db or "
+            "postgresql://USER:PASSWORD@HOST/DB"
+        )
+    parse_url(url)  # malformed URLs are refused here, not deep inside SQLAlchemy
+    return url
+
+
+def parse_url(url: str) -> Any:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError):
+        raise UserError(f"cannot read the database URL {redact(url)}") from None
+
+
+def _secrets(url: str) -> list[str]:
+    """The URL's password and secret query values, as written and as URL-encoded."""
+    from urllib.parse import quote, quote_plus
+
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a URL: only the pattern of _AUTH applies
+        return []
+    values = [parsed.password] if parsed.password else []
+    for key, value in parsed.query.items():
+        if key.lower() in _SECRET_KEYS:
+            values += [value] if isinstance(value, str) else list(value)
+    return [v for value in values for v in {value, quote(value, safe=""), quote_plus(value)}]
+
+
+def redact(url: str) -> str:
+    """The URL with its password (in the authority or the query string) replaced by ***."""
+    return scrub(url, url)
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` with the URL's secrets masked: wherever a URL or a ``password=`` option holds
+    one, and a long secret (8+ characters) anywhere as a whole word. A short one is masked only
+    in those places, so it cannot mangle the words of the message around it."""
+    text = _SECRET_OPTION.sub(r"\1***", _AUTH.sub(r"\1***@", text))
+    for secret in sorted(set(_secrets(url)), key=len, reverse=True):
+        text = text.replace(f":{secret}@", ":***@")  # in a URL, whatever characters it holds
+        if len(secret) >= 8:
+            text = re.sub(rf"(?<![\w%]){re.escape(secret)}(?![\w%])", "***", text)
+    return text
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL (query options such as ``?timeout=30`` stripped);
+    None for other databases and for SQLite in memory."""
+    if not url.startswith("sqlite"):
+        return None
+    database = parse_url(url).database
+    if database and database.startswith("file:"):  # a SQLite URI filename (uri=true)
+        database = database[len("file:") :].split("?", 1)[0]
+    return Path(database) if database and database != ":memory:" else None
+
+
+def database_file(url: str) -> Path | None:
+    """The real file behind a SQLite URL: symlinks resolved, so every alias names one file."""
+    path = sqlite_path(url)
+    return Path(os.path.realpath(path)) if path is not None else None
+
+
+def checkpoint_root(url: str, study: str, override: Path | None = None) -> Path:
+    """Trial run folders: ``--checkpoint-dir``, else next to a SQLite file (``study.ckpt/``)."""
+    if override is not None:
+        return (Path(override) / study).resolve()
+    path = database_file(url)
+    base = path.with_suffix(".ckpt") if path is not None else Path("bopsweep.ckpt")
+    return (base / study).resolve()
+
+
+def first_line(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e).strip().splitlines()
+    return text[0] if text else type(e).__name__

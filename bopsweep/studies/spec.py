@@ -1,0 +1,88 @@
+"""A study's definition: a base configuration, explicit arms × a cartesian grid × seeds."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from bopsweep.errors import UserError
+from bopsweep.schedules import Schedule
+from bopsweep.studies.config import FIELDS, TrialConfig, check_field
+
+STUDY_KINDS = ("grid", "pow10", "schedule", "arms", "optuna")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A study: a base configuration, explicit arms × a cartesian grid of values × seeds.
+
+    Every study kind compiles to this form (see :mod:`bopsweep.studies`): a one-factor grid is
+    one grid axis, a power-of-ten search several, a schedule study a list of arms. ``meta``
+    keeps what the kind needs to be drawn and described (the swept parameter, the schedule).
+    """
+
+    name: str
+    kind: str
+    base: TrialConfig
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    arms: list[dict[str, Any]] = field(default_factory=list)
+    seeds: int = 1
+    description: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise UserError(
+                f"study name {self.name!r} must start with a letter or digit and hold only "
+                "letters, digits, '.', '_' and '-'"
+            )
+        if self.kind not in STUDY_KINDS:
+            raise UserError(
+                f"unknown study kind {self.kind!r}; use one of {', '.join(STUDY_KINDS)}"
+            )
+        if not (
+            isinstance(self.seeds, int) and not isinstance(self.seeds, bool) and self.seeds >= 1
+        ):
+            raise UserError(f"seeds must be an integer >= 1, got {self.seeds!r}")
+        for name, values in self.grid.items():
+            if name not in FIELDS:
+                raise UserError(f"unknown key {name!r} in the grid; known: {', '.join(FIELDS)}")
+            if not isinstance(values, list) or not values:
+                raise UserError(f"grid axis {name!r} needs a non-empty list of values")
+            if name == "schedules":
+                raise UserError("schedules cannot be a grid axis; use arms")
+            for value in values:
+                check_field(name, value, f"grid axis {name!r}")
+        for arm in self.arms:
+            for key, value in arm.items():
+                if key != "label":
+                    check_field(key, value, f"arm {arm.get('label', '')!r}".strip())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "base": self.base.to_dict(),
+            "grid": self.grid,
+            "arms": [_plain_arm(a) for a in self.arms],
+            "seeds": self.seeds,
+            "description": self.description,
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudySpec:
+        values = dict(data)
+        values["base"] = TrialConfig.from_dict(values["base"], "the study's base")
+        return cls(**values)
+
+
+def _plain_arm(arm: dict[str, Any]) -> dict[str, Any]:
+    out = dict(arm)
+    if "schedules" in out:
+        out["schedules"] = {
+            k: s.to_dict() if isinstance(s, Schedule) else s for k, s in out["schedules"].items()
+        }
+    return out

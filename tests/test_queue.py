@@ -1,0 +1,99 @@
+"""The queue of a study's trials in Optuna's storage, without any trial process."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from bopsweep.driver.queue import TrialQueue
+from bopsweep.studies import TrialConfig, expand, grid_study
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture
+def queue(tmp_path) -> TrialQueue:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'q.db'}", direction="maximize")
+    return TrialQueue(study)
+
+
+def planned(values: str = "1e-7,1e-6,1e-5"):
+    base = TrialConfig(epochs=2, unbiased=True)
+    axis = [float(v) for v in values.split(",")]
+    return expand(grid_study("g", base, {"gamma": axis}))
+
+
+def states(queue: TrialQueue) -> list[str]:
+    return [t.state.name for t in queue.trials()]
+
+
+def test_only_missing_configurations_are_queued(queue):
+    assert queue.enqueue_missing(planned()) == 3
+    assert queue.enqueue_missing(planned()) == 0
+    assert queue.enqueue_missing(planned("1e-7,1e-4")) == 1
+    assert states(queue) == ["WAITING"] * 4
+
+
+def test_claim_takes_the_first_waiting_trial_once(queue):
+    queue.enqueue_missing(planned())
+    first, second = queue.claim(), queue.claim()
+    assert (first.number, second.number) == (0, 1)
+    assert states(queue) == ["RUNNING", "RUNNING", "WAITING"]
+    queue.claim()
+    assert queue.claim() is None
+
+
+def test_a_trial_queued_by_another_tool_is_failed_not_run(queue):
+    queue.study.enqueue_trial({"gamma": 1e-7})
+    queue.enqueue_missing(planned("1e-6"))
+    claimed = queue.claim()
+    assert claimed.number == 1
+    foreign = queue.trials()[0]
+    assert foreign.state.name == "FAIL"
+    assert foreign.user_attrs["fail_reason"].startswith("queued without a bopsweep configuration")
+
+
+def test_a_failed_trial_is_requeued_as_a_new_trial_with_its_configuration(queue):
+    queue.enqueue_missing(planned("1e-7"))
+    t = queue.claim()
+    queue.fail(t, "crash", "killed by SIGKILL", requeue=1)
+    failed, retry = queue.trials()
+    assert failed.state.name == "FAIL" and failed.user_attrs["requeued"] is True
+    assert retry.state.name == "WAITING" and retry.user_attrs["attempt"] == 1
+    assert retry.user_attrs["config_id"] == failed.user_attrs["config_id"]
+    assert retry.params == failed.params and retry.distributions == failed.distributions
+    assert queue.counted() == 1  # one configuration, however many attempts
+
+
+def test_tell_finishes_a_trial_once(queue):
+    queue.enqueue_missing(planned("1e-7"))
+    t = queue.claim()
+    assert queue.tell(t, "COMPLETE", 0.5)
+    assert not queue.tell(t, "FAIL")  # already finished: an earlier write, or another driver
+    assert queue.trials()[0].value == 0.5 and queue.all_configs_complete()
+
+
+def test_stale_running_trials_are_recovered(queue):
+    queue.enqueue_missing(planned("1e-7,1e-6"))
+    queue.claim()
+    assert queue.recover_stale() == 1
+    assert states(queue) == ["FAIL", "WAITING", "WAITING"]
+    assert queue.trials()[0].user_attrs["failure"] == "interrupted"
+
+
+def test_a_sampled_trial_whose_configuration_fails_is_not_left_running(queue):
+    def configure(trial):
+        trial.suggest_float("gamma", 1e-9, 1e-5, log=True)
+        raise ValueError("no such space")
+
+    with pytest.raises(ValueError):
+        queue.ask(configure)
+    (t,) = queue.trials()
+    assert t.state.name == "FAIL" and "never configured" in t.user_attrs["fail_reason"]
+    assert queue.counted() == 0  # a trial that was never configured does not count
+
+
+def test_a_sampled_trial_gets_its_configuration(queue):
+    attrs = {"config_id": "abc", "label": "x", "config": {"epochs": 1}, "attempt": 0}
+    t = queue.ask(lambda trial: attrs)
+    assert t.state.name == "RUNNING" and t.user_attrs == attrs and queue.counted() == 1
