@@ -54,7 +54,7 @@ class TrainDisplay:
             stats += f" π {p.pi:.2f}"
         if p.val_acc is not None:
             stats += f" val {p.val_acc:.3f}"
-        fields = {"epoch": f"{p.epoch}/{p.epochs}", "stats": stats}
+        fields: dict[str, Any] = {"epoch": f"{p.epoch}/{p.epochs}", "stats": stats}  # task fields
         if self._task is None:
             self._task = self._bar.add_task("train", total=p.steps_per_epoch, **fields)
         elif p.epoch != self._epoch:  # the clock shows the time of the epoch in progress

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -182,11 +182,14 @@ def run_trial(
     train, test = load_data(config, device)  # bad data or device: refused before the folder
     state = run.open(config, resume) if run is not None else None
     # channels-last convolutions: 20-25 % faster steps on the CPU (benchmarks/train_step.py)
-    model = BinaryNet(config.width, config.norm, config.init).to(device, memory_format=LAYOUT)
+    model = BinaryNet(config.width, config.norm, config.init)
+    # torch's stubs lack Module.to(device, memory_format=...), which torch accepts
+    model = model.to(device, memory_format=LAYOUT)  # type: ignore[call-overload]
     binary_opt, real_opt = build_optimizers(config, model)
     # --compile: Inductor kernels for the model (compiled on the first batch, cached on disk
     # across trials); checkpoints keep the plain model's state_dict
-    forward = torch.compile(model) if config.compile else model
+    # (torch.compile of a Module is an OptimizedModule; its stubs say only Callable)
+    forward = cast(torch.nn.Module, torch.compile(model)) if config.compile else model
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     hyper = Hyperparams(config, binary_opt, real_opt, steps_per_epoch)
     names = model.binary_layer_names

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from typer.core import TyperCommand
@@ -70,13 +70,18 @@ def console() -> Any:
     return Console(width=None if sys.stdout.isatty() else 200)
 
 
-# Click's UsageError, whether Typer vendors Click (0.2x) or depends on it (older releases)
-UsageError: type[Exception] = next(
-    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
-)
+if TYPE_CHECKING:
+    # what the installed Typer's Command.parse_args takes and raises
+    from typer._click import Context as ClickContext
+    from typer._click.exceptions import UsageError
+else:
+    # Click's UsageError, whether Typer vendors Click (0.2x) or depends on it (older releases)
+    UsageError: type[Exception] = next(
+        c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+    )
 
 
-class _OneLineUsageError(UsageError):  # type: ignore[valid-type,misc]
+class _OneLineUsageError(UsageError):
     def show(self, file: Any = None) -> None:
         typer.echo(f"bopsweep: error: {self.format_message()}", err=True)
 
@@ -85,7 +90,7 @@ class Command(TyperCommand):
     """A command whose usage errors (a wrong type, a choice not offered, a missing option) are
     one line and exit code 2, like every other bad input."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
         try:
             return super().parse_args(ctx, args)
         except UsageError as e:

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bopsweep.defaults import MAX_RETRIES
-from bopsweep.driver import outcome
+from bopsweep.driver.outage import DatabaseLost, Outage
 from bopsweep.driver.process import Slot, TrialProcess, stop_all
 from bopsweep.driver.queue import TrialQueue
 from bopsweep.driver.recorder import Recorder
 from bopsweep.driver.state import Running, Snapshot
-from bopsweep.store import first_line, scrub
 from bopsweep.store.optuna_adapter import trial_id
 
 if TYPE_CHECKING:
@@ -41,12 +40,6 @@ if TYPE_CHECKING:
     from bopsweep.studies.search import SearchSpace
 
 FLUSH_SECONDS = 2.0
-DB_RETRY_SECONDS = 2.0
-DB_OUTAGE_LIMIT_SECONDS = 900.0  # then the driver gives up: trials resume from checkpoints
-
-
-class DatabaseLost(RuntimeError):
-    """The database stayed unreachable for longer than the driver waits."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +78,7 @@ class Driver:
         self.events: queue.Queue[tuple[Running, dict[str, Any] | None]] = queue.Queue()
         self._last_flush = time.monotonic()
         self._last_heartbeat = -math.inf
-        self._db_down_since: float | None = None
+        self.outage = Outage(store.url, self._note)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -106,11 +99,9 @@ class Driver:
                 try:
                     if not self._step():
                         break
-                    if self._db_down_since is not None:
-                        self._db_down_since = None
-                        self._note("the database is reachable again")
+                    self.outage.over()
                 except db_errors as e:
-                    self._database_unreachable(e)
+                    self.outage.failed(e)
                 except optuna.exceptions.UpdateFinishedTrialError:
                     self._abandon_taken_over()
         except KeyboardInterrupt:
@@ -301,29 +292,6 @@ class Driver:
                 self._event("taken_over", r)
         self.running = {k: r for k, r in self.running.items() if not r.abandoned}
         self.finishing = [r for r in self.finishing if not r.abandoned]
-
-    def _database_unreachable(self, e: BaseException) -> None:
-        url = self.store.url
-        if outcome.cannot_be_written(e, url):
-            raise DatabaseLost(
-                f"the database cannot be written ({scrub(first_line(e), url)}); trial "
-                "processes stopped, finished trials and epochs are saved; fix it (free some disk "
-                "space?) and run 'bopsweep resume'"
-            )
-        now = time.monotonic()
-        if self._db_down_since is None:
-            self._db_down_since = now
-            self._note(
-                f"the database is unreachable ({scrub(first_line(e), url)}); "
-                f"retrying for up to {DB_OUTAGE_LIMIT_SECONDS:.0f} s, trials keep training"
-            )
-        elif now - self._db_down_since > DB_OUTAGE_LIMIT_SECONDS:
-            raise DatabaseLost(
-                f"the database stayed unreachable for {DB_OUTAGE_LIMIT_SECONDS:.0f} s; trial "
-                "processes stopped, finished trials are saved; run the same command (or "
-                "'bopsweep resume') again when it is back"
-            )
-        time.sleep(DB_RETRY_SECONDS)
 
     # --- display ----------------------------------------------------------------------------
     def _event(self, kind: str, r: Running, detail: str = "") -> None:

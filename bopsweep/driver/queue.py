@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from bopsweep.driver.outcome import describe
 from bopsweep.store.optuna_adapter import storage_of, trial_id
@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from bopsweep.studies import PlannedTrial
+
+    class _HeartbeatStorage(Protocol):
+        """A storage with heartbeats: Optuna's RDBStorage (and the cache Optuna puts around it)."""
+
+        def record_heartbeat(self, trial_id: int) -> None: ...
 
 
 def configured(trial: FrozenTrial) -> bool:
@@ -194,7 +199,8 @@ class TrialQueue:
         return self.study.pruner.prune(self.study, self.trial(tid))
 
     def heartbeat(self, tid: int) -> None:
-        self.storage.record_heartbeat(tid)
+        # called only with heartbeats configured, which bopsweep does on RDB storages alone
+        cast("_HeartbeatStorage", self.storage).record_heartbeat(tid)
 
     def fail_stale(self) -> None:
         """Other drivers' trials without a heartbeat for the grace period: failed and re-queued

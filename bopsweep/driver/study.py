@@ -100,7 +100,7 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
     slots = make_slots(options.device, options.gpus, options.per_gpu, options.workers)
     data_dir = options.data_dir or spec.base.data_dir
     # resolved once here (downloading if asked), so trial processes never download
-    local = {
+    local: dict[str, Any] = {
         "data_dir": str(resolve_data_dir(_path(data_dir), options.download).resolve()),
         "download": False,
     }

@@ -19,6 +19,7 @@ a straight-through estimator. The last norm's output is the logits. At width 1 t
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +49,11 @@ _HIDDEN = 1024
 
 def _scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
+
+
+def _kernel(layer: nn.Module) -> nn.Parameter:
+    """A binary layer's kernel (``BinaryNet.layers`` holds BinaryConv2d and BinaryLinear)."""
+    return cast(nn.Parameter, layer.weight)
 
 
 class BinaryNet(nn.Module):
@@ -97,9 +103,10 @@ class BinaryNet(nn.Module):
     @torch.no_grad()
     def reset_kernels(self, init: str) -> None:
         for layer in self.layers.values():
-            nn.init.xavier_uniform_(layer.weight)
+            kernel = _kernel(layer)
+            nn.init.xavier_uniform_(kernel)
             if init == "sign":
-                layer.weight.copy_(binarize(layer.weight))
+                kernel.copy_(binarize(kernel))
 
     def forward(self, x: Tensor) -> Tensor:
         for name, layer in self.layers.items():
@@ -113,7 +120,7 @@ class BinaryNet(nn.Module):
 
     def binary_parameters(self) -> Iterator[nn.Parameter]:
         """The nine kernels, trained by the binary optimizer."""
-        return (layer.weight for layer in self.layers.values())
+        return (_kernel(layer) for layer in self.layers.values())
 
     def real_parameters(self) -> Iterator[nn.Parameter]:
         """The norm layers' parameters, trained by Adam."""

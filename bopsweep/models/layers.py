@@ -69,6 +69,9 @@ class ShiftBatchNorm(nn.Module):
     Works on (N, C) and (N, C, H, W).
     """
 
+    running_mean: Tensor  # buffers, registered in __init__
+    running_var: Tensor
+
     def __init__(self, features: int, momentum: float = 0.01, eps: float = 1e-3) -> None:
         super().__init__()
         self.momentum, self.eps = momentum, eps

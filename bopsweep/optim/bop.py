@@ -39,6 +39,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+# what torch's ``_foreach`` ops take; they return tuples
+_Tensors = list[Tensor] | tuple[Tensor, ...]
+
 
 def _check_rate(name: str, value: float) -> None:
     if not 0.0 < value <= 1.0:
@@ -59,7 +62,7 @@ class _FlipOptimizer(Optimizer):
     def _kind(self, group: dict[str, Any]) -> str:
         raise NotImplementedError
 
-    def _signal(self, group: dict[str, Any], ms: list[Tensor], vs: list[Tensor]) -> list[Tensor]:
+    def _signal(self, group: dict[str, Any], ms: list[Tensor], vs: list[Tensor]) -> _Tensors:
         raise NotImplementedError
 
     @torch.no_grad()
@@ -118,10 +121,11 @@ class _FlipOptimizer(Optimizer):
         return ms, vs, fresh
 
     def _flip(
-        self, params: list[Tensor], signal: list[Tensor], tau: float, fresh: list[bool]
-    ) -> list[Tensor]:
+        self, params: list[Tensor], signal: _Tensors, tau: float, fresh: list[bool]
+    ) -> _Tensors:
         """``w ← −w`` where ``w·s > τ``; the flips per parameter. A handful of ``_foreach``
         ops whatever the number of parameters (no per-parameter Python loop in the step)."""
+        f: _Tensors
         if self.uses_second_moment:  # the signal is a temporary of this step: reuse it
             f = signal
             torch._foreach_mul_(f, params)  # w·s
@@ -202,7 +206,7 @@ class Bop(_FlipOptimizer):
     def _kind(self, group: dict[str, Any]) -> str:
         return "bop"
 
-    def _signal(self, group: dict[str, Any], ms: list[Tensor], vs: list[Tensor]) -> list[Tensor]:
+    def _signal(self, group: dict[str, Any], ms: list[Tensor], vs: list[Tensor]) -> _Tensors:
         return ms
 
 
@@ -249,9 +253,9 @@ class Bop2ndOrder(_FlipOptimizer):
     def _kind(self, group: dict[str, Any]) -> str:
         return "unbiased" if group["unbiased"] else "biased"
 
-    def _signal(self, group: dict[str, Any], ms: list[Tensor], vs: list[Tensor]) -> list[Tensor]:
+    def _signal(self, group: dict[str, Any], ms: list[Tensor], vs: list[Tensor]) -> _Tensors:
         if group["unbiased"]:
-            num = torch._foreach_div(ms, group["gamma"])
+            num: _Tensors = torch._foreach_div(ms, group["gamma"])
             den = torch._foreach_div(vs, group["sigma"])
             torch._foreach_sqrt_(den)
         else:

@@ -8,7 +8,7 @@ figure, so tests can check the data drawn. Conventions: :mod:`bopsweep.plots.sty
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from bopsweep.plots.data import Run, StudyData, arm_label, group_by_point, points_along, seed_band
 from bopsweep.plots.style import (
@@ -80,7 +80,8 @@ def summary_figure(data: StudyData, param: str) -> Figure:
     fig, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)
     for variant, line in lines.items():
         xs = [p[0] for p in line["pts"]]
-        for idx, style, what in ((1, "-o", "final"), (2, ":s", "best")):
+        series: tuple[tuple[Literal[1, 2], str, str], ...] = ((1, "-o", "final"), (2, ":s", "best"))
+        for idx, style, what in series:
             ys = [sum(p[idx]) / len(p[idx]) for p in line["pts"]]
             err = [
                 [y - min(p[idx]) for y, p in zip(ys, line["pts"])],

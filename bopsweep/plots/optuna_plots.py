@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from bopsweep.plots.style import fixed_description
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from bopsweep.plots.data import StudyData
+
+
+def _figure(ax: Axes) -> Figure:
+    """The figure of an Optuna plot: a top-level one (Optuna makes its own), not a subfigure."""
+    return cast("Figure", ax.figure)
 
 
 def optuna_figures(data: StudyData) -> dict[str, Figure]:
@@ -28,19 +34,21 @@ def optuna_figures(data: StudyData) -> dict[str, Figure]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if complete:
-            figures["optuna_history"] = ovm.plot_optimization_history(data.study).figure
-            figures["optuna_parallel"] = ovm.plot_parallel_coordinate(
-                data.study,
-                params=[
-                    p
-                    for p in ("gamma", "sigma", "tau", "variant", "norm")
-                    if any(p in t.params for t in complete)
-                ],
-            ).figure
+            figures["optuna_history"] = _figure(ovm.plot_optimization_history(data.study))
+            figures["optuna_parallel"] = _figure(
+                ovm.plot_parallel_coordinate(
+                    data.study,
+                    params=[
+                        p
+                        for p in ("gamma", "sigma", "tau", "variant", "norm")
+                        if any(p in t.params for t in complete)
+                    ],
+                )
+            )
         if len(complete) >= 2:
             # too few distinct trials give no importance estimate: then there is no such figure
             with contextlib.suppress(ValueError, RuntimeError):
-                figures["optuna_importances"] = ovm.plot_param_importances(data.study).figure
+                figures["optuna_importances"] = _figure(ovm.plot_param_importances(data.study))
     for name, fig in figures.items():  # our title in place of Optuna's, with the settings
         fig.set_size_inches(9, 5.5)
         fig.axes[0].set_title(

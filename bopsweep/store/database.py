@@ -54,7 +54,7 @@ class Store:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                beat = {}
+                beat: dict[str, Any] = {}  # RDBStorage keyword arguments
                 if heartbeat is not None:
                     interval, grace, retries = heartbeat
                     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)

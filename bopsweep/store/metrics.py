@@ -82,17 +82,18 @@ class MetricTables:
 
     def _insert_ignore(self, table: Any) -> Any:
         dialect = self.engine.dialect.name
+        keys = ["trial_id", "trial_start", "epoch"]
         if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        elif dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy import insert
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-            return insert(table).prefix_with("IGNORE")
-        return insert(table).on_conflict_do_nothing(
-            index_elements=["trial_id", "trial_start", "epoch"]
-        )
+            return sqlite_insert(table).on_conflict_do_nothing(index_elements=keys)
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+            return postgresql_insert(table).on_conflict_do_nothing(index_elements=keys)
+        from sqlalchemy import insert
+
+        return insert(table).prefix_with("IGNORE")
 
     def epoch_counts(self, study: optuna.Study) -> dict[int, int]:
         """Epochs stored per trial id."""
@@ -145,7 +146,9 @@ class MetricTables:
         """Remove a study's rows, and any orphan rows of trials deleted by other tools."""
         import sqlalchemy as sa
 
-        live = sa.select(sa.literal_column("trial_id")).select_from(sa.table("trials"))
+        live: sa.Select[Any] = sa.select(sa.literal_column("trial_id")).select_from(
+            sa.table("trials")
+        )
         with self.engine.begin() as conn:
             for table in (self.epochs, self.steps):
                 if table.name in self._absent:

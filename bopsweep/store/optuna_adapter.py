@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage
-    from optuna.study import FrozenStudy
+    from optuna.study._frozen import FrozenStudy  # not exported by optuna.study
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:

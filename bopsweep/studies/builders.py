@@ -5,7 +5,7 @@ schedule (Fig. 4) and Optuna searches. Each returns a :class:`~bopsweep.studies.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 from bopsweep.defaults import PAPER_BASE, SCHEDULE_FACTOR, Optimizer, Pruner, Sampler, values
 from bopsweep.errors import UserError
@@ -110,7 +110,11 @@ def schedule_study(
         up = Schedule(kind="exponential", rate=factor, every=every)
         down = Schedule(kind="exponential", rate=1 / factor, every=every)
     else:
-        value = base.initial(param) if getattr(base, param) is not None else PAPER_BASE[param]
+        value = (
+            base.initial(param)
+            if getattr(base, param) is not None
+            else cast(float, PAPER_BASE[param])  # a float for each of HYPERPARAMETERS
+        )
         up = Schedule(kind="polynomial", end=value * factor)
         down = Schedule(kind="polynomial", end=value / factor)
     arms = []

@@ -66,7 +66,7 @@ class TrialConfig:
             raise UserError(
                 f"unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}"
             )
-        filled = {
+        filled: dict[str, Any] = {  # replace() takes fields of every type
             k: v for k, v in OPTIMIZER_DEFAULTS[self.optimizer].items() if getattr(self, k) is None
         }
         config = replace(self, **filled)

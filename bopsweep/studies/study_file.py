@@ -34,10 +34,14 @@ every = 100
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # tomli, the backport tomllib came from; not yet a declared dependency for 3.10
+    import tomli as tomllib  # type: ignore[import-not-found]
 
 from bopsweep.defaults import SCHEDULE_FACTOR, SEARCH_TRIALS, Pruner, Sampler
 from bopsweep.errors import UserError

@@ -1,0 +1,58 @@
+"""Riding out a database outage: trial processes keep training while the driver retries.
+
+A shared database (PostgreSQL) may be unreachable for a while (a restart, a network cut): the
+driver keeps its metric rows and retries every few seconds, for up to 15 minutes. A database
+that waiting cannot cure (a full disk, a local SQLite file that fails) ends the run at once;
+finished trials and epochs are saved and ``bopsweep resume`` continues.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from bopsweep.driver.outcome import cannot_be_written
+from bopsweep.store import first_line, scrub
+
+DB_RETRY_SECONDS = 2.0
+DB_OUTAGE_LIMIT_SECONDS = 900.0  # then the driver gives up: trials resume from checkpoints
+
+
+class DatabaseLost(RuntimeError):
+    """The database stayed unreachable for longer than the driver waits, or cannot be written."""
+
+
+class Outage:
+    def __init__(self, url: str, note: Callable[[str], None]) -> None:
+        self.url, self.note = url, note
+        self.since: float | None = None
+
+    def failed(self, e: BaseException) -> None:
+        """A write or read failed on the database: wait a little, or give up."""
+        url = self.url
+        if cannot_be_written(e, url):
+            raise DatabaseLost(
+                f"the database cannot be written ({scrub(first_line(e), url)}); trial "
+                "processes stopped, finished trials and epochs are saved; fix it (free some disk "
+                "space?) and run 'bopsweep resume'"
+            )
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            self.note(
+                f"the database is unreachable ({scrub(first_line(e), url)}); "
+                f"retrying for up to {DB_OUTAGE_LIMIT_SECONDS:.0f} s, trials keep training"
+            )
+        elif now - self.since > DB_OUTAGE_LIMIT_SECONDS:
+            raise DatabaseLost(
+                f"the database stayed unreachable for {DB_OUTAGE_LIMIT_SECONDS:.0f} s; trial "
+                "processes stopped, finished trials are saved; run the same command (or "
+                "'bopsweep resume') again when it is back"
+            )
+        time.sleep(DB_RETRY_SECONDS)
+
+    def over(self) -> None:
+        """A turn of the loop went through: the outage, if any, is over."""
+        if self.since is not None:
+            self.since = None
+            self.note("the database is reachable again")
