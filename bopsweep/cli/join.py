@@ -30,39 +30,36 @@ def _join(
     raise typer.Exit(run_study(spec, options, echo=typer.echo))
 
 
-@app.command(cls=Command)
-@user_errors
-@with_groups(local=JoinOptions, where=Placement)
-def resume(
-    database: Database = None,
-    storage: Storage = None,
-    study: StudyName = None,
-    *,
-    local: JoinOptions,
-    where: Placement,
-) -> None:
+def _join_command(name: str, help: str, worker: bool) -> None:
+    @app.command(name, cls=Command, help=help)
+    @user_errors
+    @with_groups(local=JoinOptions, where=Placement)
+    def command(
+        database: Database = None,
+        storage: Storage = None,
+        study: StudyName = None,
+        *,
+        local: JoinOptions,
+        where: Placement,
+    ) -> None:
+        from bopsweep.driver.study import worker_index
+
+        _join(database, storage, study, local, where, worker_index() if worker else 0)
+
+
+_join_command(
+    "resume",
     """Continue a study: trials interrupted (Ctrl-C, a killed driver) continue from their last
-    checkpoint, then every queued trial runs. Finished trials are never re-run."""
-    _join(database, storage, study, local, where)
-
-
-@app.command(cls=Command)
-@user_errors
-@with_groups(local=JoinOptions, where=Placement)
-def worker(
-    database: Database = None,
-    storage: Storage = None,
-    study: StudyName = None,
-    *,
-    local: JoinOptions,
-    where: Placement,
-) -> None:
+    checkpoint, then every queued trial runs. Finished trials are never re-run.""",
+    worker=False,
+)
+_join_command(
+    "worker",
     """Join a study from another machine (a shared PostgreSQL or MySQL --storage) and run its
     queued or sampled trials on this machine's GPUs (or CPU) until the study is done.
 
     Start one per machine; a configuration is completed once however many workers race for
     it. Trials of a worker that died are failed after --grace-period without a heartbeat and
-    re-queued; they continue from their checkpoint where --checkpoint-dir is shared."""
-    from bopsweep.driver.study import worker_index
-
-    _join(database, storage, study, local, where, worker_index=worker_index())
+    re-queued; they continue from their checkpoint where --checkpoint-dir is shared.""",
+    worker=True,
+)

@@ -223,6 +223,12 @@ class StudyOptions:
             help="Repeat every configuration with K seeds (seed, seed+1, …). (default: 1)"
         ),
     ] = None
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Change the base point, KEY=VALUE (e.g. sigma=1e-2); repeatable."
+        ),
+    ] = None
     queue_only: Annotated[
         bool,
         typer.Option(
@@ -251,10 +257,6 @@ class JoinOptions:
 
 
 # Options of single commands, shared by several
-Sets = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Change the base point, KEY=VALUE (e.g. sigma=1e-2); repeatable."),
-]
 Database = Annotated[
     Path | None,
     typer.Argument(
@@ -265,9 +267,17 @@ Storage = Annotated[str | None, typer.Option(help=STORAGE_HELP)]
 StudyName = Annotated[
     str | None, typer.Option(help="Study name. (default: the database's only study)")
 ]
-GammaHelp = f"Adaptivity rate γ. (default: bop {_bop['gamma']:g}, bop2 {_bop2['gamma']:g})"
-SigmaHelp = f"Second-moment rate σ (bop2). (default: {_bop2['sigma']:g})"
-TauHelp = f"Threshold τ. (default: bop {_bop['tau']:g}, bop2 {_bop2['tau']:g})"
+
+
+def _sci(value: float) -> str:
+    """1e-07 → 1e-7: how the paper and the help texts write small rates."""
+    mantissa, _, exponent = f"{value:.0e}".partition("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+GammaHelp = f"Adaptivity rate γ. (default: bop {_sci(_bop['gamma'])}, bop2 {_sci(_bop2['gamma'])})"
+SigmaHelp = f"Second-moment rate σ (bop2). (default: {_sci(_bop2['sigma'])})"
+TauHelp = f"Threshold τ. (default: bop {_sci(_bop['tau'])}, bop2 {_sci(_bop2['tau'])})"
 
 
 def with_groups(**groups: type) -> Callable[[F], F]:

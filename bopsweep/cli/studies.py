@@ -13,7 +13,7 @@ import typer
 
 from bopsweep import defaults as d
 from bopsweep.cli.app import Command, app, user_errors
-from bopsweep.cli.options import Placement, Sets, StudyOptions, TrialOptions, with_groups
+from bopsweep.cli.options import F, Placement, StudyOptions, TrialOptions, with_groups
 from bopsweep.defaults import Pruner, Sampler, ScheduleKind
 from bopsweep.studies.config import TrialConfig
 from bopsweep.studies.spec import StudySpec
@@ -34,17 +34,21 @@ def dispatch(spec: StudySpec, where: Placement, study: StudyOptions, trial: Tria
     raise typer.Exit(run_study(spec, options, echo=typer.echo))
 
 
-def _base(given: dict[str, Any], sets: list[str] | None) -> TrialConfig:
+def _base(given: dict[str, Any], study: StudyOptions) -> TrialConfig:
     """The study's base point from the trial options and ``--set`` values."""
     from bopsweep.studies.builders import base_point
     from bopsweep.studies.config import parse_assignments
 
-    return base_point(given, parse_assignments(sets or []))
+    return base_point(given, parse_assignments(study.set_ or []))
 
 
-@app.command(cls=Command)
-@user_errors
-@with_groups(trial=TrialOptions, study=StudyOptions, where=Placement)
+def study_command(command: F) -> F:
+    """A study command: its own options, then the trial, study and placement options."""
+    grouped = with_groups(trial=TrialOptions, study=StudyOptions, where=Placement)(command)
+    return app.command(cls=Command)(user_errors(grouped))
+
+
+@study_command
 def grid(
     param: Annotated[
         list[str],
@@ -60,7 +64,6 @@ def grid(
             "(default: the base value ×10⁻², ×10⁻¹, ×1, ×10, ×10²)"
         ),
     ] = None,
-    set_: Sets = None,
     *,
     trial: TrialOptions,
     study: StudyOptions,
@@ -74,20 +77,17 @@ def grid(
     from bopsweep.studies import grid_study
     from bopsweep.studies.builders import grid_axes
 
-    base = _base(trial.given(), set_)
+    base = _base(trial.given(), study)
     axes = grid_axes(base, param, values)
     name = study.study or "grid-" + "-".join(param)
     dispatch(grid_study(name, base, axes, seeds=study.seed_count()), where, study, trial)
 
 
-@app.command(cls=Command)
-@user_errors
-@with_groups(trial=TrialOptions, study=StudyOptions, where=Placement)
+@study_command
 def pow10(
     gamma: Annotated[str | None, typer.Option(help="Range of γ, e.g. 1e-9:1e-5.")] = None,
     sigma: Annotated[str | None, typer.Option(help="Range of σ, e.g. 1e-5:1e-1.")] = None,
     tau: Annotated[str | None, typer.Option(help="Range of τ, e.g. 1e-8:1e-4.")] = None,
-    set_: Sets = None,
     *,
     trial: TrialOptions,
     study: StudyOptions,
@@ -97,14 +97,12 @@ def pow10(
     from bopsweep.studies import pow10_study
 
     ranges = {k: v for k, v in {"gamma": gamma, "sigma": sigma, "tau": tau}.items() if v}
-    base = _base(trial.given(), set_)
+    base = _base(trial.given(), study)
     name = study.study or "pow10-" + "-".join(ranges)
     dispatch(pow10_study(name, base, ranges, seeds=study.seed_count()), where, study, trial)
 
 
-@app.command(cls=Command)
-@user_errors
-@with_groups(trial=TrialOptions, study=StudyOptions, where=Placement)
+@study_command
 def schedule(
     param: Annotated[
         str, typer.Option(help="The hyperparameter to schedule: gamma, sigma or tau.")
@@ -126,7 +124,6 @@ def schedule(
         list[str] | None,
         typer.Option(help="Bop2ndOrder variants to run: biased, unbiased. (default: both)"),
     ] = None,
-    set_: Sets = None,
     *,
     trial: TrialOptions,
     study: StudyOptions,
@@ -136,7 +133,7 @@ def schedule(
     baseline, for the biased and unbiased variants: the paper's Fig. 4."""
     from bopsweep.studies import schedule_study
 
-    base = _base(trial.given(), set_)
+    base = _base(trial.given(), study)
     name = study.study or f"schedule-{param}-{kind.value}"
     spec = schedule_study(
         name, base, param, kind.value, every, factor, variant, seeds=study.seed_count()
@@ -144,14 +141,11 @@ def schedule(
     dispatch(spec, where, study, trial)
 
 
-@app.command(cls=Command)
-@user_errors
-@with_groups(trial=TrialOptions, study=StudyOptions, where=Placement)
+@study_command
 def run(
     file: Annotated[
         Path, typer.Argument(help="A study file (TOML), e.g. studies/fig3_gamma.toml.")
     ],
-    set_: Sets = None,
     *,
     trial: TrialOptions,
     study: StudyOptions,
@@ -165,7 +159,7 @@ def run(
     from bopsweep.studies.plan import LOCAL_FIELDS
 
     overrides = {k: v for k, v in trial.given().items() if k not in LOCAL_FIELDS}
-    overrides.update(parse_assignments(set_ or []))
+    overrides.update(parse_assignments(study.set_ or []))
     spec = load_study_file(file, overrides)
     if study.study:
         spec = replace(spec, name=study.study)
@@ -174,9 +168,7 @@ def run(
     dispatch(spec, where, study, trial)
 
 
-@app.command(cls=Command)
-@user_errors
-@with_groups(trial=TrialOptions, study=StudyOptions, where=Placement)
+@study_command
 def optuna(
     trials: Annotated[
         int, typer.Option(help="Trials in the study in total; running it again tops it up.")
@@ -201,7 +193,6 @@ def optuna(
     space: Annotated[
         Path | None, typer.Option(help="A TOML file giving the whole search space.")
     ] = None,
-    set_: Sets = None,
     *,
     trial: TrialOptions,
     study: StudyOptions,
@@ -217,7 +208,7 @@ def optuna(
     ranges = {"gamma": gamma, "sigma": sigma, "tau": tau}
     search_space = space_for(space, ranges, fix or [], given)
     variant_free = {k: v for k, v in given.items() if k not in ("optimizer", "unbiased")}
-    base = _base(variant_free, set_)
+    base = _base(variant_free, study)
     spec = optuna_study(
         study.study or "optuna-search",
         base,
