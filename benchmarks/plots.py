@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bopsweep.driver import Driver, make_slots
+from bopsweep.driver.queue import TrialQueue
 from bopsweep.plots import LAYERS, load_study_data
 from bopsweep.store import Store
 from bopsweep.store.optuna_adapter import study_id, trial_id
@@ -71,10 +71,10 @@ def build(folder: Path, trials: tuple[int, int] = (10, 10), epochs: int = EPOCHS
     spec = grid_study("big", base, {"gamma": gammas, "tau": taus})
     store = Store(url, create=True)
     study, _ = store.create(spec)
-    driver = Driver(store, study, make_slots("cpu"), folder)
-    driver.queue.enqueue_missing(expand(spec))
+    queue = TrialQueue(study)
+    queue.enqueue_missing(expand(spec))
     rng = np.random.default_rng(0)
-    while (trial := driver._pop()) is not None:
+    while (trial := queue.claim()) is not None:
         rows, steps = fake_metrics(rng, epochs)
         store.metrics.write(study_id(study), trial_id(trial), rows, steps)
         study.tell(trial.number, rows[-1]["val_acc"])

@@ -94,6 +94,8 @@ def count(cwd: Path, study: str, state: str) -> int:
 
 
 def epochs_in(run_dir: Path) -> int:
+    """Epochs in a run's metrics.csv. A row is written just before its epoch's checkpoint, so
+    n rows mean a checkpoint of at least n - 1 epochs."""
     metrics = run_dir / "metrics.csv"
     return max(0, len(metrics.read_text().splitlines()) - 1) if metrics.exists() else 0
 
@@ -197,7 +199,7 @@ def test_resume_after_the_driver_is_killed_continues_from_checkpoints(small_cifa
     # kill it while the third trial runs, after the first two finished
     wait_until(lambda: count(tmp_path, "grid-gamma", "COMPLETE") == 2, what="two complete trials")
     wait_until(
-        lambda: any(2 <= epochs_in(d) < epochs for d in run_dirs(tmp_path, "grid-gamma")),
+        lambda: any(3 <= epochs_in(d) < epochs for d in run_dirs(tmp_path, "grid-gamma")),
         what="the third trial mid-run",
     )
     children = trial_processes(driver.pid)
@@ -231,10 +233,10 @@ def test_a_killed_trial_process_is_recorded_and_retried_from_its_checkpoint(
     args = grid_args("tau", "1e-6,1e-5", epochs, small_cifar_dir)
     driver = start(*args, cwd=tmp_path)
     wait_until(
-        lambda: any(2 <= epochs_in(d) < epochs - 5 for d in run_dirs(tmp_path, "grid-tau")),
+        lambda: any(3 <= epochs_in(d) < epochs - 5 for d in run_dirs(tmp_path, "grid-tau")),
         what="a trial mid-run",
     )
-    victim_dir = next(d for d in run_dirs(tmp_path, "grid-tau") if epochs_in(d) >= 2)
+    victim_dir = next(d for d in run_dirs(tmp_path, "grid-tau") if epochs_in(d) >= 3)
     victim = next(pid for pid, cmd in trial_processes(driver.pid).items() if str(victim_dir) in cmd)
     os.kill(victim, signal.SIGKILL)
     _, err = driver.communicate(timeout=300)
@@ -261,7 +263,7 @@ def test_ctrl_c_exits_130_refuses_a_second_driver_and_resumes_cleanly(small_cifa
     args = grid_args("sigma", "1e-3,1e-2", epochs, small_cifar_dir)
     driver = start(*args, cwd=tmp_path)
     wait_until(
-        lambda: sum(epochs_in(d) >= 2 for d in run_dirs(tmp_path, "grid-sigma")) == 2,
+        lambda: sum(epochs_in(d) >= 3 for d in run_dirs(tmp_path, "grid-sigma")) == 2,
         what="both trials mid-run",
     )
 

@@ -125,6 +125,7 @@ def test_two_workers_complete_a_12_trial_grid_exactly_once(pg, small_cifar_dir, 
 
 
 def epochs_done(ckpt: Path) -> dict[Path, int]:
+    """Epochs in each run's metrics.csv (a checkpoint of at least one fewer is on disk)."""
     out = {}
     for d in ckpt.glob("s/*"):
         m = d / "metrics.csv"
@@ -137,7 +138,7 @@ def test_a_killed_worker_s_trial_is_finished_by_the_other(pg, small_cifar_dir, t
     queue(pg, small_cifar_dir, tmp_path, {"gamma": "1e-7,1e-6,1e-5"}, epochs=epochs)
     victim = worker(pg, tmp_path)
     wait_until(
-        lambda: any(2 <= n < epochs - 8 for n in epochs_done(tmp_path / "ckpt").values()),
+        lambda: any(3 <= n < epochs - 8 for n in epochs_done(tmp_path / "ckpt").values()),
         what="the first worker mid-trial",
     )
     survivor = worker(pg, tmp_path)
@@ -162,7 +163,7 @@ def test_workers_ride_out_a_database_restart(pg, small_cifar_dir, tmp_path):
     beat = ["--heartbeat-interval", "1", "--grace-period", "30"]
     workers = [worker(pg, tmp_path, beat=beat), worker(pg, tmp_path, beat=beat)]
     wait_until(
-        lambda: sum(n >= 2 for n in epochs_done(tmp_path / "ckpt").values()) >= 2,
+        lambda: sum(n >= 3 for n in epochs_done(tmp_path / "ckpt").values()) >= 2,
         what="both workers mid-trial",
     )
     subprocess.run([PG_CTL, "stop"], check=True)
