@@ -16,9 +16,8 @@ import torch.nn.functional as F
 from benchmarks.harness import measure, report
 from bopsweep.data import DeviceData, Split, augment_batch, to_unit_range
 from bopsweep.flips import FlipLog
-from bopsweep.models import BinaryNet
 from bopsweep.studies import TrialConfig
-from bopsweep.train import LAYOUT, Hyperparams, build_optimizers
+from bopsweep.train import LAYOUT, Hyperparams, build_model, build_optimizers
 
 
 def _data(n: int, device: torch.device) -> DeviceData:
@@ -43,7 +42,7 @@ class Setup:
         self.config = TrialConfig(
             optimizer=optimizer, width=width, batch_size=batch, device=str(device)
         ).resolved()
-        self.model = BinaryNet(width).to(device, memory_format=layout)
+        self.model = build_model(self.config).to(device, memory_format=layout)
         self.layout = layout
         self.binary, self.real = build_optimizers(self.config, self.model)
         self.hyper = Hyperparams(self.config, self.binary, self.real, steps_per_epoch=100)

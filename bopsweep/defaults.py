@@ -142,6 +142,8 @@ MAX_TRIALS = 10_000  # a study above this needs --max-trials: a typo in a grid c
 SEARCH_TRIALS = 50
 SEARCH_RANGES = {"gamma": (1e-10, 1e-4), "sigma": (1e-6, 1.0), "tau": (1e-9, 1e-3)}
 SCHEDULE_FACTOR = 10.0
+# Fig. 4 as the reference code ran it: Adam's lr also ×0.1 every 100 epochs (its lr_decay)
+LR_DECAY = 0.1
 
 # --- where and how trials run ------------------------------------------------------------------
 STORAGE_ENV = "BOPSWEEP_STORAGE"

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bopsweep.data import DeviceData, load_cifar10, resolve_data_dir, stratified_subset
+from bopsweep.defaults import Optimizer
 from bopsweep.errors import UserError
 from bopsweep.flips import FlipLog
 from bopsweep.models import BinaryNet
@@ -67,6 +68,19 @@ def pick_device(name: str) -> torch.device:
             f"device {name!r} asked for, but CUDA is not available here; use --device cpu"
         )
     return torch.device(name)
+
+
+def build_model(config: TrialConfig) -> BinaryNet:
+    """BinaryNet for ``config``. Only the latent-weight baseline binarises its kernels in the
+    forward pass; Bop and Bop2ndOrder kernels enter it as they are, as in the reference code
+    (so a Glorot start's first batch runs on the real Glorot kernels; from then on they are ±1,
+    and both ways compute the same)."""
+    return BinaryNet(
+        config.width,
+        config.norm,
+        config.init,
+        quantize_kernels=config.optimizer == Optimizer.LATENT,
+    )
 
 
 def build_optimizers(
@@ -182,7 +196,7 @@ def run_trial(
     train, test = load_data(config, device)  # bad data or device: refused before the folder
     state = run.open(config, resume) if run is not None else None
     # channels-last convolutions: 20-25 % faster steps on the CPU (benchmarks/train_step.py)
-    model = BinaryNet(config.width, config.norm, config.init)
+    model = build_model(config)
     # torch's stubs lack Module.to(device, memory_format=...), which torch accepts
     model = model.to(device, memory_format=LAYOUT)  # type: ignore[call-overload]
     binary_opt, real_opt = build_optimizers(config, model)

@@ -171,6 +171,8 @@ def test_study_files_with_values_of_the_wrong_type_are_refused(text, fragment, e
             ["pow10", "--gamma", "1e-12:1e-1", "--sigma", "1e-12:1e-1", "--tau", "1e-3:1e-1"],
             "432 trials, more than --max-trials 100",
         ),
+        (["schedule", "--param", "tau", "--lr-every", "0"], "--lr-every must be a number"),
+        (["schedule", "--param", "tau", "--lr-every", "nan"], "--lr-every must be a number"),
         (["optuna", "--sampler-seed", "-1"], "sampler seed must be an integer in [0, 2^32)"),
         (["optuna", "--sampler-seed", str(2**40)], "sampler seed must be"),
         (["optuna", "--fix", "variant=bop", "--space", "SPACE"], "not one of the space's"),

@@ -78,6 +78,27 @@ def test_schedule_and_subset_options_reach_the_trial(small_cifar_dir, tmp_path):
     assert [r["gamma"] for r in rows] == pytest.approx([1e-4, 1e-5])
 
 
+def test_schedule_lr_every_queues_the_reference_lr_decay_in_every_arm(
+    small_cifar_dir, tmp_path, monkeypatch
+):
+    import optuna
+
+    monkeypatch.chdir(tmp_path)
+    args = ["schedule", "--param", "sigma", "--epochs", "350", "--queue-only"]
+    data = ["--data-dir", str(small_cifar_dir), *TINY]
+    for name, more in (("decay", ["--lr-every", "100"]), ("constant", [])):
+        result = runner.invoke(app, [*args, "--study", name, *more, *data])
+        assert result.exit_code == 0, result.output
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    decay = optuna.load_study(study_name="decay", storage=storage).trials
+    assert len(decay) == 6  # biased and unbiased: constant, increasing, decreasing
+    for t in decay:
+        assert t.params["lr_schedule"] == "exponential" and t.params["lr_schedule_staircase"]
+        assert (t.params["lr_schedule_rate"], t.params["lr_schedule_every"]) == (0.1, 100)
+    constant = optuna.load_study(study_name="constant", storage=storage).trials
+    assert len(constant) == 6 and not any("lr_schedule" in t.params for t in constant)
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

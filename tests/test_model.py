@@ -78,8 +78,8 @@ def test_sign_init_starts_at_plus_minus_one_and_glorot_is_real():
     assert k.abs().max() <= bound and k.abs().max() < 1 and len(k.unique()) > 2
 
 
-def test_kernels_are_binarised_in_the_forward_pass():
-    model = BinaryNet(width=1 / 16, init="glorot").eval()
+def test_quantized_kernels_are_binarised_in_the_forward_pass():
+    model = BinaryNet(width=1 / 16, init="glorot", quantize_kernels=True).eval()
     x = torch.randn(3, 3, 32, 32)
     before = model(x)
     with torch.no_grad():

@@ -152,6 +152,59 @@ def test_schedule_study_has_constant_increasing_and_decreasing_arms_per_variant(
 
 
 PAPER = {"gamma": 1e-7, "sigma": 1e-3, "tau": 1e-6}
+REFERENCE_LR_DECAY = Schedule(kind="exponential", rate=0.1, every=100)
+
+
+def lr_by_epoch(config: TrialConfig, epochs: list[int], steps_per_epoch: int = 1000) -> list:
+    """Adam's learning rate in force at the first and last step of each of ``epochs``."""
+    schedule = config.schedules.get("lr", Schedule())
+    return [
+        schedule.value(config.lr, step, steps_per_epoch, config.epochs)
+        for e in epochs
+        for step in (e * steps_per_epoch, (e + 1) * steps_per_epoch - 1)
+    ]
+
+
+@pytest.mark.parametrize("param", ["gamma", "sigma", "tau"])
+def test_every_fig4_arm_decays_adam_s_lr_tenfold_every_100_epochs_as_the_reference(param):
+    planned = expand(load_study_file(STUDIES / f"fig4_{param}.toml"))
+    assert len(planned) == 6
+    for p in planned:
+        c = p.config
+        assert c.schedules["lr"] == REFERENCE_LR_DECAY, p.label
+        assert c.lr == 0.01 and c.epochs == 350 and c.batch_size == 50
+        lrs = lr_by_epoch(c, [0, 99, 100, 199, 200, 299, 300, 349])
+        expected = [0.01] * 4 + [1e-3] * 4 + [1e-4] * 4 + [1e-5] * 4
+        assert lrs == pytest.approx(expected, rel=1e-12), p.label
+    # the studied hyperparameter still follows its own arm's schedule
+    directions = {p.label.split()[1]: p.config.schedules.get(param) for p in planned}
+    assert directions["constant"] is None
+    assert directions["increasing"] == Schedule(kind="exponential", rate=10, every=100)
+    assert directions["decreasing"].rate == pytest.approx(0.1)
+
+
+def test_schedule_study_with_lr_every_decays_lr_in_every_arm_and_not_without():
+    base = TrialConfig(epochs=350, **PAPER)
+    for kind in ("exponential", "polynomial"):
+        with_decay = expand(schedule_study("s", base, "gamma", kind, lr_every=100))
+        assert [p.config.schedules["lr"] for p in with_decay] == [REFERENCE_LR_DECAY] * 6
+        assert all(set(p.config.schedules) <= {"gamma", "lr"} for p in with_decay)
+        without = expand(schedule_study("s", base, "gamma", kind))
+        assert not any("lr" in p.config.schedules for p in without)
+    every_50 = expand(schedule_study("s", base, "tau", "exponential", lr_every=50))
+    assert lr_by_epoch(every_50[0].config, [49, 50]) == pytest.approx([0.01, 0.01, 1e-3, 1e-3])
+
+
+@pytest.mark.parametrize("every", [0, -100, float("nan"), float("inf")])
+def test_lr_every_must_be_a_positive_number_of_epochs(every):
+    with pytest.raises(UserError, match="--lr-every must be a number of epochs > 0"):
+        schedule_study("s", TrialConfig(**PAPER), "tau", "exponential", lr_every=every)
+
+
+def test_lr_every_refuses_a_base_whose_lr_is_already_scheduled():
+    base = TrialConfig(schedules={"lr": Schedule(kind="polynomial", end=1e-3)}, **PAPER)
+    with pytest.raises(UserError, match="already has an lr schedule"):
+        schedule_study("s", base, "tau", "exponential", lr_every=100)
 
 
 def test_a_study_holding_one_configuration_twice_is_refused():

@@ -124,6 +124,14 @@ def schedule(
         list[str] | None,
         typer.Option(help="Bop2ndOrder variants to run: biased, unbiased. (default: both)"),
     ] = None,
+    lr_every: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Also multiply Adam's learning rate by {d.LR_DECAY:g} every this many epochs, "
+            "in every arm, as the reference code's Fig. 4 runs do (every 100; the paper does "
+            "not say). (default: off: lr constant)",
+        ),
+    ] = None,
     *,
     trial: TrialOptions,
     study: StudyOptions,
@@ -136,7 +144,15 @@ def schedule(
     base = _base(trial.given(), study)
     name = study.study or f"schedule-{param}-{kind.value}"
     spec = schedule_study(
-        name, base, param, kind.value, every, factor, variant, seeds=study.seed_count()
+        name,
+        base,
+        param,
+        kind.value,
+        every,
+        factor,
+        variant,
+        seeds=study.seed_count(),
+        lr_every=lr_every,
     )
     dispatch(spec, where, study, trial)
 

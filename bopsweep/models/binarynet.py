@@ -6,7 +6,9 @@ arXiv:2104.05124. Layout and choices in detail: ``docs/reference.md``.
 
 Nine binary layers; each is conv/dense without bias → (max-pool 2) → norm. Only the first
 sees real input (and uses valid padding); every other layer binarises its input with sign and
-a straight-through estimator. The last norm's output is the logits. At width 1 the kernels hold
+a straight-through estimator. Kernels are binarised the same way only for the latent-weight
+baseline (``quantize_kernels=True``); under Bop they enter the forward pass as they are, as in
+the reference code. The last norm's output is the logits. At width 1 the kernels hold
 10,352,000 binary weights:
 
     conv1 3×3×3→128 valid      3,456     conv4 256→256, pool     589,824   fc1 4608→1024  4,718,592
@@ -63,14 +65,33 @@ class BinaryNet(nn.Module):
         width: multiplier of every hidden width (1.0 is the paper's network).
         norm: ``"batch"`` (shift-only batch norm, the papers' default) or ``"layer"``.
         init: ``"glorot"`` (real Glorot-uniform kernels binarised by Bop's first step, as in the
-            reference code) or ``"sign"`` (kernels start at ±1, as the papers write). The
-            forward pass always sees sign(kernel), so the two differ only in Bop's first flip
-            decision (the reference's first forward pass uses the real Glorot values).
+            reference code) or ``"sign"`` (kernels start at ±1, as the papers write). With
+            ``quantize_kernels=False`` (Bop, Bop2ndOrder) the first forward and backward pass
+            of a Glorot start run on the real Glorot kernels, as the reference's does; from a
+            sign start, or after Bop's first step, the kernels are ±1 either way. With
+            ``quantize_kernels=True`` every forward pass sees sign(kernel), so the two inits
+            differ only in the first flip decision.
         num_classes: number of outputs.
+        quantize_kernels: binarise the kernels in the forward pass with sign and the
+            straight-through estimator. ``True`` for the latent-weight baseline, whose kernels
+            are real latent weights (Courbariaux et al. 2016). ``False`` for Bop and
+            Bop2ndOrder: the kernels enter the forward pass as they are, as in the authors'
+            reference code, whose Bop-trained kernels carry larq's ``NoOp(precision=1)``
+            quantizer. Both compute the same once the kernels are ±1 (sign(w) = w, and the STE
+            passes the gradient unchanged where |w| ≤ 1): they differ only while a kernel is
+            real-valued, i.e. on the first batch from a Glorot start. Input activations are
+            binarised with sign + STE either way. The default, ``True``, keeps the forward
+            pass binary whatever trains the kernels.
     """
 
     def __init__(
-        self, width: float = 1.0, norm: str = "batch", init: str = "glorot", num_classes: int = 10
+        self,
+        width: float = 1.0,
+        norm: str = "batch",
+        init: str = "glorot",
+        num_classes: int = 10,
+        *,
+        quantize_kernels: bool = True,
     ) -> None:
         super().__init__()
         if not width > 0:
@@ -79,6 +100,7 @@ class BinaryNet(nn.Module):
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        self.quantize_kernels = quantize_kernels
         make_norm = ShiftBatchNorm if norm == "batch" else ChannelLayerNorm
         self.pool = nn.MaxPool2d(2)
         self.pooled = {name for name, _, pool in _CONVS if pool}
@@ -88,14 +110,18 @@ class BinaryNet(nn.Module):
         for i, (name, channels, _) in enumerate(_CONVS):
             cout = _scaled(channels, width)
             self.layers[name] = BinaryConv2d(
-                cin, cout, padding="valid" if i == 0 else "same", real_input=i == 0
+                cin,
+                cout,
+                padding="valid" if i == 0 else "same",
+                real_input=i == 0,
+                quantize_kernel=quantize_kernels,
             )
             self.norms[name] = make_norm(cout)
             cin = cout
         hidden = _scaled(_HIDDEN, width)
         fin = cin * 3 * 3
         for name, fout in (("fc1", hidden), ("fc2", hidden), ("fc3", num_classes)):
-            self.layers[name] = BinaryLinear(fin, fout)
+            self.layers[name] = BinaryLinear(fin, fout, quantize_kernel=quantize_kernels)
             self.norms[name] = make_norm(fout)
             fin = fout
         self.reset_kernels(init)

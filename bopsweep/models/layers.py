@@ -2,6 +2,15 @@
 
 ``sign`` maps 0 to +1 (larq's ``ste_sign``). Its gradient is the straight-through estimator
 with the cut of Courbariaux et al. (2016, arXiv:1602.02830): ``∂sign(x)/∂x := 1{|x| ≤ 1}``.
+
+Inputs (except the first layer's real-valued image) always pass through ``sign_ste``. Kernels
+do only with ``quantize_kernel=True``: the latent-weight baseline needs it (its kernels are
+real latent weights). Under Bop and Bop2ndOrder the kernel enters the forward pass as it is, as
+in the authors' reference code, where Bop-trained kernels carry larq's ``NoOp(precision=1)``
+quantizer (Helwegen et al., NeurIPS 2019, arXiv:1906.02107; Suarez-Ramirez et al., CVPRW
+2021, arXiv:2104.05124). The two agree once the kernel is ±1 (sign(w) = w, and the
+straight-through gradient passes unchanged where |w| ≤ 1); they differ only on a real-valued
+kernel, i.e. on the first batch from a Glorot start, before Bop's first step binarises it.
 """
 
 from __future__ import annotations
@@ -36,30 +45,53 @@ def sign_ste(x: Tensor) -> Tensor:
 
 
 class BinaryConv2d(nn.Conv2d):
-    """Conv without bias whose kernel (and, unless ``real_input``, input) is binarised.
+    """3×3 conv without bias whose input (unless ``real_input``) is binarised with sign + STE.
 
-    The kernel is the parameter the binary optimizer trains: ±1 under Bop, latent real values
-    under the latent-weight baseline. Either way the forward pass sees ``sign(kernel)``.
+    The kernel is the parameter the binary optimizer trains. ``quantize_kernel=True`` (the
+    latent-weight baseline: real latent values) convolves with ``sign_ste(kernel)``;
+    ``False`` (Bop, Bop2ndOrder) with the kernel as it is: ±1 after the optimizer's first step,
+    the real Glorot values before it, as in the reference code (see the module docstring).
     """
 
-    def __init__(self, cin: int, cout: int, padding: str, real_input: bool = False) -> None:
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        padding: str,
+        real_input: bool = False,
+        quantize_kernel: bool = True,
+    ) -> None:
         super().__init__(cin, cout, kernel_size=3, padding=padding, bias=False)
         self.real_input = real_input
+        self.quantize_kernel = quantize_kernel
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.real_input:
             x = sign_ste(x)
-        return self._conv_forward(x, sign_ste(self.weight), None)
+        kernel = sign_ste(self.weight) if self.quantize_kernel else self.weight
+        return self._conv_forward(x, kernel, None)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, real_input={self.real_input}, "
+            f"quantize_kernel={self.quantize_kernel}"
+        )
 
 
 class BinaryLinear(nn.Linear):
-    """Dense layer without bias, binary input and binary kernel."""
+    """Dense layer without bias and with binary input (sign + STE); the kernel is binarised
+    the same way only with ``quantize_kernel=True`` (as :class:`BinaryConv2d`)."""
 
-    def __init__(self, fin: int, fout: int) -> None:
+    def __init__(self, fin: int, fout: int, quantize_kernel: bool = True) -> None:
         super().__init__(fin, fout, bias=False)
+        self.quantize_kernel = quantize_kernel
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(sign_ste(x), sign_ste(self.weight))
+        kernel = sign_ste(self.weight) if self.quantize_kernel else self.weight
+        return F.linear(sign_ste(x), kernel)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, quantize_kernel={self.quantize_kernel}"
 
 
 class ShiftBatchNorm(nn.Module):

@@ -7,7 +7,15 @@ from __future__ import annotations
 import math
 from typing import Any, cast
 
-from bopsweep.defaults import PAPER_BASE, SCHEDULE_FACTOR, Optimizer, Pruner, Sampler, values
+from bopsweep.defaults import (
+    LR_DECAY,
+    PAPER_BASE,
+    SCHEDULE_FACTOR,
+    Optimizer,
+    Pruner,
+    Sampler,
+    values,
+)
 from bopsweep.errors import UserError
 from bopsweep.schedules import Schedule
 from bopsweep.studies.config import FIELDS, HYPERPARAMETERS, TrialConfig, parse_field
@@ -87,12 +95,16 @@ def schedule_study(
     variants: list[str] | None = None,
     seeds: int = 1,
     description: str = "",
+    lr_every: float | None = None,
 ) -> StudySpec:
     """Fig. 4: ``param`` scheduled up (×factor) and down (÷factor) against the constant baseline.
 
     ``exponential``: ×factor or ÷factor every ``every`` epochs (default: 100 of 350, the
     paper's proportion, scaled to the run). ``polynomial``: linearly from the base value to
-    base×factor or base÷factor over the whole run.
+    base×factor or base÷factor over the whole run. Every arm keeps the base's own schedules
+    (e.g. an ``lr`` schedule). ``lr_every``: add one, Adam's learning rate ×0.1
+    (:data:`~bopsweep.defaults.LR_DECAY`) every ``lr_every`` epochs, as the reference code's
+    Fig. 4 runs do (every 100 epochs; the paper does not say).
     """
     if param not in HYPERPARAMETERS:
         raise UserError(f"cannot schedule {param!r} in a schedule study; use gamma, sigma or tau")
@@ -104,6 +116,8 @@ def schedule_study(
     for v in variants:
         if v not in ("biased", "unbiased"):
             raise UserError(f"unknown variant {v!r}; use biased and/or unbiased")
+    if lr_every is not None:
+        base = with_lr_decay(base, lr_every)
     if every is None:
         every = max(1.0, round(base.epochs * 100 / 350))
     if kind == "exponential":
@@ -143,6 +157,17 @@ def schedule_study(
         description=description,
         meta=meta,
     )
+
+
+def with_lr_decay(base: TrialConfig, every: float) -> TrialConfig:
+    """``base`` with Adam's learning rate ×0.1 (:data:`~bopsweep.defaults.LR_DECAY`) every
+    ``every`` epochs: the reference code's ``lr_decay`` in its Fig. 4 runs."""
+    if not (isinstance(every, (int, float)) and math.isfinite(every) and every > 0):
+        raise UserError(f"--lr-every must be a number of epochs > 0, got {every}")
+    if "lr" in base.schedules:
+        raise UserError("--lr-every: the base point already has an lr schedule")
+    lr = Schedule(kind="exponential", rate=LR_DECAY, every=float(every))
+    return _with(base, schedules={**base.schedules, "lr": lr})
 
 
 def optuna_study(
