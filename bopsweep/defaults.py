@@ -70,6 +70,19 @@ class ExportFormat(Choice):
     JSON = "json"
 
 
+class TableFormat(Choice):
+    MARKDOWN = "markdown"
+    LATEX = "latex"
+    CSV = "csv"
+
+
+class TableMetric(Choice):
+    """Which accuracy of a trial the table's tests compare: the last epoch's or the best."""
+
+    FINAL = "final"
+    BEST = "best"
+
+
 class FigureFormat(Choice):
     PNG = "png"
     PDF = "pdf"

@@ -260,6 +260,26 @@ def test_summary_figure_draws_final_and_best_accuracy_on_a_log_axis(db):
     assert np.allclose(best.get_ydata(), expected_best.groupby("tau")["best"].mean() * 100)
 
 
+def test_summary_figure_error_bars_are_95_percent_t_intervals_over_seeds(db):
+    from scipy import stats
+
+    data, frame = study_data(db, "abl")
+    ax = summary_figure(data, "tau").axes[0]
+    bars = {c.get_label(): c for c in ax.containers}
+    last = frame.sort_values("epoch").groupby("number").tail(1)
+    for label, values in (
+        ("Bop2ndOrder unbiased, final", last),
+        ("Bop2ndOrder unbiased, best", frame.loc[frame.groupby("number")["val_acc"].idxmax()]),
+    ):
+        segments = bars[label].lines[2][0].get_segments()  # one vertical bar per value
+        for tau, (bottom, top) in zip(sorted(values["param_tau"].unique()), segments):
+            acc = 100 * values[values["param_tau"] == tau]["val_acc"].to_numpy()
+            assert len(acc) == 2  # two seeds
+            half = stats.t.ppf(0.975, 1) * acc.std(ddof=1) / math.sqrt(2)
+            assert np.allclose([bottom[1], top[1]], [acc.mean() - half, acc.mean() + half])
+    assert "error bars: 95 % CI over seeds (Student t)" in ax.get_title()
+
+
 def test_schedule_figure_draws_each_arm_and_the_scheduled_value(db):
     data, frame = study_data(db, "sch")
     fig = schedule_figure(data)

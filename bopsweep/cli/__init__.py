@@ -5,7 +5,7 @@
 * :mod:`~bopsweep.cli.train`: ``train``;
 * :mod:`~bopsweep.cli.studies`: ``grid``, ``pow10``, ``schedule``, ``run``, ``optuna``;
 * :mod:`~bopsweep.cli.join`: ``resume``, ``worker``;
-* :mod:`~bopsweep.cli.inspect`: ``status``, ``studies``, ``export``, ``plot``;
+* :mod:`~bopsweep.cli.inspect`: ``status``, ``studies``, ``table``, ``export``, ``plot``;
 * :mod:`~bopsweep.cli.manage`: ``delete``.
 
 Heavy packages (torch, optuna, matplotlib) are imported inside the commands, so ``--help``

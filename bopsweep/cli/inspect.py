@@ -1,4 +1,5 @@
-"""The commands that only read a study: ``status``, ``studies``, ``export`` and ``plot``.
+"""The commands that only read a study: ``status``, ``studies``, ``table``, ``export`` and
+``plot``.
 
 Each opens the database read-only (not a byte changes, a read-only file system is fine).
 """
@@ -13,7 +14,7 @@ import typer
 
 from bopsweep.cli.app import Command, app, console, user_errors
 from bopsweep.cli.options import Database, Storage, StudyName
-from bopsweep.defaults import ExportFormat, FigureFormat
+from bopsweep.defaults import ExportFormat, FigureFormat, TableFormat, TableMetric
 
 
 @app.command(cls=Command)
@@ -61,6 +62,52 @@ def studies(database: Database = None, storage: Storage = None) -> None:
     for row in report.studies_rows(store):
         table.add_row(*row)
     console().print(table)
+
+
+@app.command(cls=Command)
+@user_errors
+def table(
+    database: Database = None,
+    storage: Storage = None,
+    study: StudyName = None,
+    format: Annotated[TableFormat, typer.Option(help="Table format.")] = TableFormat.MARKDOWN,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the table to this file. (default: print it)"),
+    ] = None,
+    metric: Annotated[
+        TableMetric,
+        typer.Option(help="The accuracy the best configuration is chosen and tested on."),
+    ] = TableMetric.FINAL,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace an existing output file (never a database)."),
+    ] = False,
+) -> None:
+    """Table 1 with error bars: per configuration (seeds together), final and best validation
+    accuracy as mean ± std with a 95 % confidence interval, and which configurations a t-test
+    (paired by seed, or Welch's) cannot tell apart from the best at α = 0.05."""
+    from bopsweep.errors import UserError
+    from bopsweep.files import atomic_write_text, check_output_file
+    from bopsweep.store import Store, database_file, storage_url
+    from bopsweep.table import build_table, group_arms, render
+
+    url = storage_url(storage, database)
+    if output is not None:
+        check_output_file(output, force, database_file(url))
+    optuna_study = Store.open_readonly(url).load(study)
+    arms = group_arms(optuna_study.get_trials(deepcopy=False))
+    if not arms:
+        raise UserError(f"study {optuna_study.study_name} has no complete trial yet")
+    text = render(build_table(optuna_study.study_name, arms, metric), format)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        atomic_write_text(output, text)
+    except OSError as e:
+        raise UserError(f"cannot write {output}: {e.strerror}") from None
+    typer.echo(f"wrote the table of {len(arms)} configurations to {output}")
 
 
 @app.command(cls=Command)

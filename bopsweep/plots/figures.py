@@ -61,8 +61,13 @@ def ablation_figure(data: StudyData, param: str) -> Figure:
 
 
 def summary_figure(data: StudyData, param: str) -> Figure:
-    """Final (solid) and best (dotted) validation accuracy against ``param`` on a log axis,
-    error bars over seeds (min–max); one line per optimizer variant."""
+    """Final (solid) and best (dotted) validation accuracy against ``param`` on a log axis, one
+    line per optimizer variant. Where a value has several seeds, the point is their mean and the
+    error bar its 95 % confidence interval, mean ± t(0.975, n − 1)·s/√n (Student t, sample std;
+    :func:`bopsweep.stats.summarize`, the intervals of ``bopsweep table``); a single seed has
+    none."""
+    from bopsweep.stats import summarize
+
     plt = pyplot()
     by_value = points_along(data, param)
     lines: dict[str, dict[str, list[tuple[float, list[float], list[float]]]]] = defaultdict(
@@ -82,15 +87,11 @@ def summary_figure(data: StudyData, param: str) -> Figure:
         xs = [p[0] for p in line["pts"]]
         series: tuple[tuple[Literal[1, 2], str, str], ...] = ((1, "-o", "final"), (2, ":s", "best"))
         for idx, style, what in series:
-            ys = [sum(p[idx]) / len(p[idx]) for p in line["pts"]]
-            err = [
-                [y - min(p[idx]) for y, p in zip(ys, line["pts"])],
-                [max(p[idx]) - y for y, p in zip(ys, line["pts"])],
-            ]
+            summaries = [summarize(p[idx]) for p in line["pts"]]
             ax.errorbar(
                 xs,
-                ys,
-                yerr=err,
+                [s.mean for s in summaries],
+                yerr=[s.half_width or 0.0 for s in summaries],
                 fmt=style,
                 color=colours[variant],
                 capsize=3,
@@ -108,7 +109,7 @@ def summary_figure(data: StudyData, param: str) -> Figure:
         f"{SYMBOLS.get(param, param)}\n{fixed_description(data, {param})}"
         + held_note(data, param)
         + (
-            "; error bars: min–max over seeds"
+            "; error bars: 95 % CI over seeds (Student t)"
             if any(len(p[1]) > 1 for line in lines.values() for p in line["pts"])
             else ""
         ),
