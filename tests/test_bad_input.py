@@ -68,6 +68,19 @@ def test_a_schedule_that_leaves_its_range_names_the_epoch(empty_cwd, small_cifar
     ).resolved()
 
 
+def test_a_study_whose_schedule_leaves_its_range_is_refused_before_it_exists(
+    empty_cwd, small_cifar_dir, tmp_path
+):
+    study_file = tmp_path / "up.toml"
+    study_file.write_text(
+        '[study]\nname = "up"\nkind = "arms"\n[base]\nepochs = 5\nsigma = 0.1\n'
+        '[[arms]]\nlabel = "up"\n[arms.schedules.sigma]\nkind = "exponential"\n'
+        "rate = 10\nevery = 1\n"
+    )
+    args = ["run", str(study_file), "--data-dir", str(small_cifar_dir), "--device", "cpu"]
+    refused(args, "sigma leaves (0, 1] in epoch 3", empty_cwd)
+
+
 def test_train_out_naming_a_file_is_refused(empty_cwd, small_cifar_dir):
     (empty_cwd / "notes.txt").write_text("mine\n")
     args = ["train", "--data-dir", str(small_cifar_dir), "--out", "notes.txt", *TINY]
