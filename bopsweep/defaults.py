@@ -134,6 +134,7 @@ OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
 OPTIMIZER = Optimizer.BOP2.value
 EPS = 1e-10  # of Bop2ndOrder's denominator: with σ as small as 1e-7 a larger ε changes flips
 LR = 0.01  # Adam, for the real-valued parameters (and the latent weights)
+WEIGHT_DECAY = 0.0  # classic L2 on the latent kernels (latent optimizer only)
 EPOCHS = 100
 BATCH_SIZE = 100
 WIDTH = 1.0

@@ -1,20 +1,28 @@
-"""π_t, the flip metric::
+"""Weight metrics of the binary kernels: π_t, the FF ratio and the C2I ratio::
 
-    π_t = ln( #flipped at step t / #binary weights + e^-9 )
+    FF_t  = #flipped at step t / #binary weights              (flip_frac)
+    π_t   = ln( FF_t + e^-9 )                                  (pi)
+    C2I_t = #{sign(w_t) ≠ sign(w_0)} / #binary weights          (c2i)
 
-−9 means no weight flipped; ≈ 0 means all did. :class:`FlipLog` keeps π network-wide and per
-layer (binary kernels only) on the device and aggregates it over windows of ``log_every`` steps
-(mean of the per-step π, and the total flip fraction), so logging costs no host sync per step.
-Windows never cross an epoch boundary.
+A flip is a change of sign (sign(0) = +1, as :func:`bopsweep.models.binarize`): a Bop flip, or
+a latent weight crossing zero. π = −9 means no weight flipped; ≈ 0 means all did.
+:class:`FlipLog` keeps π and FF network-wide and per layer (binary kernels only) on the device
+and aggregates them over windows of ``log_every`` steps (mean of the per-step π, and the total
+flip fraction, i.e. the mean FF ratio), so logging costs no host sync per step. Windows never
+cross an epoch boundary. :class:`InitialSigns` keeps sign(w_0) (bit-packed in checkpoints) and
+measures C2I at the end of each epoch.
 
 Sources: Helwegen et al., Latent Weights Do Not Exist, NeurIPS 2019, arXiv:1906.02107 (Eq. 7);
-Suarez-Ramirez et al., A Bop and Beyond, CVPRW 2021, arXiv:2104.05124 (Eq. 11). See
-``docs/reference.md``.
+Suarez-Ramirez et al., A Bop and Beyond, CVPRW 2021, arXiv:2104.05124 (Eq. 11); FF and C2I
+ratios: Liu et al., How Do Adam and Training Strategies Help BNNs Optimization?, ICML 2021,
+arXiv:2106.11309. See ``docs/reference.md``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -108,3 +116,61 @@ class FlipLog:
             return None
         _, k, data = self._rows[-1]
         return data[len(self.names)] / k
+
+
+class InitialSigns:
+    """sign(w_0) of each kernel, and the C2I ratio of the kernels against it.
+
+    Column names: ``c2i`` network-wide and ``c2i_<layer>`` per layer. The signs live on the
+    kernels' device as booleans (w_0 >= 0) and go to checkpoints bit-packed (:meth:`state_dict`),
+    so a resumed run measures against the same start.
+    """
+
+    def __init__(self, names: list[str], kernels: Iterable[Tensor]) -> None:
+        self.names = names
+        self.signs = [k.detach().ge(0).flatten() for k in kernels]
+
+    @property
+    def columns(self) -> list[str]:
+        return ["c2i", *(f"c2i_{n}" for n in self.names)]
+
+    @torch.no_grad()
+    def c2i(self, kernels: Iterable[Tensor]) -> dict[str, float]:
+        """The C2I ratio, network-wide and per layer, of the kernels as they are (one host
+        transfer)."""
+        changed = torch.stack(
+            [k.ge(0).flatten().ne(s).sum() for k, s in zip(kernels, self.signs)]
+        ).tolist()
+        numels = [s.numel() for s in self.signs]
+        row = {"c2i": sum(changed) / sum(numels)}
+        row.update({f"c2i_{n}": c / m for n, c, m in zip(self.names, changed, numels)})
+        return row
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "numels": [s.numel() for s in self.signs],
+            "packed": [pack_bits(s).cpu() for s in self.signs],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        numels, packed = state["numels"], state["packed"]
+        if list(numels) != [s.numel() for s in self.signs]:
+            raise ValueError(f"initial signs of {list(numels)} weights per kernel")
+        self.signs = [unpack_bits(p.to(s.device), n) for p, n, s in zip(packed, numels, self.signs)]
+
+
+_BITS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def pack_bits(mask: Tensor) -> Tensor:
+    """A flat boolean tensor as uint8, eight values a byte (the first in the lowest bit)."""
+    flat = mask.flatten().to(torch.uint8)
+    flat = torch.cat([flat, flat.new_zeros(-flat.numel() % 8)])
+    weights = torch.tensor(_BITS, dtype=torch.uint8, device=flat.device)
+    return (flat.view(-1, 8) * weights).sum(1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: Tensor, numel: int) -> Tensor:
+    """The inverse of :func:`pack_bits`: the first ``numel`` booleans."""
+    weights = torch.tensor(_BITS, dtype=torch.uint8, device=packed.device)
+    return (packed.unsqueeze(1) & weights).ne(0).flatten()[:numel]

@@ -24,6 +24,7 @@ TRIAL_COLUMNS = (
     "final_val_acc",
     "best_val_acc",
     "best_epoch",
+    "last_c2i",
     "failure",
     "fail_reason",
     "attempt",
@@ -35,20 +36,23 @@ def trials_frame(store: Store, study: optuna.Study) -> pd.DataFrame:
     """One row per trial: state, results, reason of failure, and its params (``param_*``)."""
     import pandas as pd
 
-    running_epochs = store.metrics.epoch_counts(study)
+    progress = store.metrics.epoch_progress(study)
     records: list[dict[str, Any]] = []
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
         state = t.state.name
+        stored, last_row = progress.get(trial_id(t), (0, {}))
         record = {
             "number": t.number,
             "state": state,
             "label": attrs.get("label", ""),
             "config_id": attrs.get("config_id"),
-            "epochs_done": attrs.get("epochs_done", running_epochs.get(trial_id(t), 0)),
+            "epochs_done": attrs.get("epochs_done", stored),
             "final_val_acc": t.value if state == "COMPLETE" else None,
             "best_val_acc": attrs.get("best_val_acc"),
             "best_epoch": attrs.get("best_epoch"),
+            # C2I ratio after the last stored epoch (none in rows of bopsweep before C2I)
+            "last_c2i": last_row.get("c2i"),
             # a FAIL without bopsweep's reason was failed by Optuna's heartbeat check
             "failure": attrs.get("failure") or ("stale" if state == "FAIL" else None),
             "fail_reason": attrs.get("fail_reason")
@@ -105,7 +109,7 @@ def param_importances(study: optuna.Study) -> str:
 
 # --- the tables of `bopsweep status` and `bopsweep studies` -----------------------------------
 STATUS_COLUMNS = ("trial", "configuration", "state", "epochs", "final val acc", "best val acc",
-                  "note")  # fmt: skip
+                  "c2i", "note")  # fmt: skip
 STUDIES_COLUMNS = ("study", "kind", "complete", "running", "queued", "failed", "description")
 
 
@@ -128,6 +132,7 @@ def status_rows(frame: pd.DataFrame) -> list[list[str]]:
                 str(int(t["epochs_done"] or 0)),
                 _fmt(t["final_val_acc"]),
                 _fmt(t["best_val_acc"]),
+                _fmt(t["last_c2i"]),
                 _note(t),
             ]
         )

@@ -82,13 +82,33 @@ class RunDir:
             return
         path = self.path / name
         new = not path.exists() or path.stat().st_size == 0
+        fieldnames = list(rows[0])
+        if not new:
+            fieldnames = self._widen(path, fieldnames)
         with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(f, fieldnames=fieldnames, restval="")
             if new:
                 writer.writeheader()
             writer.writerows({k: _cell(v) for k, v in r.items()} for r in rows)
             f.flush()
             os.fsync(f.fileno())
+
+    @staticmethod
+    def _widen(path: Path, fieldnames: list[str]) -> list[str]:
+        """The file's columns, with ``fieldnames`` it lacks added (a run resumed by a newer
+        bopsweep that logs more columns: the file is rewritten whole, older rows blank there)."""
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            missing = [k for k in fieldnames if k not in header]
+            if not missing:
+                return header
+            rows = list(reader)
+        with atomic_open(path, "w", newline="") as out:  # Ctrl-C here keeps the old file
+            writer = csv.DictWriter(out, fieldnames=header + missing, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        return header + missing
 
     def _truncate(self, name: str, epoch: int) -> None:
         path = self.path / name

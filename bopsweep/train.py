@@ -1,7 +1,9 @@
 """One trial: train BinaryNet on CIFAR-10 with one configuration, epoch by epoch.
 
 The loop reads top to bottom: schedules set the hyperparameters, forward, backward, the binary
-optimizer flips kernels, Adam trains the norm layers, flips are counted on the device. The host
+optimizer flips kernels, Adam trains the norm layers, flips are counted on the device. Each
+epoch starts by setting up its step of two-step training (:mod:`bopsweep.two_step`) and ends
+with the C2I ratio of the kernels against their start (:mod:`bopsweep.flips`). The host
 syncs once per ``PROGRESS_EVERY`` steps (only when someone watches) and once per epoch.
 
 With an output folder, every epoch appends its row to ``metrics.csv`` and its logged steps to
@@ -28,11 +30,12 @@ from torch import Tensor
 from bopsweep.data import DeviceData, load_cifar10, resolve_data_dir, stratified_subset
 from bopsweep.defaults import Optimizer
 from bopsweep.errors import UserError
-from bopsweep.flips import FlipLog
+from bopsweep.flips import FlipLog, InitialSigns
 from bopsweep.models import BinaryNet
 from bopsweep.optim import Bop, Bop2ndOrder, LatentAdam
 from bopsweep.run_dir import RunDir
 from bopsweep.studies.config import TrialConfig
+from bopsweep.two_step import TwoStep
 
 PROGRESS_EVERY = 20
 LAYOUT = torch.channels_last
@@ -103,7 +106,14 @@ def build_optimizers(
             fused=config.compile,
         )
     else:
-        binary = LatentAdam(kernels, lr=config.lr, betas=ADAM_BETAS, eps=ADAM_EPS)
+        # weight decay: classic L2 on the latent kernels only, never on the norm layers
+        binary = LatentAdam(
+            kernels,
+            lr=config.lr,
+            betas=ADAM_BETAS,
+            eps=ADAM_EPS,
+            weight_decay=config.weight_decay,
+        )
     real = torch.optim.Adam(
         model.real_parameters(), lr=config.lr, betas=ADAM_BETAS, eps=ADAM_EPS, foreach=True
     )
@@ -121,10 +131,10 @@ class Hyperparams:
         steps_per_epoch: int,
     ) -> None:
         self.config, self.steps_per_epoch = config, steps_per_epoch
-        self.groups = {name: binary.param_groups for name in ("gamma", "sigma", "tau")}
-        self.groups["lr"] = real.param_groups + (
-            binary.param_groups if config.optimizer == "latent" else []
-        )
+        # the optimizers, not their param_groups: load_state_dict (on resume) replaces the
+        # groups with new dicts, which must be the ones the schedules set
+        self.optimizers = {name: [binary] for name in ("gamma", "sigma", "tau")}
+        self.optimizers["lr"] = [real] + ([binary] if config.optimizer == "latent" else [])
         self.values: dict[str, float | None] = {
             name: getattr(config, name) for name in HYPER_COLUMNS
         }
@@ -135,8 +145,9 @@ class Hyperparams:
                 self.config.initial(name), step, self.steps_per_epoch, self.config.epochs
             )
             self.values[name] = value
-            for group in self.groups[name]:
-                group[name] = value
+            for optimizer in self.optimizers[name]:
+                for group in optimizer.param_groups:
+                    group[name] = value
 
 
 def load_data(config: TrialConfig, device: torch.device) -> tuple[DeviceData, DeviceData]:
@@ -208,6 +219,10 @@ def run_trial(
     hyper = Hyperparams(config, binary_opt, real_opt, steps_per_epoch)
     names = model.binary_layer_names
     flips = FlipLog(names, [p.numel() for p in model.binary_parameters()], config.log_every, device)
+    # sign(w_0) for the C2I ratio: the fresh model's (on resume, the same seed built the same
+    # start), replaced by the checkpoint's where it has them
+    initial = InitialSigns(names, model.binary_parameters())
+    two_step = TwoStep(config, model, binary_opt, real_opt)
 
     epoch, step = 0, 0
     if state is not None:
@@ -215,6 +230,8 @@ def run_trial(
             model.load_state_dict(state["model"])
             binary_opt.load_state_dict(state["binary_opt"])
             real_opt.load_state_dict(state["real_opt"])
+            if "initial_signs" in state:  # checkpoints of bopsweep before C2I lack them
+                initial.load_state_dict(state["initial_signs"])
         except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
             raise UserError(
                 f"the checkpoint in {out_dir} does not fit this configuration ({e})"
@@ -228,6 +245,9 @@ def run_trial(
 
     while epoch < config.epochs:
         epoch_start = time.perf_counter()
+        if two_step.begin_epoch(epoch) and config.compile:
+            torch._dynamo.reset()  # the layers' forward changed: compile the model again
+            forward = cast(torch.nn.Module, torch.compile(model))
         model.train()
         sums = torch.zeros(2, device=device)  # loss·n, correct: summed on the device
         seen = 0
@@ -265,6 +285,7 @@ def run_trial(
             "val_acc": val_acc,
             **hyper.values,
             **epoch_flips,
+            **initial.c2i(model.binary_parameters()),
         }
         step_rows = [{"epoch": epoch, **r} for r in step_rows]
         history.append(row)
@@ -277,6 +298,7 @@ def run_trial(
                     "model": model.state_dict(),
                     "binary_opt": binary_opt.state_dict(),
                     "real_opt": real_opt.state_dict(),
+                    "initial_signs": initial.state_dict(),
                 }
             )
         if on_epoch is not None:

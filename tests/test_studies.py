@@ -33,6 +33,7 @@ EXPECTED = {  # file: (kind, number of trials)
     "fig4_sigma.toml": ("schedule", 6),
     "fig4_tau.toml": ("schedule", 6),
     "fig5_bop_vs_bop2.toml": ("arms", 4),
+    "adam_vs_bop.toml": ("arms", 15),
     "pow10_search.toml": ("pow10", 125),
     "table1_paper.toml": ("arms", 3),
     "table1_code.toml": ("arms", 3),

@@ -20,8 +20,9 @@ from bopsweep.defaults import ExportFormat, FigureFormat, TableFormat, TableMetr
 @app.command(cls=Command)
 @user_errors
 def status(database: Database = None, storage: Storage = None, study: StudyName = None) -> None:
-    """The trials of a study: state, epochs done, final and best validation accuracy, and why
-    a trial failed."""
+    """The trials of a study: state, epochs done, final and best validation accuracy, the C2I
+    ratio after the last epoch (share of binary weights whose sign differs from the start), and
+    why a trial failed."""
     from rich.table import Table
 
     from bopsweep import report
@@ -31,12 +32,14 @@ def status(database: Database = None, storage: Storage = None, study: StudyName 
     store = Store.open_readonly(url)
     optuna_study = store.load(study)
     frame = report.trials_frame(store, optuna_study)
-    table = Table(title=report.status_title(optuna_study, frame, redact(url)), title_justify="left")
+    table = Table()
     for column in report.STATUS_COLUMNS:
         table.add_column(column)
     for row in report.status_rows(frame):
         table.add_row(*row)
     out = console()
+    # the title on a line of its own: a table's title wraps at the table's width, mid-path
+    out.print(report.status_title(optuna_study, frame, redact(url)), markup=False, soft_wrap=True)
     out.print(table)
     best = report.best_line(frame)
     if best is not None:

@@ -67,6 +67,23 @@ class TrialOptions:
         float | None,
         typer.Option(help=f"Adam learning rate of the real-valued parameters. (default: {d.LR})"),
     ] = None
+    weight_decay: Annotated[
+        float | None,
+        typer.Option(
+            help="Classic L2 weight decay (added to the gradient, not AdamW) on the latent "
+            "kernels; latent optimizer only; 0 in step 2 of --two-step. "
+            f"(default: {d.WEIGHT_DECAY:g})"
+        ),
+    ] = None
+    two_step: Annotated[
+        int | None,
+        typer.Option(
+            metavar="EPOCHS",
+            help="Two-step training (latent optimizer): the first EPOCHS epochs use real "
+            "kernels with binary activations, the rest binary kernels from those weights, with "
+            "fresh Adam moments. (default: off)",
+        ),
+    ] = None
     epochs: Annotated[int | None, typer.Option(help=f"Epochs per trial. (default: {d.EPOCHS})")] = (
         None
     )

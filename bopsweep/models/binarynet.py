@@ -126,6 +126,13 @@ class BinaryNet(nn.Module):
             fin = fout
         self.reset_kernels(init)
 
+    def set_quantize_kernels(self, quantize: bool) -> None:
+        """Binarise the kernels in the forward pass (sign + STE) or take them as they are. May
+        change between epochs: two-step training runs its first step on real kernels."""
+        self.quantize_kernels = quantize
+        for layer in self.layers.values():
+            cast(BinaryConv2d | BinaryLinear, layer).quantize_kernel = quantize
+
     @torch.no_grad()
     def reset_kernels(self, init: str) -> None:
         for layer in self.layers.values():

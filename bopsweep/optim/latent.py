@@ -6,6 +6,10 @@ model's binary layers do that for every optimizer); this optimizer is Adam (King
 arXiv:1602.02830) and the "Latent weights" row of Table 2 of Suarez-Ramirez et al., A Bop and
 Beyond, CVPRW 2021, arXiv:2104.05124. A "flip" here is a change of sign of a latent weight,
 counted like Bop's flips so π_t compares across optimizers. See ``docs/reference.md``.
+
+``weight_decay`` is classic L2 regularisation, added to the gradient before Adam's moments
+(torch's ``Adam(weight_decay=...)``, not AdamW's decoupled decay), as in the recipe of Liu et
+al., How Do Adam and Training Strategies Help BNNs Optimization?, ICML 2021, arXiv:2106.11309.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from torch import Tensor
 
 
 class LatentAdam(torch.optim.Adam):
-    """Adam on latent weights, clipped to ``[-clip, clip]`` after each step.
+    """Adam on latent weights (with optional classic L2 ``weight_decay``), clipped to
+    ``[-clip, clip]`` after each step.
 
     Exposes :attr:`flip_counts` and :attr:`flips_total` like :class:`bopsweep.optim.Bop`.
     """
@@ -30,8 +35,11 @@ class LatentAdam(torch.optim.Adam):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-7,
         clip: float = 1.0,
+        weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(params, lr=lr, betas=betas, eps=eps, foreach=True)
+        super().__init__(
+            params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=True
+        )
         self.clip = clip
         self.flip_counts: Tensor | None = None
         self.flips_total: Tensor | None = None

@@ -20,6 +20,7 @@ from bopsweep.plots.figures import (
 )
 from bopsweep.plots.optuna_plots import optuna_figures
 from bopsweep.plots.style import pyplot
+from bopsweep.plots.weights import has_weight_metrics, weights_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -76,6 +77,9 @@ def draw_study(
             figures.append(("comparison", comparison_figure(data), what))
         what = "flip metric π_t per step" + (f", layers {', '.join(layers)}" if layers else "")
         figures.append(("pi", pi_figure(data, layers), what))
+        if has_weight_metrics(data):
+            what = ", ".join(["FF and C2I ratios per epoch", *(f"layer {n}" for n in layers or [])])
+            figures.append(("weights", weights_figure(data, layers), what))
     if data.kind == "optuna":
         for name, fig in optuna_figures(data).items():
             figures.append((name, fig, name.replace("optuna_", "Optuna's ") + " plot"))

@@ -97,10 +97,18 @@ class MetricTables:
 
     def epoch_counts(self, study: optuna.Study) -> dict[int, int]:
         """Epochs stored per trial id."""
+        return {t: n for t, (n, _) in self.epoch_progress(study).items()}
+
+    def epoch_progress(self, study: optuna.Study) -> dict[int, tuple[int, dict[str, Any]]]:
+        """Per trial id: the number of epochs stored, and the row of the last one (only that
+        row is parsed)."""
         counts: dict[int, int] = {}
-        for trial_id, _ in self._rows(self.epochs, study):
+        last: dict[int, tuple[int, str]] = {}
+        for trial_id, epoch, data in self._rows(self.epochs, study):
             counts[trial_id] = counts.get(trial_id, 0) + 1
-        return counts
+            if trial_id not in last or epoch > last[trial_id][0]:
+                last[trial_id] = (epoch, data)
+        return {t: (n, json.loads(last[t][1])) for t, n in counts.items()}
 
     def epochs_frame(self, study: optuna.Study) -> pd.DataFrame:
         """Per-epoch metrics of a study: one row per (trial, epoch)."""
@@ -115,26 +123,28 @@ class MetricTables:
 
         return self._frame(self.steps, study, rows)
 
-    def _rows(self, table: Any, study: optuna.Study) -> Iterator[tuple[int, str]]:
-        """(trial id, data) of the rows that belong to the study's trials as they are now."""
+    def _rows(self, table: Any, study: optuna.Study) -> Iterator[tuple[int, int, str]]:
+        """(trial id, epoch, data) of the rows that belong to the study's trials as they are
+        now."""
         import sqlalchemy as sa
 
         if table.name in self._absent:  # a plain Optuna database opened read-only
             return
         starts = {trial_id_of(t): t.datetime_start for t in study.get_trials(deepcopy=False)}
         legacy = table.name in self._legacy  # written before rows carried their trial's start
-        columns = [table.c.trial_id, table.c.data] + ([] if legacy else [table.c.trial_start])
+        columns = [table.c.trial_id, table.c.epoch, table.c.data]
+        columns += [] if legacy else [table.c.trial_start]
         q = sa.select(*columns).where(table.c.study_id == study_id_of(study))
         with self.engine.connect() as conn:
-            for trial_id, data, *start in conn.execute(q):
+            for trial_id, epoch, data, *start in conn.execute(q):
                 if trial_id in starts and (legacy or start[0] == starts[trial_id]):
-                    yield trial_id, data
+                    yield trial_id, epoch, data
 
     def _frame(self, table: Any, study: optuna.Study, parse: Any) -> pd.DataFrame:
         import pandas as pd
 
         records = [
-            {"trial_id": t, **row} for t, data in self._rows(table, study) for row in parse(data)
+            {"trial_id": t, **row} for t, _, data in self._rows(table, study) for row in parse(data)
         ]
         frame = pd.DataFrame.from_records(records)
         if frame.empty:

@@ -35,6 +35,12 @@ class TrialConfig:
     ``gamma``, ``sigma`` and ``tau`` left as ``None`` take the optimizer's defaults
     (:data:`bopsweep.defaults.OPTIMIZER_DEFAULTS`); ``schedules`` maps a name in
     :data:`~bopsweep.schedules.SCHEDULABLE` to a :class:`~bopsweep.schedules.Schedule`.
+
+    ``weight_decay`` and ``two_step`` belong to the latent optimizer (the recipe of Liu et al.,
+    How Do Adam and Training Strategies Help BNNs Optimization?, ICML 2021, arXiv:2106.11309):
+    classic L2 weight decay on the latent kernels, and two-step training whose first
+    ``two_step`` epochs feed the kernels to the forward pass unbinarised
+    (:mod:`bopsweep.two_step`).
     """
 
     optimizer: str = d.OPTIMIZER
@@ -45,6 +51,8 @@ class TrialConfig:
     eps: float = d.EPS
     lr: float = d.LR
     schedules: dict[str, Schedule] = field(default_factory=dict)
+    weight_decay: float = d.WEIGHT_DECAY
+    two_step: int | None = None
     epochs: int = d.EPOCHS
     batch_size: int = d.BATCH_SIZE
     width: float = d.WIDTH
@@ -92,6 +100,7 @@ class TrialConfig:
         for name in ("epochs", "batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        self._check_latent_recipe()
         if not 0 <= self.seed < SEED_LIMIT:
             raise UserError(f"seed must be in [0, 2^32), got {self.seed}")
         _check_memory(self.width, self.batch_size)
@@ -113,20 +122,43 @@ class TrialConfig:
             self._check_schedule_range(name)
         check_device(self.device)
 
+    def _check_latent_recipe(self) -> None:
+        """Weight decay and two-step training: the latent optimizer's, within the run."""
+        if not (_finite(self.weight_decay) and self.weight_decay >= 0):
+            raise UserError(f"weight-decay must be >= 0, got {self.weight_decay}")
+        if self.two_step is not None:
+            if self.two_step < 1:
+                raise UserError(f"two-step must be >= 1 epoch, got {self.two_step}")
+            if self.two_step >= self.epochs:
+                raise UserError(
+                    f"two-step {self.two_step} must be less than epochs ({self.epochs}): "
+                    "step 2 (binary kernels) needs at least one epoch"
+                )
+        for name, used in (("weight-decay", self.weight_decay > 0), ("two-step", self.two_step)):
+            if used and self.optimizer != Optimizer.LATENT:
+                raise UserError(
+                    f"{name} is for the latent optimizer's real kernels; {self.optimizer} "
+                    "trains binary weights (use --optimizer latent)"
+                )
+
     def _check_schedule_range(self, name: str) -> None:
         """The scheduled value stays valid over the whole run (γ, σ in (0, 1], τ >= 0, lr > 0).
 
         Every schedule is monotone in the step, so its first and last values bound it; only
-        when one is out of range is the first epoch that leaves it looked for.
+        when one is out of range is the first epoch that leaves it looked for. A polynomial
+        schedule to ``end=0`` over the whole run is valid for γ, σ and lr: the run's last step
+        is one short of the decay's end, so the value there is init / steps > 0; one that
+        reaches 0 before the run ends is refused (lr = 0 would train nothing).
         """
         schedule, init = self.schedules[name], self.initial(name)
         low, high, what = _RANGES[name]
+        closed = what.startswith("[")  # τ may be 0; γ, σ and lr may not
 
         def valid(epoch: float) -> bool:
             value = schedule.at_epoch(init, epoch, self.epochs)
             return (
                 math.isfinite(value)
-                and (value > low or (low == 0 and value == 0))
+                and (value > low or (closed and value == low))
                 and (value <= high)
             )
 
@@ -218,8 +250,8 @@ def _finite(value: float) -> bool:
 
 
 # How each field reads from a file or the command line.
-_FLOATS = {"gamma", "sigma", "tau", "eps", "lr", "width"}
-_INTS = {"epochs", "batch_size", "subset", "val_subset", "seed", "log_every"}
+_FLOATS = {"gamma", "sigma", "tau", "eps", "lr", "weight_decay", "width"}
+_INTS = {"epochs", "batch_size", "subset", "val_subset", "seed", "log_every", "two_step"}
 _BOOLS = {"unbiased", "download", "augment", "compile"}
 FIELDS = tuple(f.name for f in fields(TrialConfig))
 
@@ -236,7 +268,7 @@ def check_field(name: str, value: Any, where: str = "trial settings") -> Any:
             for k, s in value.items()
         }
     if value is None:
-        if name in ("gamma", "sigma", "tau", "subset", "val_subset", "data_dir"):
+        if name in ("gamma", "sigma", "tau", "subset", "val_subset", "data_dir", "two_step"):
             return None
         raise UserError(f"{name} in {where} needs a value")
     if name in _BOOLS:

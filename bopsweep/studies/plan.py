@@ -21,6 +21,9 @@ from bopsweep.studies.spec import StudySpec
 
 # Settings that say where a trial runs, not what it computes: not part of its identity.
 LOCAL_FIELDS = ("device", "data_dir", "download")
+# Fields added after studies already existed, left out of a trial's identity at these values, so
+# the configurations of those studies keep their ids (and their trials and checkpoints).
+LATER_FIELDS: dict[str, Any] = {"weight_decay": 0.0, "two_step": None}
 # Always shown as Optuna params (when set), so any Optuna tool can read a bopsweep study.
 CORE_PARAMS = ("optimizer", "unbiased", "gamma", "sigma", "tau", "norm", "seed")
 
@@ -88,7 +91,11 @@ def expand(spec: StudySpec, max_trials: int = MAX_TRIALS) -> list[PlannedTrial]:
 
 def config_id(config: TrialConfig) -> str:
     """A stable id of what a configuration computes."""
-    identity = {k: v for k, v in config.to_dict().items() if k not in LOCAL_FIELDS}
+    identity = {
+        k: v
+        for k, v in config.to_dict().items()
+        if k not in LOCAL_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])
+    }
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -1,0 +1,67 @@
+"""The weight metrics of Liu et al., How Do Adam and Training Strategies Help BNNs
+Optimization?, ICML 2021, arXiv:2106.11309, per epoch for every arm of a study: the FF
+ratio (the share of binary weights whose sign flips in a step, mean over the epoch's steps:
+``flip_frac``) and the C2I ratio (the share whose sign differs from the start: ``c2i``).
+Definitions: :mod:`bopsweep.flips`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bopsweep.plots.data import StudyData, arm_label, group_by_point, seed_band
+from bopsweep.plots.style import (
+    assign_colours,
+    draw_band,
+    fixed_description,
+    legend,
+    pyplot,
+    seeds_note,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def has_weight_metrics(data: StudyData) -> bool:
+    """Whether any run logged C2I (runs of bopsweep before it did not)."""
+    return any("c2i" in r.epochs for r in data.runs)
+
+
+def weights_figure(data: StudyData, layers: list[str] | None = None) -> Figure:
+    """FF ratio (left, log axis) and C2I ratio (right) against epoch, network-wide and for each
+    of ``layers``; one line per arm (mean over seeds, band min–max)."""
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    panels = ["network", *(layers or [])]
+    groups = group_by_point(data.runs)
+    labels = {k: arm_label(g[0]) for k, g in groups.items()}
+    colours = assign_colours(data, list(labels.values()))
+    fig, axes = plt.subplots(
+        len(panels), 2, figsize=(10, 3.2 * len(panels)), squeeze=False, constrained_layout=True
+    )
+    for row, panel in zip(axes, panels):
+        suffix = "" if panel == "network" else f"_{panel}"
+        where = "network-wide" if panel == "network" else f"layer {panel}"
+        for ax, column, what in (
+            (row[0], f"flip_frac{suffix}", "FF ratio (flip fraction per step)"),
+            (row[1], f"c2i{suffix}", "C2I ratio (sign ≠ sign at start)"),
+        ):
+            for key, group in groups.items():
+                present = [r for r in group if column in r.epochs]
+                band = seed_band(present, "epoch", column) if present else None
+                if band is not None and not band.dropna().empty:
+                    draw_band(ax, band.dropna(), "epoch", colours[labels[key]], labels[key])
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(what)
+            ax.set_title(where, fontsize=9)
+            ax.grid(alpha=0.3)
+        row[0].set_yscale("log", nonpositive="mask")  # an epoch without a flip is not drawn
+    legend(axes[0, 1])
+    fig.suptitle(
+        f"{data.name}: FF and C2I ratios{seeds_note(groups)}\n{fixed_description(data, set())}",
+        fontsize=10,
+    )
+    return fig
