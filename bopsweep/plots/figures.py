@@ -14,6 +14,7 @@ from bopsweep.plots.data import Run, StudyData, arm_label, group_by_point, point
 from bopsweep.plots.style import (
     SYMBOLS,
     accuracy_axes,
+    arm_colours,
     assign_colours,
     draw_band,
     fixed_description,
@@ -185,9 +186,7 @@ def pi_figure(data: StudyData, layers: list[str] | None = None) -> Figure:
     the flip fraction."""
     plt = pyplot()
     panels = ["network", *(layers or [])]
-    groups = group_by_point(data.runs)
-    labels = {k: arm_label(g[0]) for k, g in groups.items()}
-    colours = assign_colours(data, list(labels.values()))
+    groups, labels, colours = arm_colours(data)
     fig, axes = plt.subplots(
         len(panels), 1, figsize=(7.5, 3.2 * len(panels)), squeeze=False, constrained_layout=True
     )

@@ -12,7 +12,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from bopsweep.defaults import variant_name
-from bopsweep.plots.data import held
+from bopsweep.plots.data import arm_label, group_by_point, held
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -87,6 +87,14 @@ def seeds_note(groups: dict[str, list[Run]]) -> str:
 
 
 # --- colours and lines --------------------------------------------------------------------------
+def arm_colours(data: StudyData) -> tuple[dict[str, list[Run]], dict[str, str], dict]:
+    """The study's runs grouped by configuration (seeds together), each group's label, and
+    each label's colour."""
+    groups = group_by_point(data.runs)
+    labels = {k: arm_label(g[0]) for k, g in groups.items()}
+    return groups, labels, assign_colours(data, list(labels.values()))
+
+
 def assign_colours(
     data: StudyData, keys: list[str], numeric: dict[str, float] | None = None
 ) -> dict:

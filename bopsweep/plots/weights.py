@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bopsweep.plots.data import StudyData, arm_label, group_by_point, seed_band
+from bopsweep.plots.data import StudyData, seed_band
 from bopsweep.plots.style import (
-    assign_colours,
+    arm_colours,
     draw_band,
     fixed_description,
     legend,
@@ -35,9 +35,7 @@ def weights_figure(data: StudyData, layers: list[str] | None = None) -> Figure:
     from matplotlib.ticker import MaxNLocator
 
     panels = ["network", *(layers or [])]
-    groups = group_by_point(data.runs)
-    labels = {k: arm_label(g[0]) for k, g in groups.items()}
-    colours = assign_colours(data, list(labels.values()))
+    groups, labels, colours = arm_colours(data)
     fig, axes = plt.subplots(
         len(panels), 2, figsize=(10, 3.2 * len(panels)), squeeze=False, constrained_layout=True
     )
