@@ -94,4 +94,6 @@ class Command(TyperCommand):
         try:
             return super().parse_args(ctx, args)
         except UsageError as e:
-            raise _OneLineUsageError(e.format_message(), ctx) from None
+            # Typer 0.2x words a bad choice "Value error, …": the first two words add nothing
+            message = e.format_message().replace("Value error, ", "")
+            raise _OneLineUsageError(message, ctx) from None
