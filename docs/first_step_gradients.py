@@ -1,5 +1,6 @@
 """Step-1 kernel gradients of a Glorot-start Bop model: raw kernels (as the reference code
-computes them, and bopsweep now) against sign(kernels) (what bopsweep computed before it followed the reference).
+computes them, and bopsweep now) against sign(kernels) (what bopsweep computed before it
+followed the reference).
 
     python docs/first_step_gradients.py WIDTH [BATCH]
 
