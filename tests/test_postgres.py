@@ -22,7 +22,7 @@ import pytest
 from bopsweep.store.optuna_adapter import trial_id
 from tests.test_dispatch import TINY, bopsweep, start, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = pytest.mark.postgres
 URL = os.environ.get("BOPSWEEP_TEST_POSTGRES")
 PG_CTL = os.environ.get("BOPSWEEP_TEST_PG_CTL")
 PASSWORD = "s3cret-pw"
@@ -108,6 +108,7 @@ def check_integrity(url: str, n_configs: int, epochs: int) -> list[optuna.trial.
     return trials
 
 
+@pytest.mark.slow
 def test_two_workers_complete_a_12_trial_grid_exactly_once(pg, small_cifar_dir, tmp_path):
     queue(
         pg,
@@ -133,6 +134,7 @@ def epochs_done(ckpt: Path) -> dict[Path, int]:
     return out
 
 
+@pytest.mark.slow
 def test_a_killed_worker_s_trial_is_finished_by_the_other(pg, small_cifar_dir, tmp_path):
     epochs = 20
     queue(pg, small_cifar_dir, tmp_path, {"gamma": "1e-7,1e-6,1e-5"}, epochs=epochs)
@@ -154,6 +156,7 @@ def test_a_killed_worker_s_trial_is_finished_by_the_other(pg, small_cifar_dir, t
     assert f"continues trial {stale[0].number} of a stopped worker from its checkpoint" in err
 
 
+@pytest.mark.slow
 def test_workers_ride_out_a_database_restart(pg, small_cifar_dir, tmp_path):
     if PG_CTL is None:
         pytest.skip("BOPSWEEP_TEST_PG_CTL not set: cannot restart the server")
@@ -176,6 +179,7 @@ def test_workers_ride_out_a_database_restart(pg, small_cifar_dir, tmp_path):
     check_integrity(pg, 4, epochs)
 
 
+@pytest.mark.slow
 def test_the_password_appears_nowhere(pg, small_cifar_dir, tmp_path):
     assert PASSWORD in pg
     queue(pg, small_cifar_dir, tmp_path, {"gamma": "1e-7,1e-6"}, epochs=1)
@@ -197,3 +201,32 @@ def test_the_password_appears_nowhere(pg, small_cifar_dir, tmp_path):
     texts.append(repr(study.user_attrs))
     texts += [repr(t.user_attrs) + repr(t.system_attrs) for t in study.trials]
     assert not [t for t in texts if PASSWORD in t]
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_drivers_that_make_the_metric_tables_at_once_all_succeed(pg, attempt):
+    """Two workers' first epochs arrive together: each finds the metric tables missing and
+    makes them; PostgreSQL refuses all but one CREATE TABLE, and the others carry on."""
+    import threading
+
+    from bopsweep.store import Store
+
+    optuna.create_study(study_name="s", storage=pg)  # Optuna's tables, no metric tables yet
+    stores = [Store(pg) for _ in range(6)]
+    assert all(s.metrics._absent for s in stores)
+    barrier, errors = threading.Barrier(len(stores)), []
+
+    def make(store: Store) -> None:
+        barrier.wait()
+        try:
+            store.metrics.ensure_tables()
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=make, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert not any(s.metrics._absent for s in stores)

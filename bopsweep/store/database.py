@@ -147,6 +147,7 @@ class Store:
             study_name=spec.name, storage=self.storage, direction="maximize"
         )
         study.set_user_attr(SPEC_ATTR, data)
+        self.metrics.ensure_tables()  # now, not when two workers write their first rows
         return study, True
 
     def delete_study(self, name: str) -> None:

@@ -66,9 +66,7 @@ class MetricTables:
             for epoch, srows in steps.items()
             if srows
         ]
-        if self._absent:
-            self._meta.create_all(self.engine)
-            self._absent = set()
+        self.ensure_tables()
         with self.engine.begin() as conn:
             for table, values in ((self.epochs, epoch_rows), (self.steps, step_rows)):
                 if values:
@@ -79,6 +77,21 @@ class MetricTables:
                         )
                     )
                     conn.execute(self._insert_ignore(table), values)
+
+    def ensure_tables(self) -> None:
+        """Make the metric tables if they are missing. Several drivers may try at the same
+        moment (two workers' first epochs): the one that loses finds them made."""
+        if not self._absent:
+            return
+        import sqlalchemy as sa
+
+        try:
+            self._meta.create_all(self.engine)
+        except sa.exc.DatabaseError:  # e.g. PostgreSQL's duplicate pg_type row, "already exists"
+            present = set(sa.inspect(self.engine).get_table_names())
+            if not set(METRIC_TABLES) <= present:
+                raise
+        self._absent = set()
 
     def _insert_ignore(self, table: Any) -> Any:
         dialect = self.engine.dialect.name
