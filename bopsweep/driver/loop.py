@@ -18,6 +18,7 @@ import contextlib
 import math
 import queue
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,7 @@ class Driver:
         self.events: queue.Queue[tuple[Running, dict[str, Any] | None]] = queue.Queue()
         self._last_flush = time.monotonic()
         self._last_heartbeat = -math.inf
+        self._interrupted = False  # a Ctrl-C that Python swallowed (see _unraisable)
         self.outage = Outage(store.url, self._note)
 
     @property
@@ -86,6 +88,23 @@ class Driver:
 
     def run(self) -> int:
         """0: all done, 1: some failed (or the database was lost), 130: Ctrl-C."""
+        previous_hook = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
+        try:
+            return self._run()
+        finally:
+            sys.unraisablehook = previous_hook
+
+    def _unraisable(self, info: Any) -> None:
+        """A Ctrl-C that arrives while Python runs a finalizer (a weakref callback, a
+        ``__del__``) cannot propagate: Python reports it here and carries on. Noted, and acted
+        on at the start of the next turn, so no Ctrl-C is lost."""
+        if isinstance(info.exc_value, KeyboardInterrupt):
+            self._interrupted = True
+            return
+        sys.__unraisablehook__(info)
+
+    def _run(self) -> int:
         import optuna
         import sqlalchemy.exc
 
@@ -128,6 +147,8 @@ class Driver:
 
     def _step(self) -> bool:
         """One turn of the loop; False when the study has nothing left for this driver."""
+        if self._interrupted:
+            raise KeyboardInterrupt
         self._finish_pending()
         self._keep_alive()
         self._fill_slots()
