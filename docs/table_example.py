@@ -16,7 +16,7 @@ import numpy as np
 import optuna
 
 from bopsweep.store import Store
-from bopsweep.studies import expand, load_study_file, param_distributions
+from bopsweep.studies import expand, load_study_file
 
 CENTRE = {
     "Bop": 0.910,
@@ -49,7 +49,7 @@ def main(database: str, seed: int) -> None:
             optuna.trial.create_trial(
                 value=final,
                 params=p.params,
-                distributions=param_distributions(p.params),
+                distributions=p.distributions,
                 user_attrs=attrs,
             )
         )

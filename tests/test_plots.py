@@ -33,7 +33,6 @@ from bopsweep.studies import (
     expand,
     grid_study,
     optuna_study,
-    param_distributions,
     schedule_study,
 )
 from bopsweep.studies.search import SearchSpace, suggest
@@ -160,7 +159,7 @@ def db(tmp_path_factory):
         study, _ = store.create(spec)
         written = database.written[spec.name] = []
         for p in expand(spec):
-            args = (store, study, p.config, p.label, p.params, param_distributions(p.params), rng)
+            args = (store, study, p.config, p.label, p.params, p.distributions, rng)
             if p.label == "unbiased increasing":  # a crash after one epoch: drawn is the retry
                 add_trial(*args, epochs=1, state=optuna.trial.TrialState.FAIL)
             written.append(add_trial(*args, attempt=int(p.label == "unbiased increasing")))

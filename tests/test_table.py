@@ -22,7 +22,7 @@ from bopsweep.cli import app
 from bopsweep.defaults import TableFormat, TableMetric
 from bopsweep.stats import Summary, best_arm, compare, compare_to_best, summarize
 from bopsweep.store import Store
-from bopsweep.studies import StudySpec, TrialConfig, expand, grid_study, param_distributions
+from bopsweep.studies import StudySpec, TrialConfig, expand, grid_study
 from bopsweep.table import arm_label, build_table, group_arms, render
 from tests.helpers import one_line_error
 
@@ -153,7 +153,7 @@ def add_trial(store, study, planned, final=None, state=State.COMPLETE):
             state=state,
             value=final if state == State.COMPLETE else None,
             params=planned.params,
-            distributions=param_distributions(planned.params),
+            distributions=planned.distributions,
             user_attrs=attrs,
         )
     )

@@ -41,6 +41,49 @@ def holds_result_or_is_pending(trial: FrozenTrial) -> bool:
     return True
 
 
+def fit_stored(
+    params: dict[str, Any], planned: dict[str, Any], stored: dict[str, Any]
+) -> dict[str, Any]:
+    """A trial's planned distributions, made compatible with those the study already stores
+    (Optuna refuses a param whose distribution is incompatible with an earlier trial's: another
+    kind, another log flag, other choices). Only a study queued by an earlier bopsweep differs
+    (one-point floats, categoricals over every choice): a new trial then takes the stored
+    categorical, or the stored log flag over its planned range. A definition cannot change
+    under a study (:meth:`~bopsweep.store.database.Store.create` refuses it)."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+        check_distribution_compatibility,
+    )
+
+    from bopsweep.errors import UserError
+
+    out = dict(planned)
+    for name, dist in planned.items():
+        old = stored.get(name)
+        if old is None:
+            continue
+        try:
+            check_distribution_compatibility(old, dist)
+            continue
+        except ValueError:
+            pass
+        value = params[name]
+        if isinstance(old, CategoricalDistribution) and value in old.choices:
+            out[name] = old
+        elif isinstance(old, FloatDistribution) and isinstance(dist, FloatDistribution):
+            out[name] = FloatDistribution(dist.low, dist.high, log=old.log and dist.low > 0)
+        elif isinstance(old, IntDistribution) and isinstance(dist, IntDistribution):
+            out[name] = IntDistribution(dist.low, dist.high, log=old.log and dist.low > 0)
+        else:
+            raise UserError(
+                f"the study already stores param {name!r} as {old}; {value!r} does not fit it; "
+                "run this study under another --study name"
+            )
+    return out
+
+
 class TrialQueue:
     """The queue of one Optuna study."""
 
@@ -65,13 +108,17 @@ class TrialQueue:
     # --- queueing -------------------------------------------------------------------------------
     def enqueue_missing(self, planned: Iterable[PlannedTrial]) -> int:
         """Queue every planned configuration the study does not already hold; how many were new."""
-        existing = {
-            t.user_attrs.get("config_id") for t in self.trials() if holds_result_or_is_pending(t)
-        }
+        trials = self.trials()
+        existing = {t.user_attrs.get("config_id") for t in trials if holds_result_or_is_pending(t)}
+        stored: dict[str, Any] = {}
+        for t in trials:
+            for name, dist in t.distributions.items():
+                stored.setdefault(name, dist)
         added = 0
         for p in planned:
             if p.config_id not in existing:
-                self.enqueue(p.params, p.config_id, p.label, p.config.to_dict(), attempt=0)
+                distributions = fit_stored(p.params, p.distributions, stored)
+                self.enqueue(p.params, p.config_id, p.label, p.config.to_dict(), 0, distributions)
                 added += 1
         return added
 

@@ -26,6 +26,7 @@ from bopsweep.studies.plan import (
     describe_config,
     expand,
     param_distributions,
+    plan_distributions,
     trial_params,
 )
 from bopsweep.studies.spec import StudySpec
@@ -47,6 +48,7 @@ __all__ = [
     "param_distributions",
     "parse_axis",
     "parse_pow10_range",
+    "plan_distributions",
     "pow10_study",
     "schedule_study",
     "trial_params",

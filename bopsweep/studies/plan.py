@@ -3,6 +3,11 @@
 :func:`expand` turns a :class:`~bopsweep.studies.spec.StudySpec` into planned trials; a trial's
 id is the hash of everything that changes what it computes (not where it runs: device and data
 path are left out).
+
+Each trial's params come with distributions that describe the study, computed from the whole
+plan (:func:`plan_distributions`), so Optuna's tools (importances, slice and contour plots,
+optuna-dashboard) see its design: a swept γ, σ, τ or lr as log-uniform over the axis, a
+categorical over the values the study uses, a fixed setting as a single point.
 """
 
 from __future__ import annotations
@@ -11,10 +16,18 @@ import hashlib
 import itertools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from bopsweep.defaults import MAX_TRIALS, Init, Norm, Optimizer, ScheduleKind, values, variant_of
+from bopsweep.defaults import (
+    MAX_TRIALS,
+    Init,
+    Norm,
+    ScheduleKind,
+    Variant,
+    values,
+    variant_of,
+)
 from bopsweep.errors import UserError
 from bopsweep.studies.config import FIELDS, TrialConfig
 from bopsweep.studies.spec import StudySpec
@@ -24,8 +37,21 @@ LOCAL_FIELDS = ("device", "data_dir", "download")
 # Fields added after studies already existed, left out of a trial's identity at these values, so
 # the configurations of those studies keep their ids (and their trials and checkpoints).
 LATER_FIELDS: dict[str, Any] = {"weight_decay": 0.0, "two_step": None}
-# Always shown as Optuna params (when set), so any Optuna tool can read a bopsweep study.
-CORE_PARAMS = ("optimizer", "unbiased", "gamma", "sigma", "tau", "norm", "seed")
+# Always shown as Optuna params (when set), so any Optuna tool can read a bopsweep study. The
+# optimizer and its bias correction are one param, ``variant``, named and valued as the Optuna
+# search names it (:func:`~bopsweep.defaults.variant_of`): one factor, not three aliases that
+# would share its importance; the full configuration stays in the trial's user attributes.
+CORE_PARAMS = ("variant", "gamma", "sigma", "tau", "norm", "seed")
+FOLDED = ("optimizer", "unbiased")  # shown as ``variant``
+# A numeric axis of positive values spanning at least this factor is log-uniform (γ, σ, τ, lr
+# ablations two decades each way, power-of-ten searches), like the search's ranges.
+LOG_SPAN = 10.0
+# The order of known choices (Optuna compares categorical distributions choice by choice).
+KNOWN_CHOICES: dict[str, tuple[Any, ...]] = {
+    "variant": values(Variant),
+    "norm": values(Norm),
+    "init": values(Init),
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +60,7 @@ class PlannedTrial:
     label: str
     config: TrialConfig
     params: dict[str, Any]
+    distributions: dict[str, Any] = field(default_factory=dict)  # Optuna's, over the whole plan
 
 
 def count_trials(spec: StudySpec) -> int:
@@ -75,8 +102,11 @@ def expand(spec: StudySpec, max_trials: int = MAX_TRIALS) -> list[PlannedTrial]:
                 label = " ".join(filter(None, [arm.get("label", ""), _describe(point)]))
                 configs.append((label, config))
     varying = _varying([c for _, c in configs])
+    params = _with_constant_schedules([trial_params(c, varying) for _, c in configs])
+    distributions = plan_distributions(params)
     planned = [
-        PlannedTrial(config_id(c), label, c, trial_params(c, varying)) for label, c in configs
+        PlannedTrial(config_id(c), label, c, p, {k: distributions[k] for k in p})
+        for (label, c), p in zip(configs, params)
     ]
     seen: dict[str, str] = {}
     for p in planned:
@@ -100,48 +130,70 @@ def config_id(config: TrialConfig) -> str:
 
 
 def trial_params(config: TrialConfig, varying: set[str]) -> dict[str, Any]:
-    """The plain values shown as the Optuna trial's params."""
+    """The plain values shown as the Optuna trial's params: ``variant`` (in place of
+    ``optimizer`` and ``unbiased``), γ, σ, τ, norm, seed, every other setting the study varies,
+    and each schedule's kind and parameters."""
     data = config.to_dict()
-    params = {
-        k: data[k]
-        for k in FIELDS
-        if (k in CORE_PARAMS or k in varying)
-        and k not in LOCAL_FIELDS
-        and k != "schedules"
-        and data[k] is not None
-    }
+    params: dict[str, Any] = {"variant": variant_of(config.optimizer, config.unbiased)}
+    params.update(
+        {
+            k: data[k]
+            for k in FIELDS
+            if (k in CORE_PARAMS or k in varying)
+            and k not in LOCAL_FIELDS
+            and k not in FOLDED
+            and k != "schedules"
+            and data[k] is not None
+        }
+    )
     for name, schedule in config.schedules.items():
         for key, value in schedule.to_dict().items():
             params[f"{name}_schedule" if key == "kind" else f"{name}_schedule_{key}"] = value
     return params
 
 
-def param_distributions(params: dict[str, Any]) -> dict[str, Any]:
-    """Optuna distributions for :func:`trial_params`: single points, or fixed category sets."""
+def plan_distributions(plan: list[dict[str, Any]]) -> dict[str, Any]:
+    """Optuna distributions of the params of every trial of a plan, one per name, describing
+    the study: strings and booleans categorical over the values used; numbers log-uniform over
+    [min, max] when all are positive and span a factor of at least :data:`LOG_SPAN`, uniform
+    otherwise (integers: ``IntDistribution``). A setting the study holds fixed is a single point
+    or a single choice: ``single()`` in Optuna, so its importance evaluators leave it out of
+    their fit and rank it 0.
+    """
     from optuna.distributions import (
+        BaseDistribution,
         CategoricalDistribution,
         FloatDistribution,
         IntDistribution,
     )
 
-    choices: dict[str, tuple[Any, ...]] = {
-        "optimizer": values(Optimizer),
-        "norm": values(Norm),
-        "init": values(Init),
-    }
-    out: dict[str, Any] = {}
-    for name, value in params.items():
-        if isinstance(value, bool):
-            out[name] = CategoricalDistribution((False, True))
-        elif isinstance(value, str):
-            out[name] = CategoricalDistribution(
-                choices.get(name, values(ScheduleKind) if name.endswith("_schedule") else (value,))
+    used: dict[str, list[Any]] = {}
+    for params in plan:
+        for name, value in params.items():
+            used.setdefault(name, []).append(value)
+    out: dict[str, BaseDistribution] = {}
+    for name, seen in used.items():
+        if any(isinstance(v, (str, bool)) for v in seen):
+            order = KNOWN_CHOICES.get(name) or (
+                values(ScheduleKind) if name.endswith("_schedule") else (False, True)
             )
-        elif isinstance(value, int):
-            out[name] = IntDistribution(value, value)
+            choices = [c for c in order if c in seen]
+            choices += sorted({v for v in seen if v not in choices}, key=repr)
+            out[name] = CategoricalDistribution(tuple(choices))
+        elif all(isinstance(v, int) for v in seen):
+            out[name] = IntDistribution(min(seen), max(seen))
         else:
-            out[name] = FloatDistribution(value, value)
+            lo, hi = float(min(seen)), float(max(seen))
+            log = lo > 0 and hi >= LOG_SPAN * lo * (1 - 1e-9)
+            out[name] = FloatDistribution(lo, hi, log=log)
     return out
+
+
+def param_distributions(params: dict[str, Any]) -> dict[str, Any]:
+    """Distributions of one trial's params on their own (a plan of one trial: every param a
+    single point or choice). A planned trial carries its plan's, in
+    :attr:`PlannedTrial.distributions`."""
+    return plan_distributions([params])
 
 
 def describe_config(config: TrialConfig) -> str:
@@ -154,6 +206,15 @@ def describe_config(config: TrialConfig) -> str:
             if name in config.schedules:
                 parts[-1] += f"({config.schedules[name].kind[:3]})"
     return " ".join(parts)
+
+
+def _with_constant_schedules(plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``NAME_schedule = "constant"`` on the trials without a schedule of a name that other
+    trials of the plan schedule (a schedule study's constant arm), as the Optuna search records
+    it: the schedule kind is then a factor of every trial, and the rate, every and end
+    conditional params of the scheduled ones."""
+    kinds = sorted({k for params in plan for k in params if k.endswith("_schedule")})
+    return [{**params, **{k: "constant" for k in kinds if k not in params}} for params in plan]
 
 
 def _varying(configs: list[TrialConfig]) -> set[str]:
