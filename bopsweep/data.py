@@ -168,15 +168,16 @@ def download_cifar10(cache: Path) -> Path:
     return cache
 
 
-def resolve_data_dir(data_dir: Path | None, download: bool) -> Path:
-    """The folder to load: ``--data-dir``, else the cache (downloading into it on request)."""
+def resolve_data_dir(data_dir: Path | None, download: bool, dry_run: bool = False) -> Path:
+    """The folder to load: ``--data-dir``, else the cache (downloading into it on request;
+    ``dry_run``: checked, but the folder it would download to is returned, nothing fetched)."""
     if data_dir is not None:
         return find_folder(data_dir)
     cache = default_cache()
     if (cache / FOLDER / TEST_FILE).exists():
         return cache / FOLDER
     if download:
-        return find_folder(download_cifar10(cache))
+        return cache / FOLDER if dry_run else find_folder(download_cifar10(cache))
     raise UserError(
         f"no CIFAR-10 found in {cache}; pass --data-dir pointing at an extracted "
         f"{FOLDER}, or --download to fetch it there"

@@ -70,6 +70,13 @@ class ExportFormat(Choice):
     JSON = "json"
 
 
+class InspectFormat(Choice):
+    """How ``status`` and ``studies`` print: a table for people, JSON for programs."""
+
+    TABLE = "table"
+    JSON = "json"
+
+
 class TableFormat(Choice):
     MARKDOWN = "markdown"
     LATEX = "latex"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,39 +33,52 @@ TRIAL_COLUMNS = (
 )
 
 
-def trials_frame(store: Store, study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: state, results, reason of failure, and its params (``param_*``)."""
-    import pandas as pd
-
+def trial_records(store: Store, study: optuna.Study) -> list[dict[str, Any]]:
+    """One plain record per trial, in :data:`TRIAL_COLUMNS` plus ``pruned_at_epoch``,
+    ``trial_id`` and ``params``: the one source of ``status`` (table and JSON) and
+    :func:`trials_frame`. Values are as stored (Python floats, never rounded)."""
     progress = store.metrics.epoch_progress(study)
     records: list[dict[str, Any]] = []
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
         state = t.state.name
         stored, last_row = progress.get(trial_id(t), (0, {}))
-        record = {
-            "number": t.number,
-            "state": state,
-            "label": attrs.get("label", ""),
-            "config_id": attrs.get("config_id"),
-            "epochs_done": attrs.get("epochs_done", stored),
-            "final_val_acc": t.value if state == "COMPLETE" else None,
-            "best_val_acc": attrs.get("best_val_acc"),
-            "best_epoch": attrs.get("best_epoch"),
-            # C2I ratio after the last stored epoch (none in rows of bopsweep before C2I)
-            "last_c2i": last_row.get("c2i"),
-            # a FAIL without bopsweep's reason was failed by Optuna's heartbeat check
-            "failure": attrs.get("failure") or ("stale" if state == "FAIL" else None),
-            "fail_reason": attrs.get("fail_reason")
-            or ("no heartbeat within the grace period; re-queued" if state == "FAIL" else None),
-            "attempt": attrs.get("attempt", 0),
-            "slot": attrs.get("slot"),
-            "pruned_at_epoch": attrs.get("pruned_at_epoch"),
-            "trial_id": trial_id(t),
-        }
-        record.update({f"param_{k}": v for k, v in t.params.items()})
-        records.append(record)
-    return pd.DataFrame.from_records(records, columns=None if records else list(TRIAL_COLUMNS))
+        records.append(
+            {
+                "number": t.number,
+                "state": state,
+                "label": attrs.get("label", ""),
+                "config_id": attrs.get("config_id"),
+                "epochs_done": attrs.get("epochs_done", stored),
+                "final_val_acc": t.value if state == "COMPLETE" else None,
+                "best_val_acc": attrs.get("best_val_acc"),
+                "best_epoch": attrs.get("best_epoch"),
+                # C2I ratio after the last stored epoch (none in rows of bopsweep before C2I)
+                "last_c2i": last_row.get("c2i"),
+                # a FAIL without bopsweep's reason was failed by Optuna's heartbeat check
+                "failure": attrs.get("failure") or ("stale" if state == "FAIL" else None),
+                "fail_reason": attrs.get("fail_reason")
+                or ("no heartbeat within the grace period; re-queued" if state == "FAIL" else None),
+                "attempt": attrs.get("attempt", 0),
+                "slot": attrs.get("slot"),
+                "pruned_at_epoch": attrs.get("pruned_at_epoch"),
+                "trial_id": trial_id(t),
+                "params": dict(t.params),
+            }
+        )
+    return records
+
+
+def trials_frame(store: Store, study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: state, results, reason of failure, and its params (``param_*``)."""
+    import pandas as pd
+
+    rows = []
+    for r in trial_records(store, study):
+        row = {k: v for k, v in r.items() if k != "params"}
+        row.update({f"param_{k}": v for k, v in r["params"].items()})
+        rows.append(row)
+    return pd.DataFrame.from_records(rows, columns=None if rows else list(TRIAL_COLUMNS))
 
 
 def metrics_frame(store: Store, study: optuna.Study, steps: bool = False) -> pd.DataFrame:
@@ -113,16 +127,27 @@ STATUS_COLUMNS = ("trial", "configuration", "state", "epochs", "final val acc", 
 STUDIES_COLUMNS = ("study", "kind", "complete", "running", "queued", "failed", "description")
 
 
-def status_title(study: optuna.Study, frame: pd.DataFrame, where: str) -> str:
-    counts = frame["state"].value_counts().to_dict() if not frame.empty else {}
-    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
+STATES = ("COMPLETE", "RUNNING", "WAITING", "PRUNED", "FAIL")  # Optuna's, as its names
+
+
+def state_counts(states: Any) -> dict[str, int]:
+    """Trials per Optuna state name: every state of :data:`STATES` (0 if none), then others."""
+    counts = dict.fromkeys(STATES, 0)
+    for state in states:
+        counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
+def status_title(study: optuna.Study, records: list[dict[str, Any]], where: str) -> str:
+    counts = state_counts(r["state"] for r in records)
+    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()) if n)
     return f"study {study.study_name} in {where}: {states}"
 
 
-def status_rows(frame: pd.DataFrame) -> list[list[str]]:
-    """One row of text per trial of :func:`trials_frame`, in :data:`STATUS_COLUMNS`."""
+def status_rows(records: list[dict[str, Any]]) -> list[list[str]]:
+    """One row of text per trial of :func:`trial_records`, in :data:`STATUS_COLUMNS`."""
     rows = []
-    for _, t in frame.iterrows():
+    for t in records:
         failed = t["state"] == "FAIL" and t["failure"] is not None
         rows.append(
             [
@@ -139,44 +164,106 @@ def status_rows(frame: pd.DataFrame) -> list[list[str]]:
     return rows
 
 
-def best_line(frame: pd.DataFrame) -> str | None:
+def best_record(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The complete trial of the highest final accuracy (the first of equals); None if none."""
+    complete = [r for r in records if r["state"] == "COMPLETE" and _number(r["final_val_acc"])]
+    return max(complete, key=lambda r: r["final_val_acc"], default=None)
+
+
+def best_line(records: list[dict[str, Any]]) -> str | None:
     """The best complete trial, or None while none is complete."""
-    complete = frame[frame["state"] == "COMPLETE"] if not frame.empty else frame
-    if complete.empty:
+    best = best_record(records)
+    if best is None:
         return None
-    best = complete.loc[complete["final_val_acc"].idxmax()]
     return (
         f"best: trial {best['number']} ({best['label'] or best['config_id']}), "
         f"final val acc {best['final_val_acc']:.4f}"
     )
 
 
-def studies_rows(store: Store) -> list[list[str]]:
-    """One row per bopsweep study in the database, in :data:`STUDIES_COLUMNS`."""
+# what a trial's object in ``status --format json`` holds, in this order
+STATUS_JSON_FIELDS = ("number", "state", "label", "config_id", "epochs_done", "final_val_acc",
+                      "best_val_acc", "best_epoch", "last_c2i", "failure", "fail_reason",
+                      "attempt", "pruned_at_epoch", "params")  # fmt: skip
+
+
+def status_document(
+    study: optuna.Study, records: list[dict[str, Any]], where: str
+) -> dict[str, Any]:
+    """``status --format json``: the study, its counts per state and one object per trial,
+    floats as stored (``json.dumps`` writes a Python float so that it reads back the same),
+    NaN and infinities as null."""
     from bopsweep.store import SPEC_ATTR
 
-    rows = []
+    best = best_record(records)
+    return json_safe(
+        {
+            "study": study.study_name,
+            "kind": study.user_attrs[SPEC_ATTR]["kind"],
+            "storage": where,
+            "counts": state_counts(r["state"] for r in records),
+            "best_trial": None if best is None else best["number"],
+            "trials": [{k: r[k] for k in STATUS_JSON_FIELDS} for r in records],
+        }
+    )
+
+
+def study_summaries(store: Store) -> list[dict[str, Any]]:
+    """One record per bopsweep study in the database: name, kind, description, counts per
+    state: the one source of ``studies`` (table and JSON)."""
+    from bopsweep.store import SPEC_ATTR
+
+    out = []
     for s in store.storage.get_all_studies():
         spec = s.user_attrs.get(SPEC_ATTR)
         if spec is None:
             continue
         trials = store.storage.get_all_trials(study_id(s), deepcopy=False)
-        n = {
-            state: sum(t.state.name == state for t in trials)
-            for state in ("COMPLETE", "RUNNING", "WAITING", "FAIL")
-        }
-        rows.append(
-            [s.study_name, spec["kind"], str(n["COMPLETE"]), str(n["RUNNING"]),
-             str(n["WAITING"]), str(n["FAIL"]), spec.get("description", "")]
-        )  # fmt: skip
-    return rows
+        out.append(
+            {
+                "study": s.study_name,
+                "kind": spec["kind"],
+                "description": spec.get("description", ""),
+                "counts": state_counts(t.state.name for t in trials),
+            }
+        )
+    return out
+
+
+def studies_rows(summaries: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per study of :func:`study_summaries`, in :data:`STUDIES_COLUMNS`."""
+    return [
+        [s["study"], s["kind"], *(str(s["counts"][k]) for k in ("COMPLETE", "RUNNING", "WAITING",
+         "FAIL")), s["description"]]
+        for s in summaries
+    ]  # fmt: skip
+
+
+def studies_document(summaries: list[dict[str, Any]], where: str) -> dict[str, Any]:
+    """``studies --format json``."""
+    return json_safe({"storage": where, "studies": summaries})
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None (JSON has neither), everything else as is."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and value == value
 
 
 def _note(t: Any) -> str:
     if t["state"] == "PRUNED" and t.get("pruned_at_epoch") is not None:
         return f"pruned at epoch {int(t['pruned_at_epoch'])}"
     reason = t["fail_reason"]
-    return reason if isinstance(reason, str) else ""  # pandas gives NaN where none is set
+    return reason if isinstance(reason, str) else ""
 
 
 def _fmt(value: Any) -> str:

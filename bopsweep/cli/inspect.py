@@ -14,34 +14,59 @@ import typer
 
 from bopsweep.cli.app import Command, app, console, user_errors
 from bopsweep.cli.options import Database, Storage, StudyName
-from bopsweep.defaults import ExportFormat, FigureFormat, TableFormat, TableMetric
+from bopsweep.defaults import (
+    ExportFormat,
+    FigureFormat,
+    InspectFormat,
+    TableFormat,
+    TableMetric,
+)
+
+FormatOption = Annotated[
+    InspectFormat,
+    typer.Option(help="table for people; json for programs (floats as stored, NaN as null)."),
+]
+
+
+def _print_json(document: object) -> None:
+    import json
+
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False))
 
 
 @app.command(cls=Command)
 @user_errors
-def status(database: Database = None, storage: Storage = None, study: StudyName = None) -> None:
+def status(
+    database: Database = None,
+    storage: Storage = None,
+    study: StudyName = None,
+    format: FormatOption = InspectFormat.TABLE,
+) -> None:
     """The trials of a study: state, epochs done, final and best validation accuracy, the C2I
     ratio after the last epoch (share of binary weights whose sign differs from the start), and
     why a trial failed."""
-    from rich.table import Table
-
     from bopsweep import report
     from bopsweep.store import SPEC_ATTR, Store, redact, storage_url
 
     url = storage_url(storage, database)
     store = Store.open_readonly(url)
     optuna_study = store.load(study)
-    frame = report.trials_frame(store, optuna_study)
+    records = report.trial_records(store, optuna_study)
+    if format == InspectFormat.JSON:
+        _print_json(report.status_document(optuna_study, records, redact(url)))
+        return
+    from rich.table import Table
+
     table = Table()
     for column in report.STATUS_COLUMNS:
         table.add_column(column)
-    for row in report.status_rows(frame):
+    for row in report.status_rows(records):
         table.add_row(*row)
     out = console()
     # the title on a line of its own: a table's title wraps at the table's width, mid-path
-    out.print(report.status_title(optuna_study, frame, redact(url)), markup=False, soft_wrap=True)
+    out.print(report.status_title(optuna_study, records, redact(url)), markup=False, soft_wrap=True)
     out.print(table)
-    best = report.best_line(frame)
+    best = report.best_line(records)
     if best is not None:
         out.print(best)
     if optuna_study.user_attrs[SPEC_ATTR]["kind"] == "optuna":
@@ -50,19 +75,24 @@ def status(database: Database = None, storage: Storage = None, study: StudyName 
 
 @app.command(cls=Command)
 @user_errors
-def studies(database: Database = None, storage: Storage = None) -> None:
+def studies(
+    database: Database = None, storage: Storage = None, format: FormatOption = InspectFormat.TABLE
+) -> None:
     """List the studies in a database with their kind and trial counts."""
-    from rich.table import Table
-
     from bopsweep import report
     from bopsweep.store import Store, redact, storage_url
 
     url = storage_url(storage, database)
-    store = Store.open_readonly(url)
+    summaries = report.study_summaries(Store.open_readonly(url))
+    if format == InspectFormat.JSON:
+        _print_json(report.studies_document(summaries, redact(url)))
+        return
+    from rich.table import Table
+
     table = Table(title=f"studies in {redact(url)}", title_justify="left")
     for column in report.STUDIES_COLUMNS:
         table.add_column(column)
-    for row in report.studies_rows(store):
+    for row in report.studies_rows(summaries):
         table.add_row(*row)
     console().print(table)
 

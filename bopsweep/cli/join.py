@@ -27,6 +27,10 @@ def _join(
     spec = stored_spec(url, study)  # read-only until every option is checked
     device = local.device or spec.base.device
     options = where.dispatch_options(url, device, local.data_dir, worker_index=worker_index)
+    if local.dry_run:
+        from bopsweep.cli.studies import preview
+
+        preview(spec, options)
     raise typer.Exit(run_study(spec, options, echo=typer.echo))
 
 

@@ -254,6 +254,14 @@ class StudyOptions:
             "on each machine).",
         ),
     ] = False
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Check everything, then print the plan (trials, those already in the study, a "
+            "rough time estimate) and exit, creating nothing: no database, lock or folder.",
+        ),
+    ] = False
 
     def seed_count(self) -> int:
         if self.seeds is not None and self.seeds < 1:
@@ -271,6 +279,13 @@ class JoinOptions:
     device: Annotated[
         str | None, typer.Option(help="auto, cpu or cuda. (default: the study's)")
     ] = None
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Check everything, then print what is left to run and exit, changing nothing.",
+        ),
+    ] = False
 
 
 # Options of single commands, shared by several

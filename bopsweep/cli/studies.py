@@ -7,7 +7,7 @@ Each builds a :class:`~bopsweep.studies.StudySpec` with :mod:`bopsweep.studies` 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,6 +17,9 @@ from bopsweep.cli.options import F, Placement, StudyOptions, TrialOptions, with_
 from bopsweep.defaults import Pruner, Sampler, ScheduleKind
 from bopsweep.studies.config import TrialConfig
 from bopsweep.studies.spec import StudySpec
+
+if TYPE_CHECKING:
+    from bopsweep.driver import DispatchOptions
 
 
 def dispatch(spec: StudySpec, where: Placement, study: StudyOptions, trial: TrialOptions) -> None:
@@ -31,7 +34,18 @@ def dispatch(spec: StudySpec, where: Placement, study: StudyOptions, trial: Tria
         download=bool(trial.download),
         queue_only=study.queue_only,
     )
+    if study.dry_run:
+        preview(spec, options)
     raise typer.Exit(run_study(spec, options, echo=typer.echo))
+
+
+def preview(spec: StudySpec, options: DispatchOptions) -> None:
+    """``--dry-run``: print what a run would do; exit 0 having created nothing."""
+    from bopsweep.driver.plan_preview import preview_study, render_preview
+
+    for line in render_preview(preview_study(spec, options)):
+        typer.echo(line)
+    raise typer.Exit(0)
 
 
 def _base(given: dict[str, Any], study: StudyOptions) -> TrialConfig:

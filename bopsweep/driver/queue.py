@@ -108,10 +108,9 @@ class TrialQueue:
     # --- queueing -------------------------------------------------------------------------------
     def enqueue_missing(self, planned: Iterable[PlannedTrial]) -> int:
         """Queue every planned configuration the study does not already hold; how many were new."""
-        trials = self.trials()
-        existing = {t.user_attrs.get("config_id") for t in trials if holds_result_or_is_pending(t)}
+        existing = self.held_configs()
         stored: dict[str, Any] = {}
-        for t in trials:
+        for t in self.trials():
             for name, dist in t.distributions.items():
                 stored.setdefault(name, dist)
         added = 0
@@ -121,6 +120,22 @@ class TrialQueue:
                 self.enqueue(p.params, p.config_id, p.label, p.config.to_dict(), 0, distributions)
                 added += 1
         return added
+
+    def held_configs(self) -> set[str]:
+        """The configuration ids the study holds a result of, or has queued or running."""
+        return {
+            t.user_attrs["config_id"]
+            for t in self.trials()
+            if "config_id" in t.user_attrs and holds_result_or_is_pending(t)
+        }
+
+    def finished_configs(self) -> set[str]:
+        """The configuration ids with a result: complete, pruned, or diverged."""
+        return {
+            t.user_attrs["config_id"]
+            for t in self.trials("COMPLETE", "PRUNED", "FAIL")
+            if "config_id" in t.user_attrs and holds_result_or_is_pending(t)
+        }
 
     def enqueue(
         self,

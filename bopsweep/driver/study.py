@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from bopsweep import defaults as d
 from bopsweep.driver.loop import Driver, Search
-from bopsweep.driver.process import make_slots
+from bopsweep.driver.process import Slot, make_slots
 from bopsweep.errors import UserError
 
 if TYPE_CHECKING:
     import optuna
 
-    from bopsweep.studies import StudySpec
+    from bopsweep.studies import PlannedTrial, StudySpec
 
 
 @dataclass
@@ -90,25 +90,16 @@ def run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], A
 def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], Any]) -> int:
     from dataclasses import replace
 
-    from bopsweep.data import resolve_data_dir
     from bopsweep.display import StudyDisplay
-    from bopsweep.store import Store, checkpoint_root, driver_lock, redact
-    from bopsweep.studies import expand
+    from bopsweep.store import Store, driver_lock, redact
 
-    options.check()
-    planned = expand(spec, options.max_trials)  # all valid before anything is written
-    slots = make_slots(options.device, options.gpus, options.per_gpu, options.workers)
-    data_dir = options.data_dir or spec.base.data_dir
+    checked = check_run(spec, options)  # all valid before anything is written
+    planned, slots, root = checked.planned, checked.slots, checked.root
     # resolved once here (downloading if asked), so trial processes never download
-    local: dict[str, Any] = {
-        "data_dir": str(resolve_data_dir(_path(data_dir), options.download).resolve()),
-        "download": False,
-    }
+    local: dict[str, Any] = {"data_dir": str(checked.data_dir.resolve()), "download": False}
     # the study keeps what it needs to be resumed without repeating the options
     spec = replace(spec, base=replace(spec.base, data_dir=local["data_dir"], download=False))
     shared = not options.storage.startswith("sqlite")
-    root = checkpoint_root(options.storage, spec.name, options.checkpoint_dir)
-    _check_folder(root)
     beat = (options.heartbeat_interval, options.grace_period, options.max_retries)
     store = Store(options.storage, create=True, heartbeat=beat if shared else None)
     with driver_lock(options.storage):
@@ -153,6 +144,33 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
             f"failed; checkpoints in {root}"
         )
     return code
+
+
+@dataclass
+class CheckedRun:
+    """What :func:`check_run` found valid: the planned trials, slots, data and trial folders."""
+
+    planned: list[PlannedTrial]
+    slots: list[Slot]
+    data_dir: Path
+    root: Path
+
+
+def check_run(spec: StudySpec, options: DispatchOptions, dry_run: bool = False) -> CheckedRun:
+    """Every input of a run checked, in the order a run checks them, before the database is
+    touched. Creates nothing; downloads CIFAR-10 if asked and missing, unless ``dry_run``."""
+    from bopsweep.data import resolve_data_dir
+    from bopsweep.store import checkpoint_root
+    from bopsweep.studies import expand
+
+    options.check()
+    planned = expand(spec, options.max_trials)
+    slots = make_slots(options.device, options.gpus, options.per_gpu, options.workers)
+    data_dir = _path(options.data_dir or spec.base.data_dir)
+    data = resolve_data_dir(data_dir, options.download, dry_run)
+    root = checkpoint_root(options.storage, spec.name, options.checkpoint_dir)
+    _check_folder(root)
+    return CheckedRun(planned, slots, data, root)
 
 
 def _check_folder(folder: Path) -> None:

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 SPEC_ATTR = "bopsweep_spec"
 
 
+class NoStudyTables(UserError):
+    """A database opened read-only that holds no Optuna tables (yet): a run would make them."""
+
+
 class Store:
     """An open database: Optuna's storage and bopsweep's metric tables."""
 
@@ -76,7 +80,7 @@ class Store:
             ) from None
         except Exception as e:  # SQLAlchemy / driver errors: unreachable, refused, not a database
             if readonly and _is_write_refused(e):
-                raise UserError(
+                raise NoStudyTables(
                     f"{redact(url)} holds no bopsweep study (its Optuna tables are missing, "
                     "unfinished or of another version); run the study command to make one"
                 ) from None
@@ -122,25 +126,35 @@ class Store:
             )
         return optuna.load_study(study_name=name, storage=self.storage)
 
+    def existing(self, spec: Any) -> optuna.Study | None:
+        """The study of ``spec`` (a StudySpec) if the database holds it, else None; refused
+        (as :meth:`create` refuses it) if that name is another study. Writes nothing."""
+        import optuna
+
+        if spec.name not in self.study_names():
+            return None
+        study = optuna.load_study(study_name=spec.name, storage=self.storage)
+        stored = study.user_attrs.get(SPEC_ATTR)
+        if stored is None:
+            raise UserError(
+                f"{spec.name!r} in {redact(self.url)} is an Optuna study not made "
+                "by bopsweep; choose another --study name"
+            )
+        if _comparable(stored) != _comparable(spec.to_dict()):
+            raise UserError(
+                f"study {spec.name!r} already exists with a different definition; "
+                "resume it with 'bopsweep resume', or choose another --study name"
+            )
+        return study
+
     def create(self, spec: Any) -> tuple[optuna.Study, bool]:
         """The study for ``spec`` (a StudySpec), created if new; (study, created)."""
         import optuna
 
         data = spec.to_dict()
-        if spec.name in self.study_names():
-            study = optuna.load_study(study_name=spec.name, storage=self.storage)
-            stored = study.user_attrs.get(SPEC_ATTR)
-            if stored is None:
-                raise UserError(
-                    f"{spec.name!r} in {redact(self.url)} is an Optuna study not made "
-                    "by bopsweep; choose another --study name"
-                )
-            if _comparable(stored) != _comparable(data):
-                raise UserError(
-                    f"study {spec.name!r} already exists with a different definition; "
-                    "resume it with 'bopsweep resume', or choose another --study name"
-                )
-            if stored != data:
+        study = self.existing(spec)
+        if study is not None:
+            if study.user_attrs[SPEC_ATTR] != data:
                 study.set_user_attr(SPEC_ATTR, data)  # e.g. a search's new total
             return study, False
         study = optuna.create_study(
@@ -149,6 +163,21 @@ class Store:
         study.set_user_attr(SPEC_ATTR, data)
         self.metrics.ensure_tables()  # now, not when two workers write their first rows
         return study, True
+
+    @classmethod
+    def open_if_made(cls, url: str) -> Store | None:
+        """For a dry run: the database read-only if it exists with Optuna's tables, None if a
+        run would make it (no file, an empty one, no tables yet). A path or database a run
+        would refuse is refused the same way. Creates nothing: no file, table or lock."""
+        path = sqlite_path(url)
+        if path is not None:
+            _check_sqlite_file(path, create=True)  # reads only (mode=ro)
+            if not path.exists() or path.stat().st_size == 0:
+                return None
+        try:
+            return cls.open_readonly(url)
+        except NoStudyTables:
+            return None
 
     def delete_study(self, name: str) -> None:
         """Remove a study, its trials and their metric rows (and any orphan rows of studies
