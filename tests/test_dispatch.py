@@ -166,7 +166,7 @@ def test_grid_study_with_two_workers_runs_every_trial_once(small_cifar_dir, tmp_
     rows = json.loads(listed.stdout)
     assert [r["state"] for r in rows] == ["COMPLETE"] * 3
     assert sorted(r["params"]["gamma"] for r in rows) == [1e-7, 1e-6, 1e-5]
-    assert all(r["params"]["optimizer"] == "bop2" and r["params"]["unbiased"] for r in rows)
+    assert all(r["params"]["variant"] == "bop2-unbiased" for r in rows)
 
     # the same command again queues nothing and re-runs nothing
     again = bopsweep(*args, cwd=tmp_path)

@@ -180,8 +180,8 @@ def test_an_interrupted_search_resumes_to_exactly_its_total(small_cifar_dir, tmp
         what="two trials mid-run",
     )
     driver.send_signal(signal.SIGINT)
-    driver.communicate(timeout=60)
-    assert driver.returncode == 130
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 130, err[-3000:]
     result = bopsweep(
         "resume", "study.db", "--study", "s2", "--workers", "2", "--quiet", cwd=tmp_path
     )
