@@ -30,8 +30,9 @@ from bopsweep.store.optuna_adapter import trial_id
 
 SEED = 20261122
 FAULTS = 30
-# long enough that the study outlasts its faults on an idle machine too (20 epochs did not)
-CONFIGS, EPOCHS = ("1e-6", "1e-5", "1e-4"), 60
+# long enough that the study outlasts its 30 faults on an idle machine too (20 and 60 did not:
+# a tiny epoch takes a fraction of a second)
+CONFIGS, EPOCHS = ("1e-6", "1e-5", "1e-4"), 200
 TINY = ["--width", "0.0625", "--batch-size", "20", "--device", "cpu", "--quiet"]
 # (who, signal, the driver's exit code when it was running)
 KINDS = [

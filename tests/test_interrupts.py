@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 from bopsweep.driver import Driver, make_slots
 from bopsweep.store import Store
 from bopsweep.studies import TrialConfig, expand, grid_study
@@ -46,3 +48,5 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study(small_cifar_dir
     assert interrupted.user_attrs["epochs_done"] < base.epochs
     assert requeued.state.name == "WAITING"
     assert "Exception ignored" not in capsys.readouterr().err
+    # the process as it was: Ctrl-C is not left ignored (children would inherit that)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

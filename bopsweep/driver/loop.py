@@ -88,12 +88,13 @@ class Driver:
 
     def run(self) -> int:
         """0: all done, 1: some failed (or the database was lost), 130: Ctrl-C."""
-        previous_hook = sys.unraisablehook
+        previous_hook, previous_sigint = sys.unraisablehook, signal.getsignal(signal.SIGINT)
         sys.unraisablehook = self._unraisable
         try:
             return self._run()
-        finally:
+        finally:  # the process as it was: a later run (or a child it starts) gets Ctrl-C again
             sys.unraisablehook = previous_hook
+            signal.signal(signal.SIGINT, previous_sigint)
 
     def _unraisable(self, info: Any) -> None:
         """A Ctrl-C that arrives while Python runs a finalizer (a weakref callback, a
