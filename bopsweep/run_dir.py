@@ -130,6 +130,8 @@ class RunDir:
             with atomic_open(self.path / CHECKPOINT, "wb") as f:
                 torch.save(state, f)
         except RuntimeError as e:  # torch reports a failed write (a full disk) this way
+            if isinstance(e.__context__, KeyboardInterrupt):  # Ctrl-C during the write: the
+                raise KeyboardInterrupt from None  # previous checkpoint stays, whole
             if isinstance(e.__context__, OSError):
                 raise e.__context__ from None
             raise OSError(f"cannot write {self.path / CHECKPOINT}: {e}") from e
