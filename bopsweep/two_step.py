@@ -30,16 +30,6 @@ from bopsweep.models import BinaryNet
 from bopsweep.studies.config import TrialConfig
 
 
-def real_kernels(model: BinaryNet, real: bool) -> None:
-    """Make ``model``'s binary layers use their kernels as they are (``real``) or through sign.
-    Inputs stay binary, except conv1's real image."""
-    model.set_quantize_kernels(not real)
-
-
-def uses_real_kernels(model: BinaryNet) -> bool:
-    return not model.quantize_kernels
-
-
 class TwoStep:
     """Sets up each epoch of a trial: which step it is in, and what that step changes.
 
@@ -72,6 +62,6 @@ class TwoStep:
                 optimizer.state.clear()
         for group in self.binary.param_groups:
             group["weight_decay"] = self.weight_decay if step1 else 0.0
-        changed = uses_real_kernels(self.model) != step1
-        real_kernels(self.model, step1)
+        changed = self.model.quantize_kernels == step1  # step 1 wants real kernels
+        self.model.set_quantize_kernels(not step1)
         return changed
