@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,27 +98,46 @@ def metrics_frame(store: Store, study: optuna.Study, steps: bool = False) -> pd.
 MIN_TRIALS_FOR_IMPORTANCE = 5
 
 
-def param_importances(study: optuna.Study) -> str:
-    """One line: parameter importances by Optuna's default evaluator, or why there are none."""
+@dataclass(frozen=True)
+class Importances:
+    """Parameter importances of a search, as ``status`` prints them and ``plot`` draws them."""
+
+    values: dict[str, float] | None  # by param, most important first; None: not available
+    evaluator: str
+    complete: int  # complete trials they were estimated from
+    why: str = ""  # why there are none
+
+
+def importances(study: optuna.Study) -> Importances:
+    """Importances by one evaluator (Optuna's PED-ANOVA), so the status line and the figure
+    agree; none before :data:`MIN_TRIALS_FOR_IMPORTANCE` complete trials. Optuna leaves out
+    params that some complete trials do not have (σ of a Bop trial)."""
     import optuna
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
-        return (
-            f"parameter importances: after {MIN_TRIALS_FOR_IMPORTANCE} complete trials "
-            f"({len(complete)} so far)"
-        )
     evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+    name, n = type(evaluator).__name__, len(complete)
+    if n < MIN_TRIALS_FOR_IMPORTANCE:
+        why = f"after {MIN_TRIALS_FOR_IMPORTANCE} complete trials ({n} so far)"
+        return Importances(None, name, n, why)
     try:
         with warnings.catch_warnings():  # few trials per regime: the line says how many
             warnings.simplefilter("ignore")
-            importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
+            values = optuna.importance.get_param_importances(study, evaluator=evaluator)
     except (ValueError, RuntimeError) as e:
-        return f"parameter importances: not available ({e})"
-    ranked = ", ".join(f"{name} {value:.2f}" for name, value in importances.items())
+        return Importances(None, name, n, f"not available ({e})")
+    return Importances(dict(values), name, n)
+
+
+def param_importances(study: optuna.Study) -> str:
+    """One line: parameter importances by Optuna's PED-ANOVA evaluator, or why there are none."""
+    found = importances(study)
+    if found.values is None:
+        return f"parameter importances: {found.why}"
+    ranked = ", ".join(f"{name} {value:.2f}" for name, value in found.values.items())
     return (
-        f"parameter importances (Optuna's {type(evaluator).__name__}, "
-        f"{len(complete)} complete trials): {ranked or 'none'}"
+        f"parameter importances (Optuna's {found.evaluator}, "
+        f"{found.complete} complete trials): {ranked or 'none'}"
     )
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from bopsweep.plots import (
@@ -24,6 +25,7 @@ from bopsweep.plots import (
     schedule_figure,
     summary_figure,
 )
+from bopsweep.plots.style import param_label, pyplot
 from bopsweep.store import Store
 from bopsweep.store.optuna_adapter import study_id, trial_id
 from bopsweep.studies import (
@@ -133,10 +135,22 @@ def add_trial(
     return {"number": trial.number, "label": label, "params": params, "rows": rows, "steps": steps}
 
 
+# an Optuna search's complete trials: variant, norm, γ, σ, τ (Bop has no σ); enough for importances
+OPTUNA_TRIALS = (
+    ("bop2-unbiased", "batch", 1e-8, 1e-3, 1e-6),
+    ("bop2-biased", "layer", 1e-6, 1e-2, 1e-5),
+    ("bop2-unbiased", "layer", 1e-5, 1e-4, 1e-7),
+    ("bop", "batch", 1e-6, None, 1e-7),
+    ("bop", "layer", 1e-9, None, 1e-8),
+    ("bop2-biased", "batch", 1e-7, 1e-5, 1e-4),
+)
+
+
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
     """One database holding a grid (2 values × 2 seeds), a schedule (one arm crashed once and
-    retried), and an Optuna study (3 trials and one that crashed before it was configured)."""
+    retried), and an Optuna study (:data:`OPTUNA_TRIALS` and one that crashed before it was
+    configured)."""
     folder = tmp_path_factory.mktemp("plots")
     url = f"sqlite:///{folder / 'study.db'}"
     base = TrialConfig(
@@ -172,14 +186,12 @@ def db(tmp_path_factory):
             user_attrs={"failure": "error", "fail_reason": "sampler failed"},
         )
     )
-    for variant, norm, gamma, sigma, tau in (
-        ("bop2-unbiased", "batch", 1e-8, 1e-3, 1e-6),
-        ("bop2-biased", "layer", 1e-6, 1e-2, 1e-5),
-        ("bop2-unbiased", "layer", 1e-5, 1e-4, 1e-7),
-    ):
+    for variant, norm, gamma, sigma, tau in OPTUNA_TRIALS:
+        used = ("gamma", "sigma", "tau") if sigma is not None else ("gamma", "tau")  # Bop: no σ
+        values = {"variant": variant, "norm": norm, "gamma": gamma, "sigma": sigma, "tau": tau}
         fixed = optuna.trial.FixedTrial(
-            {"variant": variant, "norm": norm, "gamma": gamma, "sigma": sigma, "tau": tau}
-            | {f"{h}_schedule": "constant" for h in ("gamma", "sigma", "tau")}
+            {h: values[h] for h in ("variant", "norm", *used)}
+            | {f"{h}_schedule": "constant" for h in used}
         )
         config = suggest(fixed, space, base)
         database.written["opt"].append(
@@ -323,17 +335,115 @@ def test_pi_figure_network_and_last_layer(db):
     assert "layer fc3" in last.get_title()
 
 
-def test_optuna_figures_draw_the_study_history(db):
+def test_optuna_history_draws_each_trials_accuracy_in_percent(db):
     data, _ = study_data(db, "opt")
-    assert len(data.runs) == 3  # the trial that failed before it was configured has no curve
+    # the trial that failed before it was configured has no curve
+    assert len(data.runs) == len(OPTUNA_TRIALS)
     figures = optuna_figures(data)
-    assert {"optuna_history", "optuna_parallel"} <= set(figures)
+    assert {"optuna_history", "optuna_parallel", "optuna_importances"} <= set(figures)
     history = figures["optuna_history"].axes[0]
-    values = sorted(t.value for t in data.study.trials if t.value is not None)
-    drawn = sorted(
-        np.concatenate([c.get_offsets()[:, 1] for c in history.collections if len(c.get_offsets())])
-    )
-    assert np.allclose(sorted(set(drawn)), sorted(set(values)))
+    assert history.get_ylabel() == "validation accuracy (%)"
+    values = {t.number: 100 * t.value for t in data.study.trials if t.value is not None}
+    points = np.concatenate([c.get_offsets() for c in history.collections if len(c.get_offsets())])
+    drawn = sorted(map(tuple, points))
+    assert [n for n, _ in drawn] == sorted(values)
+    assert np.allclose([v for _, v in drawn], [values[n] for n in sorted(values)])
+    best = lines_by_label(history)["best so far"]
+    assert list(best.get_xdata()) == sorted(values)
+    assert np.allclose(best.get_ydata(), np.maximum.accumulate([values[n] for n in sorted(values)]))
+    assert all(0 <= y <= 100 for y in best.get_ydata())
+
+
+def all_text(fig) -> list[str]:
+    """Every piece of text a figure shows: titles, labels, tick labels, legends."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()  # tick labels exist once drawn
+    return [t.get_text() for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
+
+
+def read_back(host, twin, x: float, y: float) -> float:
+    """The value a point drawn on ``host`` shows on ``twin``'s axis (same height)."""
+    return twin.transData.inverted().transform(host.transData.transform((x, y)))[1]
+
+
+def test_optuna_parallel_draws_params_on_their_scales_without_a_none_category(db):
+    data, _ = study_data(db, "opt")
+    fig = optuna_figures(data)["optuna_parallel"]
+    host, twins = fig.axes[0], fig.axes[1:]  # one twin axis per column, left to right
+    names = [t.get_text() for t in host.get_xticklabels()]
+    # σ is not a Bop hyperparameter: its axis comes first, for the trials that have it
+    with_sigma = sum(sigma is not None for *_, sigma, _ in OPTUNA_TRIALS)
+    assert names == [
+        f"σ\n({with_sigma} of {len(OPTUNA_TRIALS)} trials)",
+        "variant",
+        "norm",
+        "γ",
+        "τ",
+        "final",
+    ]
+    assert "None" not in all_text(fig)
+    scales = [t.get_yscale() for t in twins]
+    assert scales == ["log", "linear", "linear", "log", "log", "linear"]  # γ, σ, τ: log-uniform
+    objective = twins[-1]
+    assert objective.get_ylabel() == "validation accuracy (%)"
+    assert 0 <= objective.get_ylim()[0] < objective.get_ylim()[1] <= 100
+    # each trial's line passes through its own values, read back on each column's axis
+    trials = {t.number: t for t in data.study.trials if t.value is not None}
+    lines = host.get_lines()
+    assert len(lines) == len(trials)
+    for line in lines:
+        xs, ys = line.get_xdata(), line.get_ydata()
+        read = {int(x): read_back(host, twins[int(x)], x, y) for x, y in zip(xs, ys)}
+        match = [
+            t
+            for t in trials.values()
+            if math.isclose(read[5], 100 * t.value, rel_tol=1e-6)
+            and math.isclose(read[3], t.params["gamma"], rel_tol=1e-6)
+        ]
+        assert len(match) == 1
+        trial = match[0]
+        assert math.isclose(read[4], trial.params["tau"], rel_tol=1e-6)
+        if "sigma" in trial.params:
+            assert min(xs) == 0 and math.isclose(read[0], trial.params["sigma"], rel_tol=1e-6)
+        else:
+            assert min(xs) == 1  # a Bop trial's line starts at the variant axis
+        for x, name in ((1, "variant"), (2, "norm")):
+            ticks = {t.get_text(): t.get_position()[1] for t in twins[x].get_yticklabels()}
+            assert math.isclose(ticks[trial.params[name]], read[x], rel_tol=1e-6)
+
+
+def test_optuna_importances_are_status_importances(db):
+    from bopsweep.report import importances
+
+    data, _ = study_data(db, "opt")
+    expected = importances(data.study).values
+    assert expected
+    ax = optuna_figures(data)["optuna_importances"].axes[0]
+    drawn = {
+        label.get_text(): bar.get_width() for label, bar in zip(ax.get_yticklabels(), ax.patches)
+    }
+    assert drawn == pytest.approx({param_label(k): v for k, v in expected.items()})
+    assert drawn["σ"] > 0  # Bop trials have no σ: Optuna assesses it on the others
+    assert "None" not in all_text(ax.figure)
+
+
+def test_no_titles_leaves_no_title_in_any_figure(db):
+    from bopsweep.plots import study_figures
+
+    for name in ("abl", "sch", "opt"):
+        data, _ = study_data(db, name)
+        titled = study_figures(data, layers=["fc3"])
+        assert all(d.figure.get_suptitle() or d.figure.axes[0].get_title() for d in titled)
+        bare = study_figures(data, layers=["fc3"], titles=False)
+        assert [d.name for d in bare] == [d.name for d in titled]
+        for drawn in bare:
+            fig = drawn.figure
+            assert fig.get_suptitle() == "", (name, drawn.name)
+            for ax in fig.axes:
+                assert [ax.get_title(loc) for loc in ("left", "center", "right")] == [""] * 3
+        for drawn in [*titled, *bare]:
+            pyplot().close(drawn.figure)
 
 
 def test_plot_command_writes_every_figure_and_an_index(db, tmp_path):
@@ -347,7 +457,7 @@ def test_plot_command_writes_every_figure_and_an_index(db, tmp_path):
     expected = {
         "abl": {"ablation_tau.png", "summary_tau.png", "pi.png"},
         "sch": {"schedule.png", "comparison.png", "pi.png"},
-        "opt": {"pi.png", "optuna_history.png", "optuna_parallel.png"},
+        "opt": {"pi.png", "optuna_history.png", "optuna_parallel.png", "optuna_importances.png"},
     }
     index = (out / "index.md").read_text()
     for study, files in expected.items():
@@ -355,6 +465,16 @@ def test_plot_command_writes_every_figure_and_an_index(db, tmp_path):
         assert files <= present, (study, present)
         for f in present:
             assert f"({study}/{f})" in index
+            image = imread(out / study / f)  # a whole PNG, readable
+            assert image.ndim == 3 and image.shape[0] > 300 and image.std() > 0
+    bare = tmp_path / "bare"
+    result = runner.invoke(
+        app,
+        ["plot", str(db.folder / "study.db"), "--study", "opt", "--out", str(bare), "--no-title"],
+    )
+    assert result.exit_code == 0, result.output
+    for f in expected["opt"]:
+        assert imread(bare / "opt" / f).shape[2] == imread(out / "opt" / f).shape[2]
     svg = runner.invoke(
         app,
         [

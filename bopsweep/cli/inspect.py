@@ -207,6 +207,13 @@ def plot(
             "names like conv1,fc3."
         ),
     ] = None,
+    no_title: Annotated[
+        bool,
+        typer.Option(
+            "--no-title",
+            help="No titles on the figures or their panels (for a paper whose captions say it).",
+        ),
+    ] = False,
 ) -> None:
     """Draw every figure that fits the studies in a database: ablation, summary, schedule,
     comparison, π_t and Optuna figures, plus an index.md listing them. A study still running is
@@ -229,7 +236,9 @@ def plot(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot write to {out}: {e.strerror}") from None
-    written = {d.name: draw_study(d, out, format.value, param, layers) for d in datas}
+    written = {
+        d.name: draw_study(d, out, format.value, param, layers, titles=not no_title) for d in datas
+    }
     command = scrub("bopsweep plot " + " ".join(sys.argv[2:]), store.url)
     index = write_index(out, written, command)
     total = sum(len(w) for w in written.values())

@@ -9,7 +9,8 @@ needed.
 * :mod:`~bopsweep.plots.data`: a study read back (one run per configuration);
 * :mod:`~bopsweep.plots.style`: colours, axes, legends, titles, the figures' conventions;
 * :mod:`~bopsweep.plots.figures`: ablation, summary, comparison, schedule and π_t figures;
-* :mod:`~bopsweep.plots.optuna_plots`: Optuna's own figures of a search;
+* :mod:`~bopsweep.plots.optuna_plots`: the figures of an Optuna search (history, parallel
+  coordinates, importances), drawn in this style from the trials;
 * :mod:`~bopsweep.plots.index`: every figure of a study written out, and ``index.md``.
 
 Matplotlib, pandas and Optuna are imported by the functions that use them: importing this
@@ -24,7 +25,14 @@ from bopsweep.plots.figures import (
     schedule_figure,
     summary_figure,
 )
-from bopsweep.plots.index import FORMATS, LAYERS, draw_study, parse_layers, write_index
+from bopsweep.plots.index import (
+    FORMATS,
+    LAYERS,
+    draw_study,
+    parse_layers,
+    study_figures,
+    write_index,
+)
 from bopsweep.plots.optuna_plots import optuna_figures
 
 __all__ = [
@@ -38,6 +46,7 @@ __all__ = [
     "parse_layers",
     "pi_figure",
     "schedule_figure",
+    "study_figures",
     "summary_figure",
     "swept_params",
     "write_index",

@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Literal
 
 from bopsweep.plots.data import Run, StudyData, arm_label, group_by_point, points_along, seed_band
 from bopsweep.plots.style import (
+    SUPTITLE,
     SYMBOLS,
+    TITLE,
+    VAL_ACC_LABEL,
     accuracy_axes,
     arm_colours,
     assign_colours,
@@ -49,14 +52,14 @@ def ablation_figure(data: StudyData, param: str) -> Figure:
         if not band.empty:
             draw_band(bottom, band, "step", colour, label)
     accuracy_axes(top)
-    top.set_title("validation (solid) and training (dashed) accuracy" + seeds, fontsize=9)
+    top.set_title("validation (solid) and training (dashed) accuracy" + seeds, **TITLE)
     legend(top)
     pi_axes(bottom)
-    bottom.set_title("flip metric π_t (network-wide)", fontsize=9)
+    bottom.set_title("flip metric π_t (network-wide)", **TITLE)
     fig.suptitle(
         f"{data.name}: ablation of {SYMBOLS.get(param, param)}\n"
         f"{fixed_description(data, {param})}{held_note(data, param)}",
-        fontsize=10,
+        **SUPTITLE,
     )
     return fig
 
@@ -102,7 +105,7 @@ def summary_figure(data: StudyData, param: str) -> Figure:
     if all(isinstance(v, (int, float)) and v > 0 for v in by_value):
         ax.set_xscale("log")
     ax.set_xlabel(f"{SYMBOLS.get(param, param)} ({param})")
-    ax.set_ylabel("validation accuracy (%)")
+    ax.set_ylabel(VAL_ACC_LABEL)
     ax.grid(alpha=0.3)
     legend(ax)
     ax.set_title(
@@ -114,7 +117,7 @@ def summary_figure(data: StudyData, param: str) -> Figure:
             if any(len(p[1]) > 1 for line in lines.values() for p in line["pts"])
             else ""
         ),
-        fontsize=9,
+        **TITLE,
     )
     return fig
 
@@ -136,7 +139,7 @@ def comparison_figure(data: StudyData, runs: list[Run] | None = None, title: str
         title
         or f"{data.name}: validation (solid) and training (dashed) accuracy"
         f"{seeds_note(groups)}\n{fixed_description(data, set())}",
-        fontsize=9,
+        **TITLE,
     )
     return fig
 
@@ -161,7 +164,7 @@ def schedule_figure(data: StudyData) -> Figure:
         values = group[0].epochs[["epoch", param]]
         bottom.plot(values["epoch"], values[param], style, color=colour, label=label)
     accuracy_axes(top)
-    top.set_title(f"validation accuracy{seeds_note(groups)}", fontsize=9)
+    top.set_title(f"validation accuracy{seeds_note(groups)}", **TITLE)
     legend(top)
     bottom.set_yscale("log")
     bottom.set_xlabel("epoch")
@@ -176,7 +179,7 @@ def schedule_figure(data: StudyData) -> Figure:
     fig.suptitle(
         f"{data.name}: {SYMBOLS[param]} scheduled ({how}) against constant\n"
         f"{fixed_description(data, {param, 'unbiased'})}",
-        fontsize=10,
+        **SUPTITLE,
     )
     return fig
 
@@ -197,10 +200,10 @@ def pi_figure(data: StudyData, layers: list[str] | None = None) -> Figure:
             if not band.empty:
                 draw_band(ax, band, "step", colours[labels[key]], labels[key])
         pi_axes(ax)
-        ax.set_title("network-wide" if panel == "network" else f"layer {panel}", fontsize=9)
+        ax.set_title("network-wide" if panel == "network" else f"layer {panel}", **TITLE)
     legend(axes[0, 0])
     fig.suptitle(
         f"{data.name}: flip metric π_t{seeds_note(groups)}\n{fixed_description(data, set())}",
-        fontsize=10,
+        **SUPTITLE,
     )
     return fig

@@ -19,7 +19,7 @@ from bopsweep.plots.figures import (
     summary_figure,
 )
 from bopsweep.plots.optuna_plots import optuna_figures
-from bopsweep.plots.style import pyplot
+from bopsweep.plots.style import drop_titles, pyplot
 from bopsweep.plots.weights import has_weight_metrics, weights_figure
 
 if TYPE_CHECKING:
@@ -35,16 +35,29 @@ class Written:
     description: str
 
 
-def draw_study(
+OPTUNA_FIGURES = {
+    "optuna_history": "final validation accuracy per trial of the search, and the best so far",
+    "optuna_parallel": "parallel coordinates of the search's complete trials",
+    "optuna_importances": "parameter importances (as bopsweep status)",
+}
+
+
+@dataclass
+class Drawn:
+    name: str
+    figure: Figure
+    description: str
+
+
+def study_figures(
     data: StudyData,
-    out: Path,
-    fmt: str = "png",
     params: list[str] | None = None,
     layers: list[str] | None = None,
-) -> list[Written]:
-    """Every figure that fits ``data``, written to ``out``; what was written."""
-    plt = pyplot()
-    figures: list[tuple[str, Figure, str]] = []
+    titles: bool = True,
+) -> list[Drawn]:
+    """Every figure that fits ``data``, drawn (open: the caller closes them). Without
+    ``titles`` no figure keeps a title (:func:`~bopsweep.plots.style.drop_titles`)."""
+    figures: list[Drawn] = []
     swept = swept_params(data)
     for param in params or []:
         if param not in swept:
@@ -52,53 +65,62 @@ def draw_study(
                 f"--param {param!r} is not swept in study {data.name}"
                 + (f"; it sweeps {', '.join(swept)}" if swept else "")
             )
+    if data.kind == "optuna":  # first: the variants take a study's first colours
+        for name, fig in optuna_figures(data).items():
+            figures.append(Drawn(name, fig, OPTUNA_FIGURES[name]))
     if data.runs:
         for param in params or swept:
-            figures.append(
-                (
-                    f"ablation_{param}",
-                    ablation_figure(data, param),
-                    f"accuracy and π_t per value of {param} (Fig. 3)",
-                )
-            )
-            figures.append(
-                (
-                    f"summary_{param}",
-                    summary_figure(data, param),
-                    f"final and best validation accuracy against {param}",
-                )
-            )
+            what = f"accuracy and π_t per value of {param} (Fig. 3)"
+            figures.append(Drawn(f"ablation_{param}", ablation_figure(data, param), what))
+            what = f"final and best validation accuracy against {param}"
+            figures.append(Drawn(f"summary_{param}", summary_figure(data, param), what))
         if data.kind == "schedule":
             param = data.spec["meta"]["schedule_param"]
             what = f"{param} scheduled up, down and constant (Fig. 4)"
-            figures.append(("schedule", schedule_figure(data), what))
+            figures.append(Drawn("schedule", schedule_figure(data), what))
         if data.kind in ("arms", "schedule") or (data.kind == "grid" and not swept):
             what = "training and validation accuracy per configuration (Fig. 5/6)"
-            figures.append(("comparison", comparison_figure(data), what))
+            figures.append(Drawn("comparison", comparison_figure(data), what))
         what = "flip metric π_t per step" + (f", layers {', '.join(layers)}" if layers else "")
-        figures.append(("pi", pi_figure(data, layers), what))
+        figures.append(Drawn("pi", pi_figure(data, layers), what))
         if has_weight_metrics(data):
             what = ", ".join(["FF and C2I ratios per epoch", *(f"layer {n}" for n in layers or [])])
-            figures.append(("weights", weights_figure(data, layers), what))
-    if data.kind == "optuna":
-        for name, fig in optuna_figures(data).items():
-            figures.append((name, fig, name.replace("optuna_", "Optuna's ") + " plot"))
+            figures.append(Drawn("weights", weights_figure(data, layers), what))
+    if not titles:
+        for drawn in figures:
+            drop_titles(drawn.figure)
+    return figures
+
+
+def draw_study(
+    data: StudyData,
+    out: Path,
+    fmt: str = "png",
+    params: list[str] | None = None,
+    layers: list[str] | None = None,
+    titles: bool = True,
+) -> list[Written]:
+    """Every figure that fits ``data``, written to ``out``; what was written."""
+    plt = pyplot()
+    figures = study_figures(data, params, layers, titles)
     folder = out / data.name
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot write to {out}: {e.strerror}") from None
     written = []
-    for name, fig, description in figures:
-        path = folder / f"{name}.{fmt}"
+    try:
         try:
-            with atomic_open(path, "wb") as f:  # never half a figure, whatever interrupts it
-                fig.savefig(f, dpi=150, format=fmt)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise UserError(f"cannot write {path}: {e.strerror}") from None
-        finally:
-            plt.close(fig)
-        written.append(Written(path, description))
+            raise UserError(f"cannot write to {out}: {e.strerror}") from None
+        for drawn in figures:
+            path = folder / f"{drawn.name}.{fmt}"
+            try:
+                with atomic_open(path, "wb") as f:  # never half a figure, whatever interrupts it
+                    drawn.figure.savefig(f, dpi=150, format=fmt)
+            except OSError as e:
+                raise UserError(f"cannot write {path}: {e.strerror}") from None
+            written.append(Written(path, drawn.description))
+    finally:
+        for drawn in figures:
+            plt.close(drawn.figure)
     return written
 
 

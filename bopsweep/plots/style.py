@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 SYMBOLS = {"gamma": "γ", "sigma": "σ", "tau": "τ", "lr": "Adam lr"}
 MAX_LEGEND = 12
+VAL_ACC_LABEL = "validation accuracy (%)"
+# a figure's title (suptitle) and a panel's; a long one wraps at the figure's edge, never cut
+SUPTITLE: dict[str, Any] = {"fontsize": 10, "wrap": True}
+TITLE: dict[str, Any] = {"fontsize": 9, "wrap": True}
 
 
 def pyplot() -> Any:
@@ -46,6 +50,14 @@ def fmt_value(value: Any) -> str:
     return (
         f"{value:.0e}" if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e3) else f"{value:g}"
     )
+
+
+def param_label(name: str) -> str:
+    """A param as figures name it: γ, σ, τ by their symbols (``gamma_schedule``: "γ schedule")."""
+    head, sep, tail = name.partition("_")
+    if head in SYMBOLS:
+        return SYMBOLS[head] + (" " + tail.replace("_", " ") if sep else "")
+    return name.replace("_", " ")
 
 
 def variant_label(config: dict[str, Any]) -> str:
@@ -156,6 +168,18 @@ def pi_axes(ax: Any, secondary: bool = True) -> None:
         )
         sec.set_ylabel("flip fraction (log scale)")
         sec.set_yscale("log")
+
+
+def drop_titles(fig: Any) -> None:
+    """No title on the figure or any of its panels (``bopsweep plot --no-title``, for a paper
+    whose captions say it): applied to every figure once it is drawn, so no figure function
+    needs to know. Constrained layout then gives the space back to the axes."""
+    for ax in fig.axes:
+        for loc in ("left", "center", "right"):
+            ax.set_title("", loc=loc)
+    title = fig.suptitle("")  # an empty suptitle left out of the layout: no space kept for it
+    title.set_in_layout(False)
+    title.set_visible(False)
 
 
 def legend(ax: Any, title: str | None = None) -> None:

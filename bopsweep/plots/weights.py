@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from bopsweep.plots.data import StudyData, seed_band
 from bopsweep.plots.style import (
+    SUPTITLE,
+    TITLE,
     arm_colours,
     draw_band,
     fixed_description,
@@ -54,12 +56,12 @@ def weights_figure(data: StudyData, layers: list[str] | None = None) -> Figure:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("epoch")
             ax.set_ylabel(what)
-            ax.set_title(where, fontsize=9)
+            ax.set_title(where, **TITLE)
             ax.grid(alpha=0.3)
         row[0].set_yscale("log", nonpositive="mask")  # an epoch without a flip is not drawn
     legend(axes[0, 1])
     fig.suptitle(
         f"{data.name}: FF and C2I ratios{seeds_note(groups)}\n{fixed_description(data, set())}",
-        fontsize=10,
+        **SUPTITLE,
     )
     return fig
