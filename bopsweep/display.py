@@ -1,18 +1,26 @@
-"""What a person sees while a trial trains: a rich progress bar, or plain lines.
+"""What a person sees while a trial or a study trains: rich progress bars, or plain lines.
 
 Plain lines (one per epoch, on stderr) are used with ``--quiet`` and when stderr is not a
-terminal, so logs of batch jobs stay readable.
+terminal, so logs of batch jobs stay readable. A study shows its overall progress (trials and
+epochs done, elapsed time, ETA) under its live table, or at the end of each trial's end line.
 """
 
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bopsweep.driver.state import END_EVENTS
+from bopsweep.eta import EpochClock, duration
+
 if TYPE_CHECKING:
+    from rich.console import RenderableType
+
     from bopsweep.driver.state import Snapshot, TrialView
 
 
@@ -75,16 +83,28 @@ class TrainDisplay:
 
 
 class StudyDisplay:
-    """Live table of a running study (rich), or one plain line per event."""
+    """Live table of a running study and its overall progress (rich), or one plain line per
+    event. ``console`` and ``clock`` (seconds, monotonic) are the terminal's and the system's
+    unless given (tests record the output and set the time)."""
 
-    def __init__(self, study: str, quiet: bool) -> None:
+    def __init__(
+        self,
+        study: str,
+        quiet: bool,
+        console: Console | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.study = study
         self.quiet = quiet
-        self.console = Console(stderr=True)
+        self.console = console or Console(stderr=True)
+        self.clock = clock
+        self.epochs = EpochClock(clock())
+        self._snapshot: Snapshot | None = None
         self._live: Any = None
         self._last = 0.0
 
     def __enter__(self) -> StudyDisplay:
+        self.epochs = EpochClock(self.clock())  # the run starts now
         if not self.quiet:
             from rich.live import Live
 
@@ -99,6 +119,8 @@ class StudyDisplay:
 
     def event(self, kind: str, r: TrialView, detail: str = "") -> None:
         where = f"trial {r.number} [{r.label}] on {r.slot}"
+        if kind == "epoch":  # an epoch trained here (restored ones come without an event)
+            self.epochs.epoch(self.clock())
         if kind == "start":
             line = f"{where}: started"
         elif kind == "epoch":
@@ -134,6 +156,9 @@ class StudyDisplay:
             line = f"{where}: PRUNED at epoch {r.pruned_at} (val_acc {r.last_val:.4f})"
         else:
             line = f"{where}: interrupted at epoch {r.epochs_done}; resumable"
+        overall = self.overall()
+        if kind in END_EVENTS and overall is not None and self._live is None:
+            line += f"; study: {overall}"  # the live display shows it under its table
         self._print(line)
 
     def note(self, text: str) -> None:
@@ -149,8 +174,6 @@ class StudyDisplay:
 
     def wants_update(self) -> bool:
         """Whether a new snapshot would be shown now (a live table, at most 4 times a second)."""
-        import time
-
         now = time.monotonic()
         if self._live is None or now - self._last < 0.25:
             return False
@@ -158,12 +181,35 @@ class StudyDisplay:
         return True
 
     def update(self, snapshot: Snapshot) -> None:
-        if self._live is None:
-            return
+        """The study as the driver sees it now: shown live, or kept for the next end line."""
+        self._snapshot = snapshot
+        if self._live is not None:
+            self._live.update(self.renderable())
+
+    def overall(self) -> str | None:
+        """The study's progress as one line: trials and epochs done, elapsed time and ETA
+        (``ETA —`` until this run has trained an epoch); None before the first snapshot."""
+        progress = self._snapshot.progress if self._snapshot is not None else None
+        if progress is None:
+            return None
+        now = self.clock()
+        eta = self.epochs.eta(progress.epochs_total - progress.epochs_done, now)
+        return (
+            f"{progress.trials_done}/{progress.trials_total} trials · "
+            f"{progress.epochs_done}/{progress.epochs_total} epochs · "
+            f"elapsed {duration(now - self.epochs.started)} · ETA {duration(eta)}"
+        )
+
+    def renderable(self) -> RenderableType:
+        """The live view: the running trials' table, and the study's progress bar under it."""
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
         from rich.table import Table
         from rich.text import Text
 
-        s = snapshot
+        s = self._snapshot
+        if s is None:
+            return Text("")
         table = Table(
             title=f"study {self.study}: {s.done} done · {len(s.running)} running · "
             f"{s.queued} queued · {s.failed} failed"
@@ -193,4 +239,15 @@ class StudyDisplay:
                 f"{r.last_val:.3f}" if r.last_val is not None else "",
                 f"{p['pi']:.2f}" if p.get("pi") is not None else "",
             )
-        self._live.update(table)
+        overall = self.overall()
+        if s.progress is None or overall is None:
+            return table
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(
+            Text("study"),
+            ProgressBar(
+                total=max(1, s.progress.epochs_total), completed=s.progress.epochs_done, width=30
+            ),
+            Text(overall),
+        )
+        return Group(table, bar)

@@ -143,6 +143,15 @@ def test_grid_study_with_two_workers_runs_every_trial_once(small_cifar_dir, tmp_
     assert "3 configurations, 3 newly queued" in result.stdout
     ts = trials(tmp_path, "grid-gamma")
     assert_one_complete_per_configuration(ts, 3, 2, tmp_path)
+    # each trial's end line (plain lines: stderr is not a terminal) gives the study's progress
+    ends = [line for line in result.stderr.splitlines() if ": COMPLETE val_acc" in line]
+    assert [line.split("study: ")[1].split(" · ")[0] for line in ends] == [
+        "1/3 trials",
+        "2/3 trials",
+        "3/3 trials",
+    ]
+    assert "study: 3/3 trials · 6/6 epochs · elapsed " in ends[-1]
+    assert ends[-1].endswith(" · ETA 0:00:00")  # nothing left
     assert {t.user_attrs["slot"] for t in ts} == {"cpu0", "cpu1"}
 
     # Optuna's own command line reads the study: every trial COMPLETE, with plain params
@@ -214,6 +223,8 @@ def test_resume_after_the_driver_is_killed_continues_from_checkpoints(small_cifa
     result = bopsweep("resume", "study.db", "--workers", "2", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "1 resumed after an interruption" in result.stdout
+    # the study's progress counts the finished trials and the restored epochs as done
+    assert f"study: 3/3 trials · {3 * epochs}/{3 * epochs} epochs" in result.stderr
     ts = trials(tmp_path, "grid-gamma")
     assert_one_complete_per_configuration(ts, 3, epochs, tmp_path)
     for n in finished:  # finished trials are kept as they were, never re-run

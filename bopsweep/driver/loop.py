@@ -29,7 +29,7 @@ from bopsweep.driver.outage import DatabaseLost, Outage
 from bopsweep.driver.process import Slot, TrialProcess, stop_all
 from bopsweep.driver.queue import TrialQueue
 from bopsweep.driver.recorder import Recorder
-from bopsweep.driver.state import Running, Snapshot
+from bopsweep.driver.state import END_EVENTS, Running, Snapshot, study_progress
 from bopsweep.store.optuna_adapter import trial_id
 
 if TYPE_CHECKING:
@@ -318,6 +318,8 @@ class Driver:
     # --- display ----------------------------------------------------------------------------
     def _event(self, kind: str, r: Running, detail: str = "") -> None:
         if self.display is not None:
+            if kind in END_EVENTS:  # the line of a trial's end shows the study's progress
+                self._refresh_progress()
             self.display.event(kind, r.view(), detail)
 
     def _note(self, text: str) -> None:
@@ -326,13 +328,27 @@ class Driver:
 
     def _show(self) -> None:
         if self.display is not None and self.display.wants_update():
-            counts = self.counts
-            self.display.update(
-                Snapshot(
-                    counts["done"],
-                    counts["failed"],
-                    counts["pruned"] if self.search is not None else None,
-                    self.queue.count("WAITING"),
-                    [r.view() for r in self.running.values()],
-                )
-            )
+            self.display.update(self._snapshot())
+
+    def _refresh_progress(self) -> None:
+        """A fresh snapshot for the display; skipped while the database is unreachable (the
+        trial's end is recorded already, and its line must come all the same)."""
+        import optuna
+        import sqlalchemy.exc
+
+        with contextlib.suppress(
+            sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError
+        ):
+            self.display.update(self._snapshot())
+
+    def _snapshot(self) -> Snapshot:
+        counts, trials = self.counts, self.queue.trials()
+        search = (self.search.trials, self.search.base.epochs) if self.search is not None else None
+        return Snapshot(
+            counts["done"],
+            counts["failed"],
+            counts["pruned"] if self.search is not None else None,
+            sum(t.state.name == "WAITING" for t in trials),
+            [r.view() for r in self.running.values()],
+            study_progress(trials, [*self.running.values(), *self.finishing], search),
+        )

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.driver.queue import configured
+
 if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
     from bopsweep.driver.process import Slot, TrialProcess
+
+# the events of a trial's end (:attr:`bopsweep.driver.outcome.Ending.event`): their lines carry
+# the study's progress
+END_EVENTS = frozenset({"complete", "pruned", "fail", "retry"})
 
 
 @dataclass
@@ -71,6 +80,59 @@ class TrialView:
 
 
 @dataclass(frozen=True)
+class StudyProgress:
+    """The whole study's progress, whichever driver ran what: configurations finished of all
+    (a retry continues its configuration, so "trials" counts configurations), epochs done of
+    all."""
+
+    trials_done: int
+    trials_total: int
+    epochs_done: int
+    epochs_total: int
+
+
+def study_progress(
+    trials: Iterable[FrozenTrial],
+    local: Iterable[Running] = (),
+    search: tuple[int, int] | None = None,
+) -> StudyProgress:
+    """The progress of a study from its trials and this driver's running ones (``local``,
+    whose latest epochs may not be written yet); ``search``: a search's total trials and
+    epochs per trial, for the trials its sampler has not made yet.
+
+    A configuration is finished once none of its trials is WAITING or RUNNING: COMPLETE,
+    PRUNED, or FAIL and not re-queued (diverged, bad input, out of retries), as the driver
+    counts them. Its epochs are those of its furthest trial (a retry resumes from a checkpoint
+    and reports the restored epochs again); a finished configuration needs no more, so a
+    pruned or failed one counts the epochs it did, not those it was planned for."""
+    by_config: dict[str, list[FrozenTrial]] = {}
+    for t in trials:
+        if configured(t):
+            by_config.setdefault(t.user_attrs["config_id"], []).append(t)
+    running = {r.config_id: r.epochs_done for r in local}
+    done = epochs_done = epochs_total = 0
+    for cid, group in by_config.items():
+        reached = max(
+            running.get(cid, 0),
+            *(max(t.intermediate_values, default=0) for t in group),
+            *(int(t.user_attrs.get("epochs_done", 0)) for t in group),
+        )
+        if any(t.state.name in ("WAITING", "RUNNING") for t in group):
+            planned = max(int(group[-1].user_attrs["config"]["epochs"]), reached)
+        else:
+            done += 1
+            planned = reached
+        epochs_done += reached
+        epochs_total += planned
+    total = len(by_config)
+    if search is not None:  # the trials the sampler has yet to make
+        trials_total, epochs_per_trial = search
+        epochs_total += max(0, trials_total - total) * epochs_per_trial
+        total = max(total, trials_total)
+    return StudyProgress(done, total, epochs_done, epochs_total)
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """The study as this driver sees it, for the live display."""
 
@@ -79,3 +141,4 @@ class Snapshot:
     pruned: int | None  # None: not a search, nothing is pruned
     queued: int
     running: list[TrialView]
+    progress: StudyProgress | None = None  # None: not known (no database read yet)
