@@ -46,6 +46,13 @@ EPOCHS, STEPS_PER_EPOCH, LOG_EVERY = 3, 10, 5
 HYPER_COLUMNS = ("gamma", "sigma", "tau", "lr")  # the scheduled values train writes per epoch
 
 
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Every figure a test drew is closed after it (pyplot keeps them otherwise)."""
+    yield
+    pyplot().close("all")
+
+
 @dataclass
 class Database:
     folder: Any
@@ -442,8 +449,6 @@ def test_no_titles_leaves_no_title_in_any_figure(db):
             assert fig.get_suptitle() == "", (name, drawn.name)
             for ax in fig.axes:
                 assert [ax.get_title(loc) for loc in ("left", "center", "right")] == [""] * 3
-        for drawn in [*titled, *bare]:
-            pyplot().close(drawn.figure)
 
 
 def test_plot_command_writes_every_figure_and_an_index(db, tmp_path):
