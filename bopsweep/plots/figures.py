@@ -106,6 +106,9 @@ def summary_figure(data: StudyData, param: str) -> Figure:
         ax.set_xscale("log")
     ax.set_xlabel(f"{SYMBOLS.get(param, param)} ({param})")
     ax.set_ylabel(VAL_ACC_LABEL)
+    # an accuracy lies in 0–100 %; a wide interval (few seeds) must not squash the points
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, 0.0), min(high, 100.0))
     ax.grid(alpha=0.3)
     legend(ax)
     ax.set_title(
