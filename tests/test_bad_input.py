@@ -225,14 +225,6 @@ def test_space_files_of_the_wrong_shape_are_refused(space, fragment, empty_cwd):
     refused(["optuna", "--space", str(path), "--device", "cpu"], fragment, empty_cwd)
 
 
-def test_a_sampler_whose_package_is_missing_is_refused_before_the_study_exists(empty_cwd):
-    import importlib.util
-
-    if importlib.util.find_spec("cmaes") is not None:
-        pytest.skip("cmaes is installed here")
-    refused(["optuna", "--sampler", "cmaes", "--device", "cpu"], "pip install cmaes", empty_cwd)
-
-
 def test_resume_with_an_unknown_device_changes_nothing(tmp_path):
     import hashlib
 

@@ -62,7 +62,8 @@ def test_a_gamma_ablation_ranks_gamma_first(small_cifar_dir, tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     study = gamma_study(tmp_path, small_cifar_dir, "--seeds", "2")
     assert len(study.trials) == 10 and {t.state.name for t in study.trials} == {"COMPLETE"}
-    evaluators = [None]  # Optuna's default (PED-ANOVA in Optuna 5, as optuna-dashboard uses)
+    # PED-ANOVA: Optuna 5's default, as optuna-dashboard and bopsweep status use
+    evaluators = [optuna.importance.PedAnovaImportanceEvaluator()]
     if importlib.util.find_spec("sklearn") is not None:  # fANOVA, Optuna 4's default
         evaluators.append(optuna.importance.FanovaImportanceEvaluator(seed=0))
     for evaluator in evaluators:

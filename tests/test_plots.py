@@ -270,12 +270,16 @@ def test_summary_figure_draws_final_and_best_accuracy_on_a_log_axis(db):
     final = drawn["Bop2ndOrder unbiased, final"]
     last = frame.sort_values("epoch").groupby("number").tail(1)
     expected = last.groupby("param_tau")["val_acc"].mean() * 100
-    assert np.allclose(final.get_xdata(), expected.index) and np.allclose(
-        final.get_ydata(), expected
+
+    def data(values):  # matplotlib 3.7's error bars keep their data as an object array
+        return np.asarray(values, dtype=float)
+
+    assert np.allclose(data(final.get_xdata()), expected.index) and np.allclose(
+        data(final.get_ydata()), expected
     )
     best = drawn["Bop2ndOrder unbiased, best"]
     expected_best = frame.groupby("number").agg(tau=("param_tau", "first"), best=("val_acc", "max"))
-    assert np.allclose(best.get_ydata(), expected_best.groupby("tau")["best"].mean() * 100)
+    assert np.allclose(data(best.get_ydata()), expected_best.groupby("tau")["best"].mean() * 100)
 
 
 def test_summary_figure_error_bars_are_95_percent_t_intervals_over_seeds(db):

@@ -20,6 +20,7 @@ import optuna
 import pytest
 
 from bopsweep.store.optuna_adapter import trial_id
+from bopsweep.store.urls import engine_url
 from tests.test_dispatch import TINY, bopsweep, start, wait_until
 
 pytestmark = pytest.mark.postgres
@@ -91,12 +92,12 @@ def check_integrity(url: str, n_configs: int, epochs: int) -> list[optuna.trial.
     rows only of existing trials, one per (trial, epoch)."""
     import sqlalchemy as sa
 
-    trials = optuna.load_study(study_name="s", storage=url).trials
+    trials = optuna.load_study(study_name="s", storage=engine_url(url)).trials
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     per_config = Counter(t.user_attrs["config_id"] for t in complete)
     assert len(per_config) == n_configs and set(per_config.values()) == {1}, per_config
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
-    engine = sa.create_engine(url)
+    engine = sa.create_engine(engine_url(url))
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT trial_id, epoch FROM bopsweep_epochs")).all()
         ids = {r[0] for r in conn.execute(sa.text("SELECT trial_id FROM trials")).all()}
@@ -197,7 +198,7 @@ def test_the_password_appears_nowhere(pg, small_cifar_dir, tmp_path):
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.suffix in (".log", ".csv", ".json", ".md", ".txt", ""):
             texts.append(path.read_text(errors="replace"))
-    study = optuna.load_study(study_name="s", storage=pg)
+    study = optuna.load_study(study_name="s", storage=engine_url(pg))
     texts.append(repr(study.user_attrs))
     texts += [repr(t.user_attrs) + repr(t.system_attrs) for t in study.trials]
     assert not [t for t in texts if PASSWORD in t]
@@ -211,7 +212,8 @@ def test_drivers_that_make_the_metric_tables_at_once_all_succeed(pg, attempt):
 
     from bopsweep.store import Store
 
-    optuna.create_study(study_name="s", storage=pg)  # Optuna's tables, no metric tables yet
+    # Optuna's tables, no metric tables yet (engine_url: psycopg 3 on SQLAlchemy 2.0 too)
+    optuna.create_study(study_name="s", storage=engine_url(pg))
     stores = [Store(pg) for _ in range(6)]
     assert all(s.metrics._absent for s in stores)
     barrier, errors = threading.Barrier(len(stores)), []

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from bopsweep.errors import UserError
 from bopsweep.files import is_sqlite_file
 from bopsweep.store.metrics import MetricTables
-from bopsweep.store.urls import first_line, parse_url, redact, scrub, sqlite_path
+from bopsweep.store.urls import engine_url, first_line, parse_url, redact, scrub, sqlite_path
 
 if TYPE_CHECKING:
     import optuna
@@ -68,7 +68,7 @@ class Store:
                         "heartbeat_stale_trial_callback": retry,
                     }
                 self.storage = optuna.storages.RDBStorage(
-                    _readonly_url(url, path) if readonly else url,
+                    engine_url(_readonly_url(url, path) if readonly else url),
                     engine_kwargs=_engine_kwargs(url, readonly),
                     skip_table_creation=readonly,
                     **beat,
@@ -223,23 +223,30 @@ def _check_sqlite_file(path: Path, create: bool, readonly: bool = False) -> None
         )
 
 
-def _sqlite_uri(path: Path) -> str:
-    """A read-only SQLite URI filename (special characters of the path escaped)."""
+def _sqlite_file_uri(path: Path) -> str:
+    """A SQLite URI filename (special characters of the path escaped), without options."""
     from urllib.parse import quote
 
-    return f"file:{quote(str(Path(path).resolve()))}?mode=ro"
+    return f"file:{quote(str(Path(path).resolve()))}"
+
+
+def _sqlite_uri(path: Path) -> str:
+    """A read-only SQLite URI filename."""
+    return f"{_sqlite_file_uri(path)}?mode=ro"
 
 
 def _readonly_url(url: str, path: Path | None) -> str:
+    """``sqlite:///file:PATH?mode=ro&uri=true``: with ``uri=true`` SQLAlchemy hands the query
+    keys it does not know (``mode``) to SQLite's URI filename. (``mode=ro`` inside the database
+    name instead needs SQLAlchemy 2.1, which escapes its ``?``; 2.0 reads it as the query.)"""
     if path is None:
         return url
     from sqlalchemy.engine import URL
 
     query = {k: v for k, v in parse_url(url).query.items() if k not in ("mode", "uri")}
-    database = _sqlite_uri(path)
-    return URL.create("sqlite", database=database, query={**query, "uri": "true"}).render_as_string(
-        hide_password=False
-    )
+    return URL.create(
+        "sqlite", database=_sqlite_file_uri(path), query={**query, "mode": "ro", "uri": "true"}
+    ).render_as_string(hide_password=False)
 
 
 def _engine_kwargs(url: str, readonly: bool = False) -> dict[str, Any]:

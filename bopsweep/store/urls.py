@@ -51,6 +51,14 @@ def parse_url(url: str) -> Any:
         raise UserError(f"cannot read the database URL {redact(url)}") from None
 
 
+def engine_url(url: str) -> str:
+    """The URL handed to SQLAlchemy: ``postgresql://`` (no driver named) gets psycopg 3, the
+    driver ``bopsweep[postgres]`` installs. SQLAlchemy 2.1 picks it by itself; 2.0, the newest
+    for Python 3.10, would pick psycopg2 and fail for want of it."""
+    prefix = "postgresql://"
+    return "postgresql+psycopg://" + url[len(prefix) :] if url.startswith(prefix) else url
+
+
 def _secrets(url: str) -> list[str]:
     """The URL's password and secret query values, as written and as URL-encoded."""
     from urllib.parse import quote, quote_plus

@@ -40,7 +40,7 @@ from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
-else:  # tomli, the backport tomllib came from; not yet a declared dependency for 3.10
+else:  # tomli, the backport tomllib came from (declared for Python 3.10)
     import tomli as tomllib  # type: ignore[import-not-found]
 
 from bopsweep.defaults import SCHEDULE_FACTOR, SEARCH_TRIALS, Pruner, Sampler
