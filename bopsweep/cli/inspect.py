@@ -123,13 +123,14 @@ def table(
     from bopsweep.errors import UserError
     from bopsweep.files import atomic_write_text, check_output_file
     from bopsweep.store import Store, database_file, storage_url
+    from bopsweep.store.trial_config import study_base
     from bopsweep.table import build_table, group_arms, render
 
     url = storage_url(storage, database)
     if output is not None:
         check_output_file(output, force, database_file(url))
     optuna_study = Store.open_readonly(url).load(study)
-    arms = group_arms(optuna_study.get_trials(deepcopy=False))
+    arms = group_arms(optuna_study.get_trials(deepcopy=False), study_base(optuna_study.user_attrs))
     if not arms:
         raise UserError(f"study {optuna_study.study_name} has no complete trial yet")
     text = render(build_table(optuna_study.study_name, arms, metric), format)
