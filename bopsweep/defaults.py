@@ -66,8 +66,11 @@ class Pruner(Choice):
 
 
 class ExportFormat(Choice):
+    """What ``export`` writes; each is also the suffix (``.csv``, ...) that chooses it."""
+
     CSV = "csv"
     JSON = "json"
+    PARQUET = "parquet"  # needs pyarrow: the optional extra bopsweep[parquet]
 
 
 class InspectFormat(Choice):

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.export import json_value
 from bopsweep.store.optuna_adapter import study_id, trial_id
 
 if TYPE_CHECKING:
@@ -17,41 +16,41 @@ if TYPE_CHECKING:
 
     from bopsweep.store import Store
 
-TRIAL_COLUMNS = (
-    "number",
-    "state",
-    "label",
-    "config_id",
-    "epochs_done",
-    "final_val_acc",
-    "best_val_acc",
-    "best_epoch",
-    "last_c2i",
-    "failure",
-    "fail_reason",
-    "attempt",
-    "slot",
-)
+# Optuna's columns (``study.trials_dataframe()``), same names and values; the params follow
+# ``duration`` as ``params_<name>``, sorted by name, as in Optuna's frame.
+OPTUNA_COLUMNS = ("number", "value", "datetime_start", "datetime_complete", "duration")
+# bopsweep's own, after Optuna's ``state``
+BOPSWEEP_COLUMNS = ("label", "config_id", "epochs_done", "best_val_acc", "best_epoch", "last_c2i",
+                    "failure", "fail_reason", "attempt", "slot", "pruned_at_epoch")  # fmt: skip
+_INTEGERS = ("epochs_done", "best_epoch", "attempt", "pruned_at_epoch")  # None where unknown
 
 
 def trial_records(store: Store, study: optuna.Study) -> list[dict[str, Any]]:
-    """One plain record per trial, in :data:`TRIAL_COLUMNS` plus ``pruned_at_epoch``,
-    ``trial_id`` and ``params``: the one source of ``status`` (table and JSON) and
-    :func:`trials_frame`. Values are as stored (Python floats, never rounded)."""
+    """One plain record per trial: Optuna's fields (:data:`OPTUNA_COLUMNS`, ``state``,
+    ``params``), bopsweep's (:data:`BOPSWEEP_COLUMNS`) and ``trial_id``: the one source of
+    ``status`` (table and JSON), :func:`trials_frame` and :func:`metrics_frame`. Values are as
+    stored (Python floats, never rounded; datetimes as Optuna keeps them)."""
     progress = store.metrics.epoch_progress(study)
     records: list[dict[str, Any]] = []
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
         state = t.state.name
         stored, last_row = progress.get(trial_id(t), (0, {}))
+        start, complete = t.datetime_start, t.datetime_complete
         records.append(
             {
                 "number": t.number,
+                # Optuna's: the final validation accuracy of a COMPLETE trial, the last epoch's
+                # of a PRUNED one (Optuna records it so), None otherwise
+                "value": t.value,
+                "datetime_start": start,
+                "datetime_complete": complete,
+                "duration": complete - start if start and complete else None,
                 "state": state,
+                "params": dict(t.params),
                 "label": attrs.get("label", ""),
                 "config_id": attrs.get("config_id"),
                 "epochs_done": attrs.get("epochs_done", stored),
-                "final_val_acc": t.value if state == "COMPLETE" else None,
                 "best_val_acc": attrs.get("best_val_acc"),
                 "best_epoch": attrs.get("best_epoch"),
                 # C2I ratio after the last stored epoch (none in rows of bopsweep before C2I)
@@ -64,32 +63,52 @@ def trial_records(store: Store, study: optuna.Study) -> list[dict[str, Any]]:
                 "slot": attrs.get("slot"),
                 "pruned_at_epoch": attrs.get("pruned_at_epoch"),
                 "trial_id": trial_id(t),
-                "params": dict(t.params),
             }
         )
     return records
 
 
 def trials_frame(store: Store, study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: state, results, reason of failure, and its params (``param_*``)."""
+    """One row per trial, in Optuna's columns (``number``, ``value``, ``datetime_start``,
+    ``datetime_complete``, ``duration``, ``params_<name>``, ``state``: the values
+    ``study.trials_dataframe()`` gives) and then bopsweep's (:data:`BOPSWEEP_COLUMNS`)."""
+    return _frame(trial_records(store, study))
+
+
+def _frame(records: list[dict[str, Any]], trial_ids: bool = False) -> pd.DataFrame:
     import pandas as pd
 
-    rows = []
-    for r in trial_records(store, study):
-        row = {k: v for k, v in r.items() if k != "params"}
-        row.update({f"param_{k}": v for k, v in r["params"].items()})
-        rows.append(row)
-    return pd.DataFrame.from_records(rows, columns=None if rows else list(TRIAL_COLUMNS))
+    params = sorted({name for r in records for name in r["params"]})
+    columns = [
+        *OPTUNA_COLUMNS, *(f"params_{p}" for p in params), "state", *BOPSWEEP_COLUMNS,
+        *(["trial_id"] if trial_ids else []),
+    ]  # fmt: skip
+    rows = [
+        {**{k: v for k, v in r.items() if k != "params"},
+         **{f"params_{k}": v for k, v in r["params"].items()}}
+        for r in records
+    ]  # fmt: skip
+    frame = pd.DataFrame.from_records(rows, columns=columns)
+    frame["value"] = frame["value"].astype("float64")
+    frame["datetime_start"] = pd.to_datetime(frame["datetime_start"])
+    frame["datetime_complete"] = pd.to_datetime(frame["datetime_complete"])
+    frame["duration"] = pd.to_timedelta(frame["duration"])
+    for name in ("best_val_acc", "last_c2i"):
+        frame[name] = frame[name].astype("float64")
+    for name in _INTEGERS:  # integers with gaps, not floats ("3", not "3.0")
+        frame[name] = frame[name].astype("Int64")
+    return frame
 
 
 def metrics_frame(store: Store, study: optuna.Study, steps: bool = False) -> pd.DataFrame:
-    """Per-epoch (or per-logged-step) metrics with each trial's number, label and params."""
+    """Per-epoch (or per-logged-step) metrics with each trial's ``number``, ``state``, label,
+    configuration id and ``params_<name>``, named as in :func:`trials_frame`."""
     frame = store.metrics.steps_frame(study) if steps else store.metrics.epochs_frame(study)
     if frame.empty:
         return frame
-    trials = trials_frame(store, study)
+    trials = _frame(trial_records(store, study), trial_ids=True)
     keep = ["trial_id", "number", "state", "label", "config_id"] + [
-        c for c in trials.columns if c.startswith("param_")
+        c for c in trials.columns if c.startswith("params_")
     ]
     merged = trials[keep].merge(frame, on="trial_id", how="inner")
     return merged.drop(columns=["trial_id"])
@@ -175,7 +194,7 @@ def status_rows(records: list[dict[str, Any]]) -> list[list[str]]:
                 t["label"] or str(t["config_id"]),
                 f"FAIL ({t['failure']})" if failed else t["state"],
                 str(int(t["epochs_done"] or 0)),
-                _fmt(t["final_val_acc"]),
+                _fmt(t["value"] if t["state"] == "COMPLETE" else None),
                 _fmt(t["best_val_acc"]),
                 _fmt(t["last_c2i"]),
                 _note(t),
@@ -186,8 +205,8 @@ def status_rows(records: list[dict[str, Any]]) -> list[list[str]]:
 
 def best_record(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The complete trial of the highest final accuracy (the first of equals); None if none."""
-    complete = [r for r in records if r["state"] == "COMPLETE" and _number(r["final_val_acc"])]
-    return max(complete, key=lambda r: r["final_val_acc"], default=None)
+    complete = [r for r in records if r["state"] == "COMPLETE" and _number(r["value"])]
+    return max(complete, key=lambda r: r["value"], default=None)
 
 
 def best_line(records: list[dict[str, Any]]) -> str | None:
@@ -197,14 +216,13 @@ def best_line(records: list[dict[str, Any]]) -> str | None:
         return None
     return (
         f"best: trial {best['number']} ({best['label'] or best['config_id']}), "
-        f"final val acc {best['final_val_acc']:.4f}"
+        f"final val acc {best['value']:.4f}"
     )
 
 
-# what a trial's object in ``status --format json`` holds, in this order
-STATUS_JSON_FIELDS = ("number", "state", "label", "config_id", "epochs_done", "final_val_acc",
-                      "best_val_acc", "best_epoch", "last_c2i", "failure", "fail_reason",
-                      "attempt", "pruned_at_epoch", "params")  # fmt: skip
+# what a trial's object in ``status --format json`` holds, in this order: the fields of
+# ``export`` (Optuna's names), with the params as one object, as ``optuna trials -f json`` has them
+STATUS_JSON_FIELDS = (*OPTUNA_COLUMNS, "state", "params", *BOPSWEEP_COLUMNS)
 
 
 def status_document(
@@ -212,7 +230,8 @@ def status_document(
 ) -> dict[str, Any]:
     """``status --format json``: the study, its counts per state and one object per trial,
     floats as stored (``json.dumps`` writes a Python float so that it reads back the same),
-    NaN and infinities as null."""
+    NaN and infinities as null, datetimes and durations as ISO 8601 (as ``export`` writes
+    them)."""
     from bopsweep.store import SPEC_ATTR
 
     best = best_record(records)
@@ -265,14 +284,13 @@ def studies_document(summaries: list[dict[str, Any]], where: str) -> dict[str, A
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities as None (JSON has neither), everything else as is."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
+    """``value`` with NaN and infinities as None (JSON has neither), datetimes and durations as
+    ISO 8601 text, everything else as is."""
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
-    return value
+    return json_value(value)
 
 
 def _number(value: Any) -> bool:
@@ -291,18 +309,3 @@ def _fmt(value: Any) -> str:
         return "" if value is None or value != value else f"{float(value):.4f}"
     except (TypeError, ValueError):
         return ""
-
-
-def write_frame(frame: pd.DataFrame, output: Path, format: str) -> None:
-    """Write a frame as CSV or JSON records, atomically (a crash leaves no half file)."""
-    from bopsweep.errors import UserError
-    from bopsweep.files import atomic_open
-
-    try:
-        with atomic_open(output, "w", newline="") as f:
-            if format == "csv":
-                frame.to_csv(f, index=False)
-            else:
-                frame.to_json(f, orient="records", indent=1)
-    except OSError as e:
-        raise UserError(f"cannot write {output}: {e.strerror}") from None

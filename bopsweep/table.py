@@ -59,14 +59,18 @@ def point_key(config: dict[str, Any]) -> str:
     )
 
 
-def group_arms(trials: Iterable[FrozenTrial]) -> list[Arm]:
+def group_arms(trials: Iterable[FrozenTrial], base: dict[str, Any]) -> list[Arm]:
     """The COMPLETE trials grouped by configuration without seed, in the order of each
-    configuration's first counted trial; per (configuration, seed) the latest completed one."""
+    configuration's first counted trial; per (configuration, seed) the latest completed one.
+    ``base``: the study's base configuration, which its trials store their difference from
+    (:func:`bopsweep.store.trial_config.study_base`)."""
+    from bopsweep.store.trial_config import has_config, trial_config
+
     latest: dict[tuple[str, int], FrozenTrial] = {}
     for t in trials:
-        if t.state.name != "COMPLETE" or t.value is None or "config" not in t.user_attrs:
+        if t.state.name != "COMPLETE" or t.value is None or not has_config(t.user_attrs):
             continue
-        config = t.user_attrs["config"]
+        config = trial_config(t.user_attrs, base)
         slot = (point_key(config), int(config.get("seed", 0)))
         if slot not in latest or _when(t) > _when(latest[slot]):
             latest[slot] = t

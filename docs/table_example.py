@@ -16,6 +16,7 @@ import numpy as np
 import optuna
 
 from bopsweep.store import Store
+from bopsweep.store.trial_config import config_attrs, study_base
 from bopsweep.studies import expand, load_study_file
 
 CENTRE = {
@@ -34,6 +35,7 @@ def main(database: str, seed: int) -> None:
     study, _ = Store(f"sqlite:///{database}", create=True).create(spec)
     rng = np.random.default_rng(seed)
     seed_effect = rng.normal(0, 0.002, size=spec.seeds)
+    base = study_base(study.user_attrs)
     for p in expand(spec):
         if p.label == "latent weights" and p.config.seed > 0:
             continue  # one seed done so far
@@ -41,7 +43,7 @@ def main(database: str, seed: int) -> None:
         attrs = {
             "config_id": p.config_id,
             "label": p.label,
-            "config": p.config.to_dict(),
+            **config_attrs(p.config.to_dict(), base),  # what differs from the study's base
             "best_val_acc": final + abs(rng.normal(0.002, 0.001)),
             "best_epoch": 400,
         }

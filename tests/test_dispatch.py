@@ -193,11 +193,11 @@ def test_grid_study_with_two_workers_runs_every_trial_once(small_cifar_dir, tmp_
     import pandas as pd
 
     frame = pd.read_csv(tmp_path / "trials.csv")
-    assert sorted(frame["param_gamma"]) == [1e-7, 1e-6, 1e-5]
-    assert (frame["state"] == "COMPLETE").all() and frame["final_val_acc"].notna().all()
+    assert sorted(frame["params_gamma"]) == [1e-7, 1e-6, 1e-5]
+    assert (frame["state"] == "COMPLETE").all() and frame["value"].notna().all()
     bopsweep("export", "study.db", "--metrics", "--format", "json", "-o", "m.json", cwd=tmp_path)
     metrics = pd.read_json(tmp_path / "m.json")
-    assert len(metrics) == 6 and {"val_acc", "train_acc", "pi", "param_gamma"} <= set(metrics)
+    assert len(metrics) == 6 and {"val_acc", "train_acc", "pi", "params_gamma"} <= set(metrics)
 
 
 @pytest.mark.slow

@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 from bopsweep.cli import app
 from bopsweep.driver.queue import TrialQueue, fit_stored
+from bopsweep.store import Store
 from bopsweep.studies import TrialConfig, expand, grid_study, pow10_study, schedule_study
 from tests.helpers import one_line_error
 
@@ -124,12 +125,16 @@ def test_a_study_topped_up_or_queued_by_an_earlier_bopsweep_takes_new_trials(
     narrow = expand(grid_study("g", base, {"gamma": GAMMAS[:3]}))[0].distributions["gamma"]
     wide = expand(grid_study("g", base, {"gamma": GAMMAS}))[0].distributions["gamma"]
     check_distribution_compatibility(narrow, wide)
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'q.db'}", direction="maximize")
-    queue = TrialQueue(study)
+
+    def bopsweep_study(name: str) -> optuna.Study:  # its base configuration stored in it
+        store = Store(f"sqlite:///{tmp_path / name}", create=True)
+        return store.create(grid_study("g", base, {"gamma": GAMMAS}))[0]
+
+    queue = TrialQueue(bopsweep_study("q.db"))
     assert queue.enqueue_missing(expand(grid_study("g", base, {"gamma": GAMMAS[:3]}))) == 3
     assert queue.enqueue_missing(expand(grid_study("g", base, {"gamma": GAMMAS}))) == 2
     # a study queued before: one-point floats, categoricals over every choice
-    old = optuna.create_study(storage=f"sqlite:///{tmp_path / 'old.db'}", direction="maximize")
+    old = bopsweep_study("old.db")
     old.add_trial(
         optuna.trial.create_trial(
             state=optuna.trial.TrialState.WAITING,

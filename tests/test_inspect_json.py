@@ -4,9 +4,11 @@ stored, NaN as null."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import optuna
+import pandas as pd
 from optuna.distributions import FloatDistribution
 from typer.testing import CliRunner
 
@@ -55,12 +57,17 @@ def test_status_json_holds_every_trial_with_the_stored_floats(tmp_path):
     assert doc["best_trial"] == 0
     done, failed = doc["trials"]
     assert done["params"] == {"gamma": GAMMA} and done["params"]["gamma"] == 7.246e-10
-    assert done["final_val_acc"] == ACC  # not rounded
+    assert done["value"] == ACC  # not rounded, under Optuna's name (as export writes it)
+    stored = optuna.load_study(study_name="g", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    start, complete = stored.trials[0].datetime_start, stored.trials[0].datetime_complete
+    assert datetime.fromisoformat(done["datetime_start"]) == start  # ISO 8601
+    assert datetime.fromisoformat(done["datetime_complete"]) == complete
+    assert pd.Timedelta(done["duration"]) == complete - start
     assert done["last_c2i"] == 0.1 + 2 / 3
     assert (done["label"], done["config_id"], done["epochs_done"]) == ("gamma=7.246e-10", "c0", 2)
     assert failed["state"] == "FAIL" and failed["failure"] == "diverged"
     assert failed["fail_reason"] == "NaN loss"
-    assert failed["best_val_acc"] is None and failed["final_val_acc"] is None  # NaN → null
+    assert failed["best_val_acc"] is None and failed["value"] is None  # NaN → null
     assert ": NaN" not in result.output
 
 

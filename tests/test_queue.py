@@ -6,21 +6,24 @@ import optuna
 import pytest
 
 from bopsweep.driver.queue import TrialQueue
+from bopsweep.store import Store
 from bopsweep.studies import TrialConfig, expand, grid_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+BASE = TrialConfig(epochs=2, unbiased=True)
 
 
 @pytest.fixture
 def queue(tmp_path) -> TrialQueue:
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'q.db'}", direction="maximize")
+    """The queue of a bopsweep study (its base configuration stored in the study)."""
+    store = Store(f"sqlite:///{tmp_path / 'q.db'}", create=True)
+    study, _ = store.create(grid_study("g", BASE, {"gamma": [1e-7]}))
     return TrialQueue(study)
 
 
 def planned(values: str = "1e-7,1e-6,1e-5"):
-    base = TrialConfig(epochs=2, unbiased=True)
     axis = [float(v) for v in values.split(",")]
-    return expand(grid_study("g", base, {"gamma": axis}))
+    return expand(grid_study("g", BASE, {"gamma": axis}))
 
 
 def states(queue: TrialQueue) -> list[str]:

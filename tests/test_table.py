@@ -22,6 +22,7 @@ from bopsweep.cli import app
 from bopsweep.defaults import TableFormat, TableMetric
 from bopsweep.stats import Summary, best_arm, compare, compare_to_best, summarize
 from bopsweep.store import Store
+from bopsweep.store.trial_config import study_base
 from bopsweep.studies import StudySpec, TrialConfig, expand, grid_study
 from bopsweep.table import arm_label, build_table, group_arms, render
 from tests.helpers import one_line_error
@@ -191,7 +192,8 @@ def db(tmp_path_factory):
 
 
 def arms_of(db, name):
-    return group_arms(Store.open_readonly(f"sqlite:///{db}").load(name).get_trials())
+    study = Store.open_readonly(f"sqlite:///{db}").load(name)
+    return group_arms(study.get_trials(), study_base(study.user_attrs))
 
 
 def percent(fractions):

@@ -123,13 +123,14 @@ def table(
     from bopsweep.errors import UserError
     from bopsweep.files import atomic_write_text, check_output_file
     from bopsweep.store import Store, database_file, storage_url
+    from bopsweep.store.trial_config import study_base
     from bopsweep.table import build_table, group_arms, render
 
     url = storage_url(storage, database)
     if output is not None:
         check_output_file(output, force, database_file(url))
     optuna_study = Store.open_readonly(url).load(study)
-    arms = group_arms(optuna_study.get_trials(deepcopy=False))
+    arms = group_arms(optuna_study.get_trials(deepcopy=False), study_base(optuna_study.user_attrs))
     if not arms:
         raise UserError(f"study {optuna_study.study_name} has no complete trial yet")
     text = render(build_table(optuna_study.study_name, arms, metric), format)
@@ -149,38 +150,54 @@ def export(
     database: Database = None,
     storage: Storage = None,
     study: StudyName = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")] = Path(
-        "trials.csv"
-    ),
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="File to write; its suffix is the format: .csv, .json, .parquet."
+        ),
+    ] = Path("trials.csv"),
     metrics: Annotated[
         bool, typer.Option("--metrics", help="Write the per-epoch metrics instead of the trials.")
     ] = False,
     steps: Annotated[
         bool, typer.Option("--steps", help="Write the per-logged-step π_t instead of the trials.")
     ] = False,
-    format: Annotated[ExportFormat, typer.Option(help="File format.")] = ExportFormat.CSV,
+    format: Annotated[
+        ExportFormat | None,
+        typer.Option(
+            help="File format, for an output name without one of those suffixes "
+            "(parquet needs pyarrow). (default: the output's suffix)"
+        ),
+    ] = None,
     force: Annotated[
         bool,
         typer.Option("--force", help="Replace an existing output file (never a database)."),
     ] = False,
 ) -> None:
-    """Write a study's trials (or its metrics) to CSV or JSON through pandas."""
+    """Write a study's trials (or its metrics) to CSV, JSON or Parquet, losslessly, in the
+    columns of Optuna's study.trials_dataframe() (number, value, datetime_start,
+    datetime_complete, duration, params_NAME, state) followed by bopsweep's."""
     from bopsweep.errors import UserError
+    from bopsweep.export import check_engine, export_format, write_frame
     from bopsweep.files import check_output_file
-    from bopsweep.report import metrics_frame, trials_frame, write_frame
-    from bopsweep.store import Store, database_file, storage_url
+    from bopsweep.store import database_file, storage_url
 
     if metrics and steps:
         raise UserError("give --metrics or --steps, not both")
     url = storage_url(storage, database)
     check_output_file(output, force, database_file(url))
+    chosen = export_format(output, format)
+    check_engine(chosen)
+    from bopsweep.report import metrics_frame, trials_frame
+    from bopsweep.store import Store
+
     store = Store.open_readonly(url)
     optuna_study = store.load(study)
     if metrics or steps:
         frame = metrics_frame(store, optuna_study, steps=steps)
     else:
-        frame = trials_frame(store, optuna_study).drop(columns=["trial_id"], errors="ignore")
-    write_frame(frame, output, format.value)
+        frame = trials_frame(store, optuna_study)
+    write_frame(frame, output, chosen)
     typer.echo(f"wrote {len(frame)} rows to {output}")
 
 

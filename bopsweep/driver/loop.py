@@ -193,6 +193,7 @@ class Driver:
         """A new trial from the sampler, while the study holds fewer than its total."""
         if self.search is None or self.queue.counted() >= self.search.trials:
             return None
+        from bopsweep.store.trial_config import config_attrs
         from bopsweep.studies import config_id, describe_config
         from bopsweep.studies.search import suggest
 
@@ -203,7 +204,8 @@ class Driver:
             return {
                 "config_id": config_id(config),
                 "label": describe_config(config),
-                "config": config.to_dict(),
+                # against the base the study stores (its trials are rebuilt from that one)
+                **config_attrs(config.to_dict(), self.queue.base),
                 "attempt": 0,
             }
 
@@ -215,13 +217,14 @@ class Driver:
         attrs = trial.user_attrs
         run_dir = self.checkpoint_root / attrs["config_id"]
         run_dir.mkdir(parents=True, exist_ok=True)
-        config = {**attrs["config"], **self.local, "device": slot.device}
+        stored = self.queue.config(trial)
+        config = {**stored, **self.local, "device": slot.device}
         r = Running(
             trial.number,
             trial_id(trial),
             attrs["config_id"],
             attrs.get("label", ""),
-            attrs["config"],
+            stored,
             slot,
             attrs.get("attempt", 0),
             config["epochs"],

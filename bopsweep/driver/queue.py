@@ -1,7 +1,8 @@
 """A study's trials as the driver sees them: a queue in Optuna's storage.
 
 Optuna stores every trial; bopsweep queues a configuration as a WAITING trial whose user
-attributes hold it (``config_id``, ``label``, ``config``, ``attempt``). A driver claims one by
+attributes hold it (``config_id``, ``label``, ``attempt`` and ``config_delta``, what differs
+from the study's base configuration: :mod:`bopsweep.store.trial_config`). A driver claims one by
 moving it to RUNNING (atomic in the storage, so racing drivers never share one), and ends it
 with ``study.tell``. Optuna cannot reopen a finished trial, so a retry is a new WAITING trial
 with the same configuration. Everything the driver asks of Optuna goes through here, and the
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from bopsweep.driver.outcome import describe
 from bopsweep.store.optuna_adapter import storage_of, trial_id
+from bopsweep.store.trial_config import config_attrs, has_config, study_base, trial_config
 
 if TYPE_CHECKING:
     import optuna
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
 
 def configured(trial: FrozenTrial) -> bool:
     """Whether bopsweep gave the trial its configuration (it can run and be re-queued)."""
-    return "config_id" in trial.user_attrs and "config" in trial.user_attrs
+    return "config_id" in trial.user_attrs and has_config(trial.user_attrs)
 
 
 def holds_result_or_is_pending(trial: FrozenTrial) -> bool:
@@ -94,6 +97,17 @@ class TrialQueue:
         self.storage = storage_of(study)
         self._states = optuna.trial.TrialState
 
+    @cached_property
+    def base(self) -> dict[str, Any]:
+        """The study's base configuration, which its trials store their difference from. Read
+        once: only its local settings (data path, device) may change under a running study
+        (another machine's driver), and trials never store those."""
+        return study_base(self.study.user_attrs)
+
+    def config(self, t: FrozenTrial) -> dict[str, Any]:
+        """A configured trial's full configuration."""
+        return trial_config(t.user_attrs, self.base)
+
     def trials(self, *states: str) -> list[FrozenTrial]:
         """The study's trials (in the given states, by name)."""
         wanted = tuple(self._states[s] for s in states) if states else None
@@ -146,6 +160,8 @@ class TrialQueue:
         attempt: int,
         distributions: Any = None,
     ) -> None:
+        """Queue ``config`` (the full configuration) as a WAITING trial; it stores only what
+        differs from the study's base."""
         import optuna
 
         from bopsweep.studies import param_distributions
@@ -157,7 +173,7 @@ class TrialQueue:
             user_attrs={
                 "config_id": config_id,
                 "label": label,
-                "config": config,
+                **config_attrs(config, self.base),
                 "attempt": attempt,
             },
         )
@@ -167,7 +183,7 @@ class TrialQueue:
         """Queue a trial's configuration again, as a new trial (Optuna cannot reopen one)."""
         attrs = t.user_attrs
         self.enqueue(
-            t.params, attrs["config_id"], attrs.get("label", ""), attrs["config"], attempt,
+            t.params, attrs["config_id"], attrs.get("label", ""), self.config(t), attempt,
             t.distributions,
         )  # fmt: skip
 

@@ -48,6 +48,7 @@ class StudyData:
 def load_study_data(store: Store, study: optuna.Study) -> StudyData:
     from bopsweep.store import SPEC_ATTR
     from bopsweep.store.optuna_adapter import trial_id
+    from bopsweep.store.trial_config import has_config, study_base, trial_config
 
     epochs = store.metrics.epochs_frame(study)
     steps = store.metrics.steps_frame(study)
@@ -55,12 +56,12 @@ def load_study_data(store: Store, study: optuna.Study) -> StudyData:
     counts = epochs.groupby("trial_id").size().to_dict() if not epochs.empty else {}
     for t in study.get_trials(deepcopy=False):
         cid = t.user_attrs.get("config_id")
-        if cid is None or "config" not in t.user_attrs:  # never configured (a crash): no curve
+        if cid is None or not has_config(t.user_attrs):  # never configured (a crash): no curve
             continue
         key = (counts.get(trial_id(t), 0), t.number)
         if cid not in by_config or key > by_config[cid][0]:
             by_config[cid] = (key, t)
-    runs = []
+    runs, base = [], study_base(study.user_attrs)
     for (n_epochs, _), t in sorted(by_config.values(), key=lambda kt: kt[1].number):
         if n_epochs == 0:
             continue
@@ -69,7 +70,7 @@ def load_study_data(store: Store, study: optuna.Study) -> StudyData:
             Run(
                 number=t.number,
                 label=t.user_attrs.get("label") or t.user_attrs["config_id"],
-                config=t.user_attrs["config"],
+                config=trial_config(t.user_attrs, base),
                 state=t.state.name,
                 epochs=epochs[epochs["trial_id"] == tid].reset_index(drop=True),
                 steps=(

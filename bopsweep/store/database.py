@@ -2,8 +2,9 @@
 
 One Optuna study per bopsweep study; its user attribute ``bopsweep_spec`` holds the study's
 definition, so ``bopsweep resume`` needs nothing else. Each trial's params are plain values
-(any Optuna tool reads them); its user attributes hold the configuration id, the full
-configuration and, when it ends, its results or the reason it failed. Metric rows: see
+(any Optuna tool reads them); its user attributes hold the configuration id, what its
+configuration changes from the study's base (:mod:`bopsweep.store.trial_config`) and, when it
+ends, its results or the reason it failed. Metric rows: see
 :mod:`bopsweep.store.metrics`.
 
 Commands that only read (``status``, ``studies``, ``plot``, ``export``) open the database

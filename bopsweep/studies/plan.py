@@ -40,7 +40,8 @@ LATER_FIELDS: dict[str, Any] = {"weight_decay": 0.0, "two_step": None}
 # Always shown as Optuna params (when set), so any Optuna tool can read a bopsweep study. The
 # optimizer and its bias correction are one param, ``variant``, named and valued as the Optuna
 # search names it (:func:`~bopsweep.defaults.variant_of`): one factor, not three aliases that
-# would share its importance; the full configuration stays in the trial's user attributes.
+# would share its importance; the full configuration is the study's base with the trial's
+# ``config_delta`` user attribute (:mod:`bopsweep.store.trial_config`).
 CORE_PARAMS = ("variant", "gamma", "sigma", "tau", "norm", "seed")
 FOLDED = ("optimizer", "unbiased")  # shown as ``variant``
 # A numeric axis of positive values spanning at least this factor is log-uniform (γ, σ, τ, lr

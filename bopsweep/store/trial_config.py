@@ -1,0 +1,69 @@
+"""A trial's configuration as a study stores it: the base configuration once, in the study, and
+in each trial only what differs from it.
+
+The study's user attribute ``bopsweep_spec`` holds its definition, whose ``base`` is the base
+:class:`~bopsweep.studies.TrialConfig`. A trial stores, in its user attribute ``config_delta``,
+the settings where its configuration differs from that base (``{"gamma": 1e-09, "seed": 1}``;
+``{}`` at the base point). Storing the whole configuration in every trial, schedules included,
+made Optuna's own tools (``optuna trials``, optuna-dashboard) unreadable.
+
+:func:`trial_config` is the one place a trial's full configuration is rebuilt: the driver's
+dispatch, resume and re-queue, the table and the figures all read it there. Trials stored by
+bopsweep 0.1.0 hold the whole configuration in ``config``; it reads them too, as a difference
+that lists every setting.
+
+The settings that say where a trial runs, not what it computes (device, data path, download:
+:data:`~bopsweep.studies.plan.LOCAL_FIELDS`), are the study's: never stored per trial, always
+the base's. Every machine that runs a trial sets them anyway, and they are not part of a
+configuration's id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+DELTA_ATTR = "config_delta"
+FULL_ATTR = "config"  # bopsweep 0.1.0: the whole configuration in every trial
+
+
+def study_base(study_attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The base configuration of a study (its user attributes), every setting present: a base
+    stored before a setting existed reads with that setting's default, on write and read alike."""
+    from bopsweep.store.database import SPEC_ATTR
+
+    return _complete(study_attrs[SPEC_ATTR]["base"])
+
+
+def config_attrs(config: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
+    """The user attributes that store ``config`` (a full configuration as plain values) in a
+    trial of the study whose base is ``base`` (from :func:`study_base`)."""
+    from bopsweep.studies.plan import LOCAL_FIELDS
+
+    full = _complete(config)
+    delta = {k: v for k, v in full.items() if k not in LOCAL_FIELDS and v != base.get(k)}
+    return {DELTA_ATTR: delta}
+
+
+def has_config(trial_attrs: Mapping[str, Any]) -> bool:
+    """Whether a trial's user attributes hold its configuration (new or old style)."""
+    return DELTA_ATTR in trial_attrs or FULL_ATTR in trial_attrs
+
+
+def trial_config(trial_attrs: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's full configuration as plain values (:meth:`TrialConfig.to_dict` form): the
+    study's ``base`` with the trial's stored difference over it (or, for a trial of bopsweep
+    0.1.0, its stored configuration), the local settings always the base's."""
+    from bopsweep.studies.plan import LOCAL_FIELDS
+
+    stored = trial_attrs[DELTA_ATTR] if DELTA_ATTR in trial_attrs else trial_attrs[FULL_ATTR]
+    own = {k: v for k, v in stored.items() if k not in LOCAL_FIELDS}
+    return _complete({**base, **own})
+
+
+def _complete(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain values with every setting of the current :class:`TrialConfig` (defaults filled),
+    types checked as a study file's are."""
+    from bopsweep.studies.config import TrialConfig
+
+    return TrialConfig.from_dict(dict(config), "a stored configuration").to_dict()
