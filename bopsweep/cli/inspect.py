@@ -163,8 +163,17 @@ def export(
         bool,
         typer.Option("--force", help="Replace an existing output file (never a database)."),
     ] = False,
+    tensorboard: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Write TensorBoard runs instead of a file: one per trial, in DIR/STUDY/ "
+            "(--force replaces an earlier export there). View: tensorboard --logdir DIR",
+        ),
+    ] = None,
 ) -> None:
-    """Write a study's trials (or its metrics) to CSV or JSON through pandas."""
+    """Write a study's trials (or its metrics) to CSV or JSON through pandas, or its trials'
+    curves and hyperparameters as TensorBoard runs (--tensorboard)."""
     from bopsweep.errors import UserError
     from bopsweep.files import check_output_file
     from bopsweep.report import metrics_frame, trials_frame, write_frame
@@ -173,6 +182,15 @@ def export(
     if metrics and steps:
         raise UserError("give --metrics or --steps, not both")
     url = storage_url(storage, database)
+    if tensorboard is not None:
+        from bopsweep.tensorboard import export_study
+
+        store = Store.open_readonly(url)
+        folder, runs = export_study(store, store.load(study), tensorboard, force)
+        typer.echo(
+            f"wrote {runs} TensorBoard runs to {folder}/ (tensorboard --logdir {tensorboard})"
+        )
+        return
     check_output_file(output, force, database_file(url))
     store = Store.open_readonly(url)
     optuna_study = store.load(study)
