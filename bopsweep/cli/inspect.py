@@ -173,23 +173,42 @@ def export(
         bool,
         typer.Option("--force", help="Replace an existing output file (never a database)."),
     ] = False,
+    tensorboard: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Write TensorBoard runs instead of a file: one per trial, in DIR/STUDY/ "
+            "(--force replaces an earlier export there). View: tensorboard --logdir DIR",
+        ),
+    ] = None,
 ) -> None:
     """Write a study's trials (or its metrics) to CSV, JSON or Parquet, losslessly, in the
     columns of Optuna's study.trials_dataframe() (number, value, datetime_start,
-    datetime_complete, duration, params_NAME, state) followed by bopsweep's."""
+    datetime_complete, duration, params_NAME, state) followed by bopsweep's; or its trials'
+    curves and hyperparameters as TensorBoard runs (--tensorboard)."""
     from bopsweep.errors import UserError
     from bopsweep.export import check_engine, export_format, write_frame
     from bopsweep.files import check_output_file
-    from bopsweep.store import database_file, storage_url
+    from bopsweep.store import Store, database_file, storage_url
 
     if metrics and steps:
         raise UserError("give --metrics or --steps, not both")
     url = storage_url(storage, database)
+    if tensorboard is not None:
+        from bopsweep.tensorboard import export_study
+
+        if metrics or steps:
+            raise UserError("--tensorboard writes every trial's curves; drop --metrics/--steps")
+        store = Store.open_readonly(url)
+        folder, runs = export_study(store, store.load(study), tensorboard, force)
+        typer.echo(
+            f"wrote {runs} TensorBoard runs to {folder}/ (tensorboard --logdir {tensorboard})"
+        )
+        return
     check_output_file(output, force, database_file(url))
     chosen = export_format(output, format)
     check_engine(chosen)
     from bopsweep.report import metrics_frame, trials_frame
-    from bopsweep.store import Store
 
     store = Store.open_readonly(url)
     optuna_study = store.load(study)

@@ -194,6 +194,14 @@ class Placement:
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Plain log lines instead of the live table.")
     ] = False
+    tensorboard: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Also write each trial's curves and hyperparameters as a TensorBoard run, "
+            "DIR/STUDY/NUMBER-LABEL, epoch by epoch (view: tensorboard --logdir DIR).",
+        ),
+    ] = None
 
     def dispatch_options(
         self, storage: str, device: str, data_dir: Path | None, **more: Any
@@ -214,6 +222,7 @@ class Placement:
             max_trials=self.max_trials,
             heartbeat_interval=self.heartbeat_interval,
             grace_period=self.grace_period,
+            tensorboard=self.tensorboard,
             **more,
         )
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -43,6 +44,14 @@ def train(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Plain lines, one per epoch.")
     ] = False,
+    tensorboard: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Also write a TensorBoard run, DIR/NAME (NAME: the output folder's), epoch "
+            "by epoch; give it again with --resume to continue that run.",
+        ),
+    ] = None,
     *,
     trial: TrialOptions,
 ) -> None:
@@ -69,22 +78,37 @@ def train(
         config = TrialConfig.from_dict(values, "the command line")
         out_dir = out or Path("runs") / datetime.now().strftime("train-%Y%m%d-%H%M%S")
     config = config.resolved()  # validate before importing torch
+    board = None
+    if tensorboard is not None:
+        from bopsweep.tensorboard import TrainBoard, check_logdir
+
+        check_logdir(tensorboard)
+        board = TrainBoard(tensorboard, out_dir, config, resume is not None, _warn)
+        board.check()
 
     from bopsweep.display import TrainDisplay
     from bopsweep.train import TrialDiverged, run_trial
 
     with TrainDisplay(quiet=quiet or not sys.stderr.isatty()) as display:
+        on_epoch = display.epoch
+        if board is not None:
+            on_epoch = _both(display.epoch, board.epoch)
         try:
             summary = run_trial(
                 config,
                 out_dir,
                 resume=resume is not None,
                 on_progress=display.progress,
-                on_epoch=display.epoch,
+                on_epoch=on_epoch,
+                on_resume=board.resumed if board is not None else None,
             )
         except TrialDiverged as e:
+            if board is not None:
+                board.end("FAIL")
             raise fail(f"trial stopped: {e}", code=1) from None
         except OSError as e:  # a full disk, a folder gone: the epochs before it are saved
+            if board is not None:
+                board.end(None)
             display.close()
             raise fail(
                 f"cannot write the run ({e.strerror or e}); the epochs up to its last "
@@ -92,6 +116,8 @@ def train(
                 code=1,
             ) from None
         except KeyboardInterrupt:
+            if board is not None:
+                board.end(None)
             display.close()
             typer.echo(
                 f"interrupted; finished epochs are saved. Continue with: "
@@ -99,8 +125,23 @@ def train(
                 err=True,
             )
             raise typer.Exit(130) from None
+    if board is not None:
+        board.end("COMPLETE")
     typer.echo(
         f"done: final val_acc {summary.get('final_val_acc', float('nan')):.4f}, "
         f"best {summary.get('best_val_acc', float('nan')):.4f} "
         f"(epoch {summary.get('best_epoch')}), {summary['seconds']:.1f} s; results in {out_dir}"
     )
+
+
+def _both(first: Callable[..., Any], second: Callable[..., Any]) -> Callable[..., None]:
+    def call(*args: Any) -> None:
+        first(*args)
+        second(*args)
+
+    return call
+
+
+def _warn(text: str) -> None:
+    """A problem that does not stop the run (e.g. TensorBoard files that cannot be written)."""
+    typer.echo(f"bopsweep: warning: {text}", err=True)

@@ -64,12 +64,18 @@ class Driver:
         display: Any = None,
         search: Search | None = None,
         heartbeat_interval: float | None = None,
+        tensorboard: Path | None = None,
     ) -> None:
         import optuna
 
         self.store, self.slots, self.display, self.search = store, slots, display, search
         self.queue = TrialQueue(study)
-        self.recorder = Recorder(store, self.queue, max_retries, self._event, self._note)
+        board = None
+        if tensorboard is not None:  # the trials' TensorBoard runs, in this folder
+            from bopsweep.tensorboard import StudyBoard
+
+            board = StudyBoard(tensorboard, self._note)
+        self.recorder = Recorder(store, self.queue, max_retries, self._event, self._note, board)
         self.checkpoint_root = Path(checkpoint_root)
         self.local = local or {}
         self.heartbeat_interval = heartbeat_interval
@@ -95,6 +101,8 @@ class Driver:
         finally:  # the process as it was: a later run (or a child it starts) gets Ctrl-C again
             sys.unraisablehook = previous_hook
             signal.signal(signal.SIGINT, previous_sigint)
+            if self.recorder.board is not None:
+                self.recorder.board.close()
 
     def _unraisable(self, info: Any) -> None:
         """A Ctrl-C that arrives while Python runs a finalizer (a weakref callback, a

@@ -22,16 +22,24 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from bopsweep.store import Store
+    from bopsweep.tensorboard import StudyBoard
 
 Emit = Callable[[str, Running, str], None]
 
 
 class Recorder:
     def __init__(
-        self, store: Store, queue: TrialQueue, max_retries: int, emit: Emit, note: Any
+        self,
+        store: Store,
+        queue: TrialQueue,
+        max_retries: int,
+        emit: Emit,
+        note: Any,
+        board: StudyBoard | None = None,
     ) -> None:
         self.store, self.queue, self.max_retries = store, queue, max_retries
         self.emit, self.note = emit, note
+        self.board = board  # TensorBoard runs of the trials (--tensorboard); never raises
         self.study_id = study_id(queue.study)
         self.counts = {"done": 0, "failed": 0, "pruned": 0}
 
@@ -43,6 +51,8 @@ class Recorder:
         self.store.metrics.write(self.study_id, r.trial_id, r.pending_rows, r.pending_steps)
         for row in r.pending_rows:
             self.queue.report(r.trial_id, row["epoch"], row["val_acc"])
+        if self.board is not None:  # skips the epochs it has, should these rows come again
+            self.board.epochs(r.trial_id, r.number, r.label, r.config_id, r.config, r.pending_rows)
         r.pending_rows, r.pending_steps = [], {}
 
     def finish(self, r: Running) -> None:
@@ -73,6 +83,8 @@ class Recorder:
         self.queue.set_attrs(r.trial_id, attrs)
         if self.queue.tell(r.trial_id, ending.state, ending.value) and ending.retry:
             self.queue.requeue(self.queue.trial(r.trial_id), r.attempt + 1)
+        if self.board is not None:
+            self.board.end(r.trial_id, ending.state)
         if ending.state == "COMPLETE":
             self.counts["done"] += 1
         elif ending.state == "PRUNED":
@@ -110,4 +122,6 @@ class Recorder:
         )
         if self.queue.tell(r.trial_id, "FAIL"):
             self.queue.requeue(self.queue.trial(r.trial_id), r.attempt)
+        if self.board is not None:
+            self.board.end(r.trial_id, "FAIL")
         self.emit("interrupted", r, "")

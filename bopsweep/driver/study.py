@@ -46,6 +46,7 @@ class DispatchOptions:
     grace_period: int = d.GRACE_PERIOD
     queue_only: bool = False
     max_trials: int = d.MAX_TRIALS
+    tensorboard: Path | None = None  # a TensorBoard run per trial in TENSORBOARD/STUDY/
 
     def check(self) -> None:
         """Every option valid, before anything is created or changed."""
@@ -59,6 +60,10 @@ class DispatchOptions:
                 f"(got {self.heartbeat_interval} and {self.grace_period})"
             )
         check_device(self.device)
+        if self.tensorboard is not None:
+            from bopsweep.tensorboard import check_logdir
+
+            check_logdir(self.tensorboard)
 
 
 def run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], Any] = print) -> int:
@@ -116,6 +121,7 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
             display,
             search,
             heartbeat_interval=options.heartbeat_interval if shared else None,
+            tensorboard=_tensorboard_root(options.tensorboard, spec.name),
         )
         recovered = 0 if shared else driver.queue.recover_stale()
         added = driver.queue.enqueue_missing(planned)
@@ -224,6 +230,15 @@ def _signals_deferred() -> Iterator[None]:
             signal.signal(s, handler)
     if received:
         raise KeyboardInterrupt
+
+
+def _tensorboard_root(logdir: Path | None, study: str) -> Path | None:
+    """Where the study's TensorBoard runs go: ``logdir/STUDY``, if asked for."""
+    if logdir is None:
+        return None
+    from bopsweep.tensorboard import folder_name
+
+    return Path(logdir) / folder_name(study)
 
 
 def _path(value: str | None) -> Path | None:

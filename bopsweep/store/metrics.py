@@ -123,6 +123,14 @@ class MetricTables:
                 last[trial_id] = (epoch, data)
         return {t: (n, json.loads(last[t][1])) for t, n in counts.items()}
 
+    def epoch_rows(self, study: optuna.Study) -> dict[int, list[dict[str, Any]]]:
+        """Per trial id, its per-epoch rows as stored (plain values, by epoch): for writers
+        that need each row's own keys, not a frame's union of columns."""
+        rows: dict[int, list[tuple[int, str]]] = {}
+        for trial_id, epoch, data in self._rows(self.epochs, study):
+            rows.setdefault(trial_id, []).append((epoch, data))
+        return {t: [json.loads(data) for _, data in sorted(r)] for t, r in rows.items()}
+
     def epochs_frame(self, study: optuna.Study) -> pd.DataFrame:
         """Per-epoch metrics of a study: one row per (trial, epoch)."""
         return self._frame(self.epochs, study, lambda data: [json.loads(data)])

@@ -1,0 +1,552 @@
+"""TensorBoard event files of bopsweep's trials: one TensorBoard run per trial.
+
+Written by ``bopsweep train --tensorboard DIR`` (live, as epochs finish), by every study command
+with ``--tensorboard DIR`` (live, from the driver, which alone sees every trial's epochs) and by
+``bopsweep export --tensorboard DIR`` (afterwards, from the database). ``tensorboard --logdir
+DIR`` then shows them side by side::
+
+    DIR/STUDY/NUMBER-LABEL/   one run per trial of a study: its Optuna number and label
+    DIR/RUN/                  one run per ``bopsweep train``: the name of its --out folder
+
+A run holds, at step = the epoch (1-based, as bopsweep counts), the scalars of the trial's
+metric rows (as 32-bit floats, TensorBoard's scalars: its fast loader drops 64-bit ones):
+
+    accuracy/train, accuracy/val, loss/train, loss/val  the epoch's training and validation
+    accuracy/val_best                   the best validation accuracy so far
+    pi/network, pi/LAYER                π_t of the epoch, network-wide and per layer
+    c2i/network, c2i/LAYER              the C2I ratio after the epoch (if the rows have it)
+    hyperparameters/gamma, …sigma, …tau, …lr   the values in force (those the trial uses)
+
+and, for TensorBoard's HParams tab, the hparams plugin's three summaries: the experiment (every
+hyperparameter name and type, and the metrics ``accuracy/val`` as the final and
+``accuracy/val_best`` as the best validation accuracy: the HParams tab reads a metric's last
+value), the session start (this trial's hyperparameters: its configuration as
+:func:`trial_hparams` flattens it) and, once the trial has ended, the session end with its
+status (COMPLETE: success, FAIL: failure, PRUNED: unknown, since TensorBoard has no "pruned").
+The experiment summary is the same in every run (TensorBoard reads the first it finds), so
+every trial of every study can be compared in one HParams table.
+
+A trial appears from its first finished epoch. A study's retried trial is a new Optuna trial, so
+a new run, which holds its whole curve (the epochs it continued from included); the earlier
+attempt's run keeps its epochs and ends as a failure. ``train --resume`` continues its run,
+writing only the epochs it does not hold yet.
+
+The sinks for live training (:class:`TrainBoard`, :class:`StudyBoard`) never fail a trial: the
+first error writing TensorBoard files is said once, and writing stops (``bopsweep export
+--tensorboard`` writes the runs again from the database later).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bopsweep.errors import UserError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from bopsweep.store import Store
+    from bopsweep.studies.config import TrialConfig
+
+# metric row key → scalar tag; pi_LAYER and c2i_LAYER go to pi/LAYER and c2i/LAYER
+ROW_TAGS = {
+    "train_acc": "accuracy/train",
+    "val_acc": "accuracy/val",
+    "train_loss": "loss/train",
+    "val_loss": "loss/val",
+    "pi": "pi/network",
+    "c2i": "c2i/network",
+    "gamma": "hyperparameters/gamma",
+    "sigma": "hyperparameters/sigma",
+    "tau": "hyperparameters/tau",
+    "lr": "hyperparameters/lr",
+}
+LAYER_PREFIXES = ("pi_", "c2i_")
+BEST_TAG = "accuracy/val_best"
+# the HParams tab's metrics: tag → display name (it shows each tag's last value)
+HPARAMS_METRICS = {"accuracy/val": "final val acc", BEST_TAG: "best val acc"}
+# a trial's Optuna state → the hparams plugin's session status (no "pruned" there)
+STATUS = {"COMPLETE": "STATUS_SUCCESS", "FAIL": "STATUS_FAILURE", "PRUNED": "STATUS_UNKNOWN"}
+EVENT_FILES = "events.out.tfevents.*"
+MAX_NAME = 100  # characters of a run's folder name
+
+
+# --- names and checks -------------------------------------------------------------------------
+def check_logdir(path: Path) -> None:
+    """``--tensorboard DIR`` must be a folder that exists or can be made, and be writable: checked
+    before anything is trained or written, so bad input creates nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--tensorboard {path} is a file; give a folder (new or existing)")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot write TensorBoard runs to {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write TensorBoard runs to {path}: {existing} is not writable")
+
+
+def folder_name(text: str) -> str:
+    """``text`` as one readable folder name: runs of characters other than letters, digits and
+    ``. = + -`` become ``_`` (no ``/``, no spaces), at most :data:`MAX_NAME` characters."""
+    name = re.sub(r"[^\w.=+-]+", "_", text).strip("_").lstrip(".")[:MAX_NAME]
+    return name or "_"
+
+
+def trial_run_name(number: int, label: str | None, config_id: str | None) -> str:
+    """``NUMBER-LABEL`` (the label, or the configuration id when there is none): unique within
+    a study by its number, readable by its label."""
+    return f"{number}-{folder_name(label or config_id or 'trial')}"
+
+
+def holds_events(folder: Path) -> bool:
+    return Path(folder).is_dir() and any(Path(folder).glob(EVENT_FILES))
+
+
+# --- hyperparameters --------------------------------------------------------------------------
+def trial_hparams(config: TrialConfig) -> dict[str, bool | float | str | None]:
+    """A trial's hyperparameters for the HParams tab: its configuration, flattened.
+
+    The optimizer and its bias correction as one ``variant`` (as in Optuna searches); γ, σ, τ
+    with the optimizer's defaults filled in; each schedulable name's schedule as
+    ``NAME_schedule`` (``constant``, or e.g. ``exponential(rate=0.1, every=100)``); every other
+    field of :class:`~bopsweep.studies.TrialConfig` but where the trial ran (device, data
+    folder). ``None``: not used by this trial (e.g. σ of Bop), left blank in TensorBoard. Every
+    trial has the same names, so one experiment summary fits them all.
+    """
+    from bopsweep.defaults import OPTIMIZER_DEFAULTS, variant_of
+    from bopsweep.schedules import SCHEDULABLE
+
+    values: dict[str, Any] = {"variant": variant_of(config.optimizer, config.unbiased)}
+    defaults = OPTIMIZER_DEFAULTS.get(config.optimizer, {})
+    for f in fields(config):
+        if f.name in _NOT_HPARAMS:
+            continue
+        value = getattr(config, f.name)
+        values[f.name] = defaults.get(f.name) if value is None else value
+    for name in SCHEDULABLE:
+        values[f"{name}_schedule"] = _schedule_text(config.schedules.get(name))
+    return values
+
+
+def _hparam_types() -> dict[str, str]:
+    """Each name of :func:`trial_hparams` → the hparams plugin's data type (numbers are
+    FLOAT64 there, integers included)."""
+    from typing import get_type_hints
+
+    from bopsweep.schedules import SCHEDULABLE
+    from bopsweep.studies.config import TrialConfig
+
+    hints = get_type_hints(TrialConfig)
+    types = {"variant": "DATA_TYPE_STRING"}
+    for f in fields(TrialConfig):
+        if f.name not in _NOT_HPARAMS:
+            hint = hints[f.name]
+            types[f.name] = (
+                "DATA_TYPE_BOOL"
+                if hint is bool
+                else "DATA_TYPE_STRING"
+                if hint is str
+                else "DATA_TYPE_FLOAT64"
+            )
+    types.update({f"{name}_schedule": "DATA_TYPE_STRING" for name in SCHEDULABLE})
+    return types
+
+
+_NOT_HPARAMS = ("optimizer", "unbiased", "schedules", "device", "data_dir", "download")
+
+
+def _schedule_text(schedule: Any) -> str:
+    """``constant``, or ``KIND(key=value, ...)`` with the keys that differ from the defaults."""
+    if schedule is None:
+        return "constant"
+    from bopsweep.schedules import Schedule
+
+    default = asdict(Schedule())
+    keys = [k for k, v in asdict(schedule).items() if k != "kind" and v != default[k]]
+    shown = ", ".join(f"{k}={_number(getattr(schedule, k))}" for k in keys)
+    return f"{schedule.kind}({shown})"
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# --- the hparams plugin's summaries -----------------------------------------------------------
+def _hparams_summary(tag: str, **data: Any) -> Any:
+    """One Summary of the hparams plugin: ``data`` is a field of ``HParamsPluginData``.
+
+    Built from TensorBoard's protos directly rather than with
+    ``torch.utils.tensorboard.summary.hparams``, which types booleans as numbers and always
+    ends a session as a success.
+    """
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.plugins.hparams import metadata
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    content = HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **data)
+    plugin = SummaryMetadata.PluginData(
+        plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString()
+    )
+    return Summary(value=[Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin))])
+
+
+def _experiment_summary() -> Any:
+    from tensorboard.plugins.hparams import api_pb2, metadata
+
+    infos = [
+        api_pb2.HParamInfo(name=name, type=api_pb2.DataType.Value(kind))
+        for name, kind in _hparam_types().items()
+    ]
+    metrics = [
+        api_pb2.MetricInfo(
+            name=api_pb2.MetricName(tag=tag),
+            display_name=name,
+            dataset_type=api_pb2.DatasetType.DATASET_VALIDATION,
+        )
+        for tag, name in HPARAMS_METRICS.items()
+    ]
+    experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics)
+    return _hparams_summary(metadata.EXPERIMENT_TAG, experiment=experiment)
+
+
+def _session_start_summary(hparams: dict[str, Any], walltime: float) -> Any:
+    from tensorboard.plugins.hparams import metadata
+    from tensorboard.plugins.hparams.plugin_data_pb2 import SessionStartInfo
+
+    start = SessionStartInfo(start_time_secs=walltime)
+    for name, value in hparams.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):  # before numbers: a bool is an int
+            start.hparams[name].bool_value = value
+        elif isinstance(value, (int, float)):
+            start.hparams[name].number_value = value
+        else:
+            start.hparams[name].string_value = str(value)
+    return _hparams_summary(metadata.SESSION_START_INFO_TAG, session_start_info=start)
+
+
+def _session_end_summary(state: str, walltime: float) -> Any:
+    from tensorboard.plugins.hparams import api_pb2, metadata
+    from tensorboard.plugins.hparams.plugin_data_pb2 import SessionEndInfo
+
+    status = api_pb2.Status.Value(STATUS[state])
+    end = SessionEndInfo(status=status, end_time_secs=walltime)
+    return _hparams_summary(metadata.SESSION_END_INFO_TAG, session_end_info=end)
+
+
+def row_scalars(row: dict[str, Any]) -> dict[str, float]:
+    """The scalar tags of one metric row (values left out where the row has none)."""
+    out: dict[str, float] = {}
+    for key, value in row.items():
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if key in ROW_TAGS:
+            out[ROW_TAGS[key]] = float(value)
+        else:
+            prefix = next((p for p in LAYER_PREFIXES if key.startswith(p)), None)
+            if prefix is not None:
+                out[f"{prefix[:-1]}/{key[len(prefix) :]}"] = float(value)
+    return out
+
+
+# --- one run ----------------------------------------------------------------------------------
+class TrialRun:
+    """The TensorBoard run of one trial, in ``folder``.
+
+    :meth:`epochs` takes metric rows from epoch 1 on, in any number of calls, and writes those
+    the run does not hold yet (so a caller may hand rows again). The folder is made at the
+    first write.
+    """
+
+    def __init__(self, folder: Path, hparams: dict[str, Any]) -> None:
+        self.folder, self.hparams = Path(folder), hparams
+        self.written = 0  # the last epoch the run holds
+        self.best = -math.inf
+        self.started = self.ended = False
+        self._purge: int | None = None
+        self._writer: Any = None
+
+    def resume(self, epoch: int) -> None:
+        """Continue the run already in the folder after ``epoch`` (a resumed training's last
+        checkpoint). Epochs the run holds up to there are kept, and not written again; any it
+        holds past there (from a run that went further than its checkpoint) are purged, as
+        TensorBoard's readers purge a run's steps from a restart on."""
+        held, self.started, self.ended = _scan(self.folder)
+        self.written = min(held, epoch)
+        if held > epoch:
+            self._purge, self.ended = epoch + 1, False
+
+    def epochs(self, rows: Iterable[dict[str, Any]], walltime: float | None = None) -> None:
+        """Write the scalars of the rows past :attr:`written` (and the session start, first)."""
+        for row in sorted(rows, key=lambda r: r["epoch"]):
+            epoch = int(row["epoch"])
+            val = row.get("val_acc")
+            if isinstance(val, (int, float)) and not math.isnan(val):
+                self.best = max(self.best, float(val))
+            if epoch <= self.written:
+                continue
+            writer = self._open(walltime)
+            for tag, value in row_scalars(row).items():
+                _add_scalar(writer, tag, value, epoch, walltime)
+            # always, and last: the mark of an epoch written whole (see _scan)
+            best = self.best if self.best > -math.inf else math.nan
+            _add_scalar(writer, BEST_TAG, best, epoch, walltime)
+            self.written = epoch
+        if self._writer is not None:
+            self._writer.flush()  # visible to a TensorBoard that watches, errors raised here
+
+    def end(self, state: str, walltime: float | None = None) -> None:
+        """The session end with the trial's final state (COMPLETE, FAIL or PRUNED); once."""
+        if self.ended or state not in STATUS:
+            return
+        import time
+
+        writer = self._open(walltime)
+        when = time.time() if walltime is None else walltime
+        writer.file_writer.add_summary(_session_end_summary(state, when), self.written, when)
+        writer.flush()
+        self.ended = True
+
+    def close(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()
+
+    def _open(self, walltime: float | None) -> Any:
+        if self._writer is None:
+            import time
+
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.folder), purge_step=self._purge)
+            when = time.time() if walltime is None else walltime
+            if not self.started:
+                file_writer = self._writer.file_writer
+                file_writer.add_summary(_experiment_summary(), 0, when)
+                file_writer.add_summary(_session_start_summary(self.hparams, when), 0, when)
+                self.started = True
+        return self._writer
+
+
+def _add_scalar(writer: Any, tag: str, value: float, step: int, walltime: float | None) -> None:
+    # the classic simple_value (float32): every reader takes it; TensorBoard's Rust loader
+    # (its default) shows no float64 scalars
+    writer.add_scalar(tag, value, step, walltime)
+
+
+def _scan(folder: Path) -> tuple[int, bool, bool]:
+    """(the last epoch, whether a session start and a session end are there) of the run in
+    ``folder``, read with TensorBoard's own loader. An epoch counts once its last scalar
+    (:data:`BEST_TAG`) is there: a writer cut short leaves a prefix of its events."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import metadata
+
+    last, started, ended = 0, False, False
+    for path in sorted(Path(folder).glob(EVENT_FILES)):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.tag == BEST_TAG:
+                    last = max(last, event.step)
+                started |= value.tag == metadata.SESSION_START_INFO_TAG
+                ended |= value.tag == metadata.SESSION_END_INFO_TAG
+    return last, started, ended
+
+
+# --- live sinks: never fail the training ------------------------------------------------------
+class _Guard:
+    """Runs TensorBoard writes; the first error is said once through ``note`` and ends them."""
+
+    def __init__(self, note: Callable[[str], Any]) -> None:
+        self.note, self.broken = note, False
+
+    @contextlib.contextmanager
+    def writing(self, where: Path) -> Iterator[bool]:
+        if self.broken:
+            yield False
+            return
+        try:
+            yield True
+        except Exception as e:  # any failure (disk, permissions, protobuf): not the trial's
+            self.broken = True
+            self.note(
+                f"cannot write TensorBoard files in {where} ({type(e).__name__}: {e}); training "
+                "goes on without them (bopsweep export --tensorboard writes them from the "
+                "database later)"
+            )
+
+
+class TrainBoard:
+    """The TensorBoard run of ``bopsweep train``: ``logdir/NAME``, NAME the run folder's."""
+
+    def __init__(
+        self,
+        logdir: Path,
+        run_dir: Path,
+        config: TrialConfig,
+        resume: bool,
+        note: Callable[[str], Any],
+    ) -> None:
+        folder = Path(logdir) / folder_name(Path(run_dir).resolve().name)
+        self.run = TrialRun(folder, trial_hparams(config))
+        self.resuming = resume
+        self.guard = _Guard(note)
+
+    def check(self) -> None:
+        """A new run must not land in a TensorBoard run that holds another one's epochs."""
+        if not self.resuming and holds_events(self.run.folder):
+            raise UserError(
+                f"{self.run.folder} already holds a TensorBoard run; choose another "
+                "--tensorboard folder (or --out name), or remove it"
+            )
+
+    def resumed(self, rows: list[dict[str, Any]], _steps: list[dict[str, Any]]) -> None:
+        """``run_trial``'s ``on_resume``: continue the run after the checkpoint's epoch, writing
+        the epochs before it that the run lacks."""
+        with self.guard.writing(self.run.folder) as ok:
+            if ok:
+                self.run.resume(max((int(r["epoch"]) for r in rows), default=0))
+                self.run.epochs(rows)
+
+    def epoch(self, row: dict[str, Any], _steps: list[dict[str, Any]]) -> None:
+        with self.guard.writing(self.run.folder) as ok:
+            if ok:
+                self.run.epochs([row])
+
+    def end(self, state: str | None) -> None:
+        """``state``: COMPLETE or FAIL (diverged); None: interrupted, to be resumed."""
+        with self.guard.writing(self.run.folder) as ok:
+            if ok and state is not None and self.run.written:
+                self.run.end(state)
+        with contextlib.suppress(Exception):
+            self.run.close()
+
+
+class StudyBoard:
+    """The TensorBoard runs of a study's trials as the driver records them: ``root`` is
+    ``DIR/STUDY``; one run per trial, made at its first epoch."""
+
+    def __init__(self, root: Path, note: Callable[[str], Any]) -> None:
+        self.root = Path(root)
+        self.runs: dict[int, TrialRun] = {}  # by trial id
+        self.guard = _Guard(note)
+
+    def epochs(
+        self,
+        trial_id: int,
+        number: int,
+        label: str,
+        config_id: str,
+        config: dict[str, Any],
+        rows: list[dict[str, Any]],
+    ) -> None:
+        """A trial's newly recorded rows (rows handed again are not written twice)."""
+        with self.guard.writing(self.root) as ok:
+            if not ok or not rows:
+                return
+            run = self.runs.get(trial_id)
+            if run is None:
+                from bopsweep.studies.config import TrialConfig
+
+                folder = self.root / trial_run_name(number, label, config_id)
+                # trial numbers are never reused in a study: events here are of a study of the
+                # same name deleted since, which this trial replaces
+                for stale in folder.glob(EVENT_FILES):
+                    stale.unlink()
+                run = TrialRun(folder, trial_hparams(TrialConfig.from_dict(config)))
+                self.runs[trial_id] = run
+            run.epochs(rows)
+
+    def end(self, trial_id: int, state: str) -> None:
+        """The trial ended: COMPLETE, PRUNED or FAIL (crashed, interrupted: its retry, if any,
+        is a new trial and a new run)."""
+        run = self.runs.pop(trial_id, None)
+        if run is None:
+            return
+        with self.guard.writing(self.root) as ok:
+            if ok:
+                run.end(state)
+        with contextlib.suppress(Exception):
+            run.close()
+
+    def close(self) -> None:
+        for run in self.runs.values():
+            with contextlib.suppress(Exception):
+                run.close()
+        self.runs.clear()
+
+
+# --- export -----------------------------------------------------------------------------------
+def export_study(store: Store, study: optuna.Study, logdir: Path, force: bool) -> tuple[Path, int]:
+    """Write a study's trials as TensorBoard runs under ``logdir/STUDY`` (the folder and the
+    number of runs). An existing ``logdir/STUDY`` is refused without ``force``; with it, it is
+    replaced whole: the runs are written to a temporary folder beside it, which then takes its
+    place by two renames, so a TensorBoard that watches never reads a mix of both exports."""
+    from bopsweep.store.optuna_adapter import trial_id
+    from bopsweep.studies.config import TrialConfig
+
+    check_logdir(logdir)
+    target = Path(logdir) / folder_name(study.study_name)
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{target} is a file; remove it or choose another --tensorboard folder")
+    if target.exists() and not force:
+        raise UserError(f"{target} exists (an earlier export?); pass --force to replace it")
+    rows = store.metrics.epoch_rows(study)
+    trials = [t for t in study.get_trials(deepcopy=False) if rows.get(trial_id(t))]
+    configs = {t.number: TrialConfig.from_dict(t.user_attrs.get("config", {})) for t in trials}
+    Path(logdir).mkdir(parents=True, exist_ok=True)
+    work = _new_folder(Path(logdir), f".{target.name}.tmp")
+    try:
+        for t in trials:
+            attrs = t.user_attrs
+            run = TrialRun(
+                work / trial_run_name(t.number, attrs.get("label"), attrs.get("config_id")),
+                trial_hparams(configs[t.number]),
+            )
+            # the database keeps no time per epoch: the trial's end (or start) stands for it
+            when = t.datetime_complete or t.datetime_start
+            walltime = when.timestamp() if when is not None else None
+            try:
+                run.epochs(rows[trial_id(t)], walltime)
+                run.end(t.state.name, walltime)
+            finally:
+                run.close()
+        _replace_folder(work, target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return target, len(trials)
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """``new`` takes ``target``'s place; the old ``target`` (if any) is removed after."""
+    old = None
+    if target.exists():
+        old = _new_folder(target.parent, f".{target.name}.old")
+        os.replace(target, old / target.name)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _new_folder(parent: Path, prefix: str) -> Path:
+    """A new folder of a unique name in ``parent``, with the permissions of a plain mkdir
+    (``tempfile.mkdtemp``'s 0700 would hide the runs from the group)."""
+    while True:
+        folder = parent / f"{prefix}-{uuid.uuid4().hex[:12]}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
