@@ -194,6 +194,14 @@ class Placement:
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Plain log lines instead of the live table.")
     ] = False
+    cold_starts: Annotated[
+        bool,
+        typer.Option(
+            "--cold-starts",
+            help="Start every trial process from scratch instead of forking it from a process "
+            "per slot that has imported torch and loaded the data (warm starts, Linux).",
+        ),
+    ] = not d.WARM_STARTS
 
     def dispatch_options(
         self, storage: str, device: str, data_dir: Path | None, **more: Any
@@ -214,6 +222,7 @@ class Placement:
             max_trials=self.max_trials,
             heartbeat_interval=self.heartbeat_interval,
             grace_period=self.grace_period,
+            warm_starts=not self.cold_starts,
             **more,
         )
 

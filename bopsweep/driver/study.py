@@ -46,6 +46,7 @@ class DispatchOptions:
     grace_period: int = d.GRACE_PERIOD
     queue_only: bool = False
     max_trials: int = d.MAX_TRIALS
+    warm_starts: bool = d.WARM_STARTS
 
     def check(self) -> None:
         """Every option valid, before anything is created or changed."""
@@ -116,6 +117,7 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
             display,
             search,
             heartbeat_interval=options.heartbeat_interval if shared else None,
+            warm_starts=options.warm_starts,
         )
         recovered = 0 if shared else driver.queue.recover_stale()
         added = driver.queue.enqueue_missing(planned)
