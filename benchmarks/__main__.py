@@ -15,7 +15,16 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import cli_startup, data_epoch, dispatch, optimizer_step, plots, search, train_step
+from benchmarks import (
+    cli_startup,
+    data_epoch,
+    dispatch,
+    optimizer_step,
+    plots,
+    search,
+    train_step,
+    warm_start,
+)
 
 
 def main() -> None:
@@ -40,6 +49,9 @@ def main() -> None:
             n=500 if q else 50_000, device=dev, rounds=1 if q else 5
         ),
         "dispatch": lambda: dispatch.run(n_trials=2 if q else 8, epochs=1 if q else 3),
+        "warm_start": lambda: warm_start.run(
+            n_trials=2 if q else 8, epochs=1 if q else 3, rounds=1 if q else 3
+        ),
         "cli_startup": lambda: cli_startup.run(rounds=1 if q else 7),
         "search": lambda: search.run(seeds=1 if q else 5),
         "plots": lambda: plots.run(trials=(2, 2) if q else (10, 10), epochs=3 if q else 100),

@@ -138,9 +138,45 @@ def find_folder(data_dir: Path) -> Path:
     return folder
 
 
+# Data sets loaded ahead by a warm-start zygote (bopsweep.driver.zygote), for the trial
+# processes it forks to share copy-on-write: folder -> (identity of its files, (train, test)).
+_PRELOADED: dict[Path, tuple[tuple[Any, ...], tuple[Split, Split]]] = {}
+
+
+def _identity(folder: Path) -> tuple[Any, ...]:
+    """What says a folder's files are the ones loaded before: device, inode, size, change
+    and modification times of each (any rewrite, rename or touch changes one of them)."""
+    marks: list[Any] = []
+    for name in (META_FILE, *TRAIN_FILES, TEST_FILE):
+        try:
+            s = (folder / name).stat()
+        except OSError:
+            marks.append(None)
+            continue
+        marks.append((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns))
+    return tuple(marks)
+
+
+def preload_cifar10(data_dir: Path) -> None:
+    """Load and check a folder now, so that :func:`load_cifar10` in this process and in the
+    processes forked from it serves it without reading the files again, for as long as they
+    are the same files. Raises what :func:`load_cifar10` raises."""
+    folder = find_folder(data_dir).resolve()
+    identity = _identity(folder)
+    _PRELOADED[folder] = (identity, _read_cifar10(folder))
+
+
 def load_cifar10(data_dir: Path) -> tuple[Split, Split]:
-    """Read and check a CIFAR-10 python-format folder: (train, test)."""
+    """Read and check a CIFAR-10 python-format folder: (train, test); a preloaded copy of the
+    same files if there is one (see :func:`preload_cifar10`)."""
     folder = find_folder(data_dir)
+    preloaded = _PRELOADED.get(folder.resolve())
+    if preloaded is not None and preloaded[0] == _identity(folder.resolve()):
+        return preloaded[1]
+    return _read_cifar10(folder)
+
+
+def _read_cifar10(folder: Path) -> tuple[Split, Split]:
     meta = _read_pickle(folder / META_FILE)
     if "label_names" not in meta:
         raise UserError(f"{folder / META_FILE} has no 'label_names' entry")

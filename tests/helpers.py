@@ -1,7 +1,10 @@
-"""Assertions shared by the command-line tests."""
+"""Assertions and process look-ups shared by the tests."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
 from typing import Any
 
 
@@ -13,3 +16,38 @@ def one_line_error(result: Any, fragment: str) -> None:
     assert len(lines) == 1, result.output
     assert lines[0].startswith("bopsweep: error:") and fragment in lines[0], lines[0]
     assert "Traceback" not in result.output
+
+
+def command_lines() -> dict[int, list[str]]:
+    """pid → arguments of every live process (zombies have none and are left out)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv != [b""]:
+            found[int(entry.name)] = [a.decode(errors="replace") for a in argv]
+    return found
+
+
+def zygotes(driver_pid: int) -> list[int]:
+    """Pids of the live warm-start zygotes of a driver: its pid is their second argument, and
+    each leads a session of its own (unlike the processes it forks, while they still carry
+    its command line)."""
+    module = "bopsweep.driver.zygote"
+    found = []
+    for pid, argv in command_lines().items():
+        if module in argv and argv[argv.index(module) + 2 :][:1] == [str(driver_pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                if os.getsid(pid) == pid:
+                    found.append(pid)
+    return found
+
+
+def warm_started(pid: int) -> bool:
+    """Whether a process was forked by a zygote (it has the zygote's environment)."""
+    environ = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
+    return b"BOPSWEEP_WARM_START=1" in environ

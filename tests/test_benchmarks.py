@@ -25,6 +25,7 @@ def test_the_benchmark_suite_runs_and_writes_its_summary(tmp_path):
         "train_step",
         "data_epoch",
         "dispatch",
+        "warm_start",
         "cli_startup",
         "search",
         "plots",
@@ -32,3 +33,4 @@ def test_the_benchmark_suite_runs_and_writes_its_summary(tmp_path):
     assert expected <= set(summary)
     assert summary["optimizer_step"]["Adam(foreach=True)"]["ratio"] == 1.0
     assert summary["dispatch"]["ratio"] > 0
+    assert summary["warm_start"]["ratio"] > 0

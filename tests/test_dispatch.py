@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from bopsweep.cli import app
 from bopsweep.store.optuna_adapter import trial_id
-from tests.helpers import one_line_error
+from tests.helpers import one_line_error, zygotes
 
 TINY = ["--width", "0.0625", "--batch-size", "20", "--device", "cpu", "--quiet"]
 
@@ -213,9 +213,11 @@ def test_resume_after_the_driver_is_killed_continues_from_checkpoints(small_cifa
     )
     children = trial_processes(driver.pid)
     assert children, "the driver runs no trial process"
+    assert len(zygotes(driver.pid)) == 2  # a warm-start zygote per slot
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     wait_until(lambda: not set(children) & set(trial_processes()), 20, "orphans to stop")
+    wait_until(lambda: not zygotes(driver.pid), 20, "its zygotes to stop")
     before = {t.number: t for t in trials(tmp_path, "grid-gamma")}
     finished = {n for n, t in before.items() if t.state == optuna.trial.TrialState.COMPLETE}
     assert len(finished) == 2 and any(t.state.name == "RUNNING" for t in before.values())
@@ -285,11 +287,13 @@ def test_ctrl_c_exits_130_refuses_a_second_driver_and_resumes_cleanly(small_cifa
 
     children = trial_processes(driver.pid)
     assert len(children) == 2, children
+    assert len(zygotes(driver.pid)) == 2  # a warm-start zygote per slot
     driver.send_signal(signal.SIGINT)
     out, err = driver.communicate(timeout=60)
     assert driver.returncode == 130, err
     assert "bopsweep resume" in out and "Traceback" not in err
     assert not set(children) & set(trial_processes()), "a trial process outlived Ctrl-C"
+    assert not zygotes(driver.pid), "a zygote outlived Ctrl-C"
     ts = trials(tmp_path, "grid-sigma")
     assert [t.user_attrs.get("failure") for t in ts if t.state.name == "FAIL"] == [
         "interrupted"

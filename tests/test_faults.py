@@ -27,6 +27,7 @@ import pytest
 
 from bopsweep.run_dir import read_rows
 from bopsweep.store.optuna_adapter import trial_id
+from tests.helpers import zygotes
 
 SEED = 20261122
 FAULTS = 30
@@ -44,14 +45,19 @@ KINDS = [
 ]
 
 
+DRIVERS: list[int] = []  # pids of the drivers started, to look for their zygotes
+
+
 def start(cwd: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
+    driver = subprocess.Popen(
         [sys.executable, "-m", "bopsweep", *args, "--max-retries", "1000", "--quiet"],
         cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
+    DRIVERS.append(driver.pid)
+    return driver
 
 
 def trial_processes(folder: Path) -> list[int]:
@@ -162,6 +168,7 @@ def test_a_study_survives_random_kills_of_its_driver_and_trials(small_cifar_dir,
     # --- the study is whole --------------------------------------------------------------------
     db = tmp_path / "study.db"
     assert not trial_processes(tmp_path), "a trial process outlived its driver"
+    assert not [z for pid in DRIVERS for z in zygotes(pid)], "a zygote outlived its driver"
     trials = optuna.load_study(study_name="grid-tau", storage=f"sqlite:///{db}").trials
     assert not [t.number for t in trials if t.state.name in ("RUNNING", "WAITING")], context()
     complete = [t for t in trials if t.state.name == "COMPLETE"]

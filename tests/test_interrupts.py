@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 from bopsweep.driver import Driver, make_slots
 from bopsweep.store import Store
 from bopsweep.studies import TrialConfig, expand, grid_study
+from tests.helpers import zygotes
 
 
 class Finalizer:
@@ -50,3 +52,4 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study(small_cifar_dir
     assert "Exception ignored" not in capsys.readouterr().err
     # the process as it was: Ctrl-C is not left ignored (children would inherit that)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert not zygotes(os.getpid()), "a warm-start zygote outlived the run"

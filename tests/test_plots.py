@@ -301,7 +301,7 @@ def test_summary_figure_error_bars_are_95_percent_t_intervals_over_seeds(db):
             assert np.allclose([bottom[1], top[1]], [acc.mean() - half, acc.mean() + half])
     assert "error bars: 95 % CI over seeds (Student t)" in ax.get_title()
     low, high = ax.get_ylim()  # the intervals of 2 seeds run past 0 and 100 %: the axis does not
-    assert 0 <= low and high <= 100
+    assert low >= 0 and high <= 100
 
 
 def test_schedule_figure_draws_each_arm_and_the_scheduled_value(db):

@@ -202,6 +202,14 @@ class Placement:
             "DIR/STUDY/NUMBER-LABEL, epoch by epoch (view: tensorboard --logdir DIR).",
         ),
     ] = None
+    cold_starts: Annotated[
+        bool,
+        typer.Option(
+            "--cold-starts",
+            help="Start every trial process from scratch instead of forking it from a process "
+            "per slot that has imported torch and loaded the data (warm starts, Linux).",
+        ),
+    ] = not d.WARM_STARTS
 
     def dispatch_options(
         self, storage: str, device: str, data_dir: Path | None, **more: Any
@@ -223,6 +231,7 @@ class Placement:
             heartbeat_interval=self.heartbeat_interval,
             grace_period=self.grace_period,
             tensorboard=self.tensorboard,
+            warm_starts=not self.cold_starts,
             **more,
         )
 

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bopsweep.defaults import MAX_RETRIES
+from bopsweep.defaults import MAX_RETRIES, WARM_STARTS
 from bopsweep.driver.outage import DatabaseLost, Outage
 from bopsweep.driver.process import Slot, TrialProcess, stop_all
 from bopsweep.driver.queue import TrialQueue
 from bopsweep.driver.recorder import Recorder
 from bopsweep.driver.state import END_EVENTS, Running, Snapshot, study_progress
+from bopsweep.driver.warm import Zygotes, available
 from bopsweep.store.optuna_adapter import trial_id
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class Driver:
         search: Search | None = None,
         heartbeat_interval: float | None = None,
         tensorboard: Path | None = None,
+        warm_starts: bool = WARM_STARTS,
     ) -> None:
         import optuna
 
@@ -87,6 +89,8 @@ class Driver:
         self._last_heartbeat = -math.inf
         self._interrupted = False  # a Ctrl-C that Python swallowed (see _unraisable)
         self.outage = Outage(store.url, self._note)
+        self.warm_starts = warm_starts and available()
+        self.zygotes: Zygotes | None = None  # while it runs, with warm starts
 
     @property
     def counts(self) -> dict[str, int]:
@@ -97,8 +101,15 @@ class Driver:
         previous_hook, previous_sigint = sys.unraisablehook, signal.getsignal(signal.SIGINT)
         sys.unraisablehook = self._unraisable
         try:
+            if self.warm_starts:
+                envs = {s.name: s.env for s in self.slots}
+                data_dir = self.local.get("data_dir")
+                self.zygotes = Zygotes(envs, data_dir, self.checkpoint_root, self._note)
             return self._run()
         finally:  # the process as it was: a later run (or a child it starts) gets Ctrl-C again
+            if self.zygotes is not None:  # no zygote outlives the run (nor a kill -9 of it)
+                self.zygotes.close()
+                self.zygotes = None
             sys.unraisablehook = previous_hook
             signal.signal(signal.SIGINT, previous_sigint)
             if self.recorder.board is not None:
@@ -238,7 +249,9 @@ class Driver:
             config["epochs"],
             retry_of=trial.system_attrs.get("failed_trial"),
         )
-        r.process = TrialProcess(run_dir, slot, config, lambda m: self.events.put((r, m)))
+        r.process = TrialProcess(
+            run_dir, slot, config, lambda m: self.events.put((r, m)), self.zygotes
+        )
         return r
 
     # --- messages of running trials ---------------------------------------------------------

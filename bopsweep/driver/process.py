@@ -2,9 +2,10 @@
 
 * a **slot** is a GPU (``CUDA_VISIBLE_DEVICES`` set to it; ``--per-gpu K`` slots each) or a CPU
   worker (torch threads split so ``workers × threads ≤ cores``);
-* a :class:`TrialProcess` is ``python -m bopsweep.driver.child`` started in a new session, its
-  messages read by a thread (:mod:`bopsweep.driver.protocol`) and its stderr kept: the last
-  lines in memory (for the failure reason) and every line in the trial's ``trial.log``.
+* a :class:`TrialProcess` is ``python -m bopsweep.driver.child`` started in a new session (or
+  the same, forked by the slot's zygote: :mod:`bopsweep.driver.warm`), its messages read by a
+  thread (:mod:`bopsweep.driver.protocol`) and its stderr kept: the last lines in memory (for
+  the failure reason) and every line in the trial's ``trial.log``.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from bopsweep.defaults import PER_GPU
 from bopsweep.driver.protocol import CHILD_MODULE, decode
 from bopsweep.errors import UserError
+
+if TYPE_CHECKING:
+    from bopsweep.driver.warm import ForkedProcess, Zygotes
 
 STOP_GRACE_SECONDS = 10.0
 EOF_GRACE_SECONDS = 2.0  # a process gone whose pipe a leftover child still holds open
@@ -94,8 +98,10 @@ class TrialProcess:
         slot: Slot,
         config: dict[str, Any],
         on_message: Callable[[dict[str, Any] | None], None],
+        zygotes: Zygotes | None = None,
     ) -> None:
-        """Start it (no database write here: a failed write must not orphan it).
+        """Start it (no database write here: a failed write must not orphan it): forked by
+        the slot's zygote where there is one that can (a warm start), else cold.
 
         Its stderr comes to the driver through a pipe (and on to ``trial.log``, best effort), so
         its last words reach the database even when the log cannot be written (a full disk).
@@ -104,17 +110,10 @@ class TrialProcess:
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self.eof = False
         self.exited_at: float | None = None
-        command = [sys.executable, "-m", CHILD_MODULE, str(run_dir), str(slot.threads)]
-        self.proc = subprocess.Popen(
-            [*command, str(os.getpid())],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**os.environ, **slot.env, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,
-            text=True,
-            errors="replace",
-        )
+        argv = [str(run_dir), str(slot.threads), str(os.getpid())]
+        forked = zygotes.spawn(slot.name, argv) if zygotes is not None else None
+        self.proc: subprocess.Popen[str] | ForkedProcess = forked or cold_start(argv, slot)
+        self.warm = forked is not None
         self._on_message = on_message
         threading.Thread(target=self._read, daemon=True).start()
         self._stderr_reader = threading.Thread(target=self._keep_stderr, daemon=True)
@@ -175,6 +174,20 @@ class TrialProcess:
         if log is not None:
             with contextlib.suppress(OSError):
                 log.close()
+
+
+def cold_start(argv: list[str], slot: Slot) -> subprocess.Popen[str]:
+    """``python -m bopsweep.driver.child ARGV`` in a session of its own, with pipes."""
+    return subprocess.Popen(
+        [sys.executable, "-m", CHILD_MODULE, *argv],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **slot.env, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+        text=True,
+        errors="replace",
+    )
 
 
 def stop_all(processes: list[TrialProcess]) -> None:

@@ -1,7 +1,8 @@
 """What a trial process and its driver say to each other.
 
-The driver starts ``python -m bopsweep.driver.child RUN_DIR THREADS DRIVER_PID`` and writes the
-trial's configuration as JSON to its stdin. The child writes one JSON message per line to its
+The driver starts ``python -m bopsweep.driver.child RUN_DIR THREADS DRIVER_PID`` (or has the
+slot's zygote fork the same, :mod:`bopsweep.driver.zygote`) and writes the trial's
+configuration as JSON to its stdin. The child writes one JSON message per line to its
 stdout (everything else it prints goes to stderr)::
 
     {"type": "resumed", "rows": [...], "steps": [...]}  epochs done before, from the checkpoint

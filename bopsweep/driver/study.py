@@ -47,6 +47,7 @@ class DispatchOptions:
     queue_only: bool = False
     max_trials: int = d.MAX_TRIALS
     tensorboard: Path | None = None  # a TensorBoard run per trial in TENSORBOARD/STUDY/
+    warm_starts: bool = d.WARM_STARTS
 
     def check(self) -> None:
         """Every option valid, before anything is created or changed."""
@@ -122,6 +123,7 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
             search,
             heartbeat_interval=options.heartbeat_interval if shared else None,
             tensorboard=_tensorboard_root(options.tensorboard, spec.name),
+            warm_starts=options.warm_starts,
         )
         recovered = 0 if shared else driver.queue.recover_stale()
         added = driver.queue.enqueue_missing(planned)
