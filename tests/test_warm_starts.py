@@ -251,6 +251,9 @@ class Spy:
     def wants_update(self) -> bool:
         return False
 
+    def update(self, snapshot: Any) -> None:  # the study's progress, before each trial's end
+        pass
+
 
 @pytest.mark.parametrize("warm", [True, False])
 def test_the_driver_forks_its_trials_from_a_zygote_unless_told_to_start_cold(
