@@ -51,13 +51,18 @@ def test_durations_read_as_hours_minutes_seconds():
 
 
 # --- the study's progress from its trials --------------------------------------------------------
+BASE = {"epochs": 5}  # the study's base configuration, as far as progress reads it
+
+
 def trial(config_id: str, state: TrialState, reported: int, epochs: int = 5, **attrs):
-    """A trial as the driver leaves it: its configuration, and ``reported`` epochs of curve."""
+    """A trial as the driver leaves it: its configuration (its difference from :data:`BASE`),
+    and ``reported`` epochs of curve."""
+    delta = {} if epochs == BASE["epochs"] else {"epochs": epochs}
     return optuna.trial.create_trial(
         state=state,
         value=0.5 if state == TrialState.COMPLETE else None,
         intermediate_values={e: 0.1 * e for e in range(1, reported + 1)},
-        user_attrs={"config_id": config_id, "config": {"epochs": epochs}, **attrs},
+        user_attrs={"config_id": config_id, "config_delta": delta, **attrs},
     )
 
 
@@ -79,7 +84,7 @@ def test_study_progress_counts_finished_configurations_and_their_epochs():
         trial("queued", TrialState.WAITING, 0),
         optuna.trial.create_trial(state=TrialState.FAIL),  # never configured: not a trial
     ]
-    progress = study_progress(trials, [running("running", 4)])
+    progress = study_progress(trials, BASE, [running("running", 4)])
     # finished: complete, pruned, diverged, out of retries; not: retried, running, queued
     assert progress == StudyProgress(
         trials_done=4,
@@ -91,8 +96,19 @@ def test_study_progress_counts_finished_configurations_and_their_epochs():
 
 def test_a_search_counts_the_trials_its_sampler_has_yet_to_make():
     trials = [trial("a", TrialState.COMPLETE, 5, epochs_done=5), trial("b", TrialState.RUNNING, 1)]
-    progress = study_progress(trials, search=(10, 5))
+    progress = study_progress(trials, BASE, search=(10, 5))
     assert progress == StudyProgress(1, 10, 6, 50)
+
+
+def test_epochs_to_go_come_from_a_trials_own_setting_or_the_studys_base():
+    old_style = optuna.trial.create_trial(  # bopsweep 0.1.0 stored the whole configuration
+        state=TrialState.WAITING, user_attrs={"config_id": "old", "config": {"epochs": 9}}
+    )
+    trials = [
+        trial("longer", TrialState.WAITING, 0, epochs=8),
+        trial("base", TrialState.WAITING, 0),
+    ]
+    assert study_progress([*trials, old_style], BASE).epochs_total == 8 + 5 + 9
 
 
 # --- what the display shows ----------------------------------------------------------------------

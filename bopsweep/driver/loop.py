@@ -374,5 +374,7 @@ class Driver:
             counts["pruned"] if self.search is not None else None,
             sum(t.state.name == "WAITING" for t in trials),
             [r.view() for r in self.running.values()],
-            study_progress(trials, [*self.running.values(), *self.finishing], search),
+            study_progress(
+                trials, self.queue.base, [*self.running.values(), *self.finishing], search
+            ),
         )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bopsweep.driver.queue import configured
+from bopsweep.store.trial_config import trial_setting
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -93,12 +94,14 @@ class StudyProgress:
 
 def study_progress(
     trials: Iterable[FrozenTrial],
+    base: Mapping[str, Any],
     local: Iterable[Running] = (),
     search: tuple[int, int] | None = None,
 ) -> StudyProgress:
-    """The progress of a study from its trials and this driver's running ones (``local``,
-    whose latest epochs may not be written yet); ``search``: a search's total trials and
-    epochs per trial, for the trials its sampler has not made yet.
+    """The progress of a study from its trials (``base``: the study's base configuration, which
+    they store their difference from) and this driver's running ones (``local``, whose latest
+    epochs may not be written yet); ``search``: a search's total trials and epochs per trial,
+    for the trials its sampler has not made yet.
 
     A configuration is finished once none of its trials is WAITING or RUNNING: COMPLETE,
     PRUNED, or FAIL and not re-queued (diverged, bad input, out of retries), as the driver
@@ -118,7 +121,7 @@ def study_progress(
             *(int(t.user_attrs.get("epochs_done", 0)) for t in group),
         )
         if any(t.state.name in ("WAITING", "RUNNING") for t in group):
-            planned = max(int(group[-1].user_attrs["config"]["epochs"]), reached)
+            planned = max(int(trial_setting(group[-1].user_attrs, base, "epochs")), reached)
         else:
             done += 1
             planned = reached
