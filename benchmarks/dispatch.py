@@ -17,12 +17,25 @@ from bopsweep.driver import DispatchOptions, run_study
 from bopsweep.studies import TrialConfig, grid_study
 
 
-def trials_per_minute(workers: int, data: Path, folder: Path, n_trials: int, epochs: int) -> float:
+def trials_per_minute(
+    name: str,
+    data: Path,
+    folder: Path,
+    n_trials: int,
+    epochs: int,
+    workers: int = 1,
+    warm_starts: bool = True,
+) -> float:
+    """Trials per minute of a grid of ``n_trials`` tiny trials, a fresh database ``name``."""
     base = TrialConfig(width=1 / 16, batch_size=20, epochs=epochs, data_dir=str(data), device="cpu")
     values = [10.0 ** (-9 + i * 4 / max(1, n_trials - 1)) for i in range(n_trials)]
-    spec = grid_study(f"bench-{workers}", base, {"gamma": values})
+    spec = grid_study(name, base, {"gamma": values})
     options = DispatchOptions(
-        storage=f"sqlite:///{folder / f'w{workers}.db'}", device="cpu", workers=workers, quiet=True
+        storage=f"sqlite:///{folder / f'{name}.db'}",
+        device="cpu",
+        workers=workers,
+        quiet=True,
+        warm_starts=warm_starts,
     )
     start = time.perf_counter()
     with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):  # the study's log
@@ -36,7 +49,10 @@ def run(n_trials: int = 8, epochs: int = 3) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         data = make_synthetic(folder / "data", n_train=200, n_test=50).parent
-        results = {w: trials_per_minute(w, data, folder, n_trials, epochs) for w in (1, 2)}
+        results = {
+            w: trials_per_minute(f"bench-{w}", data, folder, n_trials, epochs, workers=w)
+            for w in (1, 2)
+        }
     ratio = results[2] / results[1]
     print(f"\ndispatch, {n_trials} tiny trials ({epochs} epochs, width 1/16, 200 images), cpu")
     for w, tpm in results.items():

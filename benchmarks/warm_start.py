@@ -10,37 +10,12 @@ throughput(warm) / throughput(cold).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
+from benchmarks.dispatch import trials_per_minute
 from bopsweep.data import make_synthetic
-from bopsweep.driver import DispatchOptions, run_study
-from bopsweep.studies import TrialConfig, grid_study
-
-
-def trials_per_minute(
-    warm: bool, name: str, data: Path, folder: Path, n_trials: int, epochs: int
-) -> float:
-    base = TrialConfig(width=1 / 16, batch_size=20, epochs=epochs, data_dir=str(data), device="cpu")
-    values = [10.0 ** (-9 + i * 4 / max(1, n_trials - 1)) for i in range(n_trials)]
-    spec = grid_study(name, base, {"gamma": values})
-    options = DispatchOptions(
-        storage=f"sqlite:///{folder / f'{name}.db'}",
-        device="cpu",
-        workers=1,
-        quiet=True,
-        warm_starts=warm,
-    )
-    start = time.perf_counter()
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):  # the study's log
-        code = run_study(spec, options, echo=lambda *_: None)
-    seconds = time.perf_counter() - start
-    assert code == 0, f"the benchmark study failed (exit {code})"
-    return n_trials / seconds * 60
 
 
 def run(n_trials: int = 8, epochs: int = 3, rounds: int = 3) -> dict:
@@ -52,7 +27,7 @@ def run(n_trials: int = 8, epochs: int = 3, rounds: int = 3) -> dict:
             order = ("cold", "warm") if r % 2 == 0 else ("warm", "cold")
             for mode in order:
                 tpm = trials_per_minute(
-                    mode == "warm", f"{mode}{r}", data, folder, n_trials, epochs
+                    f"{mode}{r}", data, folder, n_trials, epochs, warm_starts=mode == "warm"
                 )
                 samples[mode].append(tpm)
     results = {mode: statistics.median(s) for mode, s in samples.items()}

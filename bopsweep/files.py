@@ -105,3 +105,16 @@ def check_output_file(output: Path, force: bool, database: Path | None) -> None:
         raise UserError(f"{output} is a SQLite database; bopsweep never overwrites a database")
     if output.exists() and not force:
         raise UserError(f"{output} exists; pass --force to replace it")
+
+
+def check_folder_target(folder: Path, what: str) -> None:
+    """``folder`` exists as a folder or can be made: its nearest existing ancestor is a writable
+    folder. Checked before anything is created, so bad input creates nothing. ``what`` names the
+    use in the message ("cannot {what} in FOLDER: …")."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot {what} in {folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot {what} in {folder}: {existing} is not writable")

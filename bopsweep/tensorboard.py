@@ -50,6 +50,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bopsweep.errors import UserError
+from bopsweep.files import check_folder_target
+from bopsweep.studies.plan import FOLDED, LOCAL_FIELDS
 
 if TYPE_CHECKING:
     import optuna
@@ -87,13 +89,7 @@ def check_logdir(path: Path) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"--tensorboard {path} is a file; give a folder (new or existing)")
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"cannot write TensorBoard runs to {path}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write TensorBoard runs to {path}: {existing} is not writable")
+    check_folder_target(path, "write TensorBoard runs")
 
 
 def folder_name(text: str) -> str:
@@ -163,7 +159,8 @@ def _hparam_types() -> dict[str, str]:
     return types
 
 
-_NOT_HPARAMS = ("optimizer", "unbiased", "schedules", "device", "data_dir", "download")
+# shown as ``variant`` and ``NAME_schedule``; where a trial ran is not a hyperparameter
+_NOT_HPARAMS = (*FOLDED, "schedules", *LOCAL_FIELDS)
 
 
 def _schedule_text(schedule: Any) -> str:

@@ -27,7 +27,7 @@ import pytest
 
 from bopsweep.run_dir import read_rows
 from bopsweep.store.optuna_adapter import trial_id
-from tests.helpers import zygotes
+from tests.helpers import command_lines, zygotes
 
 SEED = 20261122
 FAULTS = 30
@@ -62,18 +62,11 @@ def start(cwd: Path, *args: str) -> subprocess.Popen:
 
 def trial_processes(folder: Path) -> list[int]:
     """Pids of trial processes working in ``folder`` (their run folders lie below it)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        text = [c.decode(errors="replace") for c in cmd]
-        if "bopsweep.driver.child" in text and any(str(folder) in c for c in text):
-            pids.append(int(entry.name))
-    return pids
+    return [
+        pid
+        for pid, argv in command_lines().items()
+        if "bopsweep.driver.child" in argv and any(str(folder) in a for a in argv)
+    ]
 
 
 def study_exists(db: Path) -> bool:

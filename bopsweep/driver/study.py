@@ -20,6 +20,7 @@ from bopsweep import defaults as d
 from bopsweep.driver.loop import Driver, Search
 from bopsweep.driver.process import Slot, make_slots
 from bopsweep.errors import UserError
+from bopsweep.files import check_folder_target
 
 if TYPE_CHECKING:
     import optuna
@@ -177,20 +178,9 @@ def check_run(spec: StudySpec, options: DispatchOptions, dry_run: bool = False) 
     data_dir = _path(options.data_dir or spec.base.data_dir)
     data = resolve_data_dir(data_dir, options.download, dry_run)
     root = checkpoint_root(options.storage, spec.name, options.checkpoint_dir)
-    _check_folder(root)
+    # checked before the study is touched, so a bad --checkpoint-dir fails no trial
+    check_folder_target(root, "keep trial folders")
     return CheckedRun(planned, slots, data, root)
-
-
-def _check_folder(folder: Path) -> None:
-    """The trial folders' root must be a folder that exists or can be made: checked before the
-    study is touched, so a bad --checkpoint-dir fails no trial."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"cannot keep trial folders in {folder}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"cannot keep trial folders in {folder}: {existing} is not writable")
 
 
 def search_of(spec: StudySpec, study: optuna.Study, worker_index: int) -> Search | None:
