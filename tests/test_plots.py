@@ -15,6 +15,7 @@ import pytest
 from matplotlib.image import imread
 from typer.testing import CliRunner
 
+from bopsweep.defaults import optimizer_of, variant_name
 from bopsweep.plots import (
     LAYERS,
     ablation_figure,
@@ -112,14 +113,17 @@ def add_trial(
     state: optuna.trial.TrialState = optuna.trial.TrialState.COMPLETE,
     attempt: int = 0,
 ) -> dict[str, Any]:
-    """A trial as the driver leaves it (its configuration, results, metric rows)."""
+    """A trial as the driver leaves it (its configuration as its difference from the study's
+    base, results, metric rows)."""
+    from bopsweep.store.trial_config import config_attrs, study_base
+
     rows, steps = fake_curve(config, rng, epochs)
     best = max(rows, key=lambda r: r["val_acc"])
     complete = state == optuna.trial.TrialState.COMPLETE
     attrs = {
         "config_id": config_id(config),
         "label": label,
-        "config": config.to_dict(),
+        **config_attrs(config.to_dict(), study_base(study.user_attrs)),
         "attempt": attempt,
         "epochs_done": epochs,
     }
@@ -365,6 +369,9 @@ def test_optuna_history_draws_each_trials_accuracy_in_percent(db):
     assert list(best.get_xdata()) == sorted(values)
     assert np.allclose(best.get_ydata(), np.maximum.accumulate([values[n] for n in sorted(values)]))
     assert all(0 <= y <= 100 for y in best.get_ydata())
+    # coloured by variant: one legend entry per variant the trials use
+    variants = {variant_name(*optimizer_of(v)) for v, *_ in OPTUNA_TRIALS}
+    assert set(lines_by_label(history)) | {c.get_label() for c in history.collections} >= variants
 
 
 def all_text(fig) -> list[str]:

@@ -67,9 +67,13 @@ def _complete(data: StudyData) -> list[FrozenTrial]:
     return [t for t in data.study.get_trials(deepcopy=False, states=states) if t.value is not None]
 
 
-def _variant(t: FrozenTrial) -> str:
-    config = t.user_attrs.get("config")
-    return variant_label(config) if config else "unknown configuration"
+def _variant(t: FrozenTrial, base: dict[str, Any]) -> str:
+    from bopsweep.store.trial_config import has_config, trial_config
+
+    configured = has_config(t.user_attrs)
+    return (
+        variant_label(trial_config(t.user_attrs, base)) if configured else "unknown configuration"
+    )
 
 
 # --- history -------------------------------------------------------------------------------------
@@ -82,9 +86,12 @@ def history_figure(data: StudyData) -> Figure:
     plt = pyplot()
     complete = sorted(_complete(data), key=lambda t: t.number)
     pruned = data.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+    from bopsweep.store.trial_config import study_base
+
+    base = study_base(data.study.user_attrs)
     by_variant: dict[str, list[FrozenTrial]] = {}
     for t in complete:
-        by_variant.setdefault(_variant(t), []).append(t)
+        by_variant.setdefault(_variant(t, base), []).append(t)
     colours = assign_colours(data, sorted(by_variant))
     fig, ax = plt.subplots(figsize=(7.5, 4.5), constrained_layout=True)
     for variant in sorted(by_variant):
