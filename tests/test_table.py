@@ -142,8 +142,11 @@ BEST_GAIN = [0.0012, 0.0030, 0.0021]  # best epoch − final, per seed
 
 
 def add_trial(store, study, planned, final=None, state=State.COMPLETE):
-    attrs = {"config_id": planned.config_id, "label": planned.label,
-             "config": planned.config.to_dict(), "attempt": 0}  # fmt: skip
+    """A trial as the driver stores it: its configuration as the difference from the base."""
+    from bopsweep.store.trial_config import config_attrs, study_base
+
+    delta = config_attrs(planned.config.to_dict(), study_base(study.user_attrs))
+    attrs = {"config_id": planned.config_id, "label": planned.label, **delta, "attempt": 0}
     if state == State.COMPLETE:
         seed = planned.config.seed % 10
         attrs |= {"best_val_acc": final + BEST_GAIN[seed], "best_epoch": 2}
