@@ -491,6 +491,7 @@ def export_study(store: Store, study: optuna.Study, logdir: Path, force: bool) -
     replaced whole: the runs are written to a temporary folder beside it, which then takes its
     place by two renames, so a TensorBoard that watches never reads a mix of both exports."""
     from bopsweep.store.optuna_adapter import trial_id
+    from bopsweep.store.trial_config import study_base, trial_config
     from bopsweep.studies.config import TrialConfig
 
     check_logdir(logdir)
@@ -501,7 +502,8 @@ def export_study(store: Store, study: optuna.Study, logdir: Path, force: bool) -
         raise UserError(f"{target} exists (an earlier export?); pass --force to replace it")
     rows = store.metrics.epoch_rows(study)
     trials = [t for t in study.get_trials(deepcopy=False) if rows.get(trial_id(t))]
-    configs = {t.number: TrialConfig.from_dict(t.user_attrs.get("config", {})) for t in trials}
+    base = study_base(study.user_attrs)
+    configs = {t.number: TrialConfig.from_dict(trial_config(t.user_attrs, base)) for t in trials}
     Path(logdir).mkdir(parents=True, exist_ok=True)
     work = _new_folder(Path(logdir), f".{target.name}.tmp")
     try:
