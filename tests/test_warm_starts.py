@@ -120,6 +120,8 @@ def test_a_trial_whose_zygote_died_starts_cold_and_the_zygote_is_replaced(
     notes: list[str] = []
     zygote_pool = pool(small_cifar_dir, tmp_path, notes)
     try:
+        # started, but its command line is the zygote's only once it has exec'd
+        wait_until(lambda: len(zygotes(os.getpid())) == 1, 60, "the slot's zygote")
         (first,) = zygotes(os.getpid())
         os.kill(first, signal.SIGKILL)
         wait_until(lambda: first not in zygotes(os.getpid()), 30, "the zygote to die")
