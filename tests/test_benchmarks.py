@@ -29,8 +29,10 @@ def test_the_benchmark_suite_runs_and_writes_its_summary(tmp_path):
         "cli_startup",
         "search",
         "plots",
+        "scale",
     }
     assert expected <= set(summary)
     assert summary["optimizer_step"]["Adam(foreach=True)"]["ratio"] == 1.0
     assert summary["dispatch"]["ratio"] > 0
     assert summary["warm_start"]["ratio"] > 0
+    assert set(summary["scale"]["growth"]) == {"enqueue", "claim", "status", "export", "plot"}

@@ -17,7 +17,12 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from bopsweep.driver.outcome import describe
-from bopsweep.store.optuna_adapter import storage_of, trial_id
+from bopsweep.store.optuna_adapter import (
+    add_waiting_trials,
+    storage_of,
+    trial_id,
+    waiting_trial_ids,
+)
 from bopsweep.store.trial_config import config_attrs, has_config, study_base, trial_config
 
 if TYPE_CHECKING:
@@ -127,13 +132,14 @@ class TrialQueue:
         for t in self.trials():
             for name, dist in t.distributions.items():
                 stored.setdefault(name, dist)
-        added = 0
+        new = []
         for p in planned:
             if p.config_id not in existing:
                 distributions = fit_stored(p.params, p.distributions, stored)
-                self.enqueue(p.params, p.config_id, p.label, p.config.to_dict(), 0, distributions)
-                added += 1
-        return added
+                config = p.config.to_dict()
+                new.append(self._waiting(p.params, p.config_id, p.label, config, 0, distributions))
+        add_waiting_trials(self.study, new)  # one transaction, not one per trial
+        return len(new)
 
     def held_configs(self) -> set[str]:
         """The configuration ids the study holds a result of, or has queued or running."""
@@ -162,11 +168,23 @@ class TrialQueue:
     ) -> None:
         """Queue ``config`` (the full configuration) as a WAITING trial; it stores only what
         differs from the study's base."""
+        self.study.add_trial(self._waiting(params, config_id, label, config, attempt, distributions))
+
+    def _waiting(
+        self,
+        params: dict[str, Any],
+        config_id: str,
+        label: str,
+        config: dict[str, Any],
+        attempt: int,
+        distributions: Any = None,
+    ) -> FrozenTrial:
+        """The WAITING trial that queues ``config``, not yet added to the study."""
         import optuna
 
         from bopsweep.studies import param_distributions
 
-        trial = optuna.trial.create_trial(
+        return optuna.trial.create_trial(
             state=self._states.WAITING,
             params=params,
             distributions=distributions or param_distributions(params),
@@ -177,7 +195,6 @@ class TrialQueue:
                 "attempt": attempt,
             },
         )
-        self.study.add_trial(trial)
 
     def requeue(self, t: FrozenTrial, attempt: int) -> None:
         """Queue a trial's configuration again, as a new trial (Optuna cannot reopen one)."""
@@ -192,12 +209,13 @@ class TrialQueue:
         A trial queued by another tool (no bopsweep configuration) is failed on the way."""
         import optuna
 
-        for t in sorted(self.trials("WAITING"), key=lambda t: t.number):
+        for tid in waiting_trial_ids(self.study):  # not every waiting trial loaded
             try:
-                if not self.storage.set_trial_state_values(trial_id(t), self._states.RUNNING):
+                if not self.storage.set_trial_state_values(tid, self._states.RUNNING):
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
+            t = self.trial(tid)
             if configured(t):
                 return t
             self.fail_untracked(t, "error", "queued without a bopsweep configuration")

@@ -3,12 +3,14 @@
 Optuna's public ``Study`` and ``FrozenTrial`` do not expose the storage a study lives in, nor
 the database ids of studies and trials; bopsweep needs all three: to claim a WAITING trial
 atomically (``storage.set_trial_state_values``), to record heartbeats and intermediate values
-of trials that run in other processes, and to key its metric rows. Everything else goes through
+of trials that run in other processes, and to key its metric rows; and, to queue a large grid
+in one transaction, Optuna's RDB models (:func:`add_waiting_trials`). Everything else goes through
 the storage's public methods. Tested against the Optuna versions ``pyproject.toml`` admits.
 """
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -30,3 +32,85 @@ def study_id(study: optuna.Study | FrozenStudy) -> int:
 def trial_id(trial: optuna.trial.FrozenTrial | optuna.Trial) -> int:
     """The database id of a trial, unique in its storage (unlike its number)."""
     return trial._trial_id
+
+
+
+def add_waiting_trials(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> None:
+    """``study.add_trials(trials)`` for WAITING trials made by ``optuna.trial.create_trial``
+    (params, distributions and user attributes; nothing else), numbered in order.
+
+    On an RDB storage all of them go in one transaction: ``add_trial`` makes some twenty queries
+    per trial (each param checked against the study's), so queueing 10,000 took minutes. The
+    rows are those Optuna writes (its models), the numbers counted as Optuna counts them, under
+    its lock of the study's row. The caller makes the distributions compatible with those the
+    study stores (:func:`bopsweep.driver.queue.fit_stored`).
+    """
+    from optuna.storages import RDBStorage
+
+    storage = storage_of(study)
+    backend = getattr(storage, "_backend", storage)  # the RDB storage behind Optuna's cache
+    if not isinstance(backend, RDBStorage) or not trials:
+        study.add_trials(trials)
+        return
+    import sqlalchemy as sa
+    from optuna.distributions import distribution_to_json
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    sid = study_id(study)
+    with _create_scoped_session(backend.scoped_session) as session:
+        models.StudyModel.find_or_raise_by_id(sid, session, for_update=True)
+        rows = [models.TrialModel(study_id=sid, number=None, state=t.state) for t in trials]
+        session.add_all(rows)
+        session.flush()  # their ids
+        first = rows[0].count_past_trials(session)
+        for i, row in enumerate(rows):
+            row.number = first + i
+        params = [
+            {
+                "trial_id": row.trial_id,
+                "param_name": name,
+                "param_value": t.distributions[name].to_internal_repr(value),
+                "distribution_json": distribution_to_json(t.distributions[name]),
+            }
+            for row, t in zip(rows, trials)
+            for name, value in t.params.items()
+        ]
+        attrs = [
+            {"trial_id": row.trial_id, "key": key, "value_json": json.dumps(value)}
+            for row, t in zip(rows, trials)
+            for key, value in t.user_attrs.items()
+        ]
+        if params:
+            session.execute(sa.insert(models.TrialParamModel.__table__), params)
+        if attrs:
+            session.execute(sa.insert(models.TrialUserAttributeModel.__table__), attrs)
+
+
+def waiting_trial_ids(study: optuna.Study) -> list[int]:
+    """The ids of the study's WAITING trials, by number, read without loading the trials.
+
+    Optuna's cache reloads every unfinished trial (params, attributes) on each
+    ``get_trials``: with 10,000 queued, claiming one read all of them, each time.
+    """
+    import optuna
+    from optuna.storages import RDBStorage
+
+    storage = storage_of(study)
+    backend = getattr(storage, "_backend", storage)
+    waiting = optuna.trial.TrialState.WAITING
+    if not isinstance(backend, RDBStorage):
+        trials = storage.get_all_trials(study_id(study), deepcopy=False, states=(waiting,))
+        return [trial_id(t) for t in sorted(trials, key=lambda t: t.number)]
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(backend.scoped_session) as session:
+        rows = (
+            session.query(models.TrialModel.trial_id)
+            .filter(models.TrialModel.study_id == study_id(study))
+            .filter(models.TrialModel.state == waiting)
+            .order_by(models.TrialModel.number)
+            .all()
+        )
+    return [tid for (tid,) in rows]

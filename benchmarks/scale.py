@@ -1,0 +1,128 @@
+"""How the study commands grow with a study's size: synthetic grids of 1,000 and 10,000 trials ×
+100 epochs (rows written as the driver writes them: :mod:`benchmarks.synthetic`, no training).
+
+At each size it times, in seconds:
+
+* ``enqueue``: expanding the grid and queueing its trials (``TrialQueue.enqueue_missing``, what
+  a study command does before it runs anything);
+* ``claim``: one turn of the driver filling a slot: claiming the next WAITING trial of the study
+  with every trial still queued;
+* ``status``, ``export`` (trials to CSV) and ``plot``: the commands as a user runs them, each a
+  fresh process (imports included) on the completed study;
+
+and the growth of each from the smallest size to the largest (linear: the ratio of the sizes).
+The trials log 5 steps an epoch (a real run logs 50: at 10,000 trials that would be 50 million
+step rows); every epoch's validation accuracy is reported as an intermediate value, as the
+driver does. Last, the refusal of a 10^6-point grid (over ``--max-trials``): its seconds and
+peak memory, which must not depend on the grid's size (it is counted, never expanded).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+from benchmarks.synthetic import complete_queued
+from bopsweep.driver.queue import TrialQueue
+from bopsweep.errors import UserError
+from bopsweep.store import Store
+from bopsweep.studies import TrialConfig, expand, grid_study
+
+STAGES = ("enqueue", "claim", "status", "export", "plot")
+GOALS = {"enqueue": 10.0, "status": 3.0, "plot": 60.0}  # seconds, at 10,000 trials
+LOGGED_STEPS = 5
+
+
+def grid(name: str, trials: int, folder: Path, epochs: int) -> object:
+    """A γ × τ grid of ``trials`` points (10 γ values, trials / 10 τ values)."""
+    if trials % 10:
+        raise ValueError(f"the scale benchmark needs a multiple of 10 trials, not {trials}")
+    base = TrialConfig(epochs=epochs, data_dir=str(folder))
+    n = trials // 10
+    gammas = [float(f"{10.0 ** (-9 + 4 * k / 9):.6g}") for k in range(10)]
+    taus = [float(f"{10.0 ** (-8 + 4 * k / max(n - 1, 1)):.9g}") for k in range(n)]
+    return grid_study(name, base, {"gamma": gammas, "tau": taus})
+
+
+def _cli(*args: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "bopsweep", *args],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=None,
+    )
+    return time.perf_counter() - start
+
+
+def one_size(folder: Path, trials: int, epochs: int) -> dict[str, float]:
+    db = folder / f"scale{trials}.db"
+    store = Store(f"sqlite:///{db}", create=True)
+    spec = grid("scale", trials, folder, epochs)
+    study, _ = store.create(spec)
+    queue = TrialQueue(study)
+    times = {}
+    start = time.perf_counter()
+    queue.enqueue_missing(expand(spec, max_trials=trials))
+    times["enqueue"] = time.perf_counter() - start
+    start = time.perf_counter()
+    claimed = queue.claim()
+    times["claim"] = time.perf_counter() - start
+    assert claimed is not None
+    start = time.perf_counter()
+    complete_queued(store, study, epochs, LOGGED_STEPS, states=("WAITING", "RUNNING"))
+    build = time.perf_counter() - start
+    store.engine.dispose()
+    times["status"] = _cli("status", str(db))
+    times["export"] = _cli("export", str(db), "--output", str(folder / f"trials{trials}.csv"))
+    times["plot"] = _cli("plot", str(db), "--out", str(folder / f"figs{trials}"), "--layer", "last")
+    print(f"  ({trials} trials: study built in {build:.0f} s)", flush=True)
+    return times
+
+
+def huge_grid_refusal() -> dict[str, float]:
+    """Seconds and peak MiB of refusing a grid of 10^6 points (count, no expansion)."""
+    values = [k * 1e-9 for k in range(1, 1001)]
+    spec = grid_study("huge", TrialConfig(), {"tau": values, "gamma": values})
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        expand(spec)
+    except UserError:
+        pass
+    else:
+        raise AssertionError("a 10^6-point grid was not refused")
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return {"seconds": seconds, "peak_mib": peak}
+
+
+def run(sizes: tuple[int, ...] = (1000, 10000), epochs: int = 100) -> dict:
+    results: dict = {"sizes": list(sizes), "epochs": epochs, "seconds": {}}
+    print(f"\nscale: grids of {', '.join(map(str, sizes))} trials × {epochs} epochs", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            results["seconds"][n] = one_size(Path(tmp), n, epochs)
+    small, large = sizes[0], sizes[-1]
+    growth = {s: results["seconds"][large][s] / results["seconds"][small][s] for s in STAGES}
+    results["growth"] = growth
+    results["refuse_1e6_grid"] = huge_grid_refusal()
+    head = "".join(f"{n:>12,}" for n in sizes)
+    print(f"  {'stage':<10}{head}   growth ({large // small}× trials; linear: {large / small:g})")
+    for s in STAGES:
+        cells = "".join(f"{results['seconds'][n][s]:11.2f}s" for n in sizes)
+        goal = f"   goal ≤ {GOALS[s]:g} s at 10,000" if s in GOALS else ""
+        print(f"  {s:<10}{cells}   {growth[s]:6.1f}×{goal}")
+    r = results["refuse_1e6_grid"]
+    print(f"  refusing a 10^6-point grid: {r['seconds'] * 1e3:.1f} ms, peak {r['peak_mib']:.1f} MiB")
+    return results
+
+
+if __name__ == "__main__":
+    run()
