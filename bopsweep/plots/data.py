@@ -62,6 +62,7 @@ def load_study_data(store: Store, study: optuna.Study) -> StudyData:
         if cid not in by_config or key > by_config[cid][0]:
             by_config[cid] = (key, t)
     runs, base = [], study_base(study.user_attrs)
+    epochs_of, steps_of = _by_trial(epochs), _by_trial(steps)
     for (n_epochs, _), t in sorted(by_config.values(), key=lambda kt: kt[1].number):
         if n_epochs == 0:
             continue
@@ -72,15 +73,27 @@ def load_study_data(store: Store, study: optuna.Study) -> StudyData:
                 label=t.user_attrs.get("label") or t.user_attrs["config_id"],
                 config=trial_config(t.user_attrs, base),
                 state=t.state.name,
-                epochs=epochs[epochs["trial_id"] == tid].reset_index(drop=True),
-                steps=(
-                    steps[steps["trial_id"] == tid].reset_index(drop=True)
-                    if not steps.empty
-                    else steps
-                ),
+                epochs=epochs_of.get(tid, _none_of(epochs)),
+                steps=steps_of.get(tid, _none_of(steps)),
             )
         )
     return StudyData(study.study_name, study.user_attrs[SPEC_ATTR], runs, study)
+
+
+def _by_trial(frame: pd.DataFrame) -> dict[int, pd.DataFrame]:
+    """Each trial's rows of a metrics frame, split in one pass (a mask per trial read the whole
+    frame for each: quadratic in the study's size)."""
+    if frame.empty:
+        return {}
+    return {
+        int(tid): part.reset_index(drop=True)
+        for tid, part in frame.groupby("trial_id", sort=False)
+    }
+
+
+def _none_of(frame: pd.DataFrame) -> pd.DataFrame:
+    """No rows, the frame's columns."""
+    return frame.iloc[0:0].reset_index(drop=True)
 
 
 def swept_params(data: StudyData) -> list[str]:

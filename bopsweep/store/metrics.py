@@ -113,15 +113,34 @@ class MetricTables:
         return {t: n for t, (n, _) in self.epoch_progress(study).items()}
 
     def epoch_progress(self, study: optuna.Study) -> dict[int, tuple[int, dict[str, Any]]]:
-        """Per trial id: the number of epochs stored, and the row of the last one (only that
-        row is parsed)."""
-        counts: dict[int, int] = {}
-        last: dict[int, tuple[int, str]] = {}
-        for trial_id, epoch, data in self._rows(self.epochs, study):
-            counts[trial_id] = counts.get(trial_id, 0) + 1
-            if trial_id not in last or epoch > last[trial_id][0]:
-                last[trial_id] = (epoch, data)
-        return {t: (n, json.loads(last[t][1])) for t, n in counts.items()}
+        """Per trial id: the number of epochs stored, and the row of the last one (counted by
+        the database; only the last rows are read and parsed)."""
+        import sqlalchemy as sa
+
+        table = self.epochs
+        if table.name in self._absent:  # a plain Optuna database opened read-only
+            return {}
+        starts = self._starts(study)
+        legacy = table.name in self._legacy
+        keys = [table.c.trial_id] + ([] if legacy else [table.c.trial_start])
+        last = (
+            sa.select(*keys, sa.func.count().label("n"), sa.func.max(table.c.epoch).label("last"))
+            .where(table.c.study_id == study_id_of(study))
+            .group_by(*keys)
+            .subquery()
+        )
+        same = [table.c.trial_id == last.c.trial_id, table.c.epoch == last.c.last]
+        if not legacy:
+            same.append(table.c.trial_start == last.c.trial_start)
+        q = sa.select(
+            *(last.c[k.name] for k in keys), last.c.n, table.c.data
+        ).select_from(last.join(table, sa.and_(*same)))
+        with self.engine.connect() as conn:
+            return {
+                trial_id: (n, json.loads(data))
+                for trial_id, *start, n, data in conn.execute(q)
+                if trial_id in starts and (legacy or start[0] == starts[trial_id])
+            }
 
     def epoch_rows(self, study: optuna.Study) -> dict[int, list[dict[str, Any]]]:
         """Per trial id, its per-epoch rows as stored (plain values, by epoch): for writers
@@ -151,7 +170,7 @@ class MetricTables:
 
         if table.name in self._absent:  # a plain Optuna database opened read-only
             return
-        starts = {trial_id_of(t): t.datetime_start for t in study.get_trials(deepcopy=False)}
+        starts = self._starts(study)
         legacy = table.name in self._legacy  # written before rows carried their trial's start
         columns = [table.c.trial_id, table.c.epoch, table.c.data]
         columns += [] if legacy else [table.c.trial_start]
@@ -160,6 +179,11 @@ class MetricTables:
             for trial_id, epoch, data, *start in conn.execute(q):
                 if trial_id in starts and (legacy or start[0] == starts[trial_id]):
                     yield trial_id, epoch, data
+
+    @staticmethod
+    def _starts(study: optuna.Study) -> dict[int, Any]:
+        """Each trial's start time, by trial id: what a row must match to belong to it."""
+        return {trial_id_of(t): t.datetime_start for t in study.get_trials(deepcopy=False)}
 
     def _frame(self, table: Any, study: optuna.Study, parse: Any) -> pd.DataFrame:
         import pandas as pd
