@@ -13,8 +13,9 @@ At each size it times, in seconds:
 and the growth of each from the smallest size to the largest (linear: the ratio of the sizes).
 The trials log 5 steps an epoch (a real run logs 50: at 10,000 trials that would be 50 million
 step rows) and, unlike the driver's, report no intermediate values (100 writes a trial would
-make the build take hours; the study's readers then load fewer rows than a real study's). Last, the refusal of a 10^6-point grid (over ``--max-trials``): its seconds and
-peak memory, which must not depend on the grid's size (it is counted, never expanded).
+make the build take hours; the study's readers then load fewer rows than a real study's).
+Last, the refusal of a 10^6-point grid (over ``--max-trials``): its seconds and peak memory,
+which must not depend on the grid's size (it is counted, never expanded).
 """
 
 from __future__ import annotations
@@ -130,7 +131,9 @@ def run(sizes: tuple[int, ...] = (1000, 10000), epochs: int = 100) -> dict:
         goal = f"   goal ≤ {GOALS[s]:g} s at 10,000" if s in GOALS else ""
         print(f"  {s:<10}{cells}   {growth[s]:6.1f}×{goal}")
     r = results["refuse_1e6_grid"]
-    print(f"  refusing a 10^6-point grid: {r['seconds'] * 1e3:.1f} ms, peak {r['peak_mib']:.1f} MiB")
+    print(
+        f"  refusing a 10^6-point grid: {r['seconds'] * 1e3:.1f} ms, peak {r['peak_mib']:.1f} MiB"
+    )
     return results
 
 

@@ -100,3 +100,34 @@ def test_a_sampled_trial_gets_its_configuration(queue):
     attrs = {"config_id": "abc", "label": "x", "config": {"epochs": 1}, "attempt": 0}
     t = queue.ask(lambda trial: attrs)
     assert t.state.name == "RUNNING" and t.user_attrs == attrs and queue.counted() == 1
+
+
+def test_a_grid_queued_at_once_reads_back_as_trials_queued_one_by_one(queue, tmp_path):
+    """enqueue_missing writes Optuna's rows in one transaction; every field Optuna reads back
+    equals that of the same trials added with study.add_trial, numbers included."""
+    plan = planned("1e-9,1e-8,1e-7,1e-6,1e-5")
+    queue.study.enqueue_trial({"gamma": 1e-7})  # numbers continue after a trial already there
+    assert queue.enqueue_missing(plan) == 5
+    other = TrialQueue(Store(f"sqlite:///{tmp_path / 'o.db'}", create=True).create(
+        grid_study("g", BASE, {"gamma": [1e-7]}))[0])  # fmt: skip
+    other.study.enqueue_trial({"gamma": 1e-7})
+    for p in plan:
+        other.enqueue(p.params, p.config_id, p.label, p.config.to_dict(), 0, p.distributions)
+
+    def fields(q: TrialQueue) -> list[tuple]:
+        return [
+            (t.number, t.state, t.params, t.distributions, t.user_attrs, t.system_attrs)
+            for t in q.trials()
+        ]
+
+    assert fields(queue) == fields(other)
+    assert [t.number for t in queue.trials()] == list(range(6))
+
+
+def test_claim_goes_by_number_and_skips_trials_claimed_elsewhere(queue):
+    queue.enqueue_missing(planned())
+    elsewhere = TrialQueue(queue.study)  # another driver of the same study
+    assert elsewhere.claim().number == 0
+    assert queue.claim().number == 1
+    assert queue.claim().number == 2
+    assert queue.claim() is None

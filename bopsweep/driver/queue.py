@@ -168,7 +168,9 @@ class TrialQueue:
     ) -> None:
         """Queue ``config`` (the full configuration) as a WAITING trial; it stores only what
         differs from the study's base."""
-        self.study.add_trial(self._waiting(params, config_id, label, config, attempt, distributions))
+        self.study.add_trial(
+            self._waiting(params, config_id, label, config, attempt, distributions)
+        )
 
     def _waiting(
         self,

@@ -86,8 +86,7 @@ def _by_trial(frame: pd.DataFrame) -> dict[int, pd.DataFrame]:
     if frame.empty:
         return {}
     return {
-        int(tid): part.reset_index(drop=True)
-        for tid, part in frame.groupby("trial_id", sort=False)
+        int(tid): part.reset_index(drop=True) for tid, part in frame.groupby("trial_id", sort=False)
     }
 
 

@@ -132,9 +132,9 @@ class MetricTables:
         same = [table.c.trial_id == last.c.trial_id, table.c.epoch == last.c.last]
         if not legacy:
             same.append(table.c.trial_start == last.c.trial_start)
-        q = sa.select(
-            *(last.c[k.name] for k in keys), last.c.n, table.c.data
-        ).select_from(last.join(table, sa.and_(*same)))
+        q = sa.select(*(last.c[k.name] for k in keys), last.c.n, table.c.data).select_from(
+            last.join(table, sa.and_(*same))
+        )
         with self.engine.connect() as conn:
             return {
                 trial_id: (n, json.loads(data))

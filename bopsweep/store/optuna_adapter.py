@@ -34,7 +34,6 @@ def trial_id(trial: optuna.trial.FrozenTrial | optuna.Trial) -> int:
     return trial._trial_id
 
 
-
 def add_waiting_trials(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> None:
     """``study.add_trials(trials)`` for WAITING trials made by ``optuna.trial.create_trial``
     (params, distributions and user attributes; nothing else), numbered in order.
