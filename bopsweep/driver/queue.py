@@ -137,7 +137,7 @@ class TrialQueue:
             if p.config_id not in existing:
                 distributions = fit_stored(p.params, p.distributions, stored)
                 config = p.config.to_dict()
-                new.append(self._waiting(p.params, p.config_id, p.label, config, 0, distributions))
+                new.append(self.waiting(p.params, p.config_id, p.label, config, 0, distributions))
         add_waiting_trials(self.study, new)  # one transaction, not one per trial
         return len(new)
 
@@ -157,22 +157,11 @@ class TrialQueue:
             if "config_id" in t.user_attrs and holds_result_or_is_pending(t)
         }
 
-    def enqueue(
-        self,
-        params: dict[str, Any],
-        config_id: str,
-        label: str,
-        config: dict[str, Any],
-        attempt: int,
-        distributions: Any = None,
-    ) -> None:
-        """Queue ``config`` (the full configuration) as a WAITING trial; it stores only what
-        differs from the study's base."""
-        self.study.add_trial(
-            self._waiting(params, config_id, label, config, attempt, distributions)
-        )
+    def enqueue(self, *args: Any, **kwargs: Any) -> None:
+        """Queue a configuration as a WAITING trial (the arguments of :meth:`waiting`)."""
+        self.study.add_trial(self.waiting(*args, **kwargs))
 
-    def _waiting(
+    def waiting(
         self,
         params: dict[str, Any],
         config_id: str,
@@ -181,7 +170,8 @@ class TrialQueue:
         attempt: int,
         distributions: Any = None,
     ) -> FrozenTrial:
-        """The WAITING trial that queues ``config``, not yet added to the study."""
+        """The WAITING trial that queues ``config`` (the full configuration), not yet added to
+        the study; it stores only what differs from the study's base."""
         import optuna
 
         from bopsweep.studies import param_distributions
