@@ -7,6 +7,8 @@ At each size it times, in seconds:
   a study command does before it runs anything);
 * ``claim``: one turn of the driver filling a slot: claiming the next WAITING trial of the study
   with every trial still queued;
+* ``progress``: the study's progress as the driver's live display reads it (every trial, up to
+  4 times a second), on the same study;
 * ``status``, ``export`` (trials to CSV) and ``plot``: the commands as a user runs them, each a
   fresh process (imports included) on the completed study;
 
@@ -29,11 +31,12 @@ from pathlib import Path
 
 from benchmarks.synthetic import complete_queued
 from bopsweep.driver.queue import TrialQueue
+from bopsweep.driver.state import study_progress
 from bopsweep.errors import UserError
 from bopsweep.store import Store
 from bopsweep.studies import TrialConfig, expand, grid_study
 
-STAGES = ("enqueue", "claim", "status", "export", "plot")
+STAGES = ("enqueue", "claim", "progress", "status", "export", "plot")
 GOALS = {"enqueue": 10.0, "status": 3.0, "plot": 60.0}  # seconds, at 10,000 trials
 LOGGED_STEPS = 5
 
@@ -84,6 +87,9 @@ def one_size(folder: Path, trials: int, epochs: int) -> dict[str, float]:
     claimed = queue.claim()
     times["claim"] = time.perf_counter() - start
     assert claimed is not None
+    start = time.perf_counter()
+    study_progress(queue.trials(), queue.base, search=None)
+    times["progress"] = time.perf_counter() - start
     start = time.perf_counter()
     _unsynced(store)
     complete_queued(store, study, epochs, LOGGED_STEPS, curves=False, states=("WAITING", "RUNNING"))
