@@ -77,6 +77,35 @@ def test_metric_rows_are_written_once_per_trial_and_epoch(tmp_path):
     assert store.metrics.epochs_frame(other).empty
 
 
+def test_epoch_progress_counts_each_trials_epochs_and_reads_its_last_row(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 's.db'}", create=True)
+    study = optuna.create_study(study_name="s", storage=store.storage)
+    first, second = study.ask(), study.ask()
+    rows = [{"epoch": e, "val_acc": e / 10} for e in (2, 3, 1)]  # written out of order
+    store.metrics.write(study_id(study), trial_id(first), rows, {})
+    store.metrics.write(study_id(study), trial_id(second), [{"epoch": 1, "c2i": 0.5}], {})
+    assert store.metrics.epoch_progress(study) == {
+        trial_id(first): (3, {"epoch": 3, "val_acc": 0.3}),
+        trial_id(second): (1, {"epoch": 1, "c2i": 0.5}),
+    }
+
+
+def test_a_frame_of_rows_with_different_columns_holds_them_all(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 's.db'}", create=True)
+    study = optuna.create_study(study_name="s", storage=store.storage)
+    trial = study.ask()
+    rows = [{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.6, "c2i": 0.1}]
+    steps = {1: [{"epoch": 1, "step": 5}], 2: [{"epoch": 2, "step": 10, "pi": -3.0}]}
+    store.metrics.write(study_id(study), trial_id(trial), rows, steps)
+    epochs = store.metrics.epochs_frame(study)
+    assert list(epochs.columns) == ["trial_id", "epoch", "val_acc", "c2i"]
+    assert epochs["val_acc"].tolist() == [0.5, 0.6]
+    assert epochs["c2i"].isna().tolist() == [True, False]
+    steps_frame = store.metrics.steps_frame(study)
+    assert steps_frame["step"].tolist() == [5, 10]
+    assert steps_frame["pi"].isna().tolist() == [True, False]
+
+
 def test_rows_of_a_deleted_trial_never_attach_to_the_trial_that_reuses_its_id(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 's.db'}", create=True)
     old = running_trial(store, "old")
