@@ -26,6 +26,21 @@ OPTIMIZERS = values(Optimizer)
 NORMS = values(Norm)
 INITS = values(Init)
 HYPERPARAMETERS = ("gamma", "sigma", "tau")  # of the binary optimizers
+# What the members of a stack (``--stack``) share: the architecture, and the data and its order,
+# so one forward pass of one batch serves them all. Everything else (optimizer, γ/σ/τ, lr,
+# schedules, init, epochs, ...) may differ member by member.
+STACK_SHARED = (
+    "width",
+    "norm",
+    "batch_size",
+    "seed",
+    "data_dir",
+    "download",
+    "subset",
+    "val_subset",
+    "augment",
+    "device",
+)
 
 
 @dataclass(frozen=True)
