@@ -35,7 +35,7 @@ from bopsweep.flips import FlipLog, InitialSigns
 from bopsweep.models import BinaryNet, StackedBinaryNet
 from bopsweep.optim import Bop, Bop2ndOrder, LatentAdam
 from bopsweep.run_dir import RunDir
-from bopsweep.studies.config import STACK_SHARED, TrialConfig
+from bopsweep.studies.config import STACK_SHARED, TrialConfig, stack_key
 from bopsweep.two_step import TwoStep
 
 PROGRESS_EVERY = 20
@@ -373,13 +373,15 @@ def run_stack(
     :data:`~bopsweep.studies.config.STACK_SHARED` (architecture, batch size, data and its
     order); each keeps its own hyperparameters, schedules, optimizer state, metrics and
     checkpoint, the same files a separate :func:`run_trial` writes, so either can resume the
-    other's; ``resume`` is one flag for all or one per member. Members resumed at different epochs wait for each other: each epoch trains the
-    members furthest behind. The callbacks are :func:`run_trial`'s with the member's index
-    first; ``on_end(k, end)`` reports a member's summary, or the :class:`TrialDiverged` or
-    :class:`UserError` that ended it alone while the others go on. ``stopped(k)``, asked after
-    each of member k's epochs, drops it (pruning). ``grouped`` picks the stacked layers'
-    kind (:class:`~bopsweep.models.StackedBinaryNet`); by default grouped on a GPU, member by
-    member on the CPU. Returns each member's end (``None``: stopped).
+    other's; ``resume`` is one flag for all or one per member. Members resumed at different
+    epochs wait for each other: each epoch trains the members furthest behind.
+
+    The callbacks are :func:`run_trial`'s with the member's index first; ``on_end(k, end)``
+    reports a member's summary, or the :class:`TrialDiverged` or :class:`UserError` that ended
+    it alone while the others go on. ``stopped(k)``, asked after each of member k's epochs,
+    drops it (pruning). ``grouped`` picks the stacked layers' kind
+    (:class:`~bopsweep.models.StackedBinaryNet`); by default grouped on a GPU, member by member
+    on the CPU. Returns each member's end (``None``: stopped).
     """
     configs = [c.resolved() for c in configs]
     check_stackable(configs)
@@ -481,16 +483,11 @@ def check_stackable(configs: Sequence[TrialConfig]) -> None:
     """Refuse a stack whose members differ in what they must share, or that asks to compile."""
     if not configs:
         raise UserError("a stack needs at least one configuration")
-    if len(configs) > 1:
-        differ = [
-            name
-            for name in STACK_SHARED
-            if len({json.dumps(getattr(c, name)) for c in configs}) > 1
-        ]
-        if differ:
-            raise UserError(f"stacked trials must share {', '.join(differ)}")
-        if any(c.compile for c in configs):
-            raise UserError("--compile applies to a lone trial, not to stacked trials")
+    if len({stack_key(c.to_dict()) for c in configs}) > 1:
+        differ = [n for n in STACK_SHARED if len({json.dumps(getattr(c, n)) for c in configs}) > 1]
+        raise UserError(f"stacked trials must share {', '.join(differ)}")
+    if len(configs) > 1 and any(c.compile for c in configs):
+        raise UserError("--compile applies to a lone trial, not to stacked trials")
 
 
 def summarize(history: list[dict[str, Any]], seconds: float) -> dict[str, Any]:

@@ -10,7 +10,11 @@ epoch, and its curves stay within the seed-to-seed spread after (see
 from __future__ import annotations
 
 import copy
+import os
+import signal
+from pathlib import Path
 
+import optuna
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,6 +24,17 @@ from bopsweep.models import BinaryNet, StackedBinaryNet
 from bopsweep.run_dir import read_rows
 from bopsweep.studies import TrialConfig
 from bopsweep.train import TrialDiverged, run_stack, run_trial
+from tests.test_dispatch import (
+    assert_one_complete_per_configuration,
+    bopsweep,
+    epochs_in,
+    grid_args,
+    run_dirs,
+    start,
+    trial_processes,
+    trials,
+    wait_until,
+)
 
 ARMS = [
     {"optimizer": "bop", "gamma": 1e-2, "tau": 1e-5},
@@ -172,3 +187,60 @@ def test_a_stack_that_cannot_share_is_refused_before_any_folder(
     with pytest.raises(UserError, match=message):
         run_stack(configs, [tmp_path / "a", tmp_path / "b"])
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+# --- stacked trials in a study: the driver -------------------------------------------------------
+
+
+def stacked_grid(data, epochs: int, stack: int) -> list[str]:
+    return [*grid_args("gamma", "1e-7,1e-6,1e-5", epochs, data, workers=1), "--stack", str(stack)]
+
+
+def by_gamma(ts) -> dict[float, optuna.trial.FrozenTrial]:
+    return {t.params["gamma"]: t for t in ts if t.state.name == "COMPLETE"}
+
+
+def test_a_stacked_grid_gives_each_configuration_its_own_trial_as_run_alone(
+    small_cifar_dir, tmp_path
+):
+    stacked, alone = tmp_path / "stacked", tmp_path / "alone"
+    for cwd, stack in ((stacked, 3), (alone, 1)):
+        cwd.mkdir()
+        result = bopsweep(*stacked_grid(small_cifar_dir, 2, stack), cwd=cwd)
+        assert result.returncode == 0, result.stderr
+    ts = trials(stacked, "grid-gamma")
+    assert_one_complete_per_configuration(ts, 3, 2, stacked)
+    assert {t.user_attrs["slot"] for t in ts} == {"cpu0"}
+    twins = by_gamma(trials(alone, "grid-gamma"))
+    for gamma, t in by_gamma(ts).items():  # on the CPU a stack computes what separate runs do
+        assert t.value == twins[gamma].value
+        assert t.intermediate_values == twins[gamma].intermediate_values
+        run_dir = Path(t.user_attrs["run_dir"])
+        assert run_dir.name == t.user_attrs["config_id"]
+        assert (run_dir / "checkpoint.pt").exists() and epochs_in(run_dir) == 2
+
+
+@pytest.mark.slow
+def test_a_killed_stack_is_retried_member_by_member_from_their_checkpoints(
+    small_cifar_dir, tmp_path
+):
+    epochs = 12
+    driver = start(*stacked_grid(small_cifar_dir, epochs, 3), cwd=tmp_path)
+    wait_until(
+        lambda: (
+            all(epochs_in(d) >= 3 for d in run_dirs(tmp_path, "grid-gamma"))
+            and len(run_dirs(tmp_path, "grid-gamma")) == 3
+        ),
+        what="the stack mid-run",
+    )
+    (victim,) = trial_processes(driver.pid)  # one process for the three trials
+    os.kill(victim, signal.SIGKILL)
+    _, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, err
+    assert err.count("FAILED (killed by SIGKILL); re-queued") == 3
+    ts = trials(tmp_path, "grid-gamma")
+    assert_one_complete_per_configuration(ts, 3, epochs, tmp_path)
+    crashed = [t for t in ts if t.state.name == "FAIL"]
+    assert len(crashed) == 3 and {t.user_attrs["failure"] for t in crashed} == {"crash"}
+    for t in by_gamma(ts).values():
+        assert t.user_attrs["attempt"] == 1 and t.user_attrs["resumed_from_epoch"] >= 2

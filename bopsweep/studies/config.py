@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,11 @@ STACK_SHARED = (
     "augment",
     "device",
 )
+
+
+def stack_key(config: Mapping[str, Any]) -> str:
+    """What must be equal for configurations (as dicts) to train in one stack."""
+    return json.dumps([config.get(name) for name in STACK_SHARED])
 
 
 @dataclass(frozen=True)
