@@ -244,3 +244,21 @@ def test_a_killed_stack_is_retried_member_by_member_from_their_checkpoints(
     assert len(crashed) == 3 and {t.user_attrs["failure"] for t in crashed} == {"crash"}
     for t in by_gamma(ts).values():
         assert t.user_attrs["attempt"] == 1 and t.user_attrs["resumed_from_epoch"] >= 2
+
+
+@pytest.mark.slow
+def test_a_stacked_search_prunes_members_while_their_stack_goes_on(small_cifar_dir, tmp_path):
+    # the norm fixed: every sampled trial can join a stack
+    args = ["optuna", "--trials", "9", "--sampler-seed", "0", "--pruner", "median", "--fix"]
+    args += ["norm=batch", "--stack", "3", "--workers", "1", "--epochs", "6"]
+    args += ["--data-dir", str(small_cifar_dir), "--width", "0.0625", "--batch-size", "20"]
+    result = bopsweep(*args, "--device", "cpu", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ts = trials(tmp_path, "optuna-search")
+    assert len(ts) == 9 and {t.state.name for t in ts} == {"COMPLETE", "PRUNED"}
+    for t in ts:
+        curve = sorted(t.intermediate_values)
+        if t.state.name == "PRUNED":  # stopped after its epoch in progress, its curve kept
+            assert t.user_attrs["pruned_at_epoch"] in curve and curve[-1] < 6
+        else:
+            assert curve == list(range(1, 7))
