@@ -11,7 +11,10 @@ bopsweep's own :func:`~bopsweep.train.run_stack` and :func:`~bopsweep.train.run_
 * ``grouped``: one ``run_stack`` with grouped layers, one kernel per layer for all members
   (a GPU's default).
 
-Process start-up is left out (``warm_start`` measures it); a stack also saves K - 1 of those.
+Process start-up is left out there; the second part runs tiny trials through the whole
+driver (real trial processes, warm starts, a SQLite database), ``--stack K`` against
+``--stack 1``, where a stack also saves K - 1 process starts and data loads.
+
 Arms alternate within each round; the figure is the median over rounds, the ratio
 trials/hour(arm) / trials/hour(separate).
 """
@@ -23,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.dispatch import trials_per_minute
 from bopsweep.data import make_synthetic
 from bopsweep.studies import TrialConfig
 from bopsweep.train import run_stack, run_trial
@@ -75,7 +79,27 @@ def run(
             )
             for arm in ARMS:
                 print(f"  {arm:<9} {per_hour[arm]:8.0f} trials/hour   ratio {ratios[arm]:5.2f}")
+        results["driver"] = _through_the_driver(folder, k, rounds)
     return results
+
+
+def _through_the_driver(folder: Path, k: int, rounds: int, n_trials: int = 8) -> dict:
+    data = make_synthetic(folder / "tiny", n_train=200, n_test=50).parent
+    samples: dict[int, list[float]] = {1: [], k: []}
+    for r in range(rounds):
+        for stack in (1, k) if r % 2 == 0 else (k, 1):
+            tpm = trials_per_minute(f"stack{stack}-{r}", data, folder, n_trials, 3, stack=stack)
+            samples[stack].append(tpm * 60)
+    per_hour = {stack: statistics.median(s) for stack, s in samples.items()}
+    ratio = per_hour[k] / per_hour[1]
+    print(
+        f"\nstack through the driver, {n_trials} tiny trials (3 epochs, width 1/16, 200 images), "
+        f"1 cpu worker, warm starts, median of {rounds} rounds"
+    )
+    for stack, value in per_hour.items():
+        print(f"  --stack {stack}: {value:8.0f} trials/hour")
+    print(f"  ratio --stack {k} / --stack 1: {ratio:.2f}")
+    return {"trials_per_hour": per_hour, "ratio": ratio}
 
 
 if __name__ == "__main__":

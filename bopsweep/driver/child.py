@@ -1,4 +1,5 @@
-"""A trial process: trains one configuration and streams its metrics to the driver.
+"""A trial process: trains one configuration (or a stack of them, ``--stack``) and streams its
+metrics to the driver.
 
 Started by the driver (:mod:`bopsweep.driver.process`); what it reads and writes is
 :mod:`bopsweep.driver.protocol`. It is a pure function of its configuration: it trains in
@@ -162,3 +163,7 @@ def _read_commands(stopped: set[int]) -> None:
     for line in sys.stdin:
         with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
             stopped.add(int(json.loads(line)["stop"]))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
