@@ -23,6 +23,7 @@ from benchmarks import (
     plots,
     scale,
     search,
+    stack,
     train_step,
     warm_start,
 )
@@ -52,6 +53,13 @@ def main() -> None:
         "dispatch": lambda: dispatch.run(n_trials=2 if q else 8, epochs=1 if q else 3),
         "warm_start": lambda: warm_start.run(
             n_trials=2 if q else 8, epochs=1 if q else 3, rounds=1 if q else 3
+        ),
+        "stack": lambda: stack.run(
+            widths=(1 / 16,) if q else (1 / 8, 1 / 4),
+            k=2 if q else 4,
+            n_train=100 if q else 1000,
+            rounds=1 if q else 3,
+            device=dev,
         ),
         "cli_startup": lambda: cli_startup.run(rounds=1 if q else 7),
         "search": lambda: search.run(seeds=1 if q else 5),

@@ -25,6 +25,7 @@ def trials_per_minute(
     epochs: int,
     workers: int = 1,
     warm_starts: bool = True,
+    stack: int = 1,
 ) -> float:
     """Trials per minute of a grid of ``n_trials`` tiny trials, a fresh database ``name``."""
     base = TrialConfig(width=1 / 16, batch_size=20, epochs=epochs, data_dir=str(data), device="cpu")
@@ -36,6 +37,7 @@ def trials_per_minute(
         workers=workers,
         quiet=True,
         warm_starts=warm_starts,
+        stack=stack,
     )
     start = time.perf_counter()
     with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):  # the study's log

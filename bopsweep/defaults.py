@@ -177,5 +177,10 @@ PER_GPU = 1
 # trial processes forked from a zygote per slot that has imported torch and loaded the data
 # (bopsweep.driver.warm), instead of started from scratch: seconds saved per trial; Linux only
 WARM_STARTS = True
+# trials per process, trained as one stacked model (bopsweep.models.stacked). 1 by default: on
+# the CPU a stack saves only per-trial overhead (benchmarks/stack.py); try 4-8 on a GPU, where
+# one BinaryNet trial leaves most of the device idle
+STACK = 1
+MAX_STACK = 64  # a guard against typos: more members than that fill no device better
 HEARTBEAT_INTERVAL = 60  # seconds, shared databases only
 GRACE_PERIOD = 600  # seconds without a heartbeat before another worker re-queues a trial

@@ -15,9 +15,10 @@ on the CPU reproduces the uninterrupted one exactly.
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -31,10 +32,10 @@ from bopsweep.data import DeviceData, load_cifar10, resolve_data_dir, stratified
 from bopsweep.defaults import Optimizer
 from bopsweep.errors import UserError
 from bopsweep.flips import FlipLog, InitialSigns
-from bopsweep.models import BinaryNet
+from bopsweep.models import BinaryNet, StackedBinaryNet
 from bopsweep.optim import Bop, Bop2ndOrder, LatentAdam
 from bopsweep.run_dir import RunDir
-from bopsweep.studies.config import TrialConfig
+from bopsweep.studies.config import STACK_SHARED, TrialConfig, stack_key
 from bopsweep.two_step import TwoStep
 
 PROGRESS_EVERY = 20
@@ -164,22 +165,164 @@ def load_data(config: TrialConfig, device: torch.device) -> tuple[DeviceData, De
 @torch.inference_mode()
 def evaluate(
     model: torch.nn.Module, data: DeviceData, batch_size: int = 1000
-) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) over a split, with one host sync."""
+) -> list[tuple[float, float]]:
+    """(mean cross-entropy, accuracy) over a split for each member of ``model`` (a BinaryNet is
+    a stack of one, a :class:`~bopsweep.models.StackedBinaryNet` has K), with one host sync."""
     model.eval()
-    totals = torch.zeros(2, device=data.device)
+    totals: Tensor | None = None
     for x, y in data.batches(batch_size):
-        logits = model(x.contiguous(memory_format=LAYOUT))
-        totals += torch.stack(
-            [F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(1) == y).sum().float()]
+        logits = _per_member(model(x.contiguous(memory_format=LAYOUT)))
+        batch = torch.stack(  # [K, 2]
+            [
+                torch.stack(
+                    [F.cross_entropy(out, y, reduction="sum"), (out.argmax(1) == y).sum().float()]
+                )
+                for out in logits
+            ]
         )
-    loss, correct = totals.tolist()
-    return loss / len(data), correct / len(data)
+        totals = batch if totals is None else totals + batch
+    assert totals is not None, "evaluate needs at least one batch"
+    return [(loss / len(data), correct / len(data)) for loss, correct in totals.tolist()]
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
     """The data order and augmentation of an epoch depend on (seed, epoch) alone."""
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
+
+
+class _Member:
+    """One configuration of a run and everything it trains: model, optimizers, schedules, flip
+    log, output folder. A lone trial is a stack of one member."""
+
+    def __init__(
+        self,
+        index: int,
+        config: TrialConfig,
+        out_dir: Path | None,
+        resume: bool,
+        device: torch.device,
+        steps_per_epoch: int,
+    ) -> None:
+        self.index, self.config = index, config
+        self.run = RunDir(Path(out_dir)) if out_dir is not None else None
+        state = self.run.open(config, resume) if self.run is not None else None
+        torch.manual_seed(config.seed)  # a member starts as its separate run does
+        model = build_model(config)
+        # channels-last convolutions: 20-25 % faster steps on the CPU (benchmarks/train_step.py)
+        # torch's stubs lack Module.to(device, memory_format=...), which torch accepts
+        self.model = model.to(device, memory_format=LAYOUT)  # type: ignore[call-overload]
+        self.binary, self.real = build_optimizers(config, self.model)
+        # --compile: Inductor kernels for the model (compiled on the first batch, cached on disk
+        # across trials); checkpoints keep the plain model's state_dict
+        self.compiled: torch.nn.Module | None = None
+        self.hyper = Hyperparams(config, self.binary, self.real, steps_per_epoch)
+        names = self.model.binary_layer_names
+        sizes = [p.numel() for p in self.model.binary_parameters()]
+        self.flips = FlipLog(names, sizes, config.log_every, device)
+        # sign(w_0) for the C2I ratio: the fresh model's (on resume, the same seed built the
+        # same start), replaced by the checkpoint's where it has them
+        self.initial = InitialSigns(names, self.model.binary_parameters())
+        self.two_step = TwoStep(config, self.model, self.binary, self.real)
+        self.epoch, self.step = 0, 0
+        if state is not None:
+            try:
+                self.model.load_state_dict(state["model"])
+                self.binary.load_state_dict(state["binary_opt"])
+                self.real.load_state_dict(state["real_opt"])
+                if "initial_signs" in state:  # checkpoints of bopsweep before C2I lack them
+                    self.initial.load_state_dict(state["initial_signs"])
+            except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
+                raise UserError(
+                    f"the checkpoint in {out_dir} does not fit this configuration ({e})"
+                ) from None
+            self.epoch, self.step = state["epoch"], state["step"]
+        self.history = self.run.history() if self.run is not None else []
+        self.started = time.perf_counter()
+        self.seconds_before = (
+            sum(r.get("seconds", 0.0) for r in self.run.timings()) if self.run else 0.0
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.config.epochs
+
+    def begin_epoch(self) -> None:
+        """Two-step training's set-up of the epoch; (re)compiles a ``--compile`` model."""
+        changed = self.two_step.begin_epoch(self.epoch)
+        if self.config.compile and (changed or self.compiled is None):
+            torch._dynamo.reset()  # the layers' forward changed: compile the model again
+            # (torch.compile of a Module is an OptimizedModule; its stubs say only Callable)
+            self.compiled = cast(torch.nn.Module, torch.compile(self.model))
+
+    def zero_grad(self) -> None:
+        self.binary.zero_grad(set_to_none=True)
+        self.real.zero_grad(set_to_none=True)
+
+    def optimizer_step(self) -> None:
+        self.binary.step()
+        self.real.step()
+        self.step += 1
+        self.flips.record(self.step, self.binary.flip_counts)  # type: ignore[attr-defined]
+
+    def end_epoch(
+        self, loss_sum: float, correct: float, seen: int, val: tuple[float, float], seconds: float
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Record the epoch just trained: metrics row, logged steps, checkpoint."""
+        if not math.isfinite(loss_sum):
+            raise TrialDiverged(f"the training loss became {loss_sum} in epoch {self.epoch + 1}")
+        epoch_flips, step_rows = self.flips.end_epoch(self.step)
+        self.epoch += 1
+        row = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "val_loss": val[0],
+            "val_acc": val[1],
+            **self.hyper.values,
+            **epoch_flips,
+            **self.initial.c2i(self.model.binary_parameters()),
+        }
+        step_rows = [{"epoch": self.epoch, **r} for r in step_rows]
+        self.history.append(row)
+        if self.run is not None:
+            self.run.append(row, step_rows, seconds=seconds)
+            self.run.save_checkpoint(
+                {
+                    "epoch": self.epoch,
+                    "step": self.step,
+                    "model": self.model.state_dict(),
+                    "binary_opt": self.binary.state_dict(),
+                    "real_opt": self.real.state_dict(),
+                    "initial_signs": self.initial.state_dict(),
+                }
+            )
+        return row, step_rows
+
+    def summary(self) -> dict[str, Any]:
+        summary = summarize(self.history, self.seconds_before + time.perf_counter() - self.started)
+        if self.run is not None:
+            self.run.write_summary(summary)
+        return summary
+
+
+def _forward(group: list[_Member], grouped: bool) -> torch.nn.Module:
+    """The network that trains ``group`` this epoch: one member's model (compiled with
+    ``--compile``) or the members stacked, with grouped layers on a GPU (one kernel per layer
+    for all members) and member by member on the CPU, where grouped convolutions are slower
+    (:class:`~bopsweep.models.StackedBinaryNet`)."""
+    if len(group) > 1:
+        return StackedBinaryNet([m.model for m in group], grouped=grouped)
+    return group[0].compiled or group[0].model
+
+
+def _per_member(output: Tensor | list[Tensor]) -> list[Tensor]:
+    """Each member's logits: a lone model's output is a stack of one."""
+    return output if isinstance(output, list) else [output]
+
+
+# What ends a member of a stack: its summary, or the exception that stopped it.
+MemberEnd = dict[str, Any] | Exception
 
 
 def run_trial(
@@ -198,130 +341,153 @@ def run_trial(
     resuming, the metrics of the epochs done before the checkpoint. Raises
     :class:`TrialDiverged` on a NaN loss, :class:`UserError` on bad input.
     """
-    config = config.resolved()
-    run = RunDir(Path(out_dir)) if out_dir is not None else None
-    device = pick_device(config.device)
+    (end,) = run_stack(
+        [config],
+        [out_dir],
+        resume=resume,
+        on_progress=None if on_progress is None else lambda _, p: on_progress(p),
+        on_epoch=None if on_epoch is None else lambda _, row, steps: on_epoch(row, steps),
+        on_resume=None if on_resume is None else lambda _, rows, steps: on_resume(rows, steps),
+    )
+    if isinstance(end, Exception):
+        raise end
+    assert end is not None, "a lone trial is never stopped"
+    return end
+
+
+def run_stack(
+    configs: Sequence[TrialConfig],
+    out_dirs: Sequence[Path | None],
+    *,
+    resume: bool | Sequence[bool] = False,
+    on_progress: Callable[[int, Progress], None] | None = None,
+    on_epoch: Callable[[int, dict[str, Any], list[dict[str, Any]]], None] | None = None,
+    on_resume: Callable[[int, list[dict[str, Any]], list[dict[str, Any]]], None] | None = None,
+    on_end: Callable[[int, MemberEnd], None] | None = None,
+    stopped: Callable[[int], bool] = lambda _: False,
+    grouped: bool | None = None,
+) -> list[MemberEnd | None]:
+    """Train K configurations that share data and architecture as one stacked model.
+
+    Members (``configs[k]``, trained in ``out_dirs[k]``) must agree on
+    :data:`~bopsweep.studies.config.STACK_SHARED` (architecture, batch size, data and its
+    order); each keeps its own hyperparameters, schedules, optimizer state, metrics and
+    checkpoint, the same files a separate :func:`run_trial` writes, so either can resume the
+    other's; ``resume`` is one flag for all or one per member. Members resumed at different
+    epochs wait for each other: each epoch trains the members furthest behind.
+
+    The callbacks are :func:`run_trial`'s with the member's index first; ``on_end(k, end)``
+    reports a member's summary, or the :class:`TrialDiverged` or :class:`UserError` that ended
+    it alone while the others go on. ``stopped(k)``, asked after each of member k's epochs,
+    drops it (pruning). ``grouped`` picks the stacked layers' kind
+    (:class:`~bopsweep.models.StackedBinaryNet`); by default grouped on a GPU, member by member
+    on the CPU. Returns each member's end (``None``: stopped).
+    """
+    configs = [c.resolved() for c in configs]
+    check_stackable(configs)
+    first = configs[0]
+    device = pick_device(first.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    torch.manual_seed(config.seed)
-    train, test = load_data(config, device)  # bad data or device: refused before the folder
-    state = run.open(config, resume) if run is not None else None
-    # channels-last convolutions: 20-25 % faster steps on the CPU (benchmarks/train_step.py)
-    model = build_model(config)
-    # torch's stubs lack Module.to(device, memory_format=...), which torch accepts
-    model = model.to(device, memory_format=LAYOUT)  # type: ignore[call-overload]
-    binary_opt, real_opt = build_optimizers(config, model)
-    # --compile: Inductor kernels for the model (compiled on the first batch, cached on disk
-    # across trials); checkpoints keep the plain model's state_dict
-    # (torch.compile of a Module is an OptimizedModule; its stubs say only Callable)
-    forward = cast(torch.nn.Module, torch.compile(model)) if config.compile else model
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    hyper = Hyperparams(config, binary_opt, real_opt, steps_per_epoch)
-    names = model.binary_layer_names
-    flips = FlipLog(names, [p.numel() for p in model.binary_parameters()], config.log_every, device)
-    # sign(w_0) for the C2I ratio: the fresh model's (on resume, the same seed built the same
-    # start), replaced by the checkpoint's where it has them
-    initial = InitialSigns(names, model.binary_parameters())
-    two_step = TwoStep(config, model, binary_opt, real_opt)
+    if grouped is None:
+        grouped = device.type != "cpu"
+    train, test = load_data(first, device)  # bad data or device: refused before the folders
+    steps_per_epoch = math.ceil(len(train) / first.batch_size)
+    ends: list[MemberEnd | None] = [None] * len(configs)
 
-    epoch, step = 0, 0
-    if state is not None:
+    def end(member: _Member | int, result: MemberEnd) -> None:
+        index = member if isinstance(member, int) else member.index
+        ends[index] = result
+        if on_end is not None:
+            on_end(index, result)
+
+    resumes = [resume] * len(configs) if isinstance(resume, bool) else list(resume)
+    members: list[_Member] = []
+    for k, (config, out_dir) in enumerate(zip(configs, out_dirs, strict=True)):
         try:
-            model.load_state_dict(state["model"])
-            binary_opt.load_state_dict(state["binary_opt"])
-            real_opt.load_state_dict(state["real_opt"])
-            if "initial_signs" in state:  # checkpoints of bopsweep before C2I lack them
-                initial.load_state_dict(state["initial_signs"])
-        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
-            raise UserError(
-                f"the checkpoint in {out_dir} does not fit this configuration ({e})"
-            ) from None
-        epoch, step = state["epoch"], state["step"]
-    history = run.history() if run is not None else []
-    if resume and on_resume is not None and run is not None:
-        on_resume(history, run.step_history())
-    started = time.perf_counter()
-    seconds_before = sum(r.get("seconds", 0.0) for r in run.timings()) if run else 0.0
+            member = _Member(k, config, out_dir, resumes[k], device, steps_per_epoch)
+        except UserError as e:
+            end(k, e)
+            continue
+        members.append(member)
+        if resumes[k] and on_resume is not None and member.run is not None:
+            on_resume(k, member.history, member.run.step_history())
 
-    while epoch < config.epochs:
+    while members:
+        for m in [m for m in members if m.finished]:
+            members.remove(m)
+            end(m, m.summary())
+        if not members:
+            break
+        epoch = min(m.epoch for m in members)
+        group = [m for m in members if m.epoch == epoch]  # the others wait for them
         epoch_start = time.perf_counter()
-        if two_step.begin_epoch(epoch) and config.compile:
-            torch._dynamo.reset()  # the layers' forward changed: compile the model again
-            forward = cast(torch.nn.Module, torch.compile(model))
-        model.train()
-        sums = torch.zeros(2, device=device)  # loss·n, correct: summed on the device
+        for m in group:
+            m.begin_epoch()
+        forward = _forward(group, grouped)
+        forward.train()
+        sums = torch.zeros(len(group), 2, device=device)  # loss·n, correct: on the device
         seen = 0
-        generator = epoch_generator(config.seed, epoch, device)
-        for i, (x, y) in enumerate(train.batches(config.batch_size, generator, config.augment)):
-            hyper.apply(step)
-            logits = forward(x.contiguous(memory_format=LAYOUT))
-            loss = F.cross_entropy(logits, y)
-            binary_opt.zero_grad(set_to_none=True)
-            real_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            binary_opt.step()
-            real_opt.step()
-            step += 1
-            flips.record(step, binary_opt.flip_counts)  # type: ignore[attr-defined]
-            sums += torch.stack([loss.detach() * len(y), (logits.argmax(1) == y).sum()])
+        generator = epoch_generator(first.seed, epoch, device)
+        for i, (x, y) in enumerate(train.batches(first.batch_size, generator, first.augment)):
+            for m in group:
+                m.hyper.apply(m.step)
+            logits = _per_member(forward(x.contiguous(memory_format=LAYOUT)))
+            # each member's loss is its own mean; their sum gives each member its own gradient
+            losses = torch.stack([F.cross_entropy(out, y) for out in logits])
+            for m in group:
+                m.zero_grad()
+            losses.sum().backward()
+            for m in group:
+                m.optimizer_step()
+            correct = torch.stack([(out.argmax(1) == y).sum() for out in logits])
+            sums += torch.stack([losses.detach() * len(y), correct], dim=1)
             seen += len(y)
             if on_progress is not None and (i + 1) % PROGRESS_EVERY == 0:
-                on_progress(
-                    _progress(epoch, config.epochs, i + 1, steps_per_epoch, sums, seen, flips)
-                )
+                for k, m in enumerate(group):
+                    p = _progress(
+                        epoch, m.config.epochs, i + 1, steps_per_epoch, sums[k], seen, m.flips
+                    )
+                    on_progress(m.index, p)
 
-        loss_sum, correct = sums.tolist()
-        if not math.isfinite(loss_sum):
-            raise TrialDiverged(f"the training loss became {loss_sum} in epoch {epoch + 1}")
-        val_loss, val_acc = evaluate(forward, test)
-        epoch_flips, step_rows = flips.end_epoch(step)
-        epoch += 1
-        row = {
-            "epoch": epoch,
-            "step": step,
-            "train_loss": loss_sum / seen,
-            "train_acc": correct / seen,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            **hyper.values,
-            **epoch_flips,
-            **initial.c2i(model.binary_parameters()),
-        }
-        step_rows = [{"epoch": epoch, **r} for r in step_rows]
-        history.append(row)
-        if run is not None:
-            run.append(row, step_rows, seconds=time.perf_counter() - epoch_start)
-            run.save_checkpoint(
-                {
-                    "epoch": epoch,
-                    "step": step,
-                    "model": model.state_dict(),
-                    "binary_opt": binary_opt.state_dict(),
-                    "real_opt": real_opt.state_dict(),
-                    "initial_signs": initial.state_dict(),
-                }
-            )
-        if on_epoch is not None:
-            on_epoch(row, step_rows)
-        if on_progress is not None:
-            on_progress(
-                Progress(
-                    epoch,
-                    config.epochs,
+        vals = evaluate(forward, test)
+        for (loss_sum, correct_sum), val, m in zip(sums.tolist(), vals, group, strict=True):
+            try:
+                row, step_rows = m.end_epoch(
+                    loss_sum, correct_sum, seen, val, time.perf_counter() - epoch_start
+                )
+            except TrialDiverged as e:
+                members.remove(m)
+                end(m, e)
+                continue
+            if on_epoch is not None:
+                on_epoch(m.index, row, step_rows)
+            if on_progress is not None:
+                p = Progress(
+                    m.epoch,
+                    m.config.epochs,
                     steps_per_epoch,
                     steps_per_epoch,
                     row["train_loss"],
                     row["train_acc"],
                     row["pi"],
-                    val_acc,
+                    val[1],
                 )
-            )
+                on_progress(m.index, p)
+            if stopped(m.index):
+                members.remove(m)
+    return ends
 
-    seconds = seconds_before + time.perf_counter() - started
-    summary = summarize(history, seconds)
-    if run is not None:
-        run.write_summary(summary)
-    return summary
+
+def check_stackable(configs: Sequence[TrialConfig]) -> None:
+    """Refuse a stack whose members differ in what they must share, or that asks to compile."""
+    if not configs:
+        raise UserError("a stack needs at least one configuration")
+    if len({stack_key(c.to_dict()) for c in configs}) > 1:
+        differ = [n for n in STACK_SHARED if len({json.dumps(getattr(c, n)) for c in configs}) > 1]
+        raise UserError(f"stacked trials must share {', '.join(differ)}")
+    if len(configs) > 1 and any(c.compile for c in configs):
+        raise UserError("--compile applies to a lone trial, not to stacked trials")
 
 
 def summarize(history: list[dict[str, Any]], seconds: float) -> dict[str, Any]:

@@ -210,6 +210,15 @@ class Placement:
             "per slot that has imported torch and loaded the data (warm starts, Linux).",
         ),
     ] = not d.WARM_STARTS
+    stack: Annotated[
+        int,
+        typer.Option(
+            metavar="K",
+            help="Train up to K queued trials that share width, norm, batch size, seed and data "
+            "in one process as one stacked model; each stays its own trial (metrics, checkpoint, "
+            "pruning, resume). Pays on a GPU; on the CPU it saves only per-trial overhead.",
+        ),
+    ] = d.STACK
 
     def dispatch_options(
         self, storage: str, device: str, data_dir: Path | None, **more: Any
@@ -232,6 +241,7 @@ class Placement:
             grace_period=self.grace_period,
             tensorboard=self.tensorboard,
             warm_starts=not self.cold_starts,
+            stack=self.stack,
             **more,
         )
 

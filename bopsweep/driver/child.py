@@ -1,4 +1,5 @@
-"""A trial process: trains one configuration and streams its metrics to the driver.
+"""A trial process: trains one configuration (or a stack of them, ``--stack``) and streams its
+metrics to the driver.
 
 Started by the driver (:mod:`bopsweep.driver.process`); what it reads and writes is
 :mod:`bopsweep.driver.protocol`. It is a pure function of its configuration: it trains in
@@ -7,17 +8,25 @@ Started by the driver (:mod:`bopsweep.driver.process`); what it reads and writes
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import json
 import os
 import signal
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from bopsweep.driver.protocol import EXIT_DIVERGED, EXIT_USER_ERROR, encode
+
+if TYPE_CHECKING:
+    from bopsweep.studies.config import TrialConfig
+
+Send = Callable[[dict[str, Any]], None]
 
 
 def _die_with_parent() -> None:
@@ -45,18 +54,36 @@ def main(argv: list[str]) -> int:
 
     import torch
 
-    from bopsweep.errors import UserError
-    from bopsweep.run_dir import CONFIG
     from bopsweep.studies.config import TrialConfig
-    from bopsweep.train import TrialDiverged, run_trial
 
     torch.set_num_threads(max(1, threads))
-    config = TrialConfig.from_dict(json.loads(sys.stdin.read()))
+    job = json.loads(sys.stdin.readline())
+    if "stack" not in job:
+        return _run_one(TrialConfig.from_dict(job), run_dir, send)
+    stopped: set[int] = set()
+    threading.Thread(target=_read_commands, args=(stopped,), daemon=True).start()
+    members = [(TrialConfig.from_dict(m["config"]), Path(m["run_dir"])) for m in job["stack"]]
+    return _run_stack(members, send, stopped)
+
+
+def _locked(run_dir: Path, stack: contextlib.ExitStack) -> bool:
+    """Hold ``run_dir``'s lock while the trial runs; False if another process holds it."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with (run_dir / ".lock").open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    lock = stack.enter_context((run_dir / ".lock").open("a"))
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _run_one(config: TrialConfig, run_dir: Path, send: Send) -> int:
+    from bopsweep.errors import UserError
+    from bopsweep.run_dir import CONFIG
+    from bopsweep.train import TrialDiverged, run_trial
+
+    with contextlib.ExitStack() as held:
+        if not _locked(run_dir, held):
             send({"type": "error", "reason": f"{run_dir} is in use by another trial process"})
             return EXIT_USER_ERROR
         try:
@@ -78,6 +105,64 @@ def main(argv: list[str]) -> int:
             return EXIT_USER_ERROR
     send({"type": "done", "summary": summary})
     return 0
+
+
+def _run_stack(members: list[tuple[TrialConfig, Path]], send: Send, stopped: set[int]) -> int:
+    """Members of a stack: every message carries ``"member": k``; each ends with its own
+    message (done, diverged, error) unless stopped (pruned). Exit 0 once all have ended; a
+    crash ends the process, and the driver judges each member without an ending by its code."""
+    from bopsweep.errors import UserError
+    from bopsweep.run_dir import CONFIG
+    from bopsweep.train import TrialDiverged, run_stack
+
+    def end(k: int, result: object) -> None:
+        if isinstance(result, TrialDiverged):
+            send({"type": "diverged", "reason": str(result), "member": k})
+        elif isinstance(result, UserError):
+            send({"type": "error", "reason": str(result), "member": k})
+        else:
+            send({"type": "done", "summary": result, "member": k})
+
+    def is_stopped(k: int) -> bool:
+        if k in stopped:
+            send({"type": "stopped", "member": k})
+        return k in stopped
+
+    with contextlib.ExitStack() as held:
+        free = []
+        for k, (_, run_dir) in enumerate(members):
+            if _locked(run_dir, held):
+                free.append(k)
+            else:
+                end(k, UserError(f"{run_dir} is in use by another trial process"))
+        try:
+            run_stack(
+                [members[k][0] for k in free],
+                [members[k][1] for k in free],
+                resume=[(members[k][1] / CONFIG).exists() for k in free],
+                on_resume=lambda i, rows, steps: send(
+                    {"type": "resumed", "rows": rows, "steps": steps, "member": free[i]}
+                ),
+                on_epoch=lambda i, row, steps: send(
+                    {"type": "epoch", "row": row, "steps": steps, "member": free[i]}
+                ),
+                on_progress=lambda i, p: send({"type": "progress", **asdict(p), "member": free[i]}),
+                on_end=lambda i, result: end(free[i], result),
+                stopped=lambda i: is_stopped(free[i]),
+            )
+        except UserError as e:  # refused as a whole (members that cannot share, bad data)
+            for k in free:
+                end(k, e)
+            return EXIT_USER_ERROR
+    return 0
+
+
+def _read_commands(stopped: set[int]) -> None:
+    """The driver's commands to a running stack, one JSON line each: ``{"stop": k}`` drops
+    member k after its epoch in progress (pruning)."""
+    for line in sys.stdin:
+        with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
+            stopped.add(int(json.loads(line)["stop"]))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bopsweep.defaults import MAX_RETRIES, WARM_STARTS
+from bopsweep.defaults import MAX_RETRIES, STACK, WARM_STARTS
 from bopsweep.driver.outage import DatabaseLost, Outage
 from bopsweep.driver.process import Slot, TrialProcess, stop_all
 from bopsweep.driver.queue import TrialQueue
@@ -32,6 +32,7 @@ from bopsweep.driver.recorder import Recorder
 from bopsweep.driver.state import END_EVENTS, Running, Snapshot, study_progress
 from bopsweep.driver.warm import Zygotes, available
 from bopsweep.store.optuna_adapter import trial_id
+from bopsweep.studies.config import stack_key
 
 if TYPE_CHECKING:
     import optuna
@@ -68,6 +69,7 @@ class Driver:
         heartbeat_interval: float | None = None,
         tensorboard: Path | None = None,
         warm_starts: bool = WARM_STARTS,
+        stack: int = STACK,
     ) -> None:
         import optuna
 
@@ -83,7 +85,14 @@ class Driver:
         self.local = local or {}
         self.heartbeat_interval = heartbeat_interval
         self.prunes = search is not None and not isinstance(study.pruner, optuna.pruners.NopPruner)
-        self.running: dict[str, Running] = {}  # by slot name
+        self.running: dict[str, Running] = {}  # by Running.key: the slot (and stack member)
+        self.stack = stack  # trials per process (--stack)
+        # sampled trials join a stack when every one shares what a stack must (the norm alone
+        # of those is searched); one that cannot waits here for a slot of its own
+        self.stack_samples = search is not None and (
+            "norm" in search.space.fixed or len(search.space.norms) == 1
+        )
+        self.held: list[FrozenTrial] = []  # claimed (RUNNING), waiting for a free slot
         self.finishing: list[Running] = []  # exited, their end not yet recorded
         self.events: queue.Queue[tuple[Running, dict[str, Any] | None]] = queue.Queue()
         self._last_flush = time.monotonic()
@@ -174,14 +183,14 @@ class Driver:
         self._finish_pending()
         self._keep_alive()
         self._fill_slots()
-        if not self.running and not self.finishing:
+        if not self.running and not self.finishing and not self.held:
             if self.queue.count("RUNNING") <= len(self.running):  # no other driver's trial
                 return False
             time.sleep(1.0)  # another driver's trials may come back to the queue
             return True
         self._wait_for_events(0.25)
-        for r in [r for r in self.running.values() if r.proc.exited()]:
-            del self.running[r.slot.name]
+        for r in [r for r in self.running.values() if r.ended()]:
+            del self.running[r.key]
             self.finishing.append(r)
         self._finish_pending()
         if time.monotonic() - self._last_flush > FLUSH_SECONDS:
@@ -193,22 +202,47 @@ class Driver:
 
     # --- trials starting --------------------------------------------------------------------
     def _fill_slots(self) -> None:
+        busy = {r.slot.name for r in self.running.values()}
         for slot in self.slots:
-            if slot.name in self.running:
+            if slot.name in busy:
                 continue
-            trial = self.queue.claim() or self._sample()
-            if trial is None:
+            trials = self._next_trials()
+            if not trials:
                 return
             if self.heartbeat_interval is not None:  # a trial without any heartbeat is never
-                self.queue.heartbeat(trial_id(trial))  # judged stale by Optuna
+                for trial in trials:  # judged stale by Optuna
+                    self.queue.heartbeat(trial_id(trial))
             try:
-                self.running[slot.name] = self._start(trial, slot)
-            except BaseException as e:  # the trial is RUNNING: it must not stay so
-                self.recorder.fail_unstarted(trial, e)
+                started = self._start(trials, slot)
+            except BaseException as e:  # the trials are RUNNING: they must not stay so
+                for trial in trials:
+                    self.recorder.fail_unstarted(trial, e)
                 if isinstance(e, KeyboardInterrupt):
                     raise
                 continue
-            self._event("start", self.running[slot.name])
+            for r in started:
+                self.running[r.key] = r
+                self._event("start", r)
+
+    def _next_trials(self) -> list[FrozenTrial]:
+        """The trials of the next process: one, or up to ``--stack`` that can share one
+        (:data:`~bopsweep.studies.config.STACK_SHARED`), queued ones first."""
+        first = self.held.pop(0) if self.held else self.queue.claim() or self._sample()
+        if first is None or self.stack == 1:
+            return [] if first is None else [first]
+        key = stack_key(self.queue.config(first))
+        trials = [first]
+        while len(trials) < self.stack:
+            trial = self.queue.claim(lambda config: stack_key(config) == key)
+            if trial is None and self.stack_samples:
+                trial = self._sample()
+                if trial is not None and stack_key(self.queue.config(trial)) != key:
+                    self.held.append(trial)
+                    break
+            if trial is None:
+                break
+            trials.append(trial)
+        return trials
 
     def _sample(self) -> FrozenTrial | None:
         """A new trial from the sampler, while the study holds fewer than its total."""
@@ -232,29 +266,49 @@ class Driver:
 
         return self.queue.ask(configure)
 
-    def _start(self, trial: FrozenTrial, slot: Slot) -> Running:
-        """Start a trial process in the configuration's own folder (no database write here: a
-        failed write must not orphan it)."""
-        attrs = trial.user_attrs
-        run_dir = self.checkpoint_root / attrs["config_id"]
-        run_dir.mkdir(parents=True, exist_ok=True)
-        stored = self.queue.config(trial)
-        config = {**stored, **self.local, "device": slot.device}
-        r = Running(
-            trial.number,
-            trial_id(trial),
-            attrs["config_id"],
-            attrs.get("label", ""),
-            stored,
-            slot,
-            attrs.get("attempt", 0),
-            config["epochs"],
-            retry_of=trial.system_attrs.get("failed_trial"),
-        )
-        r.process = TrialProcess(
-            run_dir, slot, config, lambda m: self.events.put((r, m)), self.zygotes
-        )
-        return r
+    def _start(self, trials: list[FrozenTrial], slot: Slot) -> list[Running]:
+        """Start a trial process for ``trials`` (one, or a stack of several), each in its
+        configuration's own folder (no database write here: a failed write must not orphan
+        it)."""
+        runs: list[Running] = []
+        jobs: list[dict[str, Any]] = []
+        for trial in trials:
+            attrs = trial.user_attrs
+            run_dir = self.checkpoint_root / attrs["config_id"]
+            run_dir.mkdir(parents=True, exist_ok=True)
+            stored = self.queue.config(trial)
+            config = {**stored, **self.local, "device": slot.device}
+            runs.append(
+                Running(
+                    trial.number,
+                    trial_id(trial),
+                    attrs["config_id"],
+                    attrs.get("label", ""),
+                    stored,
+                    slot,
+                    attrs.get("attempt", 0),
+                    config["epochs"],
+                    retry_of=trial.system_attrs.get("failed_trial"),
+                    member=len(runs) if len(trials) > 1 else None,
+                    run_dir=run_dir,
+                )
+            )
+            jobs.append({"config": config, "run_dir": str(run_dir)})
+        job = jobs[0]["config"] if len(jobs) == 1 else {"stack": jobs}
+
+        def on_message(message: dict[str, Any] | None) -> None:
+            if message is None:  # the end of the channel: every member's
+                for r in runs:
+                    self.events.put((r, None))
+            else:
+                self.events.put((runs[message.get("member", 0)], message))
+
+        # a stack's stderr (one process) goes to its first member's trial.log
+        log_dir = self.checkpoint_root / runs[0].config_id
+        process = TrialProcess(log_dir, slot, job, on_message, self.zygotes)
+        for r in runs:
+            r.process = process
+        return runs
 
     # --- messages of running trials ---------------------------------------------------------
     def _wait_for_events(self, timeout: float) -> None:
@@ -291,10 +345,10 @@ class Driver:
                 self.recorder.flush(r)  # the pruner reads the learning curve from the database
                 if r.pruned_at is None and self.queue.should_prune(r.trial_id):
                     r.pruned_at = r.epochs_done
-                    r.proc.stop()
+                    r.stop()
         elif kind == "progress":
             r.progress = msg
-        else:  # done, diverged, error
+        else:  # done, diverged, error; stopped (a pruned member of a stack)
             r.last_message = msg
 
     # --- endings ----------------------------------------------------------------------------
@@ -314,6 +368,8 @@ class Driver:
         for r in list(self.running.values()):
             self.recorder.interrupted(r)
         self.running.clear()
+        while self.held:  # claimed, never started: queued again
+            self.recorder.fail_unstarted(self.held.pop(0), KeyboardInterrupt())
 
     # --- other drivers and the database -----------------------------------------------------
     def _keep_alive(self) -> None:

@@ -96,12 +96,14 @@ class TrialProcess:
         self,
         run_dir: Path,
         slot: Slot,
-        config: dict[str, Any],
+        job: dict[str, Any],
         on_message: Callable[[dict[str, Any] | None], None],
         zygotes: Zygotes | None = None,
     ) -> None:
         """Start it (no database write here: a failed write must not orphan it): forked by
-        the slot's zygote where there is one that can (a warm start), else cold.
+        the slot's zygote where there is one that can (a warm start), else cold. ``job`` is a
+        configuration, or a stack's ``{"stack": [{"config": ..., "run_dir": ...}, ...]}``,
+        whose stdin stays open for :meth:`command`.
 
         Its stderr comes to the driver through a pipe (and on to ``trial.log``, best effort), so
         its last words reach the database even when the log cannot be written (a full disk).
@@ -120,8 +122,17 @@ class TrialProcess:
         self._stderr_reader.start()
         assert self.proc.stdin is not None
         with contextlib.suppress(BrokenPipeError):  # it died at once: its stderr says why
-            self.proc.stdin.write(json.dumps(config))
-            self.proc.stdin.close()
+            self.proc.stdin.write(json.dumps(job) + "\n")
+            self.proc.stdin.flush()
+            if "stack" not in job:
+                self.proc.stdin.close()
+
+    def command(self, message: dict[str, Any]) -> None:
+        """Tell a running stack something (``{"stop": k}``); lost if it has exited."""
+        assert self.proc.stdin is not None
+        with contextlib.suppress(OSError, ValueError):  # gone, or its pipe closed
+            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.flush()
 
     @property
     def returncode(self) -> int | None:
@@ -192,6 +203,7 @@ def cold_start(argv: list[str], slot: Slot) -> subprocess.Popen[str]:
 
 def stop_all(processes: list[TrialProcess]) -> None:
     """Stop every process group: SIGTERM, then SIGKILL after a grace period."""
+    processes = list({id(p): p for p in processes}.values())  # a stack's members share one
     for p in processes:
         p.stop()
     deadline = time.monotonic() + STOP_GRACE_SECONDS

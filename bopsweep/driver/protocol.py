@@ -13,6 +13,12 @@ stdout (everything else it prints goes to stderr)::
     {"type": "error", "reason": "..."}                  bad input; exit EXIT_USER_ERROR
 
 Any other exit (a crash, out of memory, a kill) is the driver's to record and retry.
+
+A stacked trial process (``--stack K``) reads ``{"stack": [{"config": {...}, "run_dir":
+"..."}, ...]}`` as its first line and keeps reading its stdin for the driver's commands,
+``{"stop": k}`` (member k is pruned: it stops after its epoch in progress and answers
+``{"type": "stopped"}``). Each of its messages carries ``"member": k``, and each member ends
+with its own ending message while the others go on; the process exits 0 once all have ended.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 CHILD_MODULE = "bopsweep.driver.child"
 EXIT_DIVERGED = 3
 EXIT_USER_ERROR = 2
-ENDINGS = ("done", "diverged", "error")  # the last message of a trial process
+ENDINGS = ("done", "diverged", "error", "stopped")  # a trial's last message
 
 
 def encode(message: dict[str, Any]) -> str:

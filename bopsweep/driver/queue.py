@@ -12,7 +12,7 @@ storage through :mod:`bopsweep.store.optuna_adapter`.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -196,12 +196,17 @@ class TrialQueue:
             t.distributions,
         )  # fmt: skip
 
-    def claim(self) -> FrozenTrial | None:
+    def claim(self, fits: Callable[[dict[str, Any]], bool] | None = None) -> FrozenTrial | None:
         """The first WAITING trial this driver could move to RUNNING; None when none is left.
-        A trial queued by another tool (no bopsweep configuration) is failed on the way."""
+        A trial queued by another tool (no bopsweep configuration) is failed on the way.
+        ``fits``: claim only a trial whose configuration it accepts (a stack's next member)."""
         import optuna
 
         for tid in waiting_trial_ids(self.study):  # not every waiting trial loaded
+            if fits is not None:  # a stack's members: loaded one by one until one fits
+                candidate = self.trial(tid)
+                if not (configured(candidate) and fits(self.config(candidate))):
+                    continue
             try:
                 if not self.storage.set_trial_state_values(tid, self._states.RUNNING):
                     continue

@@ -62,7 +62,7 @@ class Recorder:
             # missing re-queue is restored by the next start's enqueue of missing configs)
             return
         self.flush(r)
-        rc = r.proc.returncode
+        rc = r.returncode
         done = rc == 0 and (r.last_message or {}).get("type") == "done"
         crashed = r.pruned_at is None and not done and rc not in (EXIT_DIVERGED, EXIT_USER_ERROR)
         ending = outcome.judge(
@@ -76,7 +76,7 @@ class Recorder:
         attrs = {
             "epochs_done": r.epochs_done,
             "resumed_from_epoch": r.resumed_from,
-            "run_dir": str(r.proc.log.parent),
+            "run_dir": str(r.run_dir or r.proc.log.parent),
             "slot": r.slot.name,
             **ending.attrs,
         }

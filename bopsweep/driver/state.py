@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.driver.protocol import EXIT_DIVERGED, EXIT_USER_ERROR
 from bopsweep.driver.queue import configured
 from bopsweep.store.trial_config import trial_setting
 
@@ -43,11 +45,46 @@ class Running:
     pruned_at: int | None = None
     retry_of: int | None = None  # the stale trial of another driver this one continues
     abandoned: bool = False  # judged stale by another driver, which re-queued it
+    member: int | None = None  # its place in a stacked trial process (--stack), if any
+    run_dir: Path | None = None
 
     @property
     def proc(self) -> TrialProcess:
         assert self.process is not None, "the trial's process is not started"
         return self.process
+
+    @property
+    def key(self) -> str:
+        """Its key among the driver's running trials: the slot, and its place in a stack."""
+        return self.slot.name if self.member is None else f"{self.slot.name}#{self.member}"
+
+    @property
+    def returncode(self) -> int | None:
+        """How its process ended, for this trial: a stack's member ends by its own last
+        message (done, diverged, error) while the process goes on; one without an ending
+        message ends as the process did (a crash, a kill)."""
+        rc = self.proc.returncode
+        if self.member is None or self.last_message is None:
+            return rc
+        codes: dict[str, int | None] = {
+            "done": 0,
+            "diverged": EXIT_DIVERGED,
+            "error": EXIT_USER_ERROR,
+        }
+        return codes.get(str(self.last_message.get("type")), rc)
+
+    def ended(self) -> bool:
+        """Its process exited, or, in a stack, it sent its ending message."""
+        ending = self.member is not None and self.last_message is not None
+        return ending or self.proc.exited()
+
+    def stop(self) -> None:
+        """Stop training it: its process, or its place in a stack (after the epoch in
+        progress, the others going on)."""
+        if self.member is None:
+            self.proc.stop()
+        else:
+            self.proc.command({"stop": self.member})
 
     def add_epoch(self, row: dict[str, Any], steps: list[dict[str, Any]]) -> None:
         self.pending_rows.append(row)

@@ -49,6 +49,7 @@ class DispatchOptions:
     max_trials: int = d.MAX_TRIALS
     tensorboard: Path | None = None  # a TensorBoard run per trial in TENSORBOARD/STUDY/
     warm_starts: bool = d.WARM_STARTS
+    stack: int = d.STACK  # trials per process (bopsweep.models.stacked)
 
     def check(self) -> None:
         """Every option valid, before anything is created or changed."""
@@ -56,6 +57,8 @@ class DispatchOptions:
 
         if self.max_retries < 0:
             raise UserError(f"--max-retries must be >= 0, got {self.max_retries}")
+        if not 1 <= self.stack <= d.MAX_STACK:
+            raise UserError(f"--stack must be in 1 … {d.MAX_STACK}, got {self.stack}")
         if self.heartbeat_interval < 1 or self.grace_period < 2 * self.heartbeat_interval:
             raise UserError(
                 "--heartbeat-interval must be >= 1 s and --grace-period at least twice it "
@@ -125,6 +128,7 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
             heartbeat_interval=options.heartbeat_interval if shared else None,
             tensorboard=_tensorboard_root(options.tensorboard, spec.name),
             warm_starts=options.warm_starts,
+            stack=options.stack,
         )
         recovered = 0 if shared else driver.queue.recover_stale()
         added = driver.queue.enqueue_missing(planned)
@@ -173,6 +177,8 @@ def check_run(spec: StudySpec, options: DispatchOptions, dry_run: bool = False) 
     from bopsweep.studies import expand
 
     options.check()
+    if options.stack > 1 and spec.base.compile:
+        raise UserError("--compile applies to lone trials; drop it or --stack")
     planned = expand(spec, options.max_trials)
     slots = make_slots(options.device, options.gpus, options.per_gpu, options.workers)
     data_dir = _path(options.data_dir or spec.base.data_dir)

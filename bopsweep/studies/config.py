@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,26 @@ OPTIMIZERS = values(Optimizer)
 NORMS = values(Norm)
 INITS = values(Init)
 HYPERPARAMETERS = ("gamma", "sigma", "tau")  # of the binary optimizers
+# What the members of a stack (``--stack``) share: the architecture, and the data and its order,
+# so one forward pass of one batch serves them all. Everything else (optimizer, γ/σ/τ, lr,
+# schedules, init, epochs, ...) may differ member by member.
+STACK_SHARED = (
+    "width",
+    "norm",
+    "batch_size",
+    "seed",
+    "data_dir",
+    "download",
+    "subset",
+    "val_subset",
+    "augment",
+    "device",
+)
+
+
+def stack_key(config: Mapping[str, Any]) -> str:
+    """What must be equal for configurations (as dicts) to train in one stack."""
+    return json.dumps([config.get(name) for name in STACK_SHARED])
 
 
 @dataclass(frozen=True)
