@@ -47,14 +47,15 @@ class StudyData:
 
 def load_study_data(store: Store, study: optuna.Study) -> StudyData:
     from bopsweep.store import SPEC_ATTR
-    from bopsweep.store.optuna_adapter import trial_id
+    from bopsweep.store.optuna_adapter import all_trials, trial_id
     from bopsweep.store.trial_config import has_config, study_base, trial_config
 
-    epochs = store.metrics.epochs_frame(study)
-    steps = store.metrics.steps_frame(study)
+    trials = all_trials(study, intermediate_values=False)
+    epochs = store.metrics.epochs_frame(study, trials)
+    steps = store.metrics.steps_frame(study, trials)
     by_config: dict[str, Any] = {}
     counts = epochs.groupby("trial_id").size().to_dict() if not epochs.empty else {}
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         cid = t.user_attrs.get("config_id")
         if cid is None or not has_config(t.user_attrs):  # never configured (a crash): no curve
             continue
