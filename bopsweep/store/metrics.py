@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     Trials: TypeAlias = "list[optuna.trial.FrozenTrial] | None"  # a study's, where already read
 
 METRIC_TABLES = ("bopsweep_epochs", "bopsweep_steps")
+BATCH = 10_000  # metric rows fetched, and decoded, at a time
 
 
 class MetricTables:
@@ -171,8 +172,7 @@ class MetricTables:
     def epochs_frame(self, study: optuna.Study, trials: Trials = None) -> pd.DataFrame:
         """Per-epoch metrics of a study: one row per (trial, epoch)."""
 
-        def rows(data: str) -> tuple[tuple[str, ...], list[list[Any]]]:
-            row = json.loads(data)
+        def rows(row: dict[str, Any]) -> tuple[tuple[str, ...], list[list[Any]]]:
             return tuple(row), [list(row.values())]
 
         return self._frame(self.epochs, study, rows, trials)
@@ -180,8 +180,7 @@ class MetricTables:
     def steps_frame(self, study: optuna.Study, trials: Trials = None) -> pd.DataFrame:
         """Per-logged-step metrics of a study: one row per (trial, logged step)."""
 
-        def rows(data: str) -> tuple[tuple[str, ...], list[list[Any]]]:
-            bundle = json.loads(data)
+        def rows(bundle: dict[str, Any]) -> tuple[tuple[str, ...], list[list[Any]]]:
             return tuple(bundle["columns"]), bundle["rows"]
 
         return self._frame(self.steps, study, rows, trials)
@@ -201,7 +200,7 @@ class MetricTables:
         columns += [] if legacy else [table.c.trial_start]
         q = sa.select(*columns).where(table.c.study_id == study_id_of(study))
         with self.engine.connect() as conn:
-            for trial_id, epoch, data, *start in conn.execute(q):
+            for trial_id, epoch, data, *start in conn.execute(q).yield_per(BATCH):
                 if trial_id in starts and (legacy or start[0] == starts[trial_id]):
                     yield trial_id, epoch, data
 
@@ -215,18 +214,21 @@ class MetricTables:
     def _frame(
         self, table: Any, study: optuna.Study, parse: Any, trials: Trials = None
     ) -> pd.DataFrame:
-        """The rows of ``table`` as one frame, with their trial's id; ``parse(data)`` gives a
+        """The rows of ``table`` as one frame, with their trial's id; ``parse(decoded)`` gives a
         stored row's (or bundle's) column names and rows of values. Rows are gathered as lists
         by their columns (one frame per set of columns, nearly always one), not as a dict each:
-        a study of 10,000 trials holds millions of rows."""
+        a study of 10,000 trials holds millions of rows; and decoded a batch at a time, as one
+        JSON array (a fifth faster than one ``json.loads`` per row)."""
         import pandas as pd
 
         groups: dict[tuple[str, ...], tuple[list[int], list[list[Any]]]] = {}
-        for t, _, data in self._rows(table, study, trials):
-            columns, rows = parse(data)
-            ids, values = groups.setdefault(columns, ([], []))
-            ids.extend([t] * len(rows))
-            values.extend(rows)
+        for batch in _batches(self._rows(table, study, trials)):
+            decoded = json.loads("[" + ",".join(data for _, _, data in batch) + "]")
+            for (t, _, _), doc in zip(batch, decoded, strict=True):
+                columns, rows = parse(doc)
+                ids, values = groups.setdefault(columns, ([], []))
+                ids.extend([t] * len(rows))
+                values.extend(rows)
         if not groups:
             return pd.DataFrame()
         frames = []
@@ -317,6 +319,18 @@ def _upgrade_legacy_tables(engine: Any, present: set[str], *tables: Any) -> None
             )
             conn.execute(sa.insert(table).from_select(columns, rows))
             old.drop(conn)
+
+
+def _batches(rows: Iterator[tuple[int, int, str]]) -> Iterator[list[tuple[int, int, str]]]:
+    """``rows`` in lists of :data:`BATCH` (itertools.batched is Python 3.12)."""
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _bundle(rows: list[dict[str, Any]]) -> dict[str, Any]:
