@@ -51,12 +51,14 @@ def ablation_figure(data: StudyData, param: str) -> Figure:
     colours = assign_colours(data, list(keys.values()), {keys[v]: v for v in by_value})
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 8), constrained_layout=True)
     seeds = ""
+    val, train = (seed_bands(by_value, "epoch", y) for y in ("val_acc", "train_acc"))
+    pi = seed_bands(by_value, "step", "pi", "steps")
     for value, runs in by_value.items():
         colour, label = colours[keys[value]], f"{SYMBOLS.get(param, param)} = {fmt_value(value)}"
         seeds = seeds_note({str(value): runs}) or seeds
-        draw_band(top, seed_band(runs, "epoch", "val_acc"), "epoch", colour, label, "-", 100)
-        draw_band(top, seed_band(runs, "epoch", "train_acc"), "epoch", colour, None, "--", 100)
-        band = seed_band(runs, "step", "pi", "steps")
+        draw_band(top, val[value], "epoch", colour, label, "-", 100)
+        draw_band(top, train[value], "epoch", colour, None, "--", 100)
+        band = pi[value]
         if not band.empty:
             draw_band(bottom, band, "step", colour, label)
     accuracy_axes(top)
