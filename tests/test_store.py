@@ -331,3 +331,22 @@ def test_all_trials_of_an_in_memory_study_are_optunas():
     study = optuna.create_study()
     _varied_trials(study)
     assert all_trials(study) == study.get_trials()
+
+
+def test_all_trials_gives_the_times_optuna_gives_outside_utc(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # +05:30: an hour and a half-hour off
+    time.tzset()
+    try:
+        store = Store(f"sqlite:///{tmp_path / 's.db'}", create=True)
+        study = optuna.create_study(study_name="s", storage=store.storage)
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+        expected = optuna.load_study(study_name="s", storage=store.storage).get_trials()
+        got = all_trials(study)
+        assert [(t.datetime_start, t.datetime_complete) for t in got] == [
+            (t.datetime_start, t.datetime_complete) for t in expected
+        ]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
