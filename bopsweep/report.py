@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bopsweep.export import json_value
-from bopsweep.store.optuna_adapter import study_id, trial_id
+from bopsweep.store.optuna_adapter import all_trials, study_id, trial_id
 
 if TYPE_CHECKING:
     import optuna
@@ -30,9 +30,10 @@ def trial_records(store: Store, study: optuna.Study) -> list[dict[str, Any]]:
     ``params``), bopsweep's (:data:`BOPSWEEP_COLUMNS`) and ``trial_id``: the one source of
     ``status`` (table and JSON), :func:`trials_frame` and :func:`metrics_frame`. Values are as
     stored (Python floats, never rounded; datetimes as Optuna keeps them)."""
-    progress = store.metrics.epoch_progress(study)
+    trials = all_trials(study, intermediate_values=False)
+    progress = store.metrics.epoch_progress(study, trials)
     records: list[dict[str, Any]] = []
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         attrs = t.user_attrs
         state = t.state.name
         stored, last_row = progress.get(trial_id(t), (0, {}))

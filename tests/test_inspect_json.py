@@ -91,3 +91,38 @@ def test_the_table_and_the_json_come_from_the_same_records(tmp_path):
     assert listing.exit_code == 0 and "grid" in listing.output
     bad = runner.invoke(app, ["status", str(tmp_path / "study.db"), "--format", "yaml"])
     assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1
+
+
+def test_the_table_shows_the_first_trials_and_all_with_all_while_the_json_has_every_one(
+    tmp_path,
+):
+    from bopsweep.cli.inspect import STATUS_ROWS
+    from bopsweep.store.optuna_adapter import add_waiting_trials
+
+    path = tmp_path / "study.db"
+    store = Store(f"sqlite:///{path}", create=True)
+    study, _ = store.create(grid_study("g", TrialConfig(), {"gamma": [GAMMA]}))
+    n = STATUS_ROWS + 3
+    add_waiting_trials(
+        study,
+        [
+            optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING,
+                                      user_attrs={"label": f"cfg{k}"})
+            for k in range(n)
+        ],
+    )  # fmt: skip
+    store.engine.dispose()
+
+    def labels(output: str) -> set[str]:
+        return {w for w in output.split() if w.startswith("cfg")}
+
+    short = runner.invoke(app, ["status", str(path)], terminal_width=200)
+    assert short.exit_code == 0, short.output
+    assert labels(short.output) == {f"cfg{k}" for k in range(STATUS_ROWS)}
+    assert f"{n} waiting" in short.output
+    assert "… 3 more trials; --all shows every one" in short.output
+    full = runner.invoke(app, ["status", str(path), "--all"], terminal_width=200)
+    assert full.exit_code == 0, full.output
+    assert labels(full.output) == {f"cfg{k}" for k in range(n)} and "more trials" not in full.output
+    doc = json.loads(runner.invoke(app, ["status", str(path), "--format", "json"]).output)
+    assert len(doc["trials"]) == n

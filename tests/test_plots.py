@@ -546,3 +546,25 @@ def test_plot_bad_input_gets_one_line_and_exit_2(db, tmp_path):
         one_line_error(runner.invoke(app, args), fragment)
     with sqlite3.connect(database) as conn:  # nothing was written to the database
         assert conn.execute("SELECT COUNT(*) FROM studies").fetchone()[0] == 3
+
+
+def test_seed_bands_of_many_groups_are_each_groups_own_band():
+    from bopsweep.plots.data import Run, seed_bands
+
+    def run(number: int, seed: int, acc: list[float]) -> Run:
+        epochs = pd.DataFrame({"epoch": range(1, len(acc) + 1), "val_acc": acc})
+        return Run(number, f"p{number // 2}", {"seed": seed}, "COMPLETE", epochs, epochs.iloc[0:0])
+
+    groups = {
+        "a": [run(0, 0, [0.1, 0.5, 0.7]), run(1, 1, [0.3, 0.4])],  # seeds of unequal length
+        "empty": [run(2, 0, [])],
+        "b": [run(3, 0, [0.2, float("nan")])],
+    }
+    bands = seed_bands(groups, "epoch", "val_acc")
+    assert bands["a"].to_dict("list") == {
+        "epoch": [1, 2, 3], "mean": [0.2, 0.45, 0.7], "min": [0.1, 0.4, 0.7],
+        "max": [0.3, 0.5, 0.7],
+    }  # fmt: skip
+    assert bands["empty"].empty and list(bands["empty"].columns) == ["epoch", "mean", "min", "max"]
+    b = bands["b"]
+    assert b["epoch"].tolist() == [1, 2] and b["mean"].iloc[0] == 0.2 and b["max"].isna().iloc[1]

@@ -11,7 +11,7 @@ import pytest
 
 from bopsweep.errors import UserError
 from bopsweep.store import Store, checkpoint_root, driver_lock, redact, scrub, storage_url
-from bopsweep.store.optuna_adapter import study_id, trial_id
+from bopsweep.store.optuna_adapter import all_trials, study_id, trial_id
 
 
 def test_storage_url_sources_in_order(tmp_path, monkeypatch):
@@ -285,3 +285,68 @@ def test_passwords_with_url_characters_are_redacted(password):
     url = f"postgresql://bob:{password}@127.0.0.1:1/db"
     assert password not in redact(url)
     assert password not in scrub(f"cannot open {url}: refused", url)
+
+
+def _varied_trials(study: optuna.Study) -> None:
+    """Trials in every state with params of each distribution, attributes, values (inf too)
+    and intermediate values; and a second study, whose trials must not be read."""
+    dists = {
+        "lr": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True),
+        "layers": optuna.distributions.IntDistribution(1, 4),
+        "opt": optuna.distributions.CategoricalDistribution(["bop", "bop2"]),
+    }
+    for k, state in enumerate(["COMPLETE", "PRUNED", "FAIL", "WAITING", "COMPLETE"]):
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState[state],
+                value=[0.5, float("inf")][k % 2] if state == "COMPLETE" else None,
+                params={"lr": 10.0 ** -(k + 1), "layers": k % 4 + 1, "opt": ["bop", "bop2"][k % 2]},
+                distributions=dists,
+                user_attrs={"label": f"t{k}", "nested": {"a": [k]}},
+                system_attrs={"sys": k},
+                intermediate_values={1: 0.1 * k, 2: float("nan")} if state != "WAITING" else {},
+            )
+        )
+    running = study.ask({"lr": dists["lr"]})  # RUNNING, with a start and no end
+    running.report(0.3, 1)
+
+
+def test_all_trials_reads_the_same_trials_as_optuna(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 's.db'}", create=True)
+    study = optuna.create_study(study_name="s", storage=store.storage, direction="maximize")
+    _varied_trials(study)
+    _varied_trials(optuna.create_study(study_name="other", storage=store.storage))
+    expected = optuna.load_study(study_name="s", storage=store.storage).get_trials()
+    got = all_trials(study)
+    assert [trial_id(t) for t in got] == [trial_id(t) for t in expected]
+    for a, b in zip(got, expected, strict=True):
+        # FrozenTrial's == compares its fields; NaN != NaN, so intermediate values apart
+        assert repr(a.intermediate_values) == repr(b.intermediate_values)
+        a.intermediate_values = b.intermediate_values = {}
+        assert a == b
+    assert all(t.intermediate_values == {} for t in all_trials(study, intermediate_values=False))
+
+
+def test_all_trials_of_an_in_memory_study_are_optunas():
+    study = optuna.create_study()
+    _varied_trials(study)
+    assert all_trials(study) == study.get_trials()
+
+
+def test_all_trials_gives_the_times_optuna_gives_outside_utc(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # +05:30: an hour and a half-hour off
+    time.tzset()
+    try:
+        store = Store(f"sqlite:///{tmp_path / 's.db'}", create=True)
+        study = optuna.create_study(study_name="s", storage=store.storage)
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+        expected = optuna.load_study(study_name="s", storage=store.storage).get_trials()
+        got = all_trials(study)
+        assert [(t.datetime_start, t.datetime_complete) for t in got] == [
+            (t.datetime_start, t.datetime_complete) for t in expected
+        ]
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -22,6 +22,8 @@ from bopsweep.defaults import (
     TableMetric,
 )
 
+STATUS_ROWS = 200  # trials in status's table without --all: more is no use in a terminal
+
 FormatOption = Annotated[
     InspectFormat,
     typer.Option(help="table for people; json for programs (floats as stored, NaN as null)."),
@@ -41,6 +43,13 @@ def status(
     storage: Storage = None,
     study: StudyName = None,
     format: FormatOption = InspectFormat.TABLE,
+    all_rows: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help=f"Every trial in the table, not only the first {STATUS_ROWS} (json has all).",
+        ),
+    ] = False,
 ) -> None:
     """The trials of a study: state, epochs done, final and best validation accuracy, the C2I
     ratio after the last epoch (share of binary weights whose sign differs from the start), and
@@ -60,12 +69,17 @@ def status(
     table = Table()
     for column in report.STATUS_COLUMNS:
         table.add_column(column)
-    for row in report.status_rows(records):
+    shown = records if all_rows else records[:STATUS_ROWS]
+    for row in report.status_rows(shown):
         table.add_row(*row)
     out = console()
     # the title on a line of its own: a table's title wraps at the table's width, mid-path
     out.print(report.status_title(optuna_study, records, redact(url)), markup=False, soft_wrap=True)
     out.print(table)
+    if len(shown) < len(records):
+        out.print(
+            f"… {len(records) - len(shown):,} more trials; --all shows every one", markup=False
+        )
     best = report.best_line(records)
     if best is not None:
         out.print(best)

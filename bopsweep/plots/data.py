@@ -47,14 +47,15 @@ class StudyData:
 
 def load_study_data(store: Store, study: optuna.Study) -> StudyData:
     from bopsweep.store import SPEC_ATTR
-    from bopsweep.store.optuna_adapter import trial_id
+    from bopsweep.store.optuna_adapter import all_trials, trial_id
     from bopsweep.store.trial_config import has_config, study_base, trial_config
 
-    epochs = store.metrics.epochs_frame(study)
-    steps = store.metrics.steps_frame(study)
+    trials = all_trials(study, intermediate_values=False)
+    epochs = store.metrics.epochs_frame(study, trials)
+    steps = store.metrics.steps_frame(study, trials)
     by_config: dict[str, Any] = {}
     counts = epochs.groupby("trial_id").size().to_dict() if not epochs.empty else {}
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         cid = t.user_attrs.get("config_id")
         if cid is None or not has_config(t.user_attrs):  # never configured (a crash): no curve
             continue
@@ -108,15 +109,40 @@ def swept_params(data: StudyData) -> list[str]:
 
 def seed_band(runs: list[Run], x: str, y: str, source: str = "epochs") -> pd.DataFrame:
     """Mean, min and max of ``y`` over the runs (seeds), by ``x``."""
+    return seed_bands({0: runs}, x, y, source)[0]
+
+
+def seed_bands(
+    groups: dict[Any, list[Run]], x: str, y: str, source: str = "epochs"
+) -> dict[Any, pd.DataFrame]:
+    """:func:`seed_band` of each group of runs, computed together: one grouping of all their
+    rows, not one per group (a grid of 10,000 points has 10,000 groups)."""
+    import numpy as np
     import pandas as pd
 
-    frames = [getattr(r, source)[[x, y]] for r in runs if not getattr(r, source).empty]
-    if not frames:
-        return pd.DataFrame(columns=[x, "mean", "min", "max"])
-    joined = pd.concat(frames).groupby(x)[y]
-    return pd.DataFrame(
-        {"mean": joined.mean(), "min": joined.min(), "max": joined.max()}
-    ).reset_index()
+    codes, xs, ys = [], [], []
+    for code, runs in enumerate(groups.values()):
+        for r in runs:
+            frame = getattr(r, source)
+            if not frame.empty:
+                xs.append(frame[x].to_numpy())
+                ys.append(frame[y].to_numpy())
+                codes.append(np.full(len(frame), code))
+    empty = pd.DataFrame(columns=[x, "mean", "min", "max"])
+    if not xs:
+        return dict.fromkeys(groups, empty)
+    rows = pd.DataFrame(
+        {"group": np.concatenate(codes), x: np.concatenate(xs), y: np.concatenate(ys)}
+    )
+    stats = rows.groupby(["group", x])[y].agg(["mean", "min", "max"]).reset_index(level=x)
+    found = stats.index.to_numpy()
+    starts = np.searchsorted(found, np.arange(len(groups) + 1))  # rows sorted by group
+    return {
+        key: stats.iloc[starts[code] : starts[code + 1]].reset_index(drop=True)
+        if starts[code] < starts[code + 1]
+        else empty
+        for code, key in enumerate(groups)
+    }
 
 
 def group_by_point(runs: list[Run]) -> dict[str, list[Run]]:

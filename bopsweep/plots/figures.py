@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Literal
 
-from bopsweep.plots.data import Run, StudyData, arm_label, group_by_point, points_along, seed_band
+from bopsweep.plots.data import (
+    Run,
+    StudyData,
+    arm_label,
+    group_by_point,
+    points_along,
+    seed_band,
+    seed_bands,
+)
 from bopsweep.plots.style import (
     SUPTITLE,
     SYMBOLS,
@@ -43,12 +51,14 @@ def ablation_figure(data: StudyData, param: str) -> Figure:
     colours = assign_colours(data, list(keys.values()), {keys[v]: v for v in by_value})
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 8), constrained_layout=True)
     seeds = ""
+    val, train = (seed_bands(by_value, "epoch", y) for y in ("val_acc", "train_acc"))
+    pi = seed_bands(by_value, "step", "pi", "steps")
     for value, runs in by_value.items():
         colour, label = colours[keys[value]], f"{SYMBOLS.get(param, param)} = {fmt_value(value)}"
         seeds = seeds_note({str(value): runs}) or seeds
-        draw_band(top, seed_band(runs, "epoch", "val_acc"), "epoch", colour, label, "-", 100)
-        draw_band(top, seed_band(runs, "epoch", "train_acc"), "epoch", colour, None, "--", 100)
-        band = seed_band(runs, "step", "pi", "steps")
+        draw_band(top, val[value], "epoch", colour, label, "-", 100)
+        draw_band(top, train[value], "epoch", colour, None, "--", 100)
+        band = pi[value]
         if not band.empty:
             draw_band(bottom, band, "step", colour, label)
     accuracy_axes(top)
@@ -132,10 +142,11 @@ def comparison_figure(data: StudyData, runs: list[Run] | None = None, title: str
     labels = {k: arm_label(g[0]) for k, g in groups.items()}
     colours = assign_colours(data, list(labels.values()))
     fig, ax = plt.subplots(figsize=(7.5, 5), constrained_layout=True)
-    for key, group in groups.items():
+    val, train = (seed_bands(groups, "epoch", y) for y in ("val_acc", "train_acc"))
+    for key in groups:
         colour = colours[labels[key]]
-        draw_band(ax, seed_band(group, "epoch", "val_acc"), "epoch", colour, labels[key], "-", 100)
-        draw_band(ax, seed_band(group, "epoch", "train_acc"), "epoch", colour, None, "--", 100)
+        draw_band(ax, val[key], "epoch", colour, labels[key], "-", 100)
+        draw_band(ax, train[key], "epoch", colour, None, "--", 100)
     accuracy_axes(ax)
     legend(ax)
     ax.set_title(
@@ -198,8 +209,7 @@ def pi_figure(data: StudyData, layers: list[str] | None = None) -> Figure:
     )
     for ax, panel in zip(axes[:, 0], panels):
         column = "pi" if panel == "network" else f"pi_{panel}"
-        for key, group in groups.items():
-            band = seed_band(group, "step", column, "steps")
+        for key, band in seed_bands(groups, "step", column, "steps").items():
             if not band.empty:
                 draw_band(ax, band, "step", colours[labels[key]], labels[key])
         pi_axes(ax)

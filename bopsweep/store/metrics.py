@@ -15,14 +15,20 @@ import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.store.optuna_adapter import all_trials
 from bopsweep.store.optuna_adapter import study_id as study_id_of
 from bopsweep.store.optuna_adapter import trial_id as trial_id_of
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     import optuna
     import pandas as pd
 
+    Trials: TypeAlias = "list[optuna.trial.FrozenTrial] | None"  # a study's, where already read
+
 METRIC_TABLES = ("bopsweep_epochs", "bopsweep_steps")
+BATCH = 10_000  # metric rows fetched, and decoded, at a time
 
 
 class MetricTables:
@@ -112,20 +118,33 @@ class MetricTables:
         """Epochs stored per trial id."""
         return {t: n for t, (n, _) in self.epoch_progress(study).items()}
 
-    def epoch_progress(self, study: optuna.Study) -> dict[int, tuple[int, dict[str, Any]]]:
+    def epoch_progress(
+        self, study: optuna.Study, trials: Trials = None
+    ) -> dict[int, tuple[int, dict[str, Any]]]:
         """Per trial id: the number of epochs stored, and the row of the last one (counted by
-        the database; only the last rows are read and parsed)."""
+        the database; only the last rows are read and parsed). ``trials``: the study's, where
+        the caller has read them (each method here reads them otherwise)."""
         import sqlalchemy as sa
 
         table = self.epochs
         if table.name in self._absent:  # a plain Optuna database opened read-only
             return {}
-        starts = self._starts(study)
+        starts = self._starts(study, trials)
         legacy = table.name in self._legacy
         keys = [table.c.trial_id] + ([] if legacy else [table.c.trial_start])
+        sid = study_id_of(study)
+        # rows of the study's trials (their start tells a reused id's apart): counted in the
+        # unique index on (trial_id, trial_start, epoch) alone; selected by study_id, every row
+        # was read (0.6 s at 10,000 trials × 100 epochs, against 0.1 s)
+        trial_ids: sa.Select[Any] = sa.select(sa.column("trial_id")).select_from(sa.table("trials"))
+        mine = (
+            table.c.study_id == sid
+            if legacy
+            else table.c.trial_id.in_(trial_ids.where(sa.column("study_id") == sid))
+        )
         last = (
             sa.select(*keys, sa.func.count().label("n"), sa.func.max(table.c.epoch).label("last"))
-            .where(table.c.study_id == study_id_of(study))
+            .where(mine)
             .group_by(*keys)
             .subquery()
         )
@@ -150,59 +169,66 @@ class MetricTables:
             rows.setdefault(trial_id, []).append((epoch, data))
         return {t: [json.loads(data) for _, data in sorted(r)] for t, r in rows.items()}
 
-    def epochs_frame(self, study: optuna.Study) -> pd.DataFrame:
+    def epochs_frame(self, study: optuna.Study, trials: Trials = None) -> pd.DataFrame:
         """Per-epoch metrics of a study: one row per (trial, epoch)."""
 
-        def rows(data: str) -> tuple[tuple[str, ...], list[list[Any]]]:
-            row = json.loads(data)
+        def rows(row: dict[str, Any]) -> tuple[tuple[str, ...], list[list[Any]]]:
             return tuple(row), [list(row.values())]
 
-        return self._frame(self.epochs, study, rows)
+        return self._frame(self.epochs, study, rows, trials)
 
-    def steps_frame(self, study: optuna.Study) -> pd.DataFrame:
+    def steps_frame(self, study: optuna.Study, trials: Trials = None) -> pd.DataFrame:
         """Per-logged-step metrics of a study: one row per (trial, logged step)."""
 
-        def rows(data: str) -> tuple[tuple[str, ...], list[list[Any]]]:
-            bundle = json.loads(data)
+        def rows(bundle: dict[str, Any]) -> tuple[tuple[str, ...], list[list[Any]]]:
             return tuple(bundle["columns"]), bundle["rows"]
 
-        return self._frame(self.steps, study, rows)
+        return self._frame(self.steps, study, rows, trials)
 
-    def _rows(self, table: Any, study: optuna.Study) -> Iterator[tuple[int, int, str]]:
+    def _rows(
+        self, table: Any, study: optuna.Study, trials: Trials = None
+    ) -> Iterator[tuple[int, int, str]]:
         """(trial id, epoch, data) of the rows that belong to the study's trials as they are
         now."""
         import sqlalchemy as sa
 
         if table.name in self._absent:  # a plain Optuna database opened read-only
             return
-        starts = self._starts(study)
+        starts = self._starts(study, trials)
         legacy = table.name in self._legacy  # written before rows carried their trial's start
         columns = [table.c.trial_id, table.c.epoch, table.c.data]
         columns += [] if legacy else [table.c.trial_start]
         q = sa.select(*columns).where(table.c.study_id == study_id_of(study))
         with self.engine.connect() as conn:
-            for trial_id, epoch, data, *start in conn.execute(q):
+            for trial_id, epoch, data, *start in conn.execute(q).yield_per(BATCH):
                 if trial_id in starts and (legacy or start[0] == starts[trial_id]):
                     yield trial_id, epoch, data
 
     @staticmethod
-    def _starts(study: optuna.Study) -> dict[int, Any]:
+    def _starts(study: optuna.Study, trials: Trials = None) -> dict[int, Any]:
         """Each trial's start time, by trial id: what a row must match to belong to it."""
-        return {trial_id_of(t): t.datetime_start for t in study.get_trials(deepcopy=False)}
+        if trials is None:
+            trials = all_trials(study, intermediate_values=False)
+        return {trial_id_of(t): t.datetime_start for t in trials}
 
-    def _frame(self, table: Any, study: optuna.Study, parse: Any) -> pd.DataFrame:
-        """The rows of ``table`` as one frame, with their trial's id; ``parse(data)`` gives a
+    def _frame(
+        self, table: Any, study: optuna.Study, parse: Any, trials: Trials = None
+    ) -> pd.DataFrame:
+        """The rows of ``table`` as one frame, with their trial's id; ``parse(decoded)`` gives a
         stored row's (or bundle's) column names and rows of values. Rows are gathered as lists
         by their columns (one frame per set of columns, nearly always one), not as a dict each:
-        a study of 10,000 trials holds millions of rows."""
+        a study of 10,000 trials holds millions of rows; and decoded a batch at a time, as one
+        JSON array (a fifth faster than one ``json.loads`` per row)."""
         import pandas as pd
 
         groups: dict[tuple[str, ...], tuple[list[int], list[list[Any]]]] = {}
-        for t, _, data in self._rows(table, study):
-            columns, rows = parse(data)
-            ids, values = groups.setdefault(columns, ([], []))
-            ids.extend([t] * len(rows))
-            values.extend(rows)
+        for batch in _batches(self._rows(table, study, trials)):
+            decoded = json.loads("[" + ",".join(data for _, _, data in batch) + "]")
+            for (t, _, _), doc in zip(batch, decoded, strict=True):
+                columns, rows = parse(doc)
+                ids, values = groups.setdefault(columns, ([], []))
+                ids.extend([t] * len(rows))
+                values.extend(rows)
         if not groups:
             return pd.DataFrame()
         frames = []
@@ -293,6 +319,18 @@ def _upgrade_legacy_tables(engine: Any, present: set[str], *tables: Any) -> None
             )
             conn.execute(sa.insert(table).from_select(columns, rows))
             old.drop(conn)
+
+
+def _batches(rows: Iterator[tuple[int, int, str]]) -> Iterator[list[tuple[int, int, str]]]:
+    """``rows`` in lists of :data:`BATCH` (itertools.batched is Python 3.12)."""
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _bundle(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -10,8 +10,9 @@ the storage's public methods. Tested against the Optuna versions ``pyproject.tom
 
 from __future__ import annotations
 
+import datetime
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
@@ -113,3 +114,102 @@ def waiting_trial_ids(study: optuna.Study) -> list[int]:
             .all()
         )
     return [tid for (tid,) in rows]
+
+
+def all_trials(
+    study: optuna.Study, intermediate_values: bool = True
+) -> list[optuna.trial.FrozenTrial]:
+    """``study.get_trials(deepcopy=False)``, read in bulk: the same trials, in the same order.
+
+    On an RDB storage Optuna builds an ORM object per row and parses each param's distribution
+    anew (3 s for 10,000 trials); here one plain query per table, each distinct distribution
+    parsed once. ``intermediate_values=False`` leaves them out (empty), for readers that do not
+    use them: a study reporting 100 epochs a trial holds a million. Other storages: Optuna's.
+    """
+    from optuna.storages import RDBStorage
+
+    storage = storage_of(study)
+    backend = getattr(storage, "_backend", storage)
+    if not isinstance(backend, RDBStorage):
+        return study.get_trials(deepcopy=False)
+    import sqlalchemy as sa
+    from optuna.distributions import json_to_distribution
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from optuna.trial import FrozenTrial
+
+    sid = study_id(study)
+    T = models.TrialModel
+    in_study = sa.select(T.trial_id).where(T.study_id == sid)
+    # Optuna 5 stores UTC and gives local time, as its model's properties do; 4 stores local time
+    when = _local_time if hasattr(T, "_datetime_start_utc") else lambda d: d
+
+    def grouped(table: Any, columns: str) -> dict[int, list[tuple]]:
+        """The rows of a table of the study's trials by trial id, each sorted by its first
+        column (as Optuna sorts them), without the id."""
+        cols = [table.__table__.c[c] for c in ("trial_id", *columns.split())]
+        out: dict[int, list[tuple]] = {}
+        query = sa.select(*cols).where(cols[0].in_(in_study)).order_by(*cols[:2])
+        for tid, *rest in session.execute(query):
+            out.setdefault(tid, []).append(tuple(rest))
+        return out
+
+    with _create_scoped_session(backend.scoped_session) as session:
+        models.StudyModel.find_or_raise_by_id(sid, session)
+        c = T.__table__.c
+        trials = session.execute(
+            sa.select(c.trial_id, c.number, c.state, c.datetime_start, c.datetime_complete)
+            .where(c.study_id == sid)
+            .order_by(c.trial_id)
+        ).all()
+        params = grouped(
+            models.TrialParamModel, "param_id param_name param_value distribution_json"
+        )
+        values = grouped(models.TrialValueModel, "objective value value_type")
+        user = grouped(models.TrialUserAttributeModel, "trial_user_attribute_id key value_json")
+        system = grouped(
+            models.TrialSystemAttributeModel, "trial_system_attribute_id key value_json"
+        )
+        steps = {}
+        if intermediate_values:
+            steps = grouped(
+                models.TrialIntermediateValueModel,
+                "step intermediate_value intermediate_value_type",
+            )
+    parsed: dict[str, Any] = {}  # distribution JSON -> distribution: a grid has few
+
+    def distribution(text: str) -> Any:
+        if text not in parsed:
+            parsed[text] = json_to_distribution(text)
+        return parsed[text]
+
+    out = []
+    for tid, number, state, start, complete in trials:
+        ps = [(name, v, distribution(d)) for _, name, v, d in params.get(tid, ())]
+        vs = values.get(tid)
+        to_value = models.TrialValueModel.stored_repr_to_value
+        to_step = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
+        out.append(
+            FrozenTrial(
+                number=number,
+                state=state,
+                value=None,
+                values=[to_value(v, kind) for _, v, kind in vs] if vs else None,
+                datetime_start=when(start),
+                datetime_complete=when(complete),
+                params={name: d.to_external_repr(v) for name, v, d in ps},
+                distributions={name: d for name, _, d in ps},
+                user_attrs={k: json.loads(v) for _, k, v in user.get(tid, ())},
+                system_attrs={k: json.loads(v) for _, k, v in system.get(tid, ())},
+                intermediate_values={s: to_step(v, kind) for s, v, kind in steps.get(tid, ())},
+                trial_id=tid,
+            )
+        )
+    return out
+
+
+def _local_time(utc: datetime.datetime | None) -> datetime.datetime | None:
+    """A naive UTC time stored by Optuna 5 as the naive local time its trials hold."""
+    if utc is None:
+        return None
+    return utc.replace(tzinfo=datetime.timezone.utc).astimezone().replace(tzinfo=None)
