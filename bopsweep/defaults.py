@@ -178,8 +178,9 @@ PER_GPU = 1
 # (bopsweep.driver.warm), instead of started from scratch: seconds saved per trial; Linux only
 WARM_STARTS = True
 # trials per process, trained as one stacked model (bopsweep.models.stacked). 1 by default: on
-# the CPU a stack saves only per-trial overhead (benchmarks/stack.py); try 4-8 on a GPU, where
-# one BinaryNet trial leaves most of the device idle
+# the CPU a stack saves only per-trial overhead: 2x on tiny trials, 1.01-1.06x on real ones
+# (benchmarks/stack.py); a GPU, where one BinaryNet trial leaves most of the device idle, is
+# where it should pay, not yet measured
 STACK = 1
 MAX_STACK = 64  # a guard against typos: more members than that fill no device better
 HEARTBEAT_INTERVAL = 60  # seconds, shared databases only

@@ -318,8 +318,8 @@ def _forward(group: list[_Member], grouped: bool) -> torch.nn.Module:
 
 def _member_by_member(group: list[_Member], x: Tensor, y: Tensor) -> tuple[list[Tensor], Tensor]:
     """Forward and backward of each member alone on the shared batch (a lone trial's step):
-    one graph alive at a time, which on the CPU measured ~3× faster than the members' graphs
-    built side by side and freed by one backward (width 1/8 and 1/4; ``benchmarks/stack.py``).
+    one graph alive at a time. On the CPU the members' graphs built side by side and freed by
+    one backward trained a stack ~3× slower (width 1/8 and 1/4; ``benchmarks/stack.py``).
     Returns each member's logits and loss, detached."""
     logits, losses = [], []
     for m in group:

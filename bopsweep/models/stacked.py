@@ -55,9 +55,10 @@ class StackedBinaryNet(nn.Module):
     ``grouped=True`` runs each layer once for all members (concatenated and grouped kernels, as
     above): fewer, larger kernels, which is what a GPU wants. ``grouped=False`` runs the members
     one after the other on the shared batch: on the CPU, PyTorch's grouped convolutions and
-    their batch-norm backward measured about 1.8× slower per step than the members' own layers
-    (width 1/8 and 1/4, 4 members, ``python -m benchmarks --only stack``), so a CPU stack shares
-    only what precedes and follows the forward pass (process, data, batches, evaluation).
+    their batch-norm backward are slower than the members' own layers (a stack of 4 trained
+    0.86× and 0.69× as many trials per hour as separate runs at widths 1/8 and 1/4, member by
+    member 1.06× and 1.01×; ``python -m benchmarks --only stack``), so a CPU stack shares only
+    what precedes and follows the forward pass (process, data, batches, evaluation).
     """
 
     def __init__(self, members: Sequence[BinaryNet], *, grouped: bool = True) -> None:
