@@ -313,7 +313,7 @@ def _forward(group: list[_Member], grouped: bool) -> torch.nn.Module:
     (:class:`~bopsweep.models.StackedBinaryNet`)."""
     if len(group) > 1:
         return StackedBinaryNet([m.model for m in group], grouped=grouped)
-    return group[0].compiled or group[0].model
+    return _network(group[0])
 
 
 def _member_by_member(group: list[_Member], x: Tensor, y: Tensor) -> tuple[list[Tensor], Tensor]:
@@ -323,13 +323,19 @@ def _member_by_member(group: list[_Member], x: Tensor, y: Tensor) -> tuple[list[
     Returns each member's logits and loss, detached."""
     logits, losses = [], []
     for m in group:
-        out = (m.compiled or m.model)(x)
+        out = _network(m)(x)
         loss = F.cross_entropy(out, y)
         m.zero_grad()
         loss.backward()
         logits.append(out.detach())
         losses.append(loss.detach())
     return logits, torch.stack(losses)
+
+
+def _network(member: _Member) -> torch.nn.Module:
+    """A member's model, compiled with ``--compile`` (not ``compiled or model``: a compiled
+    module's truth value asks for its length, which BinaryNet has not)."""
+    return member.compiled if member.compiled is not None else member.model
 
 
 def _per_member(output: Tensor | list[Tensor]) -> list[Tensor]:
