@@ -35,7 +35,7 @@ from bopsweep.flips import FlipLog, InitialSigns
 from bopsweep.models import BinaryNet, StackedBinaryNet
 from bopsweep.optim import Bop, Bop2ndOrder, LatentAdam
 from bopsweep.run_dir import RunDir
-from bopsweep.studies.config import STACK_SHARED, TrialConfig, stack_key
+from bopsweep.studies.config import STACK_SHARED, TrialConfig
 from bopsweep.two_step import TwoStep
 
 PROGRESS_EVERY = 20
@@ -509,8 +509,8 @@ def check_stackable(configs: Sequence[TrialConfig]) -> None:
     """Refuse a stack whose members differ in what they must share, or that asks to compile."""
     if not configs:
         raise UserError("a stack needs at least one configuration")
-    if len({stack_key(c.to_dict()) for c in configs}) > 1:
-        differ = [n for n in STACK_SHARED if len({json.dumps(getattr(c, n)) for c in configs}) > 1]
+    differ = [n for n in STACK_SHARED if len({json.dumps(getattr(c, n)) for c in configs}) > 1]
+    if differ:
         raise UserError(f"stacked trials must share {', '.join(differ)}")
     if len(configs) > 1 and any(c.compile for c in configs):
         raise UserError("--compile applies to a lone trial, not to stacked trials")
