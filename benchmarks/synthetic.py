@@ -35,6 +35,7 @@ def fake_metrics(
         acc = 0.9 * (1 - math.exp(-e / 20)) + rng.normal(0, 0.01)
         pis = {f"pi_{n}": -9 + 8 * math.exp(-e / 10) for n in LAYERS}
         fracs = {f"flip_frac_{n}": math.exp(p) for n, p in zip(LAYERS, pis.values())}
+        c2is = {f"c2i_{n}": 0.3 * (1 - math.exp(-e / 30)) for n in LAYERS}
         rows.append(
             {
                 "epoch": e,
@@ -51,6 +52,8 @@ def fake_metrics(
                 "flip_frac": 0.01,
                 **pis,
                 **fracs,
+                "c2i": 0.3 * (1 - math.exp(-e / 30)),
+                **c2is,
             }
         )
         steps[e] = [

@@ -566,5 +566,45 @@ def test_seed_bands_of_many_groups_are_each_groups_own_band():
         "max": [0.3, 0.5, 0.7],
     }  # fmt: skip
     assert bands["empty"].empty and list(bands["empty"].columns) == ["epoch", "mean", "min", "max"]
-    b = bands["b"]
-    assert b["epoch"].tolist() == [1, 2] and b["mean"].iloc[0] == 0.2 and b["max"].isna().iloc[1]
+    # a missing value is left out, not drawn as a gap: epoch 2 of "b" has none
+    assert bands["b"].to_dict("list") == {"epoch": [1], "mean": [0.2], "min": [0.2], "max": [0.2]}
+    assert list(bands) == ["a", "empty", "b"]
+    arrays = bands.arrays("a")  # the same band, no frame made
+    assert arrays["epoch"].tolist() == [1, 2, 3] and arrays["mean"].tolist() == [0.2, 0.45, 0.7]
+
+
+def test_more_configurations_than_a_legend_names_are_drawn_as_one_collection(tmp_path):
+    """15 τ values (past MAX_LEGEND): no line artists, one collection holding each run's curve
+    as written, and a note in place of the legend."""
+    from matplotlib.collections import LineCollection
+
+    from bopsweep.plots.style import MAX_LEGEND
+
+    store = Store(f"sqlite:///{tmp_path / 'many.db'}", create=True)
+    base = TrialConfig(width=1 / 16, batch_size=20, epochs=EPOCHS, device="cpu", tau=1e-6)
+    spec = grid_study("many", base, {"tau": [1e-8 * 2**k for k in range(15)]})
+    assert len(spec.grid["tau"]) > MAX_LEGEND
+    study, _ = store.create(spec)
+    rng = np.random.default_rng(1)
+    written = [
+        add_trial(store, study, p.config, p.label, p.params, p.distributions, rng)
+        for p in expand(spec)
+    ]
+    data = load_study_data(store, store.load("many"), layers=["fc3"])
+    pi, ablation = pi_figure(data, ["fc3"]), ablation_figure(data, "tau")
+    by_tau = sorted(written, key=lambda t: t["params"]["tau"])  # an ablation's values in order
+    for ax, trials, x, y, scale in (
+        (pi.axes[0], written, "step", "pi", 1),
+        (pi.axes[1], written, "step", "pi_fc3", 1),
+        (ablation.axes[0], by_tau, "epoch", "val_acc", 100),
+    ):
+        assert not ax.get_lines()
+        solid = next(c for c in ax.collections if isinstance(c, LineCollection))
+        segments = solid.get_segments()
+        assert len(segments) == len(trials)
+        for segment, trial in zip(segments, trials):
+            steps = [r for epoch in trial["steps"].values() for r in epoch]
+            rows = trial["rows"] if x == "epoch" else steps
+            assert segment[:, 0].tolist() == [r[x] for r in rows]
+            assert np.allclose(segment[:, 1], [r[y] * scale for r in rows])
+    assert "15 configurations (no legend)" in [t.get_text() for t in pi.axes[0].texts]

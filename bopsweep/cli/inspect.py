@@ -277,7 +277,7 @@ def plot(
     names = [study] if study is not None else store.bopsweep_studies()
     if not names:
         store.load(None)  # says the database holds no bopsweep study
-    datas = [load_study_data(store, store.load(name)) for name in names]
+    datas = [load_study_data(store, store.load(name), layers) for name in names]
     if param and study is None:
         datas = [d for d in datas if set(param) & set(swept_params(d))]
         if not datas:

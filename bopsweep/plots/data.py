@@ -5,26 +5,68 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import optuna
     import pandas as pd
 
     from bopsweep.store import Store
 
 
-@dataclass
-class Run:
-    """One configuration's curves: its most complete trial (retries carry the whole curve)."""
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "fc1", "fc2", "fc3")
+# what the figures draw of a row (π_t, flip fraction and C2I also per layer asked for); the
+# scheduled hyperparameters as a schedule figure draws them
+EPOCH_COLUMNS = ("val_acc", "train_acc", "gamma", "sigma", "tau", "lr", "flip_frac", "c2i")
+STEP_COLUMNS = ("pi",)
 
-    number: int
-    label: str
-    config: dict[str, Any]
-    state: str
-    epochs: pd.DataFrame
-    steps: pd.DataFrame
+
+class Run:
+    """One configuration's curves: its most complete trial (retries carry the whole curve).
+
+    ``epochs`` and ``steps``: its rows of the metrics tables, as frames or as their columns
+    (numpy arrays, made a frame only when one is asked for: a study of 10,000 runs draws most
+    of them from :meth:`column` alone)."""
+
+    def __init__(
+        self,
+        number: int,
+        label: str,
+        config: dict[str, Any],
+        state: str,
+        epochs: pd.DataFrame | dict[str, Any],
+        steps: pd.DataFrame | dict[str, Any],
+    ) -> None:
+        self.number, self.label, self.config, self.state = number, label, config, state
+        self._rows = {"epochs": epochs, "steps": steps}
+
+    @property
+    def epochs(self) -> pd.DataFrame:
+        return self._frame("epochs")
+
+    @property
+    def steps(self) -> pd.DataFrame:
+        return self._frame("steps")
+
+    def column(self, source: str, name: str) -> Any:
+        """The values of ``name`` in ``source`` (``epochs`` or ``steps``) as a numpy array;
+        None where the run has no such column."""
+        rows = self._rows[source]
+        if isinstance(rows, dict):
+            return rows.get(name)
+        return rows[name].to_numpy() if name in rows else None
+
+    def _frame(self, source: str) -> pd.DataFrame:
+        rows = self._rows[source]
+        if isinstance(rows, dict):
+            import pandas as pd
+
+            rows = self._rows[source] = pd.DataFrame(rows)
+        return rows
 
     @property
     def point(self) -> str:
@@ -45,14 +87,18 @@ class StudyData:
         return self.spec["kind"]
 
 
-def load_study_data(store: Store, study: optuna.Study) -> StudyData:
+def load_study_data(store: Store, study: optuna.Study, layers: Sequence[str] = LAYERS) -> StudyData:
+    """The study's runs with what the figures draw of them (:data:`EPOCH_COLUMNS`,
+    :data:`STEP_COLUMNS`, and those of ``layers``), picked out by the database where it can:
+    a study of 10,000 trials × 100 epochs stores 10^8 values, the figures draw a tenth."""
     from bopsweep.store import SPEC_ATTR
     from bopsweep.store.optuna_adapter import all_trials, trial_id
     from bopsweep.store.trial_config import has_config, study_base, trial_config
 
     trials = all_trials(study, intermediate_values=False)
-    epochs = store.metrics.epochs_frame(study, trials)
-    steps = store.metrics.steps_frame(study, trials)
+    per_layer = [f"{name}_{layer}" for layer in layers for name in ("flip_frac", "c2i")]
+    epochs = store.metrics.epochs_frame(study, trials, [*EPOCH_COLUMNS, *per_layer])
+    steps = store.metrics.steps_frame(study, trials, [*STEP_COLUMNS, *(f"pi_{n}" for n in layers)])
     by_config: dict[str, Any] = {}
     counts = epochs.groupby("trial_id").size().to_dict() if not epochs.empty else {}
     for t in trials:
@@ -63,7 +109,7 @@ def load_study_data(store: Store, study: optuna.Study) -> StudyData:
         if cid not in by_config or key > by_config[cid][0]:
             by_config[cid] = (key, t)
     runs, base = [], study_base(study.user_attrs)
-    epochs_of, steps_of = _by_trial(epochs), _by_trial(steps)
+    (epochs_of, no_epochs), (steps_of, no_steps) = _by_trial(epochs), _by_trial(steps)
     for (n_epochs, _), t in sorted(by_config.values(), key=lambda kt: kt[1].number):
         if n_epochs == 0:
             continue
@@ -74,26 +120,28 @@ def load_study_data(store: Store, study: optuna.Study) -> StudyData:
                 label=t.user_attrs.get("label") or t.user_attrs["config_id"],
                 config=trial_config(t.user_attrs, base),
                 state=t.state.name,
-                epochs=epochs_of.get(tid, _none_of(epochs)),
-                steps=steps_of.get(tid, _none_of(steps)),
+                epochs=epochs_of.get(tid, no_epochs),
+                steps=steps_of.get(tid, no_steps),
             )
         )
     return StudyData(study.study_name, study.user_attrs[SPEC_ATTR], runs, study)
 
 
-def _by_trial(frame: pd.DataFrame) -> dict[int, pd.DataFrame]:
-    """Each trial's rows of a metrics frame, split in one pass (a mask per trial read the whole
-    frame for each: quadratic in the study's size)."""
+def _by_trial(frame: pd.DataFrame) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
+    """Each trial's rows of a metrics frame (sorted by trial) as its columns, slices of the
+    frame's, split in one pass; and the columns of no rows, for a trial without any."""
+    import numpy as np
+
+    columns = {c: frame[c].to_numpy() for c in frame.columns}
+    none = {c: values[0:0] for c, values in columns.items()}
     if frame.empty:
-        return {}
+        return {}, none
+    ids = columns["trial_id"]
+    starts = np.concatenate([[0], np.flatnonzero(ids[1:] != ids[:-1]) + 1, [len(ids)]])
     return {
-        int(tid): part.reset_index(drop=True) for tid, part in frame.groupby("trial_id", sort=False)
-    }
-
-
-def _none_of(frame: pd.DataFrame) -> pd.DataFrame:
-    """No rows, the frame's columns."""
-    return frame.iloc[0:0].reset_index(drop=True)
+        int(ids[a]): {c: values[a:b] for c, values in columns.items()}
+        for a, b in zip(starts[:-1].tolist(), starts[1:].tolist())
+    }, none
 
 
 def swept_params(data: StudyData) -> list[str]:
@@ -112,37 +160,57 @@ def seed_band(runs: list[Run], x: str, y: str, source: str = "epochs") -> pd.Dat
     return seed_bands({0: runs}, x, y, source)[0]
 
 
-def seed_bands(
-    groups: dict[Any, list[Run]], x: str, y: str, source: str = "epochs"
-) -> dict[Any, pd.DataFrame]:
+class SeedBands(Mapping[Any, "pd.DataFrame"]):
+    """:func:`seed_band` of each group, by the group's key: computed together, kept as one
+    table, and made a frame only when a band is asked for (a grid of 10,000 points has 10,000
+    groups; a figure of that many draws :meth:`arrays`)."""
+
+    def __init__(self, keys: list[Any], x: str, stats: pd.DataFrame, starts: Any) -> None:
+        self.x, self._keys = x, {k: i for i, k in enumerate(keys)}
+        self._stats, self._starts = stats, starts
+        self._columns = {c: stats[c].to_numpy() for c in (x, "mean", "min", "max")}
+
+    def __getitem__(self, key: Any) -> pd.DataFrame:
+        code = self._keys[key]
+        part = self._stats.iloc[self._starts[code] : self._starts[code + 1]]
+        return part.reset_index(drop=True)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def arrays(self, key: Any) -> dict[str, Any]:
+        """The band's columns (``x``, mean, min, max) as numpy arrays, no frame made."""
+        code = self._keys[key]
+        span = slice(self._starts[code], self._starts[code + 1])
+        return {c: values[span] for c, values in self._columns.items()}
+
+
+def seed_bands(groups: dict[Any, list[Run]], x: str, y: str, source: str = "epochs") -> SeedBands:
     """:func:`seed_band` of each group of runs, computed together: one grouping of all their
-    rows, not one per group (a grid of 10,000 points has 10,000 groups)."""
+    rows, not one per group. A missing value (NaN, or a run without ``y``: one of bopsweep
+    before C2I) is left out; an ``x`` where no run has one is not in the band."""
     import numpy as np
     import pandas as pd
 
     codes, xs, ys = [], [], []
     for code, runs in enumerate(groups.values()):
         for r in runs:
-            frame = getattr(r, source)
-            if not frame.empty:
-                xs.append(frame[x].to_numpy())
-                ys.append(frame[y].to_numpy())
-                codes.append(np.full(len(frame), code))
-    empty = pd.DataFrame(columns=[x, "mean", "min", "max"])
-    if not xs:
-        return dict.fromkeys(groups, empty)
+            xv, yv = r.column(source, x), r.column(source, y)
+            if xv is not None and yv is not None and len(xv):
+                xs.append(xv)
+                ys.append(yv)
+                codes.append(np.full(len(xv), code))
     rows = pd.DataFrame(
         {"group": np.concatenate(codes), x: np.concatenate(xs), y: np.concatenate(ys)}
-    )
+        if xs
+        else {"group": np.empty(0, int), x: np.empty(0), y: np.empty(0)}
+    ).dropna()
     stats = rows.groupby(["group", x])[y].agg(["mean", "min", "max"]).reset_index(level=x)
-    found = stats.index.to_numpy()
-    starts = np.searchsorted(found, np.arange(len(groups) + 1))  # rows sorted by group
-    return {
-        key: stats.iloc[starts[code] : starts[code + 1]].reset_index(drop=True)
-        if starts[code] < starts[code + 1]
-        else empty
-        for code, key in enumerate(groups)
-    }
+    starts = np.searchsorted(stats.index.to_numpy(), np.arange(len(groups) + 1))  # by group
+    return SeedBands(list(groups), x, stats.reset_index(drop=True), starts)
 
 
 def group_by_point(runs: list[Run]) -> dict[str, list[Run]]:

@@ -28,6 +28,7 @@ from bopsweep.plots.style import (
     arm_colours,
     assign_colours,
     draw_band,
+    draw_bands,
     fixed_description,
     fmt_value,
     held_note,
@@ -50,19 +51,16 @@ def ablation_figure(data: StudyData, param: str) -> Figure:
     keys = {v: f"{param}={fmt_value(v)}" for v in by_value}
     colours = assign_colours(data, list(keys.values()), {keys[v]: v for v in by_value})
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 8), constrained_layout=True)
-    seeds = ""
+    colour = {v: colours[keys[v]] for v in by_value}
+    label = {v: f"{SYMBOLS.get(param, param)} = {fmt_value(v)}" for v in by_value}
     val, train = (seed_bands(by_value, "epoch", y) for y in ("val_acc", "train_acc"))
-    pi = seed_bands(by_value, "step", "pi", "steps")
-    for value, runs in by_value.items():
-        colour, label = colours[keys[value]], f"{SYMBOLS.get(param, param)} = {fmt_value(value)}"
-        seeds = seeds_note({str(value): runs}) or seeds
-        draw_band(top, val[value], "epoch", colour, label, "-", 100)
-        draw_band(top, train[value], "epoch", colour, None, "--", 100)
-        band = pi[value]
-        if not band.empty:
-            draw_band(bottom, band, "step", colour, label)
+    draw_bands(top, val, colour, label, "-", 100)
+    draw_bands(top, train, colour, {}, "--", 100)
+    draw_bands(bottom, seed_bands(by_value, "step", "pi", "steps"), colour, label)
     accuracy_axes(top)
-    top.set_title("validation (solid) and training (dashed) accuracy" + seeds, **TITLE)
+    top.set_title(
+        "validation (solid) and training (dashed) accuracy" + seeds_note(by_value), **TITLE
+    )
     legend(top)
     pi_axes(bottom)
     bottom.set_title("flip metric π_t (network-wide)", **TITLE)
@@ -142,11 +140,10 @@ def comparison_figure(data: StudyData, runs: list[Run] | None = None, title: str
     labels = {k: arm_label(g[0]) for k, g in groups.items()}
     colours = assign_colours(data, list(labels.values()))
     fig, ax = plt.subplots(figsize=(7.5, 5), constrained_layout=True)
+    colour = {k: colours[labels[k]] for k in groups}
     val, train = (seed_bands(groups, "epoch", y) for y in ("val_acc", "train_acc"))
-    for key in groups:
-        colour = colours[labels[key]]
-        draw_band(ax, val[key], "epoch", colour, labels[key], "-", 100)
-        draw_band(ax, train[key], "epoch", colour, None, "--", 100)
+    draw_bands(ax, val, colour, labels, "-", 100)
+    draw_bands(ax, train, colour, {}, "--", 100)
     accuracy_axes(ax)
     legend(ax)
     ax.set_title(
@@ -207,11 +204,10 @@ def pi_figure(data: StudyData, layers: list[str] | None = None) -> Figure:
     fig, axes = plt.subplots(
         len(panels), 1, figsize=(7.5, 3.2 * len(panels)), squeeze=False, constrained_layout=True
     )
+    colour = {k: colours[labels[k]] for k in groups}
     for ax, panel in zip(axes[:, 0], panels):
         column = "pi" if panel == "network" else f"pi_{panel}"
-        for key, band in seed_bands(groups, "step", column, "steps").items():
-            if not band.empty:
-                draw_band(ax, band, "step", colours[labels[key]], labels[key])
+        draw_bands(ax, seed_bands(groups, "step", column, "steps"), colour, labels)
         pi_axes(ax)
         ax.set_title("network-wide" if panel == "network" else f"layer {panel}", **TITLE)
     legend(axes[0, 0])

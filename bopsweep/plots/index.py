@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from bopsweep.defaults import FigureFormat, values
 from bopsweep.errors import UserError
 from bopsweep.files import atomic_open, atomic_write_text
-from bopsweep.plots.data import StudyData, swept_params
+from bopsweep.plots.data import LAYERS, StudyData, swept_params
 from bopsweep.plots.figures import (
     ablation_figure,
     comparison_figure,
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FORMATS = values(FigureFormat)
-LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "fc1", "fc2", "fc3")
 
 
 @dataclass

@@ -15,9 +15,11 @@ from bopsweep.defaults import variant_name
 from bopsweep.plots.data import arm_label, group_by_point, held
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import pandas as pd
 
-    from bopsweep.plots.data import Run, StudyData
+    from bopsweep.plots.data import Run, SeedBands, StudyData
 
 SYMBOLS = {"gamma": "γ", "sigma": "σ", "tau": "τ", "lr": "Adam lr"}
 MAX_LEGEND = 12
@@ -146,6 +148,57 @@ def draw_band(
         )
 
 
+def draw_bands(
+    ax: Any,
+    bands: SeedBands,
+    colours: Mapping[Any, Any],
+    labels: Mapping[Any, str | None],
+    style: str = "-",
+    scale: float = 1.0,
+) -> None:
+    """:func:`draw_band` of each non-empty band; past :data:`MAX_LEGEND` (no legend can name
+    them) as one collection of lines and one of bands, from the bands' arrays: matplotlib
+    draws 10,000 lines as artists of their own in minutes, as one collection in seconds."""
+    np = _np()
+    x = bands.x
+    arrays = {k: bands.arrays(k) for k in bands}
+    drawn = [k for k, a in arrays.items() if len(a[x])]
+    if len(drawn) <= MAX_LEGEND:
+        for k in drawn:
+            draw_band(ax, bands[k], x, colours[k], labels.get(k), style, scale)
+        return
+    from matplotlib.collections import LineCollection, PolyCollection
+
+    def points(a: dict[str, Any], y: str) -> Any:
+        return np.column_stack([a[x].astype(float), a[y].astype(float) * scale])
+
+    lines = LineCollection(
+        [points(arrays[k], "mean") for k in drawn],
+        colors=[colours[k] for k in drawn],
+        linewidths=1.4,
+        linestyles=style,
+    )
+    named = sum(labels.get(k) is not None for k in drawn)
+    if named:  # one entry that legend() counts as the lines it stands for
+        lines.set_label(f"{named} configurations")
+        setattr(lines, _COUNT, named)
+    ax.add_collection(lines)
+    spread = [k for k in drawn if (arrays[k]["max"] > arrays[k]["min"]).any()]
+    if spread:
+        outlines = [
+            np.vstack([points(arrays[k], "min"), points(arrays[k], "max")[::-1]]) for k in spread
+        ]
+        ax.add_collection(
+            PolyCollection(
+                outlines, facecolors=[colours[k] for k in spread], alpha=0.18, linewidths=0
+            )
+        )
+    ax.autoscale_view()
+
+
+_COUNT = "bopsweep_lines"  # on a collection of draw_bands: how many labelled lines it holds
+
+
 # --- axes and legends ---------------------------------------------------------------------------
 def accuracy_axes(ax: Any) -> None:
     from matplotlib.ticker import MaxNLocator
@@ -184,11 +237,12 @@ def drop_titles(fig: Any) -> None:
 
 def legend(ax: Any, title: str | None = None) -> None:
     handles, _ = ax.get_legend_handles_labels()
-    if len(handles) > MAX_LEGEND:  # unreadable as a legend: the other figures name the values
+    count = sum(getattr(h, _COUNT, 1) for h in handles)
+    if count > MAX_LEGEND:  # unreadable as a legend: the other figures name the values
         ax.text(
             0.99,
             0.98,
-            f"{len(handles)} configurations (no legend)",
+            f"{count} configurations (no legend)",
             transform=ax.transAxes,
             ha="right",
             va="top",

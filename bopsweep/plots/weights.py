@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bopsweep.plots.data import StudyData, seed_band
+from bopsweep.plots.data import StudyData, seed_bands
 from bopsweep.plots.style import (
     SUPTITLE,
     TITLE,
     arm_colours,
-    draw_band,
+    draw_bands,
     fixed_description,
     legend,
     pyplot,
@@ -41,6 +41,7 @@ def weights_figure(data: StudyData, layers: list[str] | None = None) -> Figure:
     fig, axes = plt.subplots(
         len(panels), 2, figsize=(10, 3.2 * len(panels)), squeeze=False, constrained_layout=True
     )
+    colour = {k: colours[labels[k]] for k in groups}
     for row, panel in zip(axes, panels):
         suffix = "" if panel == "network" else f"_{panel}"
         where = "network-wide" if panel == "network" else f"layer {panel}"
@@ -48,11 +49,7 @@ def weights_figure(data: StudyData, layers: list[str] | None = None) -> Figure:
             (row[0], f"flip_frac{suffix}", "FF ratio (flip fraction per step)"),
             (row[1], f"c2i{suffix}", "C2I ratio (sign ≠ sign at start)"),
         ):
-            for key, group in groups.items():
-                present = [r for r in group if column in r.epochs]
-                band = seed_band(present, "epoch", column) if present else None
-                if band is not None and not band.dropna().empty:
-                    draw_band(ax, band.dropna(), "epoch", colours[labels[key]], labels[key])
+            draw_bands(ax, seed_bands(groups, "epoch", column), colour, labels)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("epoch")
             ax.set_ylabel(what)

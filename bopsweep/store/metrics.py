@@ -15,11 +15,13 @@ import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.store.metric_columns import projected, select_frame
 from bopsweep.store.optuna_adapter import all_trials
 from bopsweep.store.optuna_adapter import study_id as study_id_of
 from bopsweep.store.optuna_adapter import trial_id as trial_id_of
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import TypeAlias
 
     import optuna
@@ -169,21 +171,49 @@ class MetricTables:
             rows.setdefault(trial_id, []).append((epoch, data))
         return {t: [json.loads(data) for _, data in sorted(r)] for t, r in rows.items()}
 
-    def epochs_frame(self, study: optuna.Study, trials: Trials = None) -> pd.DataFrame:
-        """Per-epoch metrics of a study: one row per (trial, epoch)."""
+    def epochs_frame(
+        self, study: optuna.Study, trials: Trials = None, columns: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """Per-epoch metrics of a study: one row per (trial, epoch). ``columns``: only these
+        (and the keys), as floats (:func:`~bopsweep.store.metric_columns.projected`)."""
 
         def rows(row: dict[str, Any]) -> tuple[tuple[str, ...], list[list[Any]]]:
             return tuple(row), [list(row.values())]
 
-        return self._frame(self.epochs, study, rows, trials)
+        return self._selected(self.epochs, study, rows, trials, columns)
 
-    def steps_frame(self, study: optuna.Study, trials: Trials = None) -> pd.DataFrame:
-        """Per-logged-step metrics of a study: one row per (trial, logged step)."""
+    def steps_frame(
+        self, study: optuna.Study, trials: Trials = None, columns: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """Per-logged-step metrics of a study: one row per (trial, logged step). ``columns``:
+        only these (and the keys), as floats."""
 
         def rows(bundle: dict[str, Any]) -> tuple[tuple[str, ...], list[list[Any]]]:
             return tuple(bundle["columns"]), bundle["rows"]
 
-        return self._frame(self.steps, study, rows, trials)
+        return self._selected(self.steps, study, rows, trials, columns)
+
+    def _selected(
+        self,
+        table: Any,
+        study: optuna.Study,
+        parse: Any,
+        trials: Trials,
+        columns: Sequence[str] | None,
+    ) -> pd.DataFrame:
+        """:meth:`_frame`, or where ``columns`` are chosen, those picked out by the database
+        (:mod:`~bopsweep.store.metric_columns`; decoded here where it cannot)."""
+        if columns is None:
+            return self._frame(table, study, parse, trials)
+        steps = table is self.steps
+        if table.name not in self._absent:
+            legacy = table.name in self._legacy
+            frame = select_frame(
+                self.engine, table.name, study_id_of(study), columns, legacy, steps
+            )
+            if frame is not None:
+                return frame
+        return projected(self._frame(table, study, parse, trials), columns, steps)
 
     def _rows(
         self, table: Any, study: optuna.Study, trials: Trials = None
