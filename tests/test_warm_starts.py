@@ -276,3 +276,20 @@ def test_the_driver_forks_its_trials_from_a_zygote_unless_told_to_start_cold(
     assert spy.seen == [(True, 1)] if warm else [(False, 0)]
     assert study.get_trials()[0].state.name == "COMPLETE"
     assert not zygotes(os.getpid())
+
+
+def test_a_stack_s_last_words_reach_every_member_s_trial_log(tmp_path):
+    """One process runs a stack: what it writes on stderr (here the traceback of a crash) is in
+    each member's trial.log, not the first member's alone."""
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for folder in folders:
+        folder.mkdir()
+    job = {"stack": [{"config": {"no_such_setting": 1}, "run_dir": str(f)} for f in folders]}
+    logs = [f / "trial.log" for f in folders]
+    process = TrialProcess(folders[0], make_slots("cpu")[0], job, lambda _: None, None, logs)
+    wait_until(lambda: process.proc.poll() is not None, 120, "the stack's process to crash")
+    assert process.returncode == 1
+    words = "".join(process.last_words())
+    assert "no_such_setting" in words
+    for log in logs:
+        assert log.read_text() == words

@@ -303,9 +303,9 @@ class Driver:
             else:
                 self.events.put((runs[message.get("member", 0)], message))
 
-        # a stack's stderr (one process) goes to its first member's trial.log
-        log_dir = self.checkpoint_root / runs[0].config_id
-        process = TrialProcess(log_dir, slot, job, on_message, self.zygotes)
+        # a stack's stderr (one process) goes to every member's trial.log
+        logs = [self.checkpoint_root / r.config_id / "trial.log" for r in runs]
+        process = TrialProcess(logs[0].parent, slot, job, on_message, self.zygotes, logs)
         for r in runs:
             r.process = process
         return runs

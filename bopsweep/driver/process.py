@@ -5,7 +5,8 @@
 * a :class:`TrialProcess` is ``python -m bopsweep.driver.child`` started in a new session (or
   the same, forked by the slot's zygote: :mod:`bopsweep.driver.warm`), its messages read by a
   thread (:mod:`bopsweep.driver.protocol`) and its stderr kept: the last lines in memory (for
-  the failure reason) and every line in the trial's ``trial.log``.
+  the failure reason) and every line in the trial's ``trial.log`` (each member's, for a
+  stack).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -99,6 +100,7 @@ class TrialProcess:
         job: dict[str, Any],
         on_message: Callable[[dict[str, Any] | None], None],
         zygotes: Zygotes | None = None,
+        logs: Sequence[Path] = (),
     ) -> None:
         """Start it (no database write here: a failed write must not orphan it): forked by
         the slot's zygote where there is one that can (a warm start), else cold. ``job`` is a
@@ -107,8 +109,11 @@ class TrialProcess:
 
         Its stderr comes to the driver through a pipe (and on to ``trial.log``, best effort), so
         its last words reach the database even when the log cannot be written (a full disk).
+        ``logs``: the logs it goes to, where not ``run_dir``'s alone (a stack's process: every
+        member's, so each trial's folder holds the words of the process that ran it).
         """
-        self.log = run_dir / "trial.log"
+        self.logs = list(logs) or [run_dir / "trial.log"]
+        self.log = self.logs[0]
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self.eof = False
         self.exited_at: float | None = None
@@ -169,20 +174,21 @@ class TrialProcess:
         """Drain stderr: the last lines in memory, every line to the log (best effort: a log
         that cannot be written, e.g. on a full disk, must not lose the lines in memory)."""
         assert self.proc.stderr is not None
-        log: IO[str] | None = None
-        with contextlib.suppress(OSError):
-            log = self.log.open("a")
+        logs: list[IO[str]] = []
+        for path in self.logs:
+            with contextlib.suppress(OSError):
+                logs.append(path.open("a"))
         for line in self.proc.stderr:
             self.stderr_tail.append(line)
-            if log is not None:
+            for log in list(logs):
                 try:
                     log.write(line)
                     log.flush()
-                except OSError:
+                except OSError:  # this log is lost from here on; the others go on
                     with contextlib.suppress(OSError):
                         log.close()
-                    log = None
-        if log is not None:
+                    logs.remove(log)
+        for log in logs:
             with contextlib.suppress(OSError):
                 log.close()
 
