@@ -13,6 +13,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -24,7 +25,7 @@ from bopsweep.flips import FlipLog, InitialSigns, pack_bits, unpack_bits
 from bopsweep.models import BinaryNet
 from bopsweep.optim import LatentAdam
 from bopsweep.plots.data import Run, StudyData
-from bopsweep.plots.weights import weights_figure
+from bopsweep.plots.weights import has_weight_metrics, weights_figure
 from bopsweep.run_dir import read_rows
 from bopsweep.schedules import Schedule
 from bopsweep.studies import TrialConfig, config_id
@@ -392,6 +393,9 @@ def test_weights_figure_draws_ff_and_c2i_per_epoch_per_arm():
     assert ff.get_yscale() == "log" and "FF ratio" in ff.get_ylabel()
     assert "C2I" in c2i.get_ylabel() and "layer fc3" in c2i_fc3.get_title()
     assert list(ff_fc3.get_lines()[0].get_ydata()) == pytest.approx([0.02, 0.0])
+    assert has_weight_metrics(data)
+    before_c2i = Run(3, "c", {"seed": 0}, "COMPLETE", {"epoch": np.array([1])}, {})
+    assert not has_weight_metrics(StudyData("s", spec, [before_c2i]))  # no weights figure
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 def has_weight_metrics(data: StudyData) -> bool:
     """Whether any run logged C2I (runs of bopsweep before it did not)."""
-    return any("c2i" in r.epochs for r in data.runs)
+    return any(r.column("epochs", "c2i") is not None for r in data.runs)
 
 
 def weights_figure(data: StudyData, layers: list[str] | None = None) -> Figure:
