@@ -58,7 +58,7 @@ def both_ways(store: Store, study: optuna.Study, legacy: bool = False) -> None:
         by_db = select_frame(m.engine, table.name, study_id(study), columns, legacy, steps)
         decoded = (m.steps_frame if steps else m.epochs_frame)(study)
         assert by_db is not None, "the database did not pick the columns out"
-        pd.testing.assert_frame_equal(by_db, projected(decoded, columns, steps))
+        pd.testing.assert_frame_equal(by_db, projected(decoded, columns, steps), check_exact=True)
 
 
 def test_the_database_picks_out_the_columns_python_decodes_every_digit_kept(tmp_path):
@@ -74,6 +74,44 @@ def test_the_database_picks_out_the_columns_python_decodes_every_digit_kept(tmp_
     assert steps["step"].tolist() == [5, 10, 15, 30]
     assert steps["pi"].tolist() == [-2.0000000000000004, -3.25, -3.5, -9.0]  # either header
     assert steps["pi_fc3"].tolist()[:3] == [-1.0, -8.5, -8.75]
+
+
+def test_one_column_alone_keeps_every_digit_and_a_column_asked_twice_comes_once(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 's.db'}", create=True)
+    study = optuna.create_study(study_name="s", storage=store.storage)
+    exact = 0.12345678901234568  # its 17th digit is what SQLite prints of one value (15) loses
+    rows = [{"epoch": 1, "val_acc": exact}]
+    store.metrics.write(
+        study_id(study), running_trial(study), rows, {1: [{"step": 5, "pi": exact}]}
+    )
+    m = store.metrics
+    for table, steps in ((m.epochs, False), (m.steps, True)):
+        column = "pi" if steps else "val_acc"
+        frame = select_frame(m.engine, table.name, study_id(study), [column, column], False, steps)
+        assert frame is not None and list(frame.columns)[-1:] == [column]
+        assert frame[column].tolist() == [exact]
+
+
+@pytest.mark.parametrize(
+    ("stored", "name"),
+    [([1, 2, 3, 4, 5], "a"), ({"x": 1}, "a"), (0.5, "π_t"), (0.5, 'a"b'), (0.5, "a\\b")],
+    ids=["a list", "an object", "a name not ASCII", "a name with a quote", "with a backslash"],
+)
+def test_what_a_json_path_cannot_pick_out_as_written_is_decoded_in_python(tmp_path, stored, name):
+    """A list among the values would add numbers to a row; SQLite compares a path with the key
+    as json.dumps escaped it. Either way Python decodes, and the values are right."""
+    store = Store(f"sqlite:///{tmp_path / 's.db'}", create=True)
+    study = optuna.create_study(study_name="s", storage=store.storage)
+    rows = [{"epoch": 1, name: stored, "b": 0.1}, {"epoch": 2, name: 0.5, "b": 0.2}]
+    store.metrics.write(study_id(study), running_trial(study), rows, {})
+    m = store.metrics
+    assert (
+        select_frame(m.engine, "bopsweep_epochs", study_id(study), [name, "b"], False, False)
+        is None
+    )
+    frame = m.epochs_frame(study, columns=[name, "b"])
+    assert frame["epoch"].tolist() == [1, 2] and frame["b"].tolist() == [0.1, 0.2]
+    assert frame[name].tolist()[1] == 0.5
 
 
 @pytest.mark.postgres

@@ -608,3 +608,36 @@ def test_more_configurations_than_a_legend_names_are_drawn_as_one_collection(tmp
             assert segment[:, 0].tolist() == [r[x] for r in rows]
             assert np.allclose(segment[:, 1], [r[y] * scale for r in rows])
     assert "15 configurations (no legend)" in [t.get_text() for t in pi.axes[0].texts]
+
+
+def test_seeds_of_many_configurations_are_drawn_as_one_collection_of_bands():
+    """13 configurations × 2 seeds: one line each (the seeds' mean) and one band each from
+    their minimum to their maximum, as collections."""
+    from matplotlib.collections import LineCollection, PolyCollection
+
+    from bopsweep.plots.data import Run, StudyData
+
+    spec = {"kind": "arms", "base": TrialConfig().to_dict(), "grid": {}, "arms": [{}]}
+    runs = []
+    for k in range(13):
+        for seed in (0, 1):
+            pi = np.array([-1.0, -2.0, -3.0]) - k - seed
+            steps = {"epoch": np.ones(3, int), "step": np.array([10, 20, 30]), "pi": pi}
+            label = f"p{k} seed={seed}"
+            runs.append(Run(len(runs), label, {"k": k, "seed": seed}, "COMPLETE", {}, steps))
+    ax = pi_figure(StudyData("s", spec, runs)).axes[0]
+    (lines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    (bands,) = [c for c in ax.collections if type(c) is PolyCollection]
+    assert len(lines.get_segments()) == len(bands.get_paths()) == 13
+    for k, (segment, band) in enumerate(zip(lines.get_segments(), bands.get_paths())):
+        assert segment.tolist() == [[10, -1.5 - k], [20, -2.5 - k], [30, -3.5 - k]]
+        low, high = [-2.0 - k, -3.0 - k, -4.0 - k], [-3.0 - k, -2.0 - k, -1.0 - k]
+        assert band.vertices[:6].tolist() == [
+            [x, y] for x, y in zip([10, 20, 30, 30, 20, 10], low + high)
+        ]
+
+
+def test_a_layer_named_twice_is_drawn_once():
+    from bopsweep.plots import parse_layers
+
+    assert parse_layers("fc3,conv1,fc3") == ["fc3", "conv1"]

@@ -150,7 +150,7 @@ def parse_layers(text: str | None) -> list[str]:
         return ["fc3"]
     if text == "all":
         return list(LAYERS)
-    names = [t.strip() for t in text.split(",") if t.strip()]
+    names = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
     for n in names:
         if n not in LAYERS:
             raise UserError(

@@ -14,13 +14,15 @@ each distinct columns header (nearly always one per study) is read once, without
 bundles, and a value's position in it picked out of every row of the bundles that share it.
 
 :func:`select_frame` answers ``None`` where the database cannot (another dialect, a SQLite
-without JSON functions, a stored value JSON does not allow, such as ``NaN``); the caller then
-decodes the rows in Python, which gives the same frame.
+without JSON functions, a stored value JSON does not allow, such as ``NaN``, or that is not a
+number; a column name other than letters, digits and ``_``); the caller then decodes the rows
+in Python, which gives the same frame.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,6 +31,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 CHUNK = 10_000  # texts (rows, or bundles of steps) fetched and parsed at a time
+# names a JSON path finds as written (SQLite compares a key with its stored text, which
+# json.dumps escapes: "π" is stored as "\u03c0"); bopsweep's are all of this form
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]")
 
 
 def select_frame(
@@ -41,7 +47,8 @@ def select_frame(
     import sqlalchemy as sa
 
     sql = _DIALECTS.get(engine.dialect.name)
-    if sql is None:
+    columns = list(dict.fromkeys(columns))
+    if sql is None or not all(_PLAIN.fullmatch(c) for c in columns):
         return None
     # rows of the study's trials, and (where rows carry it) of each trial's present start
     source = (
@@ -153,8 +160,8 @@ def _columns(head: str | None) -> list[str] | None:
 def _parsed(result: Any, names: list[str], values: int) -> pd.DataFrame | None:
     """The texts of ``result``, each ``trial,epoch,[v, …]`` with ``values`` values (the first
     ``len(names) - 1`` kept), as a frame of ``trial_id`` and ``names`` (floats; ``null`` is
-    NaN); None where a text holds anything else (a string or a boolean where a number was
-    asked for)."""
+    NaN); None where a text holds anything else (a string, a boolean, a list or an object
+    where a number was asked for)."""
     import warnings
 
     import numpy as np
@@ -166,6 +173,11 @@ def _parsed(result: Any, names: list[str], values: int) -> pd.DataFrame | None:
         text = ",".join(filter(None, texts))  # a bundle of no rows has no text
         if not text:
             continue
+        # one [...] of values a row, never nested (a list among the values would add numbers)
+        brackets = text.encode().translate(None, _NOT_BRACKETS)
+        rows = len(brackets) // 2
+        if brackets != b"[]" * rows or (values and not rows):
+            return None
         text = text.replace("[", "").replace("]", "").replace("null", "nan")
         try:
             with warnings.catch_warnings():
@@ -174,6 +186,8 @@ def _parsed(result: Any, names: list[str], values: int) -> pd.DataFrame | None:
         except (ValueError, DeprecationWarning):
             return None
         if parsed.size != text.count(",") + 1 or parsed.size % width:
+            return None
+        if values and parsed.size != rows * width:
             return None
         chunks.append(parsed.reshape(-1, width)[:, :keep])
     array = np.concatenate(chunks) if chunks else np.empty((0, keep))
@@ -187,6 +201,7 @@ def projected(frame: pd.DataFrame, columns: Sequence[str], steps: bool) -> pd.Da
     import pandas as pd
 
     keys = ["trial_id", "epoch"] + (["step"] if steps else [])
+    columns = list(dict.fromkeys(columns))
     if frame.empty:
         return pd.DataFrame(columns=keys)
     # a value that is not a number (none of bopsweep's) is missing, as the database's is None
