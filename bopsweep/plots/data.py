@@ -166,14 +166,13 @@ class SeedBands(Mapping[Any, "pd.DataFrame"]):
     groups; a figure of that many draws :meth:`arrays`)."""
 
     def __init__(self, keys: list[Any], x: str, stats: pd.DataFrame, starts: Any) -> None:
-        self.x, self._keys = x, {k: i for i, k in enumerate(keys)}
-        self._stats, self._starts = stats, starts
+        self.x, self._keys, self._starts = x, {k: i for i, k in enumerate(keys)}, starts
         self._columns = {c: stats[c].to_numpy() for c in (x, "mean", "min", "max")}
 
     def __getitem__(self, key: Any) -> pd.DataFrame:
-        code = self._keys[key]
-        part = self._stats.iloc[self._starts[code] : self._starts[code + 1]]
-        return part.reset_index(drop=True)
+        import pandas as pd
+
+        return pd.DataFrame(self.arrays(key))
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._keys)
@@ -210,7 +209,7 @@ def seed_bands(groups: dict[Any, list[Run]], x: str, y: str, source: str = "epoc
     ).dropna()
     stats = rows.groupby(["group", x])[y].agg(["mean", "min", "max"]).reset_index(level=x)
     starts = np.searchsorted(stats.index.to_numpy(), np.arange(len(groups) + 1))  # by group
-    return SeedBands(list(groups), x, stats.reset_index(drop=True), starts)
+    return SeedBands(list(groups), x, stats, starts)
 
 
 def group_by_point(runs: list[Run]) -> dict[str, list[Run]]:

@@ -96,7 +96,7 @@ class _SQLite:
 
     @staticmethod
     def key(name: str) -> str:
-        return '$."' + name.replace('"', '\\"') + '"'
+        return f'$."{name}"'  # a plain name (_PLAIN): nothing to escape
 
     @staticmethod
     def epoch_text(keys: list[str]) -> str:
