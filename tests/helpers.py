@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +53,22 @@ def warm_started(pid: int) -> bool:
     """Whether a process was forked by a zygote (it has the zygote's environment)."""
     environ = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
     return b"BOPSWEEP_WARM_START=1" in environ
+
+
+def leave_hot_journal(db: Path) -> None:
+    """Leave the SQLite file ``db`` as a process killed while it commits leaves it: a
+    transaction that renames every study and fills a new table has spilled pages into the file
+    (its journal synced first, so the journal is "hot"), then SIGKILL before it ends."""
+    code = f"""
+import os, signal, sqlite3
+c = sqlite3.connect({str(db)!r}, isolation_level=None)
+c.execute("PRAGMA cache_size=2")  # pages spill to the file long before the commit
+c.execute("BEGIN IMMEDIATE")
+c.execute("UPDATE studies SET study_name = study_name || '-torn'")
+c.execute("CREATE TABLE torn(a)")
+c.executemany("INSERT INTO torn VALUES (?)", [("x" * 500,)] * 2000)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    assert subprocess.run([sys.executable, "-c", code]).returncode == -9
+    journal = Path(f"{db}-journal").read_bytes()
+    assert journal[:1] not in (b"", b"\0"), "the journal is not hot"

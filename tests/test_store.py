@@ -8,10 +8,13 @@ import subprocess
 
 import optuna
 import pytest
+from typer.testing import CliRunner
 
+from bopsweep.cli import app
 from bopsweep.errors import UserError
 from bopsweep.store import Store, checkpoint_root, driver_lock, redact, scrub, storage_url
 from bopsweep.store.optuna_adapter import all_trials, study_id, trial_id
+from tests.helpers import leave_hot_journal, one_line_error
 
 
 def test_storage_url_sources_in_order(tmp_path, monkeypatch):
@@ -278,6 +281,40 @@ def test_read_only_commands_work_on_a_read_only_file_system(read_only_folder):
     subprocess.run(["mount", "-o", "remount,ro", str(read_only_folder)], check=True)
     store = Store.open_readonly(f"sqlite:///{read_only_folder / 's.db'}")
     assert [t.value for t in store.load(None).get_trials()] == [0.5]
+
+
+def torn_on_disk(path) -> bool:
+    """Whether the file itself (its journal ignored) differs from its last committed state."""
+    try:
+        with sqlite3.connect(f"file:{path}?immutable=1", uri=True) as conn:
+            names = conn.execute("SELECT study_name FROM studies").fetchall()
+    except sqlite3.DatabaseError:  # e.g. a schema naming pages not yet written
+        return True
+    return names != [("s",)]
+
+
+@pytest.mark.parametrize("opening", ["read-only", "read-write"])
+def test_a_write_a_killed_process_left_half_done_is_rolled_back_on_open(tmp_path, opening):
+    path = tmp_path / "s.db"
+    study_db(path)
+    leave_hot_journal(path)
+    assert torn_on_disk(path)
+    url = f"sqlite:///{path}"
+    store = Store.open_readonly(url) if opening == "read-only" else Store(url)
+    assert [t.value for t in store.load("s").get_trials()] == [0.5]  # as last committed
+    assert not (tmp_path / "s.db-journal").exists() and not torn_on_disk(path)
+    with sqlite3.connect(path) as conn:  # the unfinished write left nothing behind
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'torn'").fetchall() == []
+
+
+def test_a_half_done_write_on_a_read_only_file_system_is_one_clear_line(read_only_folder):
+    study_db(read_only_folder / "s.db")
+    leave_hot_journal(read_only_folder / "s.db")
+    before = (read_only_folder / "s.db").read_bytes()
+    subprocess.run(["mount", "-o", "remount,ro", str(read_only_folder)], check=True)
+    result = CliRunner().invoke(app, ["studies", str(read_only_folder / "s.db")])
+    one_line_error(result, "left unfinished (s.db-journal)")
+    assert (read_only_folder / "s.db").read_bytes() == before
 
 
 @pytest.mark.parametrize("password", ["qqq?x=1", "p/w", "a#b"])

@@ -9,7 +9,9 @@ ends, its results or the reason it failed. Metric rows: see
 
 Commands that only read (``status``, ``studies``, ``plot``, ``export``) open the database
 read-only (:meth:`Store.open_readonly`): SQLite's ``mode=ro``, a read-only PostgreSQL session,
-no table created, not a byte changed; a read-only file system is fine.
+no table created, not a byte changed; a read-only file system is fine. The one exception is
+SQLite's own crash recovery: a write that a killed process left half done (a hot journal) is
+rolled back when the database is opened, by any command (see :func:`_roll_back_hot_journal`).
 """
 
 from __future__ import annotations
@@ -211,10 +213,13 @@ def _check_sqlite_file(path: Path, create: bool, readonly: bool = False) -> None
     import sqlite3
 
     try:
-        with contextlib.closing(sqlite3.connect(_sqlite_uri(path), uri=True)) as conn:
-            tables = {
-                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            }
+        try:
+            tables = _table_names(path)
+        except sqlite3.OperationalError as e:
+            if not _is_hot_journal(e, path):
+                raise
+            _roll_back_hot_journal(path)
+            tables = _table_names(path)
     except sqlite3.DatabaseError as e:
         raise UserError(f"cannot read the database {path}: {e}") from None
     if (tables or readonly) and not {"studies", "trials", "version_info"} <= tables:
@@ -222,6 +227,47 @@ def _check_sqlite_file(path: Path, create: bool, readonly: bool = False) -> None
             f"{path} is a database of another program (no Optuna tables); "
             "give a database made by bopsweep or a new path"
         )
+
+
+def _table_names(path: Path) -> set[str]:
+    """The tables of a SQLite file, read with ``mode=ro``."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(_sqlite_uri(path), uri=True)) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+SQLITE_READONLY_ROLLBACK = 776  # SQLITE_READONLY | 3 << 8: a hot journal, and mode=ro
+
+
+def _is_hot_journal(e: Exception, path: Path) -> bool:
+    """A read-only open refused because a killed writer left a hot journal behind."""
+    code = getattr(e, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return bool(code == SQLITE_READONLY_ROLLBACK)
+    return "readonly database" in str(e) and Path(f"{path}-journal").exists()
+
+
+def _roll_back_hot_journal(path: Path) -> None:
+    """SQLite's crash recovery, which a read-only connection cannot run. A process killed while
+    it committed (kill -9, power loss) leaves ``FILE-journal`` holding the pages it was
+    overwriting: the journal is "hot", and the file's last committed state is the file with
+    those pages put back. Any connection that may write puts them back on its first read and
+    deletes the journal; one opened with ``mode=ro`` refuses to read at all. So one plain
+    connection reads once, here: nothing committed changes, and a hot journal is only ever
+    rolled back, never replayed. (A journal a live writer still holds is not hot: SQLite sees
+    its lock and waits, up to the timeout.)"""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as conn:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as e:
+        raise UserError(
+            f"{path} holds a write that a killed process left unfinished ({path.name}-journal) "
+            f"and SQLite cannot roll it back here ({e}); open the study once where the file "
+            "and its folder can be written, and it is rolled back"
+        ) from None
 
 
 def _sqlite_file_uri(path: Path) -> str:
