@@ -228,12 +228,16 @@ def test_delete_asks_first_and_refuses_while_a_driver_runs(tmp_path):
         one_line_error(result, "another bopsweep driver is running")
     assert digest(db) == before
 
+
+def test_delete_takes_a_study_a_killed_driver_left_running_trials_in(tmp_path):
+    db = tmp_path / "study.db"
+    make_study(db, "s")
     store = Store(f"sqlite:///{db}")
-    optuna.load_study(study_name="s", storage=store.storage).ask()  # a worker elsewhere runs one
-    one_line_error(
-        runner.invoke(app, ["delete", str(db), "--study", "s", "--yes"]), "1 running trial"
-    )
-    assert optuna.get_all_study_names(f"sqlite:///{db}") == ["s"]
+    optuna.load_study(study_name="s", storage=store.storage).ask()  # its driver was killed
+    result = runner.invoke(app, ["delete", str(db), "--study", "s", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "1 left running by a driver that stopped" in result.output
+    assert optuna.get_all_study_names(f"sqlite:///{db}") == []
 
 
 def test_a_second_driver_through_a_symlink_or_url_options_is_refused(

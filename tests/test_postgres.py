@@ -232,3 +232,19 @@ def test_drivers_that_make_the_metric_tables_at_once_all_succeed(pg, attempt):
         t.join()
     assert errors == []
     assert not any(s.metrics._absent for s in stores)
+
+
+def test_delete_refuses_a_study_whose_trial_a_worker_may_run(pg):
+    """On a shared database a running trial may be another machine's worker's: not deleted."""
+    from typer.testing import CliRunner
+
+    from bopsweep.cli import app
+    from bopsweep.store import Store
+    from bopsweep.studies import TrialConfig, grid_study
+    from tests.helpers import one_line_error
+
+    study, _ = Store(pg, create=True).create(grid_study("s", TrialConfig(), {"gamma": [1e-7]}))
+    study.ask()
+    result = CliRunner().invoke(app, ["delete", "--storage", pg, "--study", "s", "--yes"])
+    one_line_error(result, "1 running trial")
+    assert optuna.get_all_study_names(engine_url(pg)) == ["s"]

@@ -7,6 +7,7 @@ import pytest
 
 from bopsweep.driver.queue import TrialQueue
 from bopsweep.store import Store
+from bopsweep.store.optuna_adapter import trial_id
 from bopsweep.studies import TrialConfig, expand, grid_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -66,6 +67,36 @@ def test_a_failed_trial_is_requeued_as_a_new_trial_with_its_configuration(queue)
     assert retry.user_attrs["config_id"] == failed.user_attrs["config_id"]
     assert retry.params == failed.params and retry.distributions == failed.distributions
     assert queue.counted() == 1  # one configuration, however many attempts
+
+
+def lose_the_retry(queue: TrialQueue, failure: str) -> None:
+    """What a driver killed between ending a trial and queueing its retry leaves: the trial
+    FAILed and marked re-queued (in the order every ending writes them), no retry."""
+    t = queue.claim()
+    queue.set_attrs(trial_id(t), {"failure": failure, "fail_reason": "x", "requeued": True})
+    queue.tell(t, "FAIL")
+
+
+@pytest.mark.parametrize(("failure", "attempt"), [("crash", 1), ("interrupted", 0)])
+def test_a_retry_a_stopped_driver_never_queued_is_queued_at_the_next_start(queue, failure, attempt):
+    queue.enqueue_missing(planned("1e-7,1e-6"))
+    lose_the_retry(queue, failure)
+    assert queue.requeue_lost() == 1
+    lost, other, retry = queue.trials()
+    assert retry.state.name == "WAITING" and retry.user_attrs["attempt"] == attempt
+    assert retry.user_attrs["config_id"] == lost.user_attrs["config_id"]
+    assert retry.params == lost.params and other.state.name == "WAITING"
+    assert queue.requeue_lost() == 0  # queued once, however often the driver starts
+
+
+def test_a_configuration_out_of_retries_or_held_is_not_queued_again(queue):
+    queue.enqueue_missing(planned("1e-7"))
+    t = queue.claim()
+    queue.fail(t, "crash", "killed", requeue=1)  # its retry is queued: held
+    assert queue.requeue_lost() == 0
+    queue.fail(queue.claim(), "crash", "killed", requeue=None)  # its last retry failed for good
+    assert queue.requeue_lost() == 0
+    assert states(queue) == ["FAIL", "FAIL"]
 
 
 def test_tell_finishes_a_trial_once(queue):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -193,6 +195,39 @@ def test_an_interrupted_search_resumes_to_exactly_its_total(small_cifar_dir, tmp
     assert len(interrupted) == 2 and len(ts) == 7
     resumed = [t for t in counted if t.user_attrs["resumed_from_epoch"] > 0]
     assert len(resumed) == 2  # the interrupted ones continued from their checkpoints
+
+
+# a driver that is killed (SIGKILL) the moment it would queue a retry
+KILLED_AT_REQUEUE = """
+import os, signal, sys
+from bopsweep.driver.queue import TrialQueue
+TrialQueue.requeue = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+from bopsweep.cli import app
+app(prog_name="bopsweep", args=sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_a_search_driver_killed_before_it_queued_a_retry_loses_no_trial(small_cifar_dir, tmp_path):
+    args = ["optuna", "--trials", "2", "--sampler-seed", "0", "--epochs", "15"]
+    args += ["--data-dir", str(small_cifar_dir), *TINY]
+    driver = subprocess.Popen(
+        [sys.executable, "-c", KILLED_AT_REQUEUE, *args], cwd=tmp_path, stderr=subprocess.PIPE
+    )
+    wait_until(lambda: any(epochs_in(d) >= 2 for d in run_dirs(tmp_path, "optuna-search")))
+    driver.send_signal(signal.SIGINT)  # the trial ends as interrupted; its retry is never queued
+    driver.communicate(timeout=60)
+    assert driver.returncode == -signal.SIGKILL
+    (lost,) = trials(tmp_path, "optuna-search")
+    assert lost.state.name == "FAIL" and lost.user_attrs["requeued"]
+
+    result = bopsweep("resume", "study.db", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ts = trials(tmp_path, "optuna-search")
+    complete = {t.user_attrs["config_id"] for t in ts if t.state.name == "COMPLETE"}
+    assert lost.user_attrs["config_id"] in complete and len(complete) == 2
+    retry = next(t for t in ts if t.number > lost.number and t.params == lost.params)
+    assert retry.user_attrs["resumed_from_epoch"] >= 1  # from the lost trial's checkpoint
 
 
 runner = CliRunner()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import sys
 
 import optuna
 import pytest
@@ -13,7 +14,9 @@ from typer.testing import CliRunner
 from bopsweep.cli import app
 from bopsweep.errors import UserError
 from bopsweep.store import Store, checkpoint_root, driver_lock, redact, scrub, storage_url
+from bopsweep.store.database import OWN_TABLES
 from bopsweep.store.optuna_adapter import all_trials, study_id, trial_id
+from bopsweep.studies import TrialConfig, grid_study
 from tests.helpers import leave_hot_journal, one_line_error
 
 
@@ -307,6 +310,19 @@ def test_a_write_a_killed_process_left_half_done_is_rolled_back_on_open(tmp_path
         assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'torn'").fetchall() == []
 
 
+def test_a_reader_already_open_when_a_writer_is_killed_mid_commit_reads_what_was_committed(
+    tmp_path,
+):
+    path = tmp_path / "s.db"
+    study_db(path)
+    store = Store.open_readonly(f"sqlite:///{path}")
+    assert store.bopsweep_studies() == ["s"]  # its connection is open
+    leave_hot_journal(path)
+    assert store.bopsweep_studies() == ["s"]
+    assert [t.value for t in store.load("s").get_trials()] == [0.5]
+    assert not (tmp_path / "s.db-journal").exists() and not torn_on_disk(path)
+
+
 def test_a_half_done_write_on_a_read_only_file_system_is_one_clear_line(read_only_folder):
     study_db(read_only_folder / "s.db")
     leave_hot_journal(read_only_folder / "s.db")
@@ -315,6 +331,79 @@ def test_a_half_done_write_on_a_read_only_file_system_is_one_clear_line(read_onl
     result = CliRunner().invoke(app, ["studies", str(read_only_folder / "s.db")])
     one_line_error(result, "left unfinished (s.db-journal)")
     assert (read_only_folder / "s.db").read_bytes() == before
+
+
+def half_made(path) -> None:
+    """Optuna's tables made in part, as a command killed (or out of disk) while it made them
+    leaves them: SQLite commits each CREATE TABLE on its own."""
+    optuna.storages.RDBStorage(f"sqlite:///{path}").engine.dispose()
+    with sqlite3.connect(path) as conn:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for name in names:
+            if name.startswith("trial") or name in ("version_info", "alembic_version"):
+                conn.execute(f"DROP TABLE {name}")
+
+
+def test_a_database_whose_making_was_cut_short_is_made_by_the_next_run(tmp_path):
+    path = tmp_path / "s.db"
+    half_made(path)
+    with pytest.raises(UserError, match="tables were left half made"):
+        Store.open_readonly(f"sqlite:///{path}")
+    store = Store(f"sqlite:///{path}", create=True)
+    _, created = store.create(grid_study("g", TrialConfig(), {"gamma": [1e-7]}))
+    assert created and Store.open_readonly(f"sqlite:///{path}").bopsweep_studies() == ["g"]
+
+
+def test_own_tables_name_every_table_optuna_and_bopsweep_make(tmp_path):
+    path = tmp_path / "s.db"
+    study_db(path)
+    Store(f"sqlite:///{path}").metrics.ensure_tables()
+    with sqlite3.connect(path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"trials", "bopsweep_epochs"} <= tables <= OWN_TABLES
+
+
+# a study command killed (SIGKILL) between making its study and giving it its definition
+KILLED_AT_DEFINITION = """
+import os, signal, sys
+import optuna
+optuna.study.Study.set_user_attr = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+from bopsweep.cli import app
+app(prog_name="bopsweep", args=sys.argv[1:])
+"""
+
+
+def test_a_study_whose_making_was_cut_short_is_made_by_the_next_run(
+    small_cifar_dir, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    args = ["grid", "--param", "tau", "--values", "1e-6", "--data-dir", str(small_cifar_dir)]
+    args += ["--queue-only"]
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_DEFINITION, *args], cwd=tmp_path)
+    assert killed.returncode == -9
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    assert optuna.get_all_study_names(url) == ["grid-tau"]
+    with pytest.raises(UserError, match=r"'grid-tau' .* was left half made"):
+        Store(url).load("grid-tau")
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    study = optuna.load_study(study_name="grid-tau", storage=url)
+    assert study.user_attrs["bopsweep_spec"]["name"] == "grid-tau"
+    assert [t.state.name for t in study.trials] == ["WAITING"]
+
+
+def test_another_tool_s_study_of_the_same_name_is_never_taken_over(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 's.db'}", create=True)
+    spec = grid_study("g", TrialConfig(), {"gamma": [1e-7]})
+    minimized = optuna.create_study(study_name="g", storage=store.storage)
+    with pytest.raises(UserError, match="not made by bopsweep"):
+        store.create(spec)
+    optuna.delete_study(study_name="g", storage=store.storage)
+    used = optuna.create_study(study_name="g", storage=store.storage, direction="maximize")
+    used.add_trial(optuna.trial.create_trial(value=0.5))
+    with pytest.raises(UserError, match="not made by bopsweep"):
+        store.create(spec)
+    assert minimized.user_attrs == {} and used.user_attrs == {}
 
 
 @pytest.mark.parametrize("password", ["qqq?x=1", "p/w", "a#b"])

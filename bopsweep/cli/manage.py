@@ -26,11 +26,12 @@ def delete(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a study: its trials, their metrics and (with --checkpoints) its trial folders.
-    Refused while a driver runs on the database or any of its trials is running."""
+    Refused while a driver runs on the database, or (PostgreSQL) any of its trials is running."""
     import shutil
 
     from bopsweep.errors import UserError
     from bopsweep.store import Store, checkpoint_root, driver_lock, redact, storage_url
+    from bopsweep.store.urls import sqlite_path
 
     if not study:
         raise UserError("name the study to delete: --study NAME ('bopsweep studies' lists them)")
@@ -40,7 +41,8 @@ def delete(
         optuna_study = store.load(study)
         trials = optuna_study.get_trials(deepcopy=False)
         running = sum(t.state.name == "RUNNING" for t in trials)
-        if running:
+        # on SQLite the lock proves no driver runs: its running trials are a killed driver's
+        if running and sqlite_path(url) is None:
             raise UserError(
                 f"study {study} has {running} running trial(s) (a worker on another machine?); "
                 "stop its workers first"
@@ -49,6 +51,8 @@ def delete(
         what = f"study {study} ({len(trials)} trials) from {redact(url)}" + (
             f" and its trial folders in {folder}" if folder is not None else ""
         )
+        if running:
+            what += f" ({running} left running by a driver that stopped)"
         if not yes:
             if not sys.stdin.isatty():
                 raise UserError(f"not deleting {what} without confirmation; pass --yes")

@@ -282,6 +282,28 @@ class TrialQueue:
             self.fail_untracked(t, "interrupted", "the driver stopped while it ran")
         return len(stale)
 
+    def requeue_lost(self) -> int:
+        """Retries a driver was stopped before it queued: configurations whose last trial
+        FAILed marked ``requeued`` and that no trial holds (waiting, running or with a result).
+
+        Optuna cannot end a trial and add its retry in one transaction, and every ending marks
+        ``requeued`` before the FAIL, so a kill, Ctrl-C or full disk between the two leaves
+        exactly this. A grid would queue the configuration again as missing; a search plans
+        nothing, so without this its trial was lost. The retry's attempt is the one the
+        ending chose: the same after an interruption, the next after a crash."""
+        held = self.held_configs()
+        last: dict[str, FrozenTrial] = {}  # each unheld configuration's last failed trial
+        for t in self.trials("FAIL"):
+            if not configured(t) or (cid := t.user_attrs["config_id"]) in held:
+                continue
+            if cid not in last or t.number > last[cid].number:
+                last[cid] = t
+        lost = [t for t in last.values() if t.user_attrs.get("requeued")]
+        for t in lost:
+            attempt = t.user_attrs.get("attempt", 0)
+            self.requeue(t, attempt + (t.user_attrs.get("failure") != "interrupted"))
+        return len(lost)
+
     # --- while trials run -----------------------------------------------------------------------
     def report(self, tid: int, epoch: int, val_acc: float) -> None:
         """An epoch's validation accuracy as the trial's intermediate value (what Optuna's

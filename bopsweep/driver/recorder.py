@@ -59,7 +59,7 @@ class Recorder:
         """Record the end of a trial whose process exited."""
         if self.queue.is_finished(r.trial_id):
             # recorded already: Ctrl-C came after the write, before the driver noted it (a
-            # missing re-queue is restored by the next start's enqueue of missing configs)
+            # missing re-queue is restored at the next start: TrialQueue.requeue_lost)
             return
         self.flush(r)
         rc = r.returncode

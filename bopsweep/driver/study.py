@@ -131,6 +131,7 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
             stack=options.stack,
         )
         recovered = 0 if shared else driver.queue.recover_stale()
+        recovered += driver.queue.requeue_lost()
         added = driver.queue.enqueue_missing(planned)
         if search is not None:
             what = f"{driver.queue.counted()} of {search.trials} trials exist"

@@ -8,15 +8,16 @@ ends, its results or the reason it failed. Metric rows: see
 :mod:`bopsweep.store.metrics`.
 
 Commands that only read (``status``, ``studies``, ``plot``, ``export``) open the database
-read-only (:meth:`Store.open_readonly`): SQLite's ``mode=ro``, a read-only PostgreSQL session,
+read-only (:meth:`Store.open_readonly`): SQLite's ``query_only``, a read-only PostgreSQL session,
 no table created, not a byte changed; a read-only file system is fine. The one exception is
 SQLite's own crash recovery: a write that a killed process left half done (a hot journal) is
-rolled back when the database is opened, by any command (see :func:`_roll_back_hot_journal`).
+rolled back when the database is read, by any command (see :func:`connect_readonly`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import warnings
 from pathlib import Path
@@ -24,10 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 from bopsweep.errors import UserError
 from bopsweep.files import is_sqlite_file
-from bopsweep.store.metrics import MetricTables
-from bopsweep.store.urls import engine_url, first_line, parse_url, redact, scrub, sqlite_path
+from bopsweep.store.metrics import METRIC_TABLES, MetricTables
+from bopsweep.store.urls import engine_url, first_line, redact, scrub, sqlite_path
 
 if TYPE_CHECKING:
+    import sqlite3
+
     import optuna
 
 SPEC_ATTR = "bopsweep_spec"
@@ -71,8 +74,8 @@ class Store:
                         "heartbeat_stale_trial_callback": retry,
                     }
                 self.storage = optuna.storages.RDBStorage(
-                    engine_url(_readonly_url(url, path) if readonly else url),
-                    engine_kwargs=_engine_kwargs(url, readonly),
+                    engine_url(url),
+                    engine_kwargs=_engine_kwargs(url, readonly, path),
                     skip_table_creation=readonly,
                     **beat,
                 )
@@ -95,9 +98,9 @@ class Store:
 
     @classmethod
     def open_readonly(cls, url: str) -> Store:
-        """For commands that only read: no table is created and no byte changes (SQLite opened
-        with ``mode=ro``; PostgreSQL in a read-only session), so it works on a read-only file
-        system and leaves a plain Optuna database as it was."""
+        """For commands that only read: no table is created and no byte changes (SQLite:
+        :func:`connect_readonly`; PostgreSQL in a read-only session), so it works on a
+        read-only file system and leaves a plain Optuna database as it was."""
         return cls(url, readonly=True)
 
     # --- studies ------------------------------------------------------------------------------
@@ -109,7 +112,6 @@ class Store:
 
     def load(self, name: str | None) -> optuna.Study:
         """An existing bopsweep study; with no name, the database's only one."""
-        import optuna
 
         names = self.bopsweep_studies()
         if name is None:
@@ -123,21 +125,46 @@ class Store:
                 )
             name = names[0]
         if name not in names:
+            if name in self.study_names() and self._left_unmade(name):
+                raise UserError(
+                    f"study {name!r} in {redact(self.url)} was left half made (a command was "
+                    "stopped while it made it); run the study command again to make it"
+                )
             raise UserError(
                 f"no bopsweep study named {name!r} in {redact(self.url)}"
                 + (f"; it holds: {', '.join(names)}" if names else "")
             )
+        return self._optuna_study(name)
+
+    def _left_unmade(self, name: str) -> bool:
+        """A study as :meth:`create` leaves it when stopped between making it and giving it
+        its definition (Optuna cannot do both in one transaction): maximized, with no attribute
+        and no trial. Taking it over loses nothing, even if another tool made it."""
+        import optuna
+
+        study_id = self.storage.get_study_id_from_name(name)
+        return (
+            self.storage.get_study_directions(study_id) == [optuna.study.StudyDirection.MAXIMIZE]
+            and not self.storage.get_study_user_attrs(study_id)
+            and not self.storage.get_study_system_attrs(study_id)
+            and self.storage.get_n_trials(study_id) == 0
+        )
+
+    def _optuna_study(self, name: str) -> optuna.Study:
+        import optuna
+
         return optuna.load_study(study_name=name, storage=self.storage)
 
     def existing(self, spec: Any) -> optuna.Study | None:
         """The study of ``spec`` (a StudySpec) if the database holds it, else None; refused
         (as :meth:`create` refuses it) if that name is another study. Writes nothing."""
-        import optuna
 
         if spec.name not in self.study_names():
             return None
-        study = optuna.load_study(study_name=spec.name, storage=self.storage)
+        study = self._optuna_study(spec.name)
         stored = study.user_attrs.get(SPEC_ATTR)
+        if stored is None and self._left_unmade(spec.name):
+            return None  # create() gives it its definition
         if stored is None:
             raise UserError(
                 f"{spec.name!r} in {redact(self.url)} is an Optuna study not made "
@@ -160,9 +187,12 @@ class Store:
             if study.user_attrs[SPEC_ATTR] != data:
                 study.set_user_attr(SPEC_ATTR, data)  # e.g. a search's new total
             return study, False
-        study = optuna.create_study(
-            study_name=spec.name, storage=self.storage, direction="maximize"
-        )
+        if spec.name in self.study_names():  # left half made, by a command that was stopped
+            study = self._optuna_study(spec.name)
+        else:
+            study = optuna.create_study(
+                study_name=spec.name, storage=self.storage, direction="maximize"
+            )
         study.set_user_attr(SPEC_ATTR, data)
         self.metrics.ensure_tables()  # now, not when two workers write their first rows
         return study, True
@@ -174,7 +204,7 @@ class Store:
         would refuse is refused the same way. Creates nothing: no file, table or lock."""
         path = sqlite_path(url)
         if path is not None:
-            _check_sqlite_file(path, create=True)  # reads only (mode=ro)
+            _check_sqlite_file(path, create=True)  # reads only
             if not path.exists() or path.stat().st_size == 0:
                 return None
         try:
@@ -213,61 +243,93 @@ def _check_sqlite_file(path: Path, create: bool, readonly: bool = False) -> None
     import sqlite3
 
     try:
-        try:
-            tables = _table_names(path)
-        except sqlite3.OperationalError as e:
-            if not _is_hot_journal(e, path):
-                raise
-            _roll_back_hot_journal(path)
-            tables = _table_names(path)
+        tables = _table_names(path)
     except sqlite3.DatabaseError as e:
         raise UserError(f"cannot read the database {path}: {e}") from None
-    if (tables or readonly) and not {"studies", "trials", "version_info"} <= tables:
+    if tables and not {"studies", "trials", "version_info"} <= tables and tables <= OWN_TABLES:
+        # made in part: SQLite commits each CREATE TABLE on its own, so a command killed (or
+        # out of disk) while it made them leaves some; the next run makes the rest
+        if readonly or not create:
+            raise NoStudyTables(
+                f"{path} holds no bopsweep study: its tables were left half made (a command "
+                "was stopped while it made them); run the study command to make them"
+            )
+    elif (tables or readonly) and not {"studies", "trials", "version_info"} <= tables:
         raise UserError(
             f"{path} is a database of another program (no Optuna tables); "
             "give a database made by bopsweep or a new path"
         )
 
 
+# the tables Optuna (4.9–5.0) and bopsweep make: a file holding only some of them is one whose
+# making was cut short, not another program's database
+OWN_TABLES = {
+    "alembic_version",
+    "studies",
+    "study_directions",
+    "study_system_attributes",
+    "study_user_attributes",
+    "trial_heartbeats",
+    "trial_intermediate_values",
+    "trial_params",
+    "trial_system_attributes",
+    "trial_user_attributes",
+    "trial_values",
+    "trials",
+    "version_info",
+    *METRIC_TABLES,
+}
+
+
 def _table_names(path: Path) -> set[str]:
-    """The tables of a SQLite file, read with ``mode=ro``."""
+    """The tables of a SQLite file, read as every read-only command reads it."""
     import sqlite3
 
-    with contextlib.closing(sqlite3.connect(_sqlite_uri(path), uri=True)) as conn:
-        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    try:
+        with contextlib.closing(connect_readonly(path)) as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    except sqlite3.OperationalError as e:
+        if _is_hot_journal(e, path):
+            raise UserError(
+                f"{path} holds a write that a killed process left unfinished "
+                f"({path.name}-journal), which SQLite cannot roll back here (read-only); open "
+                "the study once where the file and its folder can be written"
+            ) from None
+        raise
+    return {r[0] for r in rows}
 
 
-SQLITE_READONLY_ROLLBACK = 776  # SQLITE_READONLY | 3 << 8: a hot journal, and mode=ro
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """A connection for commands that only read a SQLite file: ``PRAGMA query_only`` refuses
+    every statement that would change it, and ``mode=rw`` never creates a file.
+
+    Not ``mode=ro``, because of SQLite's crash recovery. A process killed while it committed
+    (kill -9, power loss) leaves ``FILE-journal`` holding the pages it was overwriting: a "hot"
+    journal, and the file's last committed state is the file with those pages put back. A
+    connection that may write puts them back on its next read and deletes the journal (the
+    committed data is unchanged: a hot journal is only ever rolled back); one opened with
+    ``mode=ro`` refuses to read at all, so every command would refuse the study. On a read-only
+    file system SQLite falls back to reading only, where a hot journal is refused
+    (:func:`_is_hot_journal`) and anything else reads as before."""
+    import sqlite3
+
+    conn = sqlite3.connect(
+        f"{_sqlite_file_uri(path)}?mode=rw", uri=True, timeout=60, check_same_thread=False
+    )
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+SQLITE_READONLY_ROLLBACK = 776  # SQLITE_READONLY | 3 << 8: a hot journal it may not roll back
 
 
 def _is_hot_journal(e: Exception, path: Path) -> bool:
-    """A read-only open refused because a killed writer left a hot journal behind."""
+    """A read refused because a killed writer left a hot journal that this connection may not
+    roll back (a read-only file system)."""
     code = getattr(e, "sqlite_errorcode", None)  # Python 3.11+
     if code is not None:
         return bool(code == SQLITE_READONLY_ROLLBACK)
     return "readonly database" in str(e) and Path(f"{path}-journal").exists()
-
-
-def _roll_back_hot_journal(path: Path) -> None:
-    """SQLite's crash recovery, which a read-only connection cannot run. A process killed while
-    it committed (kill -9, power loss) leaves ``FILE-journal`` holding the pages it was
-    overwriting: the journal is "hot", and the file's last committed state is the file with
-    those pages put back. Any connection that may write puts them back on its first read and
-    deletes the journal; one opened with ``mode=ro`` refuses to read at all. So one plain
-    connection reads once, here: nothing committed changes, and a hot journal is only ever
-    rolled back, never replayed. (A journal a live writer still holds is not hot: SQLite sees
-    its lock and waits, up to the timeout.)"""
-    import sqlite3
-
-    try:
-        with contextlib.closing(sqlite3.connect(path, timeout=60)) as conn:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.OperationalError as e:
-        raise UserError(
-            f"{path} holds a write that a killed process left unfinished ({path.name}-journal) "
-            f"and SQLite cannot roll it back here ({e}); open the study once where the file "
-            "and its folder can be written, and it is rolled back"
-        ) from None
 
 
 def _sqlite_file_uri(path: Path) -> str:
@@ -277,26 +339,9 @@ def _sqlite_file_uri(path: Path) -> str:
     return f"file:{quote(str(Path(path).resolve()))}"
 
 
-def _sqlite_uri(path: Path) -> str:
-    """A read-only SQLite URI filename."""
-    return f"{_sqlite_file_uri(path)}?mode=ro"
-
-
-def _readonly_url(url: str, path: Path | None) -> str:
-    """``sqlite:///file:PATH?mode=ro&uri=true``: with ``uri=true`` SQLAlchemy hands the query
-    keys it does not know (``mode``) to SQLite's URI filename. (``mode=ro`` inside the database
-    name instead needs SQLAlchemy 2.1, which escapes its ``?``; 2.0 reads it as the query.)"""
-    if path is None:
-        return url
-    from sqlalchemy.engine import URL
-
-    query = {k: v for k, v in parse_url(url).query.items() if k not in ("mode", "uri")}
-    return URL.create(
-        "sqlite", database=_sqlite_file_uri(path), query={**query, "mode": "ro", "uri": "true"}
-    ).render_as_string(hide_password=False)
-
-
-def _engine_kwargs(url: str, readonly: bool = False) -> dict[str, Any]:
+def _engine_kwargs(url: str, readonly: bool, path: Path | None) -> dict[str, Any]:
+    if path is not None and readonly:
+        return {"creator": functools.partial(connect_readonly, path)}
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 60}}
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
