@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import optuna
 import pytest
@@ -163,6 +165,153 @@ def test_legacy_metric_tables_are_upgraded_and_keep_their_rows(tmp_path):
         assert conn.execute("SELECT count(*) FROM bopsweep_epochs").fetchone()[0] == 3
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     assert not any(t.endswith("_legacy") for t in tables)
+
+
+def legacy_schema(conn: sqlite3.Connection, name: str, indexes: bool = True) -> None:
+    """A metric table of bopsweep 0.1.0: rows keyed on (trial_id, epoch), no start time."""
+    conn.execute(
+        f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, study_id INTEGER NOT NULL, "
+        "trial_id INTEGER NOT NULL, epoch INTEGER NOT NULL, data TEXT NOT NULL, "
+        f"CONSTRAINT {name}_trial_epoch UNIQUE (trial_id, epoch))"
+    )
+    if indexes:
+        conn.execute(f"CREATE INDEX ix_{name}_trial_id ON {name} (trial_id)")
+
+
+def schema(path) -> list[tuple[str, str]]:
+    with sqlite3.connect(path) as conn:
+        return sorted(conn.execute("SELECT name, sql FROM sqlite_master").fetchall())
+
+
+def metric_indexes(path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+    return {name for (name,) in rows if name.startswith("ix_bopsweep")}
+
+
+INDEXES = {f"ix_bopsweep_{t}_{c}" for t in ("epochs", "steps") for c in ("study_id", "trial_id")}
+
+
+@contextlib.contextmanager
+def failing(prefix: str) -> Iterator[None]:
+    """Every SQL statement that starts with ``prefix`` fails in the driver, as on a full disk,
+    on every engine."""
+    import sqlalchemy as sa
+
+    def execute(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith(prefix):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", execute)
+    try:
+        yield
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", execute)
+
+
+@pytest.mark.parametrize("copy", ["bopsweep_epochs", "bopsweep_steps"])
+def test_an_upgrade_that_fails_during_the_copy_leaves_the_database_as_it_was(tmp_path, copy):
+    path = tmp_path / "legacy.db"
+    store = Store(f"sqlite:///{path}", create=True)
+    trial = running_trial(store)
+    study = optuna.load_study(study_name="s", storage=store.storage)
+    store.engine.dispose()
+    with sqlite3.connect(path) as conn:
+        for name in ("bopsweep_epochs", "bopsweep_steps"):
+            conn.execute(f"DROP TABLE IF EXISTS {name}")
+            legacy_schema(conn, name)
+        conn.executemany(
+            "INSERT INTO bopsweep_epochs (study_id, trial_id, epoch, data) VALUES (?, ?, ?, ?)",
+            [(study_id(study), trial_id(trial), e, json.dumps({"epoch": e})) for e in (1, 2)],
+        )
+    before = schema(path)
+    with failing(f"INSERT INTO {copy.upper()}"), pytest.raises(Exception, match="disk is full"):
+        Store(f"sqlite:///{path}")
+    assert schema(path) == before  # no table renamed, made or dropped; no index dropped
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM bopsweep_epochs").fetchone()[0] == 2
+
+    upgraded = Store(f"sqlite:///{path}")
+    assert upgraded.metrics.epochs_frame(study)["epoch"].tolist() == [1, 2]
+    assert not any(name.endswith("_legacy") for name, _ in schema(path))
+    assert metric_indexes(path) == INDEXES
+
+
+def test_an_upgrade_an_older_bopsweep_left_half_done_is_finished(tmp_path, capsys):
+    path = tmp_path / "half.db"
+    store = Store(f"sqlite:///{path}", create=True)
+    trial = running_trial(store)
+    study = optuna.load_study(study_name="s", storage=store.storage)
+    sid, tid = study_id(study), trial_id(trial)
+    since = {"epoch": 2, "val_acc": 0.7}  # written after the interrupted upgrade: kept
+    store.metrics.write(sid, tid, [since], {})
+    store.engine.dispose()
+    old = [(sid, tid, e, json.dumps({"epoch": e, "val_acc": e / 10})) for e in (1, 2)]
+    old.append((sid, tid + 1, 1, json.dumps({"epoch": 1})))  # an orphan of a deleted trial
+    bundle = json.dumps({"columns": ["epoch", "step"], "rows": [[1, 5], [1, 10]]})
+    with sqlite3.connect(path) as conn:  # 0.1.x: killed after its renames, before the copies
+        for name in ("bopsweep_epochs", "bopsweep_steps"):
+            legacy_schema(conn, f"{name}_legacy", indexes=False)  # dropped before the rename
+        conn.execute("DROP TABLE bopsweep_steps")  # killed before it was made again
+        conn.executemany(
+            "INSERT INTO bopsweep_epochs_legacy (study_id, trial_id, epoch, data) "
+            "VALUES (?, ?, ?, ?)",
+            old,
+        )
+        conn.execute(
+            "INSERT INTO bopsweep_steps_legacy (study_id, trial_id, epoch, data) "
+            "VALUES (?, ?, 1, ?)",
+            (sid, tid, bundle),
+        )
+    before = path.read_bytes()
+    readonly = Store.open_readonly(f"sqlite:///{path}")  # shows what it can; changes nothing
+    assert readonly.metrics.steps_frame(study)["step"].tolist() == [5, 10]
+    assert readonly.metrics.epochs_frame(study)["val_acc"].tolist() == [0.7]
+    assert "bopsweep_epochs_legacy are not shown" in capsys.readouterr().err
+    readonly.engine.dispose()
+    assert path.read_bytes() == before
+
+    finished = Store(f"sqlite:///{path}")
+    assert finished.metrics.epochs_frame(study)["val_acc"].tolist() == [0.1, 0.7]
+    assert finished.metrics.epoch_progress(study) == {tid: (2, since)}
+    assert finished.metrics.steps_frame(study)["step"].tolist() == [5, 10]
+    assert not any(name.endswith("_legacy") for name, _ in schema(path))
+    assert metric_indexes(path) == INDEXES
+    with sqlite3.connect(path) as conn:  # the orphan is dropped, and no row is there twice
+        assert conn.execute("SELECT count(*) FROM bopsweep_epochs").fetchone()[0] == 2
+
+
+def test_a_half_upgraded_table_whose_new_table_is_empty_reads_its_rows_read_only(tmp_path):
+    path = tmp_path / "half.db"
+    store = Store(f"sqlite:///{path}", create=True)
+    trial = running_trial(store)
+    study = optuna.load_study(study_name="s", storage=store.storage)
+    store.metrics.ensure_tables()
+    store.engine.dispose()
+    with sqlite3.connect(path) as conn:
+        legacy_schema(conn, "bopsweep_epochs_legacy", indexes=False)
+        conn.execute(
+            "INSERT INTO bopsweep_epochs_legacy (study_id, trial_id, epoch, data) "
+            "VALUES (?, ?, 1, ?)",
+            (study_id(study), trial_id(trial), json.dumps({"epoch": 1, "val_acc": 0.5})),
+        )
+    readonly = Store.open_readonly(f"sqlite:///{path}")
+    assert readonly.metrics.epochs_frame(study)["val_acc"].tolist() == [0.5]
+    assert readonly.metrics.epochs_frame(study, columns=["val_acc"])["val_acc"].tolist() == [0.5]
+    assert readonly.metrics.epoch_counts(study) == {trial_id(trial): 1}
+
+
+def test_metric_tables_come_with_their_indexes_or_not_at_all(tmp_path):
+    path = tmp_path / "s.db"
+    store = Store(f"sqlite:///{path}", create=True)
+    with failing("CREATE INDEX IX_BOPSWEEP_STEPS"), pytest.raises(Exception, match="disk is full"):
+        store.metrics.ensure_tables()
+    assert metric_indexes(path) == set()
+    with sqlite3.connect(path) as conn:  # no table without its indexes
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert not tables & {"bopsweep_epochs", "bopsweep_steps"}
+    store.metrics.ensure_tables()
+    assert metric_indexes(path) == INDEXES
 
 
 def test_a_second_driver_on_the_same_sqlite_file_is_refused(tmp_path):

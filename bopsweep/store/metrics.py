@@ -7,6 +7,10 @@ row counts only while both match its trial, so a deleted trial's rows never atta
 (the writer clears such orphans). The tables are made at the first write, so a refused command
 leaves a database as it was; tables of bopsweep 0.1.0 (no start time) are upgraded in place by
 the first writing command and read as they are by read-only ones.
+
+Tables, their indexes and an upgrade are each made in one transaction (:func:`_transaction`): a
+process killed half way leaves them as they were, and an upgrade an older bopsweep left half done
+(its rows in ``<name>_legacy``) is finished by the next writing command.
 """
 
 from __future__ import annotations
@@ -46,11 +50,40 @@ class MetricTables:
         present = set(sa.inspect(self.engine).get_table_names())
         if readonly:
             self._legacy = _legacy_tables(self.engine, present)
+            self._read_unfinished_upgrade(present)
         else:
-            _upgrade_legacy_tables(self.engine, present, self.epochs, self.steps)
+            if _upgrade_legacy_tables(self.engine, present, self.epochs, self.steps):
+                present = set(sa.inspect(self.engine).get_table_names())
             self._legacy = set()
         self._absent = {name for name in METRIC_TABLES if name not in present}
         self._meta = meta
+
+    def _read_unfinished_upgrade(self, present: set[str]) -> None:
+        """For a read-only open of a table whose upgrade was left half done (only a writer may
+        finish it): its rows are still in ``<name>_legacy``, read as a 0.1.0 table while the new
+        one is empty or missing; rows in both are not merged here, and a line says so."""
+        import sys
+
+        import sqlalchemy as sa
+
+        for attr in ("epochs", "steps"):
+            table = getattr(self, attr)
+            old = f"{table.name}_legacy"
+            if old not in present:
+                continue
+            empty = table.name not in present
+            if not empty:
+                with self.engine.connect() as conn:
+                    empty = conn.execute(sa.select(table.c.id).limit(1)).first() is None
+            if empty:
+                setattr(self, attr, _metric_table(sa, sa.MetaData(), old))
+                self._legacy.add(old)
+            else:
+                print(
+                    f"bopsweep: the rows of {old} are not shown: an interrupted upgrade left "
+                    "them there; the next command that writes to the database finishes it",
+                    file=sys.stderr,
+                )
 
     def write(
         self,
@@ -87,14 +120,17 @@ class MetricTables:
                     conn.execute(self._insert_ignore(table), values)
 
     def ensure_tables(self) -> None:
-        """Make the metric tables if they are missing. Several drivers may try at the same
-        moment (two workers' first epochs): the one that loses finds them made."""
+        """Make the metric tables if they are missing, with their indexes in the same
+        transaction. Several drivers may try at the same moment (two workers' first epochs): the
+        one that loses finds them made."""
         if not self._absent:
             return
         import sqlalchemy as sa
 
         try:
-            self._meta.create_all(self.engine)
+            with self.engine.begin() as conn:
+                _transaction(conn)
+                self._meta.create_all(conn)
         except sa.exc.DatabaseError:  # e.g. PostgreSQL's duplicate pg_type row, "already exists"
             present = set(sa.inspect(self.engine).get_table_names())
             if not set(METRIC_TABLES) <= present:
@@ -102,19 +138,7 @@ class MetricTables:
         self._absent = set()
 
     def _insert_ignore(self, table: Any) -> Any:
-        dialect = self.engine.dialect.name
-        keys = ["trial_id", "trial_start", "epoch"]
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            return sqlite_insert(table).on_conflict_do_nothing(index_elements=keys)
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-
-            return postgresql_insert(table).on_conflict_do_nothing(index_elements=keys)
-        from sqlalchemy import insert
-
-        return insert(table).prefix_with("IGNORE")
+        return _insert_ignore(table, self.engine.dialect.name)
 
     def epoch_counts(self, study: optuna.Study) -> dict[int, int]:
         """Epochs stored per trial id."""
@@ -303,6 +327,31 @@ def _metric_table(sa: Any, meta: Any, name: str) -> Any:
     )
 
 
+def _insert_ignore(table: Any, dialect: str) -> Any:
+    """An INSERT that keeps a row already stored under the same (trial, start, epoch)."""
+    keys = ["trial_id", "trial_start", "epoch"]
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=keys)
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(table).on_conflict_do_nothing(index_elements=keys)
+    from sqlalchemy import insert
+
+    return insert(table).prefix_with("IGNORE")
+
+
+def _transaction(conn: Any) -> None:
+    """Begin ``conn``'s transaction now, on SQLite: pysqlite (legacy transaction control, the
+    default up to Python 3.15) begins one only before an INSERT, UPDATE or DELETE, so each
+    CREATE, DROP and ALTER before it was committed on its own. SQLAlchemy's commit and rollback
+    end this one (pysqlite ends any transaction open); PostgreSQL's DDL is transactional."""
+    if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock first: no other writer between
+
+
 def _legacy_tables(engine: Any, present: set[str]) -> set[str]:
     """Metric tables of bopsweep 0.1.0 databases, whose rows lack their trial's start time."""
     import sqlalchemy as sa
@@ -315,40 +364,53 @@ def _legacy_tables(engine: Any, present: set[str]) -> set[str]:
     }
 
 
-def _upgrade_legacy_tables(engine: Any, present: set[str], *tables: Any) -> None:
-    """Give the rows of a legacy metric table their trial's start time, in one transaction.
+def _upgrade_legacy_tables(engine: Any, present: set[str], *tables: Any) -> bool:
+    """Give the rows of a legacy metric table their trial's start time, in one transaction;
+    whether there was one to upgrade.
 
-    Rows whose trial is gone (deleted by another tool) are dropped: they could only ever attach
-    to a later trial that reused the id. Reads Optuna's ``trials`` table directly, once.
+    The table is renamed ``<name>_legacy`` and its rows copied into a new one. An older bopsweep
+    committed the rename before the copy, so one killed then left the rows there and an empty
+    new table (or none, or one without its indexes): that upgrade is finished here, the copy
+    keeping any row written since. Rows whose trial is gone (deleted by another tool) are
+    dropped: they could only ever attach to a later trial that reused the id. Reads Optuna's
+    ``trials`` table directly, once.
     """
     import sqlalchemy as sa
 
-    legacy = _legacy_tables(engine, present)
-    if not legacy:
-        return
+    names = {t.name for t in tables}
+    if not _legacy_tables(engine, present) and not {f"{n}_legacy" for n in names} & present:
+        return False
     trials = sa.table(
         "trials", sa.column("trial_id", sa.Integer), sa.column("datetime_start", sa.DateTime)
     )
     with engine.begin() as conn:
+        _transaction(conn)
+        present = set(sa.inspect(conn).get_table_names())  # as of the lock: another may have
+        legacy = _legacy_tables(conn, present)
         for table in tables:
-            if table.name not in legacy:
+            if table.name in legacy:
+                old = sa.Table(table.name, sa.MetaData(), autoload_with=conn)
+                for index in old.indexes:  # the new table's indexes take these names
+                    index.drop(conn)
+                conn.execute(sa.text(f"ALTER TABLE {table.name} RENAME TO {table.name}_legacy"))
+            elif f"{table.name}_legacy" not in present:
                 continue
-            old = sa.Table(table.name, sa.MetaData(), autoload_with=conn)
-            for index in old.indexes:  # the new table's indexes take these names
-                index.drop(conn)
-            conn.execute(sa.text(f"ALTER TABLE {table.name} RENAME TO {table.name}_legacy"))
+            table.create(conn, checkfirst=True)
+            for index in table.indexes:  # where a killed upgrade made the table alone
+                index.create(conn, checkfirst=True)
             old = sa.Table(f"{table.name}_legacy", sa.MetaData(), autoload_with=conn)
-            table.create(conn)
             columns = ["study_id", "trial_id", "trial_start", "epoch", "data"]
             rows = (
                 sa.select(
                     old.c.study_id, old.c.trial_id, trials.c.datetime_start, old.c.epoch, old.c.data
                 )
                 .select_from(old.join(trials, trials.c.trial_id == old.c.trial_id))
+                .where(sa.true())  # SQLite: a join before ON CONFLICT needs a WHERE
                 .order_by(old.c.id)
             )
-            conn.execute(sa.insert(table).from_select(columns, rows))
+            conn.execute(_insert_ignore(table, conn.dialect.name).from_select(columns, rows))
             old.drop(conn)
+    return True
 
 
 def _batches(rows: Iterator[tuple[int, int, str]]) -> Iterator[list[tuple[int, int, str]]]:
