@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from bopsweep.errors import UserError
-from bopsweep.files import atomic_open, atomic_write_text
+from bopsweep.files import atomic_open, atomic_write_text, remove_stale_temps
 from bopsweep.studies.config import TrialConfig
 
 CONFIG, METRICS, STEPS, TIMING = "config.json", "metrics.csv", "steps.csv", "timing.csv"
@@ -59,6 +59,9 @@ class RunDir:
             except OSError as e:
                 raise UserError(f"cannot create the run folder {self.path}: {e.strerror}") from None
             state = None
+        # what a killed write of this trial left (a checkpoint's worth each); one trial process
+        # writes here at a time, and a live writer's temporary is never taken (files.py)
+        remove_stale_temps(self.path)
         config.save(self.path / CONFIG)
         return state
 

@@ -43,14 +43,13 @@ import math
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bopsweep.errors import UserError
-from bopsweep.files import check_folder_target
+from bopsweep.files import check_folder_target, remove_stale_temps, temp_folder
 from bopsweep.studies.plan import FOLDED, LOCAL_FIELDS
 
 if TYPE_CHECKING:
@@ -438,6 +437,7 @@ class StudyBoard:
         self.root = Path(root)
         self.runs: dict[int, TrialRun] = {}  # by trial id
         self.guard = _Guard(note)
+        remove_stale_temps(self.root.parent, self.root.name)  # of an export killed there
 
     def epochs(
         self,
@@ -489,7 +489,8 @@ def export_study(store: Store, study: optuna.Study, logdir: Path, force: bool) -
     """Write a study's trials as TensorBoard runs under ``logdir/STUDY`` (the folder and the
     number of runs). An existing ``logdir/STUDY`` is refused without ``force``; with it, it is
     replaced whole: the runs are written to a temporary folder beside it, which then takes its
-    place by two renames, so a TensorBoard that watches never reads a mix of both exports."""
+    place by two renames, so a TensorBoard that watches never reads a mix of both exports. The
+    temporary folders of this study that a killed export left there are removed first."""
     from bopsweep.store.optuna_adapter import trial_id
     from bopsweep.store.trial_config import study_base, trial_config
     from bopsweep.studies.config import TrialConfig
@@ -505,8 +506,10 @@ def export_study(store: Store, study: optuna.Study, logdir: Path, force: bool) -
     base = study_base(study.user_attrs)
     configs = {t.number: TrialConfig.from_dict(trial_config(t.user_attrs, base)) for t in trials}
     Path(logdir).mkdir(parents=True, exist_ok=True)
-    work = _new_folder(Path(logdir), f".{target.name}.tmp")
-    try:
+    # an earlier export killed outright left its runs in a hidden folder beside the target,
+    # which TensorBoard (it reads hidden folders too) would list as runs of their own
+    remove_stale_temps(Path(logdir), target.name)
+    with temp_folder(Path(logdir), target.name) as work:
         for t in trials:
             attrs = t.user_attrs
             run = TrialRun(
@@ -522,30 +525,19 @@ def export_study(store: Store, study: optuna.Study, logdir: Path, force: bool) -
             finally:
                 run.close()
         _replace_folder(work, target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return target, len(trials)
 
 
 def _replace_folder(new: Path, target: Path) -> None:
     """``new`` takes ``target``'s place; the old ``target`` (if any) is removed after."""
-    old = None
-    if target.exists():
-        old = _new_folder(target.parent, f".{target.name}.old")
+    if not target.exists():
+        os.replace(new, target)
+        return
+    with temp_folder(target.parent, target.name, "old") as old:
         os.replace(target, old / target.name)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _new_folder(parent: Path, prefix: str) -> Path:
-    """A new folder of a unique name in ``parent``, with the permissions of a plain mkdir
-    (``tempfile.mkdtemp``'s 0700 would hide the runs from the group)."""
-    while True:
-        folder = parent / f"{prefix}-{uuid.uuid4().hex[:12]}"
         try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            continue
+            os.replace(new, target)
+        except BaseException:
+            os.replace(old / target.name, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)

@@ -272,6 +272,30 @@ def test_files_written_whole_get_the_usual_permissions(tmp_path):
         os.umask(umask)
 
 
+def test_a_temporary_file_a_killed_write_left_is_removed_by_the_next_write_there_only(tmp_path):
+    import os
+    import tempfile
+
+    from bopsweep.files import atomic_write_text
+
+    def left_by_a_kill(name: str) -> Path:  # named exactly as atomic_open names its own
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=tmp_path)
+        os.close(fd)
+        return Path(tmp)
+
+    stale, other = left_by_a_kill("trials.csv"), left_by_a_kill("figure.png")
+    users = [".trials.csv.mine.tmp", "trials.csv.tmp", ".trials.csv.abcdefgh.tmp.bak"]
+    for name in users:
+        (tmp_path / name).write_text("a user's\n")
+    (tmp_path / ".trials.csv.zzzzzzzz.tmp").symlink_to(tmp_path / users[0])
+    atomic_write_text(tmp_path / "trials.csv", "a\n")
+    assert not stale.exists()
+    assert other.exists()  # another file's: left for the next write of that one
+    names = {*users, other.name, ".trials.csv.zzzzzzzz.tmp", "trials.csv"}
+    assert {p.name for p in tmp_path.iterdir()} == names
+    assert (tmp_path / "trials.csv").read_text() == "a\n"
+
+
 def test_export_never_replaces_a_device_a_fifo_a_broken_link_or_sqlite_s_own_files(
     tmp_path, monkeypatch
 ):

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from bopsweep.cli import app
 from bopsweep.driver import DispatchOptions, run_study
+from bopsweep.run_dir import read_rows
 from bopsweep.studies import TrialConfig, grid_study
 from tests.helpers import one_line_error
 from tests.test_dispatch import bopsweep
@@ -194,3 +195,45 @@ def test_train_on_a_full_disk_says_so_in_one_line_and_leaves_no_half_file(
         assert "No space left on device" in result.output and "--resume" in result.output
         assert "Traceback" not in result.output
         assert not [p.name for p in (disk / "run").iterdir() if p.name.startswith(".")]
+
+
+# a checkpoint write of the real helper, stopped halfway (a checkpoint's first megabyte)
+HALF_WRITTEN = """
+import sys, time
+from pathlib import Path
+from bopsweep.files import atomic_open
+
+with atomic_open(Path(sys.argv[1]), "wb") as f:
+    f.write(bytes(1 << 20))
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_checkpoint_write_killed_outright_leaves_no_temporary_once_the_trial_restarts(
+    small_cifar_dir, tmp_path
+):
+    from bopsweep.files import remove_stale_temps
+
+    run = tmp_path / "run"
+    train = ["train", "--data-dir", str(small_cifar_dir), "--epochs", "1", "--out", str(run)]
+    assert runner.invoke(app, [*train, *TINY]).exit_code == 0
+    writer = subprocess.Popen(
+        [sys.executable, "-c", HALF_WRITTEN, str(run / "checkpoint.pt")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "writing\n"
+        temps = list(run.glob(".checkpoint.pt.*.tmp"))
+        assert len(temps) == 1
+        assert remove_stale_temps(run) == [] and temps[0].exists()  # a live writer's: kept
+    finally:
+        writer.kill()
+        writer.communicate(timeout=60)
+    assert temps[0].exists()  # kill -9: nothing cleans up at once
+    result = runner.invoke(app, ["train", "--resume", str(run), "--epochs", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
+    assert [r["epoch"] for r in read_rows(run / "metrics.csv")] == [1, 2]

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +20,13 @@ import numpy as np
 import optuna
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from typer.testing import CliRunner
 
 from bopsweep.cli import app
+from bopsweep.files import temp_folder
 from bopsweep.plots import LAYERS
 from bopsweep.run_dir import read_rows
 from bopsweep.store import Store
@@ -171,6 +176,91 @@ def test_export_again_is_refused_without_force_and_replaces_the_study_whole_with
         assert len(list(run.glob("events.out.tfevents.*"))) == 1
         scalars, _ = read_run(run)
         assert scalars == expected_scalars(trial["rows"])  # each step once
+
+
+# the real export command, made to stop after its first run so that a test can kill it there
+SLOW_EXPORT = """
+import sys, time
+from bopsweep import tensorboard
+from bopsweep.cli import app
+
+end = tensorboard.TrialRun.end
+
+
+def end_then_wait(self, *args):
+    end(self, *args)
+    print("one run written", flush=True)
+    time.sleep(120)
+
+
+tensorboard.TrialRun.end = end_then_wait
+app(sys.argv[1:], prog_name="bopsweep")
+"""
+
+
+def export_stopped_after_one_run(db: Path, logdir: Path) -> subprocess.Popen:
+    export = subprocess.Popen(
+        [sys.executable, "-c", SLOW_EXPORT, "export", str(db), "--tensorboard", str(logdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert export.stdout is not None
+    assert export.stdout.readline() == "one run written\n", export.communicate(timeout=60)
+    assert [p.name.startswith(".abl.tmp-") for p in logdir.iterdir()] == [True]
+    return export
+
+
+def tensorboard_runs(logdir: Path) -> list[str]:
+    """The runs TensorBoard itself lists for ``--logdir`` (it walks hidden folders too)."""
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    return sorted(multiplexer.Runs())
+
+
+def test_an_export_killed_outright_leaves_nothing_tensorboard_lists_once_the_next_one_runs(
+    study_db,
+):
+    folder, _, written = study_db
+    db, logdir = folder / "study.db", folder / "tb"
+    export = export_stopped_after_one_run(db, logdir)
+    export.kill()
+    export.communicate(timeout=60)
+    assert not (logdir / "abl").exists()
+    ours = [p.name for p in logdir.iterdir()]  # a kill -9 cannot clean up: the next export does
+    result = runner.invoke(app, ["export", str(db), "--tensorboard", str(logdir)])
+    assert result.exit_code == 0, result.output
+    expected = sorted(f"abl/{t['number']}-{t['label']}" for t in written)
+    assert tensorboard_runs(logdir) == expected  # each trial once, not its half copy as well
+    assert [p.name for p in logdir.iterdir()] == ["abl"], ours
+
+
+def test_an_export_stopped_by_sigterm_removes_its_temporary_folder_as_ctrl_c_does(study_db):
+    folder, _, _ = study_db
+    db, logdir = folder / "study.db", folder / "tb"
+    export = export_stopped_after_one_run(db, logdir)
+    export.send_signal(signal.SIGTERM)
+    _, err = export.communicate(timeout=60)
+    assert export.returncode != 0
+    assert "Traceback" not in err
+    assert list(logdir.iterdir()) == []
+
+
+def test_an_export_removes_only_the_temporary_folders_of_killed_exports_of_its_study(study_db):
+    folder, _, _ = study_db
+    db, logdir = folder / "study.db", folder / "tb"
+    logdir.mkdir()
+    users = [".abl.tmp-mine", ".abl.backup", ".abl.tmp-0123456789abc", ".other.tmp-0123456789ab"]
+    for name in users:
+        (logdir / name).mkdir()
+    killed = logdir / ".abl.old-0123456789ab"  # a replacing export killed between its renames
+    (killed / "abl" / "0-old").mkdir(parents=True)
+    with temp_folder(logdir, "abl") as live:  # another export, still writing
+        result = runner.invoke(app, ["export", str(db), "--tensorboard", str(logdir)])
+        assert result.exit_code == 0, result.output
+        assert live.is_dir()
+    assert not killed.exists()
+    assert sorted(p.name for p in logdir.iterdir()) == sorted([*users, live.name, "abl"])
 
 
 # --- bad input ---------------------------------------------------------------------------------

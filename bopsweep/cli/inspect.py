@@ -202,7 +202,7 @@ def export(
     curves and hyperparameters as TensorBoard runs (--tensorboard)."""
     from bopsweep.errors import UserError
     from bopsweep.export import check_engine, export_format, write_frame
-    from bopsweep.files import check_output_file
+    from bopsweep.files import check_output_file, sigterm_as_interrupt
     from bopsweep.store import Store, database_file, storage_url
 
     if metrics and steps:
@@ -214,7 +214,8 @@ def export(
         if metrics or steps:
             raise UserError("--tensorboard writes every trial's curves; drop --metrics/--steps")
         store = Store.open_readonly(url)
-        folder, runs = export_study(store, store.load(study), tensorboard, force)
+        with sigterm_as_interrupt():  # `kill` cleans up as Ctrl-C does: no half export left
+            folder, runs = export_study(store, store.load(study), tensorboard, force)
         typer.echo(
             f"wrote {runs} TensorBoard runs to {folder}/ (tensorboard --logdir {tensorboard})"
         )
@@ -230,7 +231,8 @@ def export(
         frame = metrics_frame(store, optuna_study, steps=steps)
     else:
         frame = trials_frame(store, optuna_study)
-    write_frame(frame, output, chosen)
+    with sigterm_as_interrupt():
+        write_frame(frame, output, chosen)
     typer.echo(f"wrote {len(frame)} rows to {output}")
 
 
