@@ -93,6 +93,28 @@ def test_a_study_file_run_keeps_its_data_dir_for_resume(small_cifar_dir, tmp_pat
     assert [t.state.name for t in trials(tmp_path / "study.db", "mine")] == ["COMPLETE"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("size", ["48k", "96k", "128k", "160k", "192k"])
+def test_a_disk_that_fills_while_a_study_is_set_up_gets_one_line_and_the_rerun_goes_on(
+    small_cifar_dir, tmp_path, size
+):
+    """However far the first command got (the database file, its tables, the study, its
+    queue), a full disk is one line, and the same command goes on once there is room."""
+    args = ["grid", "--param", "tau", "--values", "1e-6,1e-5,1e-4", "--queue-only"]
+    args += ["--data-dir", str(small_cifar_dir), *TINY]
+    with small_disk(tmp_path / "db", size) as folder:
+        first = bopsweep(*args, cwd=folder)
+        if first.returncode != 0:
+            assert first.returncode in (1, 2) and "Traceback" not in first.stderr, first.stderr
+            (line,) = first.stderr.strip().splitlines()
+            assert line.startswith("bopsweep: error:") and "disk is full" in line
+        subprocess.run(["mount", "-o", "remount,size=8m", str(folder)], check=True)
+        again = bopsweep(*args, cwd=folder)
+        assert again.returncode == 0, again.stderr
+        states = [t.state.name for t in trials(folder / "study.db", "grid-tau")]
+        assert states == ["WAITING"] * 3
+
+
 # --- failures keep their reason ---------------------------------------------------------------
 @pytest.mark.slow
 def test_a_trial_on_a_full_disk_fails_with_its_real_error(small_cifar_dir, tmp_path):

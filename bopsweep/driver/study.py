@@ -87,6 +87,12 @@ def run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], A
         code = _run_study(spec, options, echo)
     except KeyboardInterrupt:
         code = 130
+    except Exception as e:
+        if not _database_failed(e):
+            raise
+        # setting up (the loop rides out or reports its own): say why, in one line
+        print(f"bopsweep: error: {_cannot_write(e, options.storage)}", file=sys.stderr)
+        code = 1
     finally:
         signal.signal(signal.SIGTERM, previous)
     if code == 130:
@@ -95,6 +101,26 @@ def run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], A
             f"--storage {redact(options.storage)} --study {spec.name}"
         )
     return code
+
+
+def _database_failed(e: BaseException) -> bool:
+    """An error of the database itself (full, unreachable, gone), not of bopsweep's use of it."""
+    import optuna
+    import sqlalchemy.exc
+
+    errors = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+    return isinstance(e, (*errors, optuna.exceptions.StorageInternalError))
+
+
+def _cannot_write(e: BaseException, url: str) -> str:
+    from bopsweep.store import first_line, redact, scrub
+
+    cause = e.__cause__ if e.__cause__ is not None else e  # Optuna's wrapper says only "commit"
+    return (
+        f"cannot write to the database {redact(url)} ({scrub(first_line(cause), url)}); "
+        "finished trials and epochs are kept: fix it (free some disk space?) and run the "
+        "same command again"
+    )
 
 
 def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], Any]) -> int:
