@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bopsweep.defaults import MAX_RETRIES, STACK, WARM_STARTS
-from bopsweep.driver.outage import DatabaseLost, Outage
+from bopsweep.driver.outage import DatabaseLost, Outage, database_errors
 from bopsweep.driver.process import Slot, TrialProcess, stop_all
 from bopsweep.driver.queue import TrialQueue
 from bopsweep.driver.recorder import Recorder
@@ -137,13 +137,8 @@ class Driver:
 
     def _run(self) -> int:
         import optuna
-        import sqlalchemy.exc
 
-        db_errors = (
-            sqlalchemy.exc.OperationalError,
-            sqlalchemy.exc.InterfaceError,
-            optuna.exceptions.StorageInternalError,
-        )
+        db_errors = database_errors()
         try:
             while True:
                 try:

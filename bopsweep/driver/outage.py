@@ -18,6 +18,18 @@ DB_RETRY_SECONDS = 2.0
 DB_OUTAGE_LIMIT_SECONDS = 900.0  # then the driver gives up: trials resume from checkpoints
 
 
+def database_errors() -> tuple[type[BaseException], ...]:
+    """The errors of the database itself (full, unreachable, gone), not of bopsweep's use of it."""
+    import optuna
+    import sqlalchemy.exc
+
+    return (
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.InterfaceError,
+        optuna.exceptions.StorageInternalError,
+    )
+
+
 class DatabaseLost(RuntimeError):
     """The database stayed unreachable for longer than the driver waits, or cannot be written."""
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from bopsweep import defaults as d
 from bopsweep.driver.loop import Driver, Search
+from bopsweep.driver.outage import database_errors
 from bopsweep.driver.process import Slot, make_slots
 from bopsweep.errors import UserError
 from bopsweep.files import check_folder_target
@@ -87,9 +88,7 @@ def run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], A
         code = _run_study(spec, options, echo)
     except KeyboardInterrupt:
         code = 130
-    except Exception as e:
-        if not _database_failed(e):
-            raise
+    except database_errors() as e:
         # setting up (the loop rides out or reports its own): say why, in one line
         print(f"bopsweep: error: {_cannot_write(e, options.storage)}", file=sys.stderr)
         code = 1
@@ -101,15 +100,6 @@ def run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], A
             f"--storage {redact(options.storage)} --study {spec.name}"
         )
     return code
-
-
-def _database_failed(e: BaseException) -> bool:
-    """An error of the database itself (full, unreachable, gone), not of bopsweep's use of it."""
-    import optuna
-    import sqlalchemy.exc
-
-    errors = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
-    return isinstance(e, (*errors, optuna.exceptions.StorageInternalError))
 
 
 def _cannot_write(e: BaseException, url: str) -> str:
