@@ -142,12 +142,7 @@ def test_legacy_metric_tables_are_upgraded_and_keep_their_rows(tmp_path):
     with sqlite3.connect(path) as conn:  # the 0.1.0 schema: rows keyed on (trial_id, epoch)
         for name in ("bopsweep_epochs", "bopsweep_steps"):
             conn.execute(f"DROP TABLE IF EXISTS {name}")
-            conn.execute(
-                f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, study_id INTEGER NOT NULL, "
-                "trial_id INTEGER NOT NULL, epoch INTEGER NOT NULL, data TEXT NOT NULL, "
-                f"CONSTRAINT {name}_trial_epoch UNIQUE (trial_id, epoch))"
-            )
-            conn.execute(f"CREATE INDEX ix_{name}_trial_id ON {name} (trial_id)")
+            legacy_schema(conn, name)
         rows = [(study_id(study), trial_id(trial), e, json.dumps({"epoch": e})) for e in (1, 2)]
         rows.append((99, gone + 1, 1, json.dumps({"epoch": 1})))  # an orphan of a deleted trial
         conn.executemany(
