@@ -8,7 +8,7 @@
 * :mod:`~bopsweep.store.optuna_adapter`: the one module that uses Optuna's private attributes.
 """
 
-from bopsweep.store.database import SPEC_ATTR, NoStudyTables, Store
+from bopsweep.store.database import SPEC_ATTR, UUID_ATTR, NoStudyTables, Store, study_uuid
 from bopsweep.store.lock import driver_lock
 from bopsweep.store.urls import (
     checkpoint_root,
@@ -22,6 +22,7 @@ from bopsweep.store.urls import (
 
 __all__ = [
     "SPEC_ATTR",
+    "UUID_ATTR",
     "NoStudyTables",
     "Store",
     "checkpoint_root",
@@ -32,4 +33,5 @@ __all__ = [
     "scrub",
     "sqlite_path",
     "storage_url",
+    "study_uuid",
 ]

@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
+import uuid
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     import optuna
 
 SPEC_ATTR = "bopsweep_spec"
+# the study's identity (a UUID made with it): its trial folders are keyed by it, never by a name
+UUID_ATTR = "bopsweep_study_uuid"
 
 
 class NoStudyTables(UserError):
@@ -145,7 +149,7 @@ class Store:
         study_id = self.storage.get_study_id_from_name(name)
         return (
             self.storage.get_study_directions(study_id) == [optuna.study.StudyDirection.MAXIMIZE]
-            and not self.storage.get_study_user_attrs(study_id)
+            and set(self.storage.get_study_user_attrs(study_id)) <= {UUID_ATTR}
             and not self.storage.get_study_system_attrs(study_id)
             and self.storage.get_n_trials(study_id) == 0
         )
@@ -186,6 +190,8 @@ class Store:
         if study is not None:
             if study.user_attrs[SPEC_ATTR] != data:
                 study.set_user_attr(SPEC_ATTR, data)  # e.g. a search's new total
+            if not study_uuid(study):  # made by bopsweep 0.1: it gets its identity now
+                study.set_user_attr(UUID_ATTR, uuid.uuid4().hex)
             return study, False
         if spec.name in self.study_names():  # left half made, by a command that was stopped
             study = self._optuna_study(spec.name)
@@ -193,6 +199,9 @@ class Store:
             study = optuna.create_study(
                 study_name=spec.name, storage=self.storage, direction="maximize"
             )
+        # the identity first: the definition is what makes the study whole (_left_unmade)
+        if not study_uuid(study):
+            study.set_user_attr(UUID_ATTR, uuid.uuid4().hex)
         study.set_user_attr(SPEC_ATTR, data)
         self.metrics.ensure_tables()  # now, not when two workers write their first rows
         return study, True
@@ -221,6 +230,16 @@ class Store:
         # the study first: a crash after it leaves orphan rows, which never attach to anything
         optuna.delete_study(study_name=name, storage=self.storage)
         self.metrics.delete_study_rows(study_id)
+
+
+def study_uuid(study: optuna.Study) -> str | None:
+    """The study's identity (32 hex digits), or None if it has none (made by bopsweep 0.1, or a
+    value another tool wrote that is no UUID: never trusted as a folder name)."""
+    value = study.user_attrs.get(UUID_ATTR)
+    return value if isinstance(value, str) and _UUID_HEX.fullmatch(value) else None
+
+
+_UUID_HEX = re.compile(r"[0-9a-f]{32}")
 
 
 def _check_sqlite_file(path: Path, create: bool, readonly: bool = False) -> None:

@@ -1,0 +1,104 @@
+"""The folders bopsweep owns, each marked with whose it is, and names that become paths.
+
+A study's trial folders are keyed by the study's **identity**, a UUID stored in the database
+when the study is made (never by its name alone, which another study, another database or a
+study deleted and made again can share). Every folder bopsweep makes for trials holds a marker
+file, ``.bopsweep``, a small JSON object saying what the folder is and whose::
+
+    ROOT/.bopsweep                   {"kind": "root"}
+    ROOT/SLUG-UUID/.bopsweep         {"kind": "study", "study_uuid": …, "study": NAME}
+    ROOT/SLUG-UUID/CONFIG/.bopsweep  {"kind": "trial", "study_uuid": …, "config_id": …,
+                                      "data": …}
+
+``ROOT`` is ``--checkpoint-dir`` or ``DB.ckpt/`` beside a SQLite file; ``SLUG`` is the study
+name made safe for a file name (:func:`safe_component`), for people to read; ``UUID`` is the
+identity. A trial resumes only from a folder whose marker matches its own study, configuration
+and data; ``bopsweep delete`` removes only a folder whose marker names the study it deletes;
+and no command writes an output onto (or over) a marked folder (:func:`owned_by_bopsweep`).
+
+Names read from a database (a study made by another tool may be called ``..`` or ``/etc``) are
+data: :func:`safe_component` turns one into a single, harmless path component, and
+:func:`inside` checks that a path built from one stays under its root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from bopsweep.errors import UserError
+
+MARKER = ".bopsweep"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+SLUG_MAX = 64  # characters of a name kept in a folder name (file systems allow 255 bytes)
+
+
+def safe_component(name: str, limit: int = SLUG_MAX) -> str:
+    """``name`` as one path component that cannot escape or hide: runs of characters outside
+    ``A-Z a-z 0-9 . _ -`` become ``_``, leading dots are dropped (no ``..``, no hidden file), at
+    most ``limit`` characters; ``_`` if nothing is left."""
+    slug = _UNSAFE.sub("_", name).lstrip(".")[:limit]
+    return slug or "_"
+
+
+def study_folder_name(name: str, study_uuid: str) -> str:
+    """The folder of a study's trials under its checkpoint root: ``SLUG-UUID``."""
+    return f"{safe_component(name)}-{study_uuid}"
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` resolves to ``root`` or below it (links followed)."""
+    real, base = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+    return real == base or base in real.parents
+
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    """The marker of ``folder``, or None if it has none (or an unreadable one)."""
+    try:
+        data = json.loads((Path(folder) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("kind"), str) else None
+
+
+def write_marker(folder: Path, kind: str, **fields: Any) -> None:
+    """Mark ``folder`` (made if missing) as bopsweep's, of ``kind``; replaced whole."""
+    from bopsweep.files import atomic_write_text
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / MARKER, json.dumps({"kind": kind, **fields}) + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write in {folder}: {e.strerror}") from None
+
+
+def owned_by_bopsweep(path: Path, depth: int = 3) -> Path | None:
+    """The marked folder that ``path`` is, lies in, or holds (looking ``depth`` levels down);
+    None if it touches none. An output must never be written there: it would replace or mix
+    with a study's checkpoints."""
+    real = Path(os.path.realpath(path))
+    for folder in (real, *real.parents):
+        if (folder / MARKER).is_file():
+            return folder
+    return _marked_below(real, depth)
+
+
+def _marked_below(folder: Path, depth: int) -> Path | None:
+    if depth <= 0 or not folder.is_dir():
+        return None
+    try:
+        children = [c for c in folder.iterdir() if c.is_dir() and not c.is_symlink()]
+    except OSError:
+        return None
+    for child in children:
+        if (child / MARKER).is_file():
+            return child
+    for child in children:
+        found = _marked_below(child, depth - 1)
+        if found is not None:
+            return found
+    return None
