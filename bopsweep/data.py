@@ -157,6 +157,27 @@ def _identity(folder: Path) -> tuple[Any, ...]:
     return tuple(marks)
 
 
+def fingerprint(data_dir: Path) -> str:
+    """What the data of a folder is, whatever its path: a BLAKE2b digest of its files' bytes
+    (the meta file, the training batches and the test batch, in that order; about 0.3 s for
+    CIFAR-10's 180 MB). A trial resumes only from a checkpoint trained on the same digest, so
+    a study moved to other data (or the same path holding other files) never mixes the two."""
+    import hashlib
+
+    folder = find_folder(data_dir)
+    digest = hashlib.blake2b(digest_size=16)
+    for name in (META_FILE, *TRAIN_FILES, TEST_FILE):
+        digest.update(name.encode() + b"\0")
+        try:
+            with (folder / name).open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+        except OSError as e:
+            raise UserError(f"cannot read {folder / name}: {e.strerror}") from None
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def preload_cifar10(data_dir: Path) -> None:
     """Load and check a folder now, so that :func:`load_cifar10` in this process and in the
     processes forked from it serves it without reading the files again, for as long as they

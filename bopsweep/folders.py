@@ -69,11 +69,8 @@ def write_marker(folder: Path, kind: str, **fields: Any) -> None:
     from bopsweep.files import atomic_write_text
 
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / MARKER, json.dumps({"kind": kind, **fields}) + "\n")
-    except OSError as e:
-        raise UserError(f"cannot write in {folder}: {e.strerror}") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / MARKER, json.dumps({"kind": kind, **fields}) + "\n")
 
 
 def owned_by_bopsweep(path: Path, depth: int = 3) -> Path | None:
@@ -102,3 +99,71 @@ def _marked_below(folder: Path, depth: int) -> Path | None:
         if found is not None:
             return found
     return None
+
+
+# --- a study's folders ------------------------------------------------------------------------
+def study_folder(root: Path, name: str, study_uuid: str) -> Path:
+    """The folder of a study's trial folders: ``ROOT/SLUG-UUID``."""
+    return Path(root) / study_folder_name(name, study_uuid)
+
+
+def make_root(root: Path) -> None:
+    """Make (and mark) a checkpoint root; one line if it cannot be made or written."""
+    try:
+        if read_marker(root) is None:
+            write_marker(root, "root")
+    except OSError as e:
+        raise UserError(f"cannot keep trial folders in {root}: {e.strerror}") from None
+
+
+def open_study_folder(
+    root: Path, name: str, study_uuid: str, legacy_data: str | None = None
+) -> Path:
+    """The study's folder under ``root``, made and marked if new. A folder marked for another
+    study is never taken (one line). ``legacy_data`` (the data's fingerprint): the study was
+    made by bopsweep 0.1 and has just been given its identity; its folder ``ROOT/NAME`` (if NAME
+    is a plain component and the folder is unmarked) becomes its own, each trial folder marked
+    as trained on that data, so its interrupted trials still resume."""
+    make_root(root)
+    try:
+        return _open_study_folder(root, name, study_uuid, legacy_data)
+    except OSError as e:
+        raise UserError(f"cannot keep trial folders in {root}: {e.strerror}") from None
+
+
+def _open_study_folder(root: Path, name: str, study_uuid: str, legacy_data: str | None) -> Path:
+    folder = study_folder(root, name, study_uuid)
+    old = Path(root) / name
+    if (
+        legacy_data is not None
+        and not folder.exists()
+        and name == safe_component(name)
+        and old.is_dir()
+        and not old.is_symlink()
+        and read_marker(old) is None
+    ):
+        for trial in (t for t in old.iterdir() if t.is_dir() and not t.is_symlink()):
+            write_marker(trial, **trial_marker(study_uuid, trial.name, legacy_data))
+        old.rename(folder)
+    marker = read_marker(folder)
+    if marker is None:
+        write_marker(folder, "study", study_uuid=study_uuid, study=name)
+    elif marker.get("kind") != "study" or marker.get("study_uuid") != study_uuid:
+        raise UserError(f"{folder} belongs to another study ({MARKER} says so); remove it")
+    return folder
+
+
+def is_study_folder(folder: Path, study_uuid: str) -> bool:
+    """Whether ``folder`` is marked as the folder of the study ``study_uuid``."""
+    marker = read_marker(folder)
+    return (
+        marker is not None
+        and marker.get("kind") == "study"
+        and (marker.get("study_uuid") == study_uuid)
+    )
+
+
+def trial_marker(study_uuid: str, config_id: str, data: str) -> dict[str, Any]:
+    """What a trial folder's marker holds: whose study, which configuration, which data (the
+    fingerprint of its files, :func:`bopsweep.data.fingerprint`)."""
+    return {"kind": "trial", "study_uuid": study_uuid, "config_id": config_id, "data": data}

@@ -16,10 +16,13 @@ tensors and plain values only and loads with ``weights_only=True``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ from bopsweep.studies.config import TrialConfig
 
 CONFIG, METRICS, STEPS, TIMING = "config.json", "metrics.csv", "steps.csv", "timing.csv"
 CHECKPOINT, SUMMARY = "checkpoint.pt", "summary.json"
+RUN_FILES = (CONFIG, METRICS, STEPS, TIMING, CHECKPOINT, SUMMARY)  # what a run is made of
 
 
 class RunDir:
@@ -46,6 +50,18 @@ class RunDir:
             epoch = state["epoch"] if state is not None else 0
             for name in (METRICS, STEPS, TIMING):
                 self._truncate(name, epoch)
+            if state is not None and not self._records_every_epoch(epoch):
+                # rows lost or damaged: the checkpoint's run can no longer be told epoch by
+                # epoch, so it is trained again from the start (the same seeds, the same run)
+                print(
+                    f"{self.path / METRICS} does not hold every epoch 1..{epoch} of the "
+                    "checkpoint; training again from epoch 1",
+                    file=sys.stderr,
+                )
+                (self.path / CHECKPOINT).unlink()
+                for name in (METRICS, STEPS, TIMING):
+                    self._truncate(name, 0)
+                state = None
         else:
             if self.path.exists() and not self.path.is_dir():
                 raise UserError(f"{self.path} is a file; --out needs a folder (new or empty)")
@@ -64,6 +80,34 @@ class RunDir:
         remove_stale_temps(self.path)
         config.save(self.path / CONFIG)
         return state
+
+    def adopt(self, marker: dict[str, Any]) -> bool:
+        """Make the folder the trial's that ``marker`` describes (:func:`~bopsweep.folders.
+        trial_marker`) before its process starts. A folder marked with the same marker is kept:
+        the trial resumes there. A run any other trial left (another study's, one on other
+        data, one with no marker) is removed first, never resumed; True if one was. A folder
+        that a live trial process holds is left as it is: that process's (its lock, below)."""
+        from bopsweep.folders import read_marker, write_marker
+
+        if read_marker(self.path) == marker:
+            return False
+        cleared = False
+        self.path.mkdir(parents=True, exist_ok=True)
+        with (self.path / ".lock").open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # the trial process reports it (in use by another process)
+            for name in RUN_FILES:
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    (self.path / name).unlink()  # a file: a folder there is no run's
+                    cleared = True
+            write_marker(self.path, **marker)
+        return cleared
+
+    def _records_every_epoch(self, epoch: int) -> bool:
+        """Whether metrics.csv holds exactly one row for each epoch 1..``epoch``."""
+        return [row["epoch"] for row in self.history()] == list(range(1, epoch + 1))
 
     # --- rows ---------------------------------------------------------------------------------
     def append(self, row: dict[str, Any], step_rows: list[dict[str, Any]], seconds: float) -> None:
@@ -120,8 +164,9 @@ class RunDir:
         with path.open(newline="") as f:
             reader = csv.DictReader(f)
             fieldnames = reader.fieldnames or []
-            # a row cut short by a kill mid-write has missing cells: drop it too
-            kept = [r for r in reader if None not in r.values() and _epoch(r) <= epoch]
+            # a row cut short by a kill mid-write (missing cells) or damaged (a cell that is no
+            # number): dropped too, and then missed by _records_every_epoch
+            kept = [r for r in reader if _readable(r) and _epoch(r) <= epoch]
         with atomic_open(path, "w", newline="") as f:  # Ctrl-C here keeps the old file
             writer = csv.DictWriter(f, fieldnames=fieldnames)
             writer.writeheader()
@@ -179,6 +224,18 @@ def _is_checkpoint(state: Any) -> bool:
         and count(state.get("step"))
         and all(isinstance(state.get(k), dict) for k in ("model", "binary_opt", "real_opt"))
     )
+
+
+def _readable(row: dict[str | None, Any]) -> bool:
+    """A CSV row whose every cell is present and reads as a number (or is blank)."""
+    if None in row or None in row.values():
+        return False
+    try:
+        for value in row.values():
+            _parse(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _epoch(row: dict[str, Any]) -> float:

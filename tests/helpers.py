@@ -72,3 +72,15 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert subprocess.run([sys.executable, "-c", code]).returncode == -9
     journal = Path(f"{db}-journal").read_bytes()
     assert journal[:1] not in (b"", b"\0"), "the journal is not hot"
+
+
+def study_folder(database: Path | str, study: str, root: Path | None = None) -> Path:
+    """The folder of ``study``'s trial folders, ``ROOT/SLUG-UUID`` (ROOT: ``DB.ckpt`` beside
+    a SQLite file, or ``root``), from the identity the database holds."""
+    from bopsweep import folders
+    from bopsweep.store import Store, checkpoint_base, storage_url, study_uuid
+
+    url = str(database) if "://" in str(database) else storage_url(None, Path(database))
+    identity = study_uuid(Store.open_readonly(url).load(study))
+    assert identity is not None, f"study {study} has no identity"
+    return folders.study_folder(checkpoint_base(url, root), study, identity)

@@ -101,8 +101,14 @@ def epochs_in(run_dir: Path) -> int:
 
 
 def run_dirs(cwd: Path, study: str) -> list[Path]:
-    root = cwd / "study.ckpt" / study
-    return sorted(root.iterdir()) if root.exists() else []
+    """The trial folders of ``study`` in ``cwd/study.ckpt`` (by the marker of its folder)."""
+    from bopsweep.folders import read_marker
+
+    root = cwd / "study.ckpt"
+    for folder in root.iterdir() if root.exists() else []:
+        if (read_marker(folder) or {}).get("study") == study:
+            return sorted(d for d in folder.iterdir() if d.is_dir())
+    return []
 
 
 def trial_processes(driver_pid: int | None = None) -> dict[int, str]:

@@ -27,7 +27,7 @@ import pytest
 
 from bopsweep.run_dir import read_rows
 from bopsweep.store.optuna_adapter import trial_id
-from tests.helpers import command_lines, zygotes
+from tests.helpers import command_lines, study_folder, zygotes
 
 SEED = 20261122
 FAULTS = 30
@@ -110,7 +110,11 @@ def test_a_study_survives_random_kills_of_its_driver_and_trials(small_cifar_dir,
         return "faults so far: " + "; ".join(log)
 
     # the first fault at a known moment: a trial with epochs checkpointed loses its driver
-    runs = tmp_path / "study.ckpt" / "grid-tau"
+    runs: Path | None = None
+    while runs is None:  # once the study has its identity
+        time.sleep(0.2)
+        with contextlib.suppress(Exception):
+            runs = study_folder(tmp_path / "study.db", "grid-tau")
     deadline = time.monotonic() + 300
     while not (done := {d.name: len(read_rows(d / "metrics.csv")) for d in runs.glob("*")}) or (
         max(done.values()) < 3
@@ -176,7 +180,7 @@ def test_a_study_survives_random_kills_of_its_driver_and_trials(small_cifar_dir,
     for config_id, (t,) in by_config.items():
         assert stored[trial_id(t)] == every, f"trial {t.number}: {context()}"
         assert sorted(t.intermediate_values) == every, f"trial {t.number}: {context()}"
-        csv_rows = read_rows(tmp_path / "study.ckpt" / "grid-tau" / config_id / "metrics.csv")
+        csv_rows = read_rows(runs / config_id / "metrics.csv")
         assert [r["epoch"] for r in csv_rows] == every, f"trial {t.number}: {context()}"
         db_acc = [t.intermediate_values[e] for e in every]
         assert [r["val_acc"] for r in csv_rows] == pytest.approx(db_acc), context()

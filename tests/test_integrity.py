@@ -17,10 +17,11 @@ import pytest
 from typer.testing import CliRunner
 
 from bopsweep.cli import app
+from bopsweep.folders import open_study_folder
 from bopsweep.store import Store, driver_lock
 from bopsweep.store.optuna_adapter import study_id, trial_id
 from bopsweep.studies import TrialConfig, grid_study
-from tests.helpers import one_line_error
+from tests.helpers import one_line_error, study_folder
 
 runner = CliRunner()
 
@@ -199,17 +200,18 @@ def test_delete_removes_the_study_its_rows_and_its_checkpoints(tmp_path):
     db = tmp_path / "study.db"
     make_study(db, "keep")
     make_study(db, "drop")
-    folder = tmp_path / "study.ckpt" / "drop" / "c0"
-    folder.mkdir(parents=True)
-    (folder / "checkpoint.pt").write_bytes(b"x")
-    (tmp_path / "study.ckpt" / "keep").mkdir()
+    drop, keep = study_folder(db, "drop"), study_folder(db, "keep")
+    for name, folder in (("drop", drop), ("keep", keep)):
+        open_study_folder(folder.parent, name, folder.name[-32:])
+    (drop / "c0").mkdir()
+    (drop / "c0" / "checkpoint.pt").write_bytes(b"x")
 
     result = runner.invoke(app, ["delete", str(db), "--study", "drop", "--checkpoints", "--yes"])
     assert result.exit_code == 0, result.output
     assert "deleted study drop" in result.output
     assert optuna.get_all_study_names(f"sqlite:///{db}") == ["keep"]
-    assert not (tmp_path / "study.ckpt" / "drop").exists()
-    assert (tmp_path / "study.ckpt" / "keep").exists()
+    assert not drop.exists()
+    assert keep.exists()
     with sqlite3.connect(db) as conn:  # only the kept study's 3 epochs remain
         assert conn.execute("SELECT count(*) FROM bopsweep_epochs").fetchone()[0] == 3
 

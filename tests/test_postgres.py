@@ -129,7 +129,7 @@ def test_two_workers_complete_a_12_trial_grid_exactly_once(pg, small_cifar_dir, 
 def epochs_done(ckpt: Path) -> dict[Path, int]:
     """Epochs in each run's metrics.csv (a checkpoint of at least one fewer is on disk)."""
     out = {}
-    for d in ckpt.glob("s/*"):
+    for d in ckpt.glob("s-*/*"):  # the study's folder: SLUG-UUID
         m = d / "metrics.csv"
         out[d] = max(0, len(m.read_text().splitlines()) - 1) if m.exists() else 0
     return out

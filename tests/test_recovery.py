@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from bopsweep.cli import app
 from bopsweep.driver import DispatchOptions, run_study
 from bopsweep.run_dir import read_rows
+from bopsweep.store import Store
 from bopsweep.studies import TrialConfig, grid_study
-from tests.helpers import one_line_error
+from tests.helpers import one_line_error, study_folder
 from tests.test_dispatch import bopsweep
 
 runner = CliRunner()
@@ -134,7 +135,8 @@ def test_a_trial_whose_log_cannot_be_written_still_reports_why_it_failed(small_c
     spec = grid_study("g", TrialConfig(epochs=1, width=0.0625, batch_size=20), {"tau": [1e-6]})
     from bopsweep.studies import expand
 
-    run_dir = tmp_path / "study.ckpt" / "g" / expand(spec)[0].config_id
+    Store(f"sqlite:///{tmp_path / 'study.db'}", create=True).create(spec)  # its identity
+    run_dir = study_folder(tmp_path / "study.db", "g") / expand(spec)[0].config_id
     (run_dir / "trial.log").mkdir(parents=True)  # the log cannot be opened
     (run_dir / "steps.csv").mkdir()  # and the trial crashes writing its first epoch
     options = DispatchOptions(

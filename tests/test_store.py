@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from bopsweep.cli import app
 from bopsweep.errors import UserError
-from bopsweep.store import Store, checkpoint_root, driver_lock, redact, scrub, storage_url
+from bopsweep.store import Store, checkpoint_base, driver_lock, redact, scrub, storage_url
 from bopsweep.store.database import OWN_TABLES
 from bopsweep.store.optuna_adapter import all_trials, study_id, trial_id
 from bopsweep.studies import TrialConfig, grid_study
@@ -372,8 +372,8 @@ def test_the_driver_lock_belongs_to_the_file_not_to_the_way_it_is_named(tmp_path
                 driver_lock(alias),
             ):
                 pass
-    assert checkpoint_root("sqlite:///link.db", "s") == tmp_path / "study.ckpt" / "s"
-    assert checkpoint_root("sqlite:///study.db?timeout=30", "s") == tmp_path / "study.ckpt" / "s"
+    assert checkpoint_base("sqlite:///link.db") == tmp_path / "study.ckpt"
+    assert checkpoint_base("sqlite:///study.db?timeout=30") == tmp_path / "study.ckpt"
 
 
 def study_db(path) -> None:

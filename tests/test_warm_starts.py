@@ -24,7 +24,7 @@ from bopsweep.errors import UserError
 from bopsweep.store import Store
 from bopsweep.store.optuna_adapter import trial_id
 from bopsweep.studies import TrialConfig, expand, grid_study
-from tests.helpers import command_lines, warm_started, zygotes
+from tests.helpers import command_lines, study_folder, warm_started, zygotes
 from tests.test_dispatch import epochs_in, wait_until
 
 TINY = {"width": 0.0625, "batch_size": 20, "device": "cpu"}
@@ -169,7 +169,7 @@ def test_warm_trials_that_crash_or_are_killed_leave_their_neighbours_and_slots_u
 ):
     epochs = 40
     ids = queue_study(tmp_path, small_cifar_dir, [1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4], epochs)
-    root = tmp_path / "study.ckpt" / "iso"
+    root = study_folder(tmp_path / "study.db", "iso")
     (root / ids[-1] / "steps.csv").mkdir(parents=True)  # the last one raises on its first epoch
     driver = subprocess.Popen(
         [sys.executable, "-m", "bopsweep", "resume", "study.db", *RESUME],

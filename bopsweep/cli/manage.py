@@ -30,7 +30,8 @@ def delete(
     import shutil
 
     from bopsweep.errors import UserError
-    from bopsweep.store import Store, checkpoint_root, driver_lock, redact, storage_url
+    from bopsweep.folders import is_study_folder, study_folder
+    from bopsweep.store import Store, checkpoint_base, driver_lock, redact, storage_url, study_uuid
     from bopsweep.store.urls import sqlite_path
 
     if not study:
@@ -47,10 +48,17 @@ def delete(
                 f"study {study} has {running} running trial(s) (a worker on another machine?); "
                 "stop its workers first"
             )
-        folder = checkpoint_root(url, study, checkpoint_dir) if checkpoints else None
+        # only the folder marked as this study's: keyed by its identity, never by its name
+        identity = study_uuid(optuna_study)
+        folder = None
+        if checkpoints and identity is not None:
+            folder = study_folder(checkpoint_base(url, checkpoint_dir), study, identity)
+            folder = folder if is_study_folder(folder, identity) else None
         what = f"study {study} ({len(trials)} trials) from {redact(url)}" + (
             f" and its trial folders in {folder}" if folder is not None else ""
         )
+        if checkpoints and folder is None:
+            what += " (it has no trial folder there to delete)"
         if running:
             what += f" ({running} left running by a driver that stopped)"
         if not yes:
@@ -58,7 +66,7 @@ def delete(
                 raise UserError(f"not deleting {what} without confirmation; pass --yes")
             typer.confirm(f"Delete {what}?", abort=True)
         store.delete_study(study)
-        if folder is not None and folder.exists():
+        if folder is not None:
             try:
                 shutil.rmtree(folder)
             except OSError as e:

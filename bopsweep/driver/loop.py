@@ -70,7 +70,10 @@ class Driver:
         tensorboard: Path | None = None,
         warm_starts: bool = WARM_STARTS,
         stack: int = STACK,
+        identity: tuple[str, str] | None = None,
     ) -> None:
+        """``identity``: the study's UUID and its data's fingerprint, which each trial folder is
+        marked with (:meth:`~bopsweep.run_dir.RunDir.adopt`); None leaves folders unmarked."""
         import optuna
 
         self.store, self.slots, self.display, self.search = store, slots, display, search
@@ -102,6 +105,7 @@ class Driver:
         self.outage = Outage(store.url, self._note)
         self.warm_starts = warm_starts and available()
         self.zygotes: Zygotes | None = None  # while it runs, with warm starts
+        self.identity = identity
 
     @property
     def counts(self) -> dict[str, int]:
@@ -179,6 +183,8 @@ class Driver:
         self._keep_alive()
         self._fill_slots()
         if not self.running and not self.finishing and not self.held:
+            if self.queue.count("WAITING"):  # re-queued as it failed to start: claimed again
+                return True
             if self.queue.count("RUNNING") <= len(self.running):  # no other driver's trial
                 return False
             time.sleep(1.0)  # another driver's trials may come back to the queue
@@ -270,7 +276,7 @@ class Driver:
         for trial in trials:
             attrs = trial.user_attrs
             run_dir = self.checkpoint_root / attrs["config_id"]
-            run_dir.mkdir(parents=True, exist_ok=True)
+            self._adopt(run_dir, attrs["config_id"])
             stored = self.queue.config(trial)
             config = {**stored, **self.local, "device": slot.device}
             runs.append(
@@ -304,6 +310,19 @@ class Driver:
         for r in runs:
             r.process = process
         return runs
+
+    def _adopt(self, run_dir: Path, config_id: str) -> None:
+        """The trial's folder, made, and marked as this study's run of ``config_id`` on this
+        data; a run there of anything else is removed, never resumed."""
+        if self.identity is None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            return
+        from bopsweep.folders import trial_marker
+        from bopsweep.run_dir import RunDir
+
+        study_uuid, data = self.identity
+        if RunDir(run_dir).adopt(trial_marker(study_uuid, config_id, data)):
+            self._note(f"{run_dir} held a run on other data (or of another study); started over")
 
     # --- messages of running trials ---------------------------------------------------------
     def _wait_for_events(self, timeout: float) -> None:

@@ -26,6 +26,7 @@ from bopsweep.files import check_folder_target
 if TYPE_CHECKING:
     import optuna
 
+    from bopsweep.driver.queue import TrialQueue
     from bopsweep.studies import PlannedTrial, StudySpec
 
 
@@ -81,6 +82,7 @@ def run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], A
     from bopsweep.store import redact
 
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous_hup = signal.signal(signal.SIGHUP, _hang_up)  # an ssh session that drops
     try:
         with _signals_deferred():
             import optuna  # noqa: F401
@@ -94,6 +96,7 @@ def run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], A
         code = 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGHUP, previous_hup)
     if code == 130:
         echo(
             f"interrupted; finished trials are saved. Continue with: bopsweep resume "
@@ -116,20 +119,32 @@ def _cannot_write(e: BaseException, url: str) -> str:
 def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], Any]) -> int:
     from dataclasses import replace
 
+    from bopsweep.data import fingerprint
     from bopsweep.display import StudyDisplay
-    from bopsweep.store import Store, driver_lock, redact
+    from bopsweep.folders import make_root, open_study_folder, study_folder_name
+    from bopsweep.store import Store, driver_lock, redact, study_uuid
 
     checked = check_run(spec, options)  # all valid before anything is written
-    planned, slots, root = checked.planned, checked.slots, checked.root
+    planned, slots = checked.planned, checked.slots
     # resolved once here (downloading if asked), so trial processes never download
     local: dict[str, Any] = {"data_dir": str(checked.data_dir.resolve()), "download": False}
     # the study keeps what it needs to be resumed without repeating the options
     spec = replace(spec, base=replace(spec.base, data_dir=local["data_dir"], download=False))
+    data = None if options.queue_only else fingerprint(checked.data_dir)
+    if not options.queue_only:
+        make_root(checked.root)  # a root that cannot be made stops here, the database untouched
     shared = not options.storage.startswith("sqlite")
     beat = (options.heartbeat_interval, options.grace_period, options.max_retries)
     store = Store(options.storage, create=True, heartbeat=beat if shared else None)
     with driver_lock(options.storage):
+        before = store.existing(spec)
         study, _ = store.create(spec)
+        identity = study_uuid(study)
+        assert identity is not None  # create() gives every study one
+        root = checked.root / study_folder_name(spec.name, identity)
+        if data is not None:
+            legacy = before is not None and study_uuid(before) is None
+            root = open_study_folder(checked.root, spec.name, identity, data if legacy else None)
         search = search_of(spec, study, options.worker_index)
         display = StudyDisplay(spec.name, quiet=options.quiet or not sys.stderr.isatty())
         driver = Driver(
@@ -145,6 +160,7 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
             tensorboard=_tensorboard_root(options.tensorboard, spec.name),
             warm_starts=options.warm_starts,
             stack=options.stack,
+            identity=(identity, data or ""),
         )
         recovered = 0 if shared else driver.queue.recover_stale()
         recovered += driver.queue.requeue_lost()
@@ -166,6 +182,14 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
             return 0
         with display:
             code = driver.run()
+        if code == 0 and (left := _without_result(driver.queue)):
+            # nothing queued or running is left, yet work is undone: never a success
+            print(
+                f"bopsweep: study {spec.name}: {left} configuration(s) ended without a result "
+                "(failed for good, or could not start; 'bopsweep status' says why)",
+                file=sys.stderr,
+            )
+            code = 1
     if code != 130:
         done = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
         pruned = f", {driver.counts['pruned']} pruned" if search is not None else ""
@@ -176,9 +200,18 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
     return code
 
 
+def _without_result(queue: TrialQueue) -> int:
+    """How many of the study's configurations hold no result (complete, pruned or diverged)."""
+    from bopsweep.driver.queue import configured
+
+    configs = {t.user_attrs["config_id"] for t in queue.trials() if configured(t)}
+    return len(configs - queue.finished_configs())
+
+
 @dataclass
 class CheckedRun:
-    """What :func:`check_run` found valid: the planned trials, slots, data and trial folders."""
+    """What :func:`check_run` found valid: the planned trials, slots, data, and the checkpoint
+    root that holds the study's folder."""
 
     planned: list[PlannedTrial]
     slots: list[Slot]
@@ -190,7 +223,7 @@ def check_run(spec: StudySpec, options: DispatchOptions, dry_run: bool = False) 
     """Every input of a run checked, in the order a run checks them, before the database is
     touched. Creates nothing; downloads CIFAR-10 if asked and missing, unless ``dry_run``."""
     from bopsweep.data import resolve_data_dir
-    from bopsweep.store import checkpoint_root
+    from bopsweep.store import checkpoint_base
     from bopsweep.studies import expand
 
     options.check()
@@ -200,7 +233,7 @@ def check_run(spec: StudySpec, options: DispatchOptions, dry_run: bool = False) 
     slots = make_slots(options.device, options.gpus, options.per_gpu, options.workers)
     data_dir = _path(options.data_dir or spec.base.data_dir)
     data = resolve_data_dir(data_dir, options.download, dry_run)
-    root = checkpoint_root(options.storage, spec.name, options.checkpoint_dir)
+    root = checkpoint_base(options.storage, options.checkpoint_dir)
     # checked before the study is touched, so a bad --checkpoint-dir fails no trial
     check_folder_target(root, "keep trial folders")
     return CheckedRun(planned, slots, data, root)
@@ -228,15 +261,27 @@ def _raise_interrupt(*_: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _hang_up(*_: Any) -> None:
+    """SIGHUP (the terminal or ssh session is gone) stops the study as SIGTERM does. Output
+    meant for that terminal now goes nowhere: writing to it would fail the clean-up."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        if os.isatty(fd):
+            os.dup2(null, fd)
+    os.close(null)
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM held back until the block ends, then raised as KeyboardInterrupt.
+    """Ctrl-C, SIGTERM and SIGHUP held back until the block ends, then raised as
+    KeyboardInterrupt.
 
     For imports: an exception in the middle of torch's import leaves the interpreter unable
     to exit cleanly (it dies by SIGINT), whatever catches the exception.
     """
     received: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
+    held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {s: signal.signal(s, lambda signum, _: received.append(signum)) for s in held}
     try:
         yield

@@ -11,7 +11,7 @@
 from bopsweep.store.database import SPEC_ATTR, UUID_ATTR, NoStudyTables, Store, study_uuid
 from bopsweep.store.lock import driver_lock
 from bopsweep.store.urls import (
-    checkpoint_root,
+    checkpoint_base,
     database_file,
     first_line,
     redact,
@@ -25,7 +25,7 @@ __all__ = [
     "UUID_ATTR",
     "NoStudyTables",
     "Store",
-    "checkpoint_root",
+    "checkpoint_base",
     "database_file",
     "driver_lock",
     "first_line",

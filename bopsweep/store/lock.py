@@ -1,9 +1,10 @@
-"""One driver per SQLite database file."""
+"""One driver per SQLite database file, proven by the file itself."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 from collections.abc import Iterator
 
 from bopsweep.errors import UserError
@@ -14,28 +15,33 @@ from bopsweep.store.urls import database_file
 def driver_lock(url: str) -> Iterator[None]:
     """One driver per SQLite file: SQLite cannot arbitrate between two (no SELECT … FOR UPDATE).
 
-    The lock belongs to the real file (symlinks resolved, URL options ignored), so
-    ``link.db`` or ``sqlite:///study.db?timeout=30`` cannot start a second driver on study.db.
-    Every command that writes trials takes it.
+    The lock is an exclusive ``flock`` on the database file itself, so it belongs to the file's
+    inode: a symlink, a hard link, URL options (``?timeout=30``) or a moved file all meet the
+    same lock, and no command can replace or remove it (there is no lock file to delete or to
+    export over). The kernel drops it when the driver dies, ``kill -9`` included. Every command
+    that writes trials takes it.
+
+    ``flock`` and SQLite's own locks (POSIX ``fcntl`` locks) are independent on Linux; the
+    descriptor stays open until the driver is done, because closing any descriptor of the file
+    would drop the POSIX locks SQLite holds on it in this process.
     """
     path = database_file(url)
     if path is None:
         yield
         return
-    lock_path = path.with_name(path.name + ".lock")
     try:
-        f = lock_path.open("a")
+        # an empty file is a new SQLite database: the study command's Store makes it anyway
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as e:
-        raise UserError(f"cannot write next to the database {path}: {e.strerror}") from None
-    with f:
+        raise UserError(f"cannot open the database {path}: {e.strerror}") from None
+    try:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UserError(
-                f"another bopsweep driver is running on {path} (it holds {lock_path}); "
-                "wait for it to finish or stop it first"
+                f"another bopsweep driver is running on {path}; wait for it to finish or stop "
+                "it first"
             ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+        yield
+    finally:
+        os.close(fd)

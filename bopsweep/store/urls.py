@@ -110,13 +110,14 @@ def database_file(url: str) -> Path | None:
     return Path(os.path.realpath(path)) if path is not None else None
 
 
-def checkpoint_root(url: str, study: str, override: Path | None = None) -> Path:
-    """Trial run folders: ``--checkpoint-dir``, else next to a SQLite file (``study.ckpt/``)."""
+def checkpoint_base(url: str, override: Path | None = None) -> Path:
+    """Where studies keep their trial folders: ``--checkpoint-dir``, else ``DB.ckpt/`` beside a
+    SQLite file (``bopsweep.ckpt/`` in the working folder for a server). Each study has its
+    own folder in it, keyed by its identity (:func:`bopsweep.folders.study_folder`)."""
     if override is not None:
-        return (Path(override) / study).resolve()
+        return Path(os.path.realpath(Path(override).expanduser()))
     path = database_file(url)
-    base = path.with_suffix(".ckpt") if path is not None else Path("bopsweep.ckpt")
-    return (base / study).resolve()
+    return Path(os.path.realpath(path.with_suffix(".ckpt") if path else "bopsweep.ckpt"))
 
 
 def first_line(e: BaseException) -> str:
