@@ -271,8 +271,15 @@ def plot(
     comparison, π_t and Optuna figures, plus an index.md listing them. A study still running is
     drawn as far as it has got."""
     from bopsweep.errors import UserError
-    from bopsweep.plots import draw_study, load_study_data, parse_layers, swept_params, write_index
-    from bopsweep.store import Store, scrub, storage_url
+    from bopsweep.plots import (
+        draw_study,
+        load_study_data,
+        parse_layers,
+        study_folders,
+        swept_params,
+        write_index,
+    )
+    from bopsweep.store import Store, database_file, scrub, storage_url
 
     layers = parse_layers(layer)
     store = Store.open_readonly(storage_url(storage, database))
@@ -284,12 +291,14 @@ def plot(
         datas = [d for d in datas if set(param) & set(swept_params(d))]
         if not datas:
             raise UserError(f"no study in the database sweeps {', '.join(param)}")
+    folders = study_folders(out, [d.name for d in datas], database_file(store.url))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot write to {out}: {e.strerror}") from None
     written = {
-        d.name: draw_study(d, out, format.value, param, layers, titles=not no_title) for d in datas
+        d.name: draw_study(d, out, format.value, param, layers, not no_title, folders[d.name])
+        for d in datas
     }
     command = scrub("bopsweep plot " + " ".join(sys.argv[2:]), store.url)
     index = write_index(out, written, command)
