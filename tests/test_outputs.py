@@ -1,6 +1,6 @@
 """Where outputs land: names read from a database are data, never paths; no output lands on
 bopsweep's own state (the database, its SQLite siblings and lock, its checkpoint folders); a
-``--force`` replaces only what bopsweep wrote.
+``--force`` replaces only what bopsweep wrote; ``export -o -`` writes to standard output.
 
 The studies are real SQLite studies with trials and metric rows (``test_tensorboard``'s
 ``study_db``: a grid ``abl``). A study "made by another tool" under a name bopsweep would
@@ -10,11 +10,15 @@ refuse is that study renamed in the database, as Optuna (or any SQL client) can.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -242,3 +246,61 @@ def test_force_replaces_an_earlier_export_but_never_a_users_own_folder(study_db)
         result = invoke("export", db, "--tensorboard", logdir, "--force")
         assert result.exit_code == 0, result.output
     assert any(mine.glob("*/events.out.tfevents.*"))
+
+
+# --- 3. export -o - ---------------------------------------------------------------------------
+def export_to_stdout(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bopsweep", "export", "study.db", "-o", "-", *args],
+        cwd=folder,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def test_export_to_standard_output_is_csv_or_the_format_asked_and_reads_back(
+    study_db,  # noqa: F811
+):
+    folder, _, written = study_db
+    before = tree(folder)
+    csv = export_to_stdout(folder)
+    assert csv.returncode == 0, csv.stderr
+    assert csv.stderr == b""
+    frame = pd.read_csv(io.BytesIO(csv.stdout))
+    assert len(frame) == len(written) and "number" in frame.columns
+    as_json = export_to_stdout(folder, "--format", "json", "--metrics")
+    assert as_json.returncode == 0, as_json.stderr
+    metrics = pd.read_json(io.BytesIO(as_json.stdout))
+    assert len(metrics) == sum(len(t["rows"]) for t in written)
+    assert tree(folder) == before  # no file called "-", nothing else written
+
+
+def test_parquet_to_a_pipe_reads_back(study_db):  # noqa: F811
+    pytest.importorskip("pyarrow")
+    folder, _, written = study_db
+    piped = export_to_stdout(folder, "--format", "parquet")
+    assert piped.returncode == 0, piped.stderr
+    assert len(pd.read_parquet(io.BytesIO(piped.stdout))) == len(written)
+
+
+def test_parquet_is_refused_on_a_terminal_with_one_line(study_db):  # noqa: F811
+    import pty
+
+    folder, _, _ = study_db
+    command = ["export", "study.db", "-o", "-", "--format", "parquet"]
+    terminal, screen = pty.openpty()
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "bopsweep", *command],
+            cwd=folder,
+            stdout=screen,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(screen)
+        os.close(terminal)
+    assert run.returncode == 2
+    (line,) = run.stderr.splitlines()
+    assert line.startswith("bopsweep: error:") and "Parquet is binary" in line
