@@ -9,6 +9,7 @@ Parquet, as its own timestamp and duration types.
 
 The format is the output's suffix (``.csv``, ``.json``, ``.parquet``), or ``--format``; the two
 must agree. Files are written whole or not at all (:func:`bopsweep.files.atomic_open`).
+``-o -`` writes to standard output: CSV, or ``--format`` (Parquet, binary, only to a pipe).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PARQUET_INSTALL = "pip install 'bopsweep[parquet]' (or pip install pyarrow)"
+STDOUT = "-"  # -o -: standard output
 
 
 def export_format(output: Path, chosen: ExportFormat | None) -> ExportFormat:
@@ -47,6 +51,38 @@ def export_format(output: Path, chosen: ExportFormat | None) -> ExportFormat:
             f"name the file .{chosen.value} or drop --format"
         )
     return chosen
+
+
+def stdout_format(chosen: ExportFormat | None) -> ExportFormat:
+    """The format of ``-o -``: ``--format``, else CSV (what a pipe into another tool expects).
+    Parquet is binary: refused on a terminal, which it would fill with bytes."""
+    chosen = chosen or ExportFormat.CSV
+    if chosen == ExportFormat.PARQUET and sys.stdout.isatty():
+        raise UserError(
+            "Parquet is binary: -o - writes it only to a pipe or a file (-o - > trials.parquet); "
+            "on a terminal give --format csv or json"
+        )
+    return chosen
+
+
+def write_stdout(frame: pd.DataFrame, format: ExportFormat) -> None:
+    """Write ``frame`` to standard output in ``format``. A reader that stops early (``| head``)
+    ends the command quietly: exit code 1, no traceback."""
+    try:
+        if format == ExportFormat.PARQUET:
+            sys.stdout.flush()
+            frame.to_parquet(sys.stdout.buffer, engine="pyarrow", index=False)
+            sys.stdout.buffer.flush()
+        elif format == ExportFormat.JSON:
+            sys.stdout.write(to_json(frame))
+        else:
+            _as_text(frame).to_csv(sys.stdout, index=False)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would complain again when it flushes stdout at exit: point it at /dev/null
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(1) from None
 
 
 def check_engine(format: ExportFormat) -> None:

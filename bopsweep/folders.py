@@ -34,6 +34,7 @@ from bopsweep.errors import UserError
 MARKER = ".bopsweep"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 SLUG_MAX = 64  # characters of a name kept in a folder name (file systems allow 255 bytes)
+NAME_MAX = 100  # characters of a study's name kept in an output's folder name (plot, TensorBoard)
 
 
 def safe_component(name: str, limit: int = SLUG_MAX) -> str:
@@ -42,6 +43,21 @@ def safe_component(name: str, limit: int = SLUG_MAX) -> str:
     most ``limit`` characters; ``_`` if nothing is left."""
     slug = _UNSAFE.sub("_", name).lstrip(".")[:limit]
     return slug or "_"
+
+
+def name_component(name: str, limit: int = SLUG_MAX, reserved: tuple[str, ...] = ()) -> str:
+    """``name`` (read from a database) as the one path component of an output: the name
+    itself where it already is a safe component (within ``limit`` characters, not one of the
+    ``reserved`` names beside it, e.g. ``index.md``); otherwise :func:`safe_component` of it
+    followed by ``-`` and 8 hex digits of its SHA-256, so that two names that would collapse
+    onto one component (``a/b`` and ``a_b``) never share an output."""
+    import hashlib
+
+    slug = safe_component(name, limit)
+    if slug == name and name.casefold() not in {r.casefold() for r in reserved}:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{safe_component(name, max(1, limit - 9))}-{digest}"
 
 
 def study_folder_name(name: str, study_uuid: str) -> str:

@@ -49,7 +49,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bopsweep.errors import UserError
-from bopsweep.files import check_folder_target, remove_stale_temps, temp_folder
+from bopsweep.files import (
+    check_folder_target,
+    check_not_own_state,
+    remove_stale_temps,
+    temp_folder,
+)
+from bopsweep.folders import NAME_MAX, inside, name_component
 from bopsweep.studies.plan import FOLDED, LOCAL_FIELDS
 
 if TYPE_CHECKING:
@@ -82,13 +88,32 @@ MAX_NAME = 100  # characters of a run's folder name
 
 
 # --- names and checks -------------------------------------------------------------------------
-def check_logdir(path: Path) -> None:
-    """``--tensorboard DIR`` must be a folder that exists or can be made, and be writable: checked
-    before anything is trained or written, so bad input creates nothing."""
+def check_logdir(path: Path, database: Path | None = None, also: Iterable[Path] = ()) -> None:
+    """``--tensorboard DIR`` must be a folder that exists or can be made, be writable, and be
+    none of bopsweep's own state (``database``'s files and checkpoints, the folders ``also``,
+    every marked folder: :func:`~bopsweep.files.check_not_own_state`): checked before anything
+    is trained or written, so bad input creates nothing."""
     path = Path(path)
+    check_not_own_state(path, database, also=also)
     if path.exists() and not path.is_dir():
         raise UserError(f"--tensorboard {path} is a file; give a folder (new or existing)")
     check_folder_target(path, "write TensorBoard runs")
+
+
+def study_logdir(
+    logdir: Path, study: str, database: Path | None = None, also: Iterable[Path] = ()
+) -> Path:
+    """``DIR/STUDY``, where a study's runs go: its name, read from a database, made one safe
+    folder name (:func:`~bopsweep.folders.name_component`: ``..`` or ``/etc`` stay inside DIR,
+    ``a/b`` and ``a_b`` get folders of their own) that must lie inside DIR (not a link out of
+    it) and not on bopsweep's own state."""
+    root = Path(logdir) / name_component(study, NAME_MAX)
+    if not inside(root, logdir):
+        raise UserError(
+            f"{root} leads outside {logdir} (a link?); remove it or choose another --tensorboard"
+        )
+    check_not_own_state(root, database, also=also)
+    return root
 
 
 def folder_name(text: str) -> str:
@@ -491,16 +516,21 @@ def export_study(store: Store, study: optuna.Study, logdir: Path, force: bool) -
     replaced whole: the runs are written to a temporary folder beside it, which then takes its
     place by two renames, so a TensorBoard that watches never reads a mix of both exports. The
     temporary folders of this study that a killed export left there are removed first."""
+    from bopsweep.store import database_file
     from bopsweep.store.optuna_adapter import trial_id
     from bopsweep.store.trial_config import study_base, trial_config
     from bopsweep.studies.config import TrialConfig
 
-    check_logdir(logdir)
-    target = Path(logdir) / folder_name(study.study_name)
+    database = database_file(store.url)
+    check_logdir(logdir, database)
+    target = study_logdir(logdir, study.study_name, database)
+    check_not_own_state(target, database, holds=True)  # --force replaces it whole
     if target.exists() and not target.is_dir():
         raise UserError(f"{target} is a file; remove it or choose another --tensorboard folder")
     if target.exists() and not force:
         raise UserError(f"{target} exists (an earlier export?); pass --force to replace it")
+    if target.exists():
+        check_only_runs(target)
     rows = store.metrics.epoch_rows(study)
     trials = [t for t in study.get_trials(deepcopy=False) if rows.get(trial_id(t))]
     base = study_base(study.user_attrs)
@@ -526,6 +556,24 @@ def export_study(store: Store, study: optuna.Study, logdir: Path, force: bool) -
                 run.close()
         _replace_folder(work, target)
     return target, len(trials)
+
+
+def check_only_runs(folder: Path) -> None:
+    """``--force`` replaces only what bopsweep wrote there: an earlier export (or a study's
+    runs), a folder of TensorBoard runs, each a folder of event files. A user's own file or
+    folder of that name is never removed."""
+    for run in sorted(Path(folder).iterdir()):
+        found = [] if run.is_dir() and not run.is_symlink() else [run]
+        found = found or [f for f in sorted(run.iterdir()) if not _event_file(f)]
+        if found:
+            raise UserError(
+                f"{folder} holds {found[0]}, which is no TensorBoard run bopsweep wrote; --force "
+                "replaces only an earlier export: move it away or choose another --tensorboard"
+            )
+
+
+def _event_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink() and path.match(EVENT_FILES)
 
 
 def _replace_folder(new: Path, target: Path) -> None:

@@ -167,7 +167,10 @@ def export(
     output: Annotated[
         Path,
         typer.Option(
-            "--output", "-o", help="File to write; its suffix is the format: .csv, .json, .parquet."
+            "--output",
+            "-o",
+            help="File to write; its suffix is the format: .csv, .json, .parquet. '-': standard "
+            "output, in CSV or --format (parquet only to a pipe).",
         ),
     ] = Path("trials.csv"),
     metrics: Annotated[
@@ -201,7 +204,14 @@ def export(
     datetime_complete, duration, params_NAME, state) followed by bopsweep's; or its trials'
     curves and hyperparameters as TensorBoard runs (--tensorboard)."""
     from bopsweep.errors import UserError
-    from bopsweep.export import check_engine, export_format, write_frame
+    from bopsweep.export import (
+        STDOUT,
+        check_engine,
+        export_format,
+        stdout_format,
+        write_frame,
+        write_stdout,
+    )
     from bopsweep.files import check_output_file, sigterm_as_interrupt
     from bopsweep.store import Store, database_file, storage_url
 
@@ -220,8 +230,12 @@ def export(
             f"wrote {runs} TensorBoard runs to {folder}/ (tensorboard --logdir {tensorboard})"
         )
         return
-    check_output_file(output, force, database_file(url))
-    chosen = export_format(output, format)
+    to_stdout = str(output) == STDOUT
+    if to_stdout:
+        chosen = stdout_format(format)
+    else:
+        check_output_file(output, force, database_file(url))
+        chosen = export_format(output, format)
     check_engine(chosen)
     from bopsweep.report import metrics_frame, trials_frame
 
@@ -231,6 +245,9 @@ def export(
         frame = metrics_frame(store, optuna_study, steps=steps)
     else:
         frame = trials_frame(store, optuna_study)
+    if to_stdout:  # the data alone: no line about it
+        write_stdout(frame, chosen)
+        return
     with sigterm_as_interrupt():
         write_frame(frame, output, chosen)
     typer.echo(f"wrote {len(frame)} rows to {output}")
@@ -271,8 +288,15 @@ def plot(
     comparison, π_t and Optuna figures, plus an index.md listing them. A study still running is
     drawn as far as it has got."""
     from bopsweep.errors import UserError
-    from bopsweep.plots import draw_study, load_study_data, parse_layers, swept_params, write_index
-    from bopsweep.store import Store, scrub, storage_url
+    from bopsweep.plots import (
+        draw_study,
+        load_study_data,
+        parse_layers,
+        study_folders,
+        swept_params,
+        write_index,
+    )
+    from bopsweep.store import Store, database_file, scrub, storage_url
 
     layers = parse_layers(layer)
     store = Store.open_readonly(storage_url(storage, database))
@@ -284,12 +308,14 @@ def plot(
         datas = [d for d in datas if set(param) & set(swept_params(d))]
         if not datas:
             raise UserError(f"no study in the database sweeps {', '.join(param)}")
+    folders = study_folders(out, [d.name for d in datas], database_file(store.url))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot write to {out}: {e.strerror}") from None
     written = {
-        d.name: draw_study(d, out, format.value, param, layers, titles=not no_title) for d in datas
+        d.name: draw_study(d, out, format.value, param, layers, not no_title, folders[d.name])
+        for d in datas
     }
     command = scrub("bopsweep plot " + " ".join(sys.argv[2:]), store.url)
     index = write_index(out, written, command)

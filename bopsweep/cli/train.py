@@ -80,10 +80,13 @@ def train(
     config = config.resolved()  # validate before importing torch
     board = None
     if tensorboard is not None:
+        from bopsweep.files import check_not_own_state
         from bopsweep.tensorboard import TrainBoard, check_logdir
 
-        check_logdir(tensorboard)
+        check_logdir(tensorboard, also=[out_dir])
         board = TrainBoard(tensorboard, out_dir, config, resume is not None, _warn)
+        # DIR/NAME: never the run's own folder (--tensorboard beside --out), in or around it
+        check_not_own_state(board.run.folder, None, holds=True, also=[out_dir])
         board.check()
 
     from bopsweep.display import TrainDisplay

@@ -68,9 +68,15 @@ class DispatchOptions:
             )
         check_device(self.device)
         if self.tensorboard is not None:
+            from bopsweep.store import database_file
             from bopsweep.tensorboard import check_logdir
 
-            check_logdir(self.tensorboard)
+            check_logdir(self.tensorboard, database_file(self.storage), self.own_folders())
+
+    def own_folders(self) -> list[Path]:
+        """The folders of this run's trials that no output may land on (beyond those beside
+        a SQLite file and those marked as bopsweep's)."""
+        return [self.checkpoint_dir] if self.checkpoint_dir is not None else []
 
 
 def run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], Any] = print) -> int:
@@ -157,7 +163,7 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
             display,
             search,
             heartbeat_interval=options.heartbeat_interval if shared else None,
-            tensorboard=_tensorboard_root(options.tensorboard, spec.name),
+            tensorboard=_tensorboard_root(options, spec.name),
             warm_starts=options.warm_starts,
             stack=options.stack,
             identity=(identity, data or ""),
@@ -236,6 +242,7 @@ def check_run(spec: StudySpec, options: DispatchOptions, dry_run: bool = False) 
     root = checkpoint_base(options.storage, options.checkpoint_dir)
     # checked before the study is touched, so a bad --checkpoint-dir fails no trial
     check_folder_target(root, "keep trial folders")
+    _tensorboard_root(options, spec.name)  # its runs' folder checked too, before any is made
     return CheckedRun(planned, slots, data, root)
 
 
@@ -292,13 +299,17 @@ def _signals_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def _tensorboard_root(logdir: Path | None, study: str) -> Path | None:
-    """Where the study's TensorBoard runs go: ``logdir/STUDY``, if asked for."""
-    if logdir is None:
+def _tensorboard_root(options: DispatchOptions, study: str) -> Path | None:
+    """Where the study's TensorBoard runs go, if asked for: ``DIR/STUDY``, the name (read
+    from the database by resume and worker) made a safe folder name inside ``DIR``, never on
+    bopsweep's own state (:func:`bopsweep.tensorboard.study_logdir`)."""
+    if options.tensorboard is None:
         return None
-    from bopsweep.tensorboard import folder_name
+    from bopsweep.store import database_file
+    from bopsweep.tensorboard import study_logdir
 
-    return Path(logdir) / folder_name(study)
+    database = database_file(options.storage)
+    return study_logdir(options.tensorboard, study, database, options.own_folders())
 
 
 def _path(value: str | None) -> Path | None:

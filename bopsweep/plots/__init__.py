@@ -31,6 +31,7 @@ from bopsweep.plots.index import (
     draw_study,
     parse_layers,
     study_figures,
+    study_folders,
     write_index,
 )
 from bopsweep.plots.optuna_plots import optuna_figures
@@ -47,6 +48,7 @@ __all__ = [
     "pi_figure",
     "schedule_figure",
     "study_figures",
+    "study_folders",
     "summary_figure",
     "swept_params",
     "write_index",

@@ -145,13 +145,21 @@ def _by_trial(frame: pd.DataFrame) -> tuple[dict[int, dict[str, Any]], dict[str,
 
 
 def swept_params(data: StudyData) -> list[str]:
-    """The numeric settings a grid or pow10 study varies."""
+    """The numeric settings a grid or pow10 study varies. Only settings of a trial: the
+    definition is read from the database, where another tool may have written any key (which
+    then names no setting to draw, nor a figure's file)."""
+    from dataclasses import fields
+
+    from bopsweep.studies.config import TrialConfig
+
     if data.kind not in ("grid", "pow10"):
         return []
+    settings = {f.name for f in fields(TrialConfig)}
     return [
         p
         for p, values in data.spec["grid"].items()
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if p in settings
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     ]
 
 

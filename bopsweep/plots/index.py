@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from bopsweep.defaults import FigureFormat, values
 from bopsweep.errors import UserError
-from bopsweep.files import atomic_open, atomic_write_text
+from bopsweep.files import atomic_open, atomic_write_text, check_not_own_state
+from bopsweep.folders import NAME_MAX, inside, name_component
 from bopsweep.plots.data import LAYERS, StudyData, swept_params
 from bopsweep.plots.figures import (
     ablation_figure,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FORMATS = values(FigureFormat)
+INDEX = "index.md"
 
 
 @dataclass
@@ -91,6 +93,42 @@ def study_figures(
     return figures
 
 
+def study_folders(out: Path, names: list[str], database: Path | None = None) -> dict[str, Path]:
+    """Each study's folder of figures, ``out/NAME``: its name, read from a database, made one
+    safe folder name (:func:`~bopsweep.folders.name_component`: ``..`` or ``/etc`` stay in
+    ``out``, ``a/b`` and ``a_b`` get folders of their own, a study named ``index.md`` does not
+    take the index's place). Refused, before anything is written: two studies that would still
+    share a folder (names that differ only in case, on a file system that ignores it), a
+    folder that leads out of ``out`` (a link), one on bopsweep's own state."""
+    check_not_own_state(out, database)
+    check_not_own_state(out / INDEX, database)
+    folders: dict[str, Path] = {}
+    seen: dict[str, str] = {}
+    for name in names:
+        folder = out / name_component(name, NAME_MAX, reserved=(INDEX,))
+        key = folder.name.casefold()
+        if key in seen:
+            raise UserError(
+                f"studies {seen[key]!r} and {name!r} would be drawn in the same folder {folder}; "
+                "draw them one at a time (--study) into different --out folders"
+            )
+        seen[key] = name
+        if not inside(folder, out):
+            raise UserError(f"{folder} leads outside {out} (a link?); remove it or choose another")
+        check_not_own_state(folder, database)
+        folders[name] = folder
+    return folders
+
+
+def figure_path(folder: Path, name: str, fmt: str) -> Path:
+    """``folder/NAME.FMT``; ``name`` may hold a swept parameter's name, read from the
+    database: made a safe file name that stays in ``folder``."""
+    path = folder / f"{name_component(name, NAME_MAX)}.{fmt}"
+    if not inside(path, folder):
+        raise UserError(f"{path} leads outside {folder} (a link?); remove it")
+    return path
+
+
 def draw_study(
     data: StudyData,
     out: Path,
@@ -98,11 +136,14 @@ def draw_study(
     params: list[str] | None = None,
     layers: list[str] | None = None,
     titles: bool = True,
+    folder: Path | None = None,
 ) -> list[Written]:
-    """Every figure that fits ``data``, written to ``out``; what was written."""
+    """Every figure that fits ``data``, written to ``folder`` (default: its folder in ``out``,
+    :func:`study_folders`); what was written."""
     plt = pyplot()
+    if folder is None:
+        folder = study_folders(out, [data.name])[data.name]
     figures = study_figures(data, params, layers, titles)
-    folder = out / data.name
     written = []
     try:
         try:
@@ -110,7 +151,7 @@ def draw_study(
         except OSError as e:
             raise UserError(f"cannot write to {out}: {e.strerror}") from None
         for drawn in figures:
-            path = folder / f"{drawn.name}.{fmt}"
+            path = figure_path(folder, drawn.name, fmt)
             try:
                 with atomic_open(path, "wb") as f:  # never half a figure, whatever interrupts it
                     drawn.figure.savefig(f, dpi=150, format=fmt)
@@ -134,7 +175,7 @@ def write_index(out: Path, entries: dict[str, list[Written]], command: str) -> P
         for w in written:
             lines.append(f"- [{w.path.name}]({w.path.relative_to(out)}): {w.description}")
         lines.append("")
-    path = out / "index.md"
+    path = out / INDEX
     try:
         atomic_write_text(path, "\n".join(lines))
     except OSError as e:
