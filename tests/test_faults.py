@@ -1,5 +1,5 @@
-"""Fault injection: a study survives SIGKILL, SIGINT and SIGTERM of its driver or of a trial
-process at random moments, and ends with every configuration complete exactly once.
+"""Fault injection: a study survives SIGKILL, SIGINT, SIGTERM and SIGHUP of its driver or of a
+trial process at random moments, and ends with every configuration complete exactly once.
 
 Real processes throughout: the driver is ``python -m bopsweep`` started as a user would, its
 trial processes are found through /proc and killed with real signals, and every interruption
@@ -40,6 +40,7 @@ KINDS = [
     ("driver", signal.SIGKILL, -signal.SIGKILL),
     ("driver", signal.SIGINT, 130),
     ("driver", signal.SIGTERM, 130),
+    ("driver", signal.SIGHUP, 130),  # the terminal or ssh session is gone
     ("trial", signal.SIGKILL, None),
     ("trial", signal.SIGTERM, None),
 ]

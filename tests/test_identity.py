@@ -230,3 +230,17 @@ def test_a_run_whose_metric_rows_were_damaged_trains_again_from_epoch_1(small_ci
     longer = TrialConfig.from_dict({**config.to_dict(), "epochs": 3})
     run_trial(longer, tmp_path / "run", resume=True)
     assert [row["epoch"] for row in RunDir(tmp_path / "run").history()] == [1, 2, 3]
+
+
+def test_a_config_id_read_from_the_database_never_becomes_a_path(small_cifar_dir, tmp_path):
+    data = ["--data-dir", str(small_cifar_dir)]
+    assert bopsweep(*GRID, "--queue-only", *data, cwd=tmp_path).returncode == 0
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    (trial,) = storage.get_all_trials(storage.get_study_id_from_name("grid-tau"))
+    storage.set_trial_user_attr(trial._trial_id, "config_id", "../../escape")  # another tool's
+    storage.engine.dispose()
+
+    result = bopsweep("resume", "study.db", "--max-retries", "0", "--quiet", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "is not a folder name bopsweep makes" in result.stderr
+    assert not list(tmp_path.parent.rglob("escape"))

@@ -313,7 +313,13 @@ class Driver:
 
     def _adopt(self, run_dir: Path, config_id: str) -> None:
         """The trial's folder, made, and marked as this study's run of ``config_id`` on this
-        data; a run there of anything else is removed, never resumed."""
+        data; a run there of anything else is removed, never resumed. ``config_id`` is read
+        from the database: one that is no plain folder name (``../x``) never becomes a path."""
+        from bopsweep.errors import UserError
+        from bopsweep.folders import safe_component
+
+        if safe_component(config_id) != config_id:
+            raise UserError(f"its config_id {config_id!r} is not a folder name bopsweep makes")
         if self.identity is None:
             run_dir.mkdir(parents=True, exist_ok=True)
             return
