@@ -90,6 +90,7 @@ def run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], A
         code = 130
     except database_errors() as e:
         # setting up (the loop rides out or reports its own): say why, in one line
+        _refuse_if_not_allowed(e, options.storage)
         print(f"bopsweep: error: {_cannot_write(e, options.storage)}", file=sys.stderr)
         code = 1
     finally:
@@ -102,12 +103,20 @@ def run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], A
     return code
 
 
-def _cannot_write(e: BaseException, url: str) -> str:
-    from bopsweep.store import first_line, redact, scrub
+def _refuse_if_not_allowed(e: BaseException, url: str) -> None:
+    """A role that may not write (permission denied) is bad input: exit 2, not 1."""
+    from bopsweep.store.failures import is_permission_denied, permission_message
 
-    cause = e.__cause__ if e.__cause__ is not None else e  # Optuna's wrapper says only "commit"
-    return (
-        f"cannot write to the database {redact(url)} ({scrub(first_line(cause), url)}); "
+    if is_permission_denied(e):
+        raise UserError(permission_message(e, url)) from None
+
+
+def _cannot_write(e: BaseException, url: str) -> str:
+    from bopsweep.store import redact
+    from bopsweep.store.failures import reason
+
+    return (  # the innermost cause: Optuna's wrapper says only "commit"
+        f"cannot write to the database {redact(url)} ({reason(e, url)}); "
         "finished trials and epochs are kept: fix it (free some disk space?) and run the "
         "same command again"
     )
