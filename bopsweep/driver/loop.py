@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from bopsweep.defaults import MAX_RETRIES, STACK, WARM_STARTS
 from bopsweep.driver.outage import DatabaseLost, Outage, database_errors
-from bopsweep.driver.process import Slot, TrialProcess, stop_all
+from bopsweep.driver.process import Slot, TrialProcess, hide_from_children, stop_all
 from bopsweep.driver.queue import TrialQueue
 from bopsweep.driver.recorder import Recorder
 from bopsweep.driver.state import END_EVENTS, Running, Snapshot, study_progress
@@ -74,6 +74,7 @@ class Driver:
         import optuna
 
         self.store, self.slots, self.display, self.search = store, slots, display, search
+        hide_from_children(store.url)  # no trial or zygote gets the URL or its password
         self.queue = TrialQueue(study)
         board = None
         if tensorboard is not None:  # the trials' TensorBoard runs, in this folder

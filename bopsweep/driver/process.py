@@ -15,6 +15,7 @@ import collections
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,6 +82,37 @@ def make_slots(
     threads = max(1, cores // n)
     env = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads)}
     return [Slot(f"cpu{i}", "cpu", env, threads) for i in range(n)]
+
+
+# database URLs in an environment variable's value (the storage, or any other copy of it)
+_DATABASE_URL = re.compile(r"(sqlite|postgresql|postgres|mysql)(\+\w+)?://", re.IGNORECASE)
+# variables that hold a database password by name (libpq and the MySQL client read them)
+_PASSWORD_VARIABLES = {"PGPASSWORD", "MYSQL_PWD"}
+_hidden_urls: set[str] = set()  # the storage URLs of drivers in this process
+
+
+def hide_from_children(url: str) -> None:
+    """Keep ``url`` and its password out of the environment of every process started from now
+    on (trials, zygotes), also where the URL came from ``--storage``: a trial never needs the
+    database, and its environment can be read by anyone who may read ``/proc/PID/environ``."""
+    _hidden_urls.add(url)
+
+
+def child_environ(extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a process the driver starts: the driver's, less every variable that
+    holds the storage URL, a database URL or a database password; plus ``extra``."""
+    from bopsweep.defaults import STORAGE_ENV
+    from bopsweep.store.urls import url_secrets
+
+    urls = _hidden_urls | {v for v in os.environ.values() if _DATABASE_URL.search(v)}
+    secrets = {s for url in urls for s in url_secrets(url) if len(s) >= 4}
+
+    def secret(name: str, value: str) -> bool:
+        if name in (STORAGE_ENV, *_PASSWORD_VARIABLES) or _DATABASE_URL.search(value):
+            return True
+        return any(s in value for s in secrets)
+
+    return {**{k: v for k, v in os.environ.items() if not secret(k, v)}, **extra}
 
 
 def _visible_gpu_count() -> int:
@@ -200,7 +232,7 @@ def cold_start(argv: list[str], slot: Slot) -> subprocess.Popen[str]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**os.environ, **slot.env, "PYTHONUNBUFFERED": "1"},
+        env=child_environ({**slot.env, "PYTHONUNBUFFERED": "1"}),
         start_new_session=True,
         text=True,
         errors="replace",
