@@ -20,6 +20,7 @@ import queue
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,7 +61,7 @@ class Driver:
         self,
         store: Store,
         study: optuna.Study,
-        slots: list[Slot],
+        slots: Sequence[Slot],
         checkpoint_root: Path,
         local: dict[str, Any] | None = None,
         max_retries: int = MAX_RETRIES,

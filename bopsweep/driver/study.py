@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,8 +37,9 @@ class DispatchOptions:
     checkpoint_dir: Path | None = None
     device: str = d.DEVICE
     gpus: list[int] | None = None
-    per_gpu: int = d.PER_GPU
+    per_gpu: int | None = None  # None: d.PER_GPU on GPUs (given, it is refused on the CPU)
     workers: int | None = None
+    oversubscribe: bool = False  # more trial processes than the machine holds
     max_retries: int = d.MAX_RETRIES
     quiet: bool = False
     data_dir: str | None = None
@@ -190,7 +191,7 @@ class CheckedRun:
     """What :func:`check_run` found valid: the planned trials, slots, data and trial folders."""
 
     planned: list[PlannedTrial]
-    slots: list[Slot]
+    slots: Sequence[Slot]
     data_dir: Path
     root: Path
 
@@ -206,7 +207,9 @@ def check_run(spec: StudySpec, options: DispatchOptions, dry_run: bool = False) 
     if options.stack > 1 and spec.base.compile:
         raise UserError("--compile applies to lone trials; drop it or --stack")
     planned = expand(spec, options.max_trials)
-    slots = make_slots(options.device, options.gpus, options.per_gpu, options.workers)
+    slots = make_slots(
+        options.device, options.gpus, options.per_gpu, options.workers, options.oversubscribe
+    )
     data_dir = _path(options.data_dir or spec.base.data_dir)
     data = resolve_data_dir(data_dir, options.download, dry_run)
     root = checkpoint_root(options.storage, spec.name, options.checkpoint_dir)
