@@ -174,6 +174,11 @@ STORAGE_ENV = "BOPSWEEP_STORAGE"
 DEFAULT_STORAGE = "sqlite:///study.db"
 MAX_RETRIES = 2
 PER_GPU = 1
+# memory one trial process may take, for the cap on --workers / --per-gpu (bopsweep.driver.
+# process.slot_capacity): a rough upper bound: torch imported (~0.3 GB), CIFAR-10 in memory
+# (~0.2 GB as bytes, more while batches are made), a width-1 BinaryNet with its optimizer state
+# and activations (~0.3 GB); with warm starts its zygote shares most of its pages
+MEMORY_PER_TRIAL = 2**30
 # trial processes forked from a zygote per slot that has imported torch and loaded the data
 # (bopsweep.driver.warm), instead of started from scratch: seconds saved per trial; Linux only
 WARM_STARTS = True

@@ -254,6 +254,16 @@ def test_bad_study_files_say_what_is_wrong(tmp_path, text, message):
         expand(load_study_file(write(tmp_path, text)))
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["a = " + "{a = " * 100_000 + "1" + "}" * 100_000, "a = " + "[" * 100_000 + "]" * 100_000],
+    ids=["inline-tables", "arrays"],
+)
+def test_a_study_file_nested_too_deeply_is_one_error_not_a_recursion_error(tmp_path, text):
+    with pytest.raises(UserError, match=r"cannot read study file .* nested too deeply"):
+        load_study_file(write(tmp_path, text))
+
+
 def test_a_missing_study_file_is_named(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_study_file(tmp_path / "nope.toml")

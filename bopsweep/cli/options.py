@@ -165,12 +165,25 @@ class Placement:
 
     gpus: Annotated[
         str | None,
-        typer.Option(help="GPUs to use, e.g. 0,1,2,3. (default: all visible; none → CPU)"),
+        typer.Option(
+            help="GPUs to use, e.g. 0,1: indices into the visible GPUs (those of an inherited "
+            "CUDA_VISIBLE_DEVICES, if set). (default: all visible; none → CPU)"
+        ),
     ] = None
-    per_gpu: Annotated[int, typer.Option(help="Trials per GPU at once.")] = d.PER_GPU
+    per_gpu: Annotated[
+        int | None, typer.Option(help=f"Trials per GPU at once. (default: {d.PER_GPU})")
+    ] = None
     workers: Annotated[
         int | None, typer.Option(help="Trial processes at once on the CPU. (default: 1)")
     ] = None
+    allow_oversubscribe: Annotated[
+        bool,
+        typer.Option(
+            "--allow-oversubscribe",
+            help="Run more trial processes at once (--workers, GPUs × --per-gpu) than this "
+            "machine's cores, or its memory at ~1 GiB each, hold.",
+        ),
+    ] = False
     max_retries: Annotated[int, typer.Option(help="Re-queue a crashed trial this many times.")] = (
         d.MAX_RETRIES
     )
@@ -233,6 +246,7 @@ class Placement:
             gpus=self.gpu_list(),
             per_gpu=self.per_gpu,
             workers=self.workers,
+            oversubscribe=self.allow_oversubscribe,
             max_retries=self.max_retries,
             quiet=self.quiet,
             data_dir=str(data_dir) if data_dir else None,

@@ -20,13 +20,14 @@ import queue
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bopsweep.defaults import MAX_RETRIES, STACK, WARM_STARTS
 from bopsweep.driver.outage import DatabaseLost, Outage, database_errors
-from bopsweep.driver.process import Slot, TrialProcess, stop_all
+from bopsweep.driver.process import Slot, TrialProcess, hide_from_children, stop_all
 from bopsweep.driver.queue import TrialQueue
 from bopsweep.driver.recorder import Recorder
 from bopsweep.driver.state import END_EVENTS, Running, Snapshot, study_progress
@@ -60,7 +61,7 @@ class Driver:
         self,
         store: Store,
         study: optuna.Study,
-        slots: list[Slot],
+        slots: Sequence[Slot],
         checkpoint_root: Path,
         local: dict[str, Any] | None = None,
         max_retries: int = MAX_RETRIES,
@@ -77,6 +78,7 @@ class Driver:
         import optuna
 
         self.store, self.slots, self.display, self.search = store, slots, display, search
+        hide_from_children(store.url)  # no trial or zygote gets the URL or its password
         self.queue = TrialQueue(study)
         board = None
         if tensorboard is not None:  # the trials' TensorBoard runs, in this folder

@@ -3,7 +3,9 @@
 A shared database (PostgreSQL) may be unreachable for a while (a restart, a network cut): the
 driver keeps its metric rows and retries every few seconds, for up to 15 minutes. A database
 that waiting cannot cure (a full disk, a local SQLite file that fails) ends the run at once;
-finished trials and epochs are saved and ``bopsweep resume`` continues.
+finished trials and epochs are saved and ``bopsweep resume`` continues. A role that may not
+write (permission denied) is bad input, not an outage: exit 2 at once
+(:class:`DatabaseRefused`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import time
 from collections.abc import Callable
 
 from bopsweep.driver.outcome import cannot_be_written
-from bopsweep.store import first_line, scrub
+from bopsweep.errors import UserError
+from bopsweep.store.failures import is_permission_denied, permission_message, reason
 
 DB_RETRY_SECONDS = 2.0
 DB_OUTAGE_LIMIT_SECONDS = 900.0  # then the driver gives up: trials resume from checkpoints
@@ -34,6 +37,11 @@ class DatabaseLost(RuntimeError):
     """The database stayed unreachable for longer than the driver waits, or cannot be written."""
 
 
+class DatabaseRefused(UserError):
+    """The database refuses this role what the run needs (e.g. a role with SELECT only): no
+    outage, so no retries; exit 2 with the reason."""
+
+
 class Outage:
     def __init__(self, url: str, note: Callable[[str], None]) -> None:
         self.url, self.note = url, note
@@ -42,9 +50,11 @@ class Outage:
     def failed(self, e: BaseException) -> None:
         """A write or read failed on the database: wait a little, or give up."""
         url = self.url
+        if is_permission_denied(e):
+            raise DatabaseRefused(permission_message(e, url))
         if cannot_be_written(e, url):
             raise DatabaseLost(
-                f"the database cannot be written ({scrub(first_line(e), url)}); trial "
+                f"the database cannot be written ({reason(e, url)}); trial "
                 "processes stopped, finished trials and epochs are saved; fix it (free some disk "
                 "space?) and run 'bopsweep resume'"
             )
@@ -52,7 +62,7 @@ class Outage:
         if self.since is None:
             self.since = now
             self.note(
-                f"the database is unreachable ({scrub(first_line(e), url)}); "
+                f"the database is unreachable ({reason(e, url)}); "
                 f"retrying for up to {DB_OUTAGE_LIMIT_SECONDS:.0f} s, trials keep training"
             )
         elif now - self.since > DB_OUTAGE_LIMIT_SECONDS:

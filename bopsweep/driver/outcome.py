@@ -104,7 +104,9 @@ def describe(e: BaseException) -> str:
 def cannot_be_written(e: BaseException, url: str) -> bool:
     """A database error that waiting will not cure: a full disk, or any SQLite error but a
     busy lock (a local file has no outages to ride out)."""
-    text = str(getattr(e, "orig", None) or e).lower()
+    from bopsweep.store.failures import innermost
+
+    text = str(innermost(e)).lower()  # Optuna's wrapper names no cause
     if "disk is full" in text or "no space left" in text or "diskfull" in text:
         return True
     return url.startswith("sqlite") and not ("locked" in text or "busy" in text)

@@ -45,13 +45,14 @@ class Preview:
     to_run: int  # trials still to train (not complete, pruned or diverged)
     epochs: int  # per trial, of the base point
     device: str  # "cpu" or "cuda"
-    slots: list[str]
+    slots: list[str]  # the first SHOWN slots' names
     root: str  # trial folders
     data_dir: str
     download: bool  # would download CIFAR-10 first
     queue_only: bool
     seconds: float | None  # rough estimate of the training time; None where unknown
     varying: list[str] = field(default_factory=list)  # params that differ between trials
+    n_slots: int = 0  # all of them (more than ``slots`` names)
 
 
 def epoch_seconds(config: TrialConfig, device: str) -> float | None:
@@ -106,7 +107,8 @@ def preview_study(spec: StudySpec, options: DispatchOptions) -> Preview:
         to_run=to_run,
         epochs=spec.base.epochs,
         device=device,
-        slots=[s.name for s in checked.slots],
+        slots=[s.name for s in checked.slots[:SHOWN]],
+        n_slots=len(checked.slots),
         root=str(checked.root),
         data_dir=str(checked.data_dir),
         download=download,
@@ -158,10 +160,16 @@ def render_preview(preview: Preview, shown: int = SHOWN) -> list[str]:
         if len(p.planned) > shown:
             lines.append(f"  … {len(p.planned) - shown} more")
     data = f"would download CIFAR-10 to {p.data_dir}" if p.download else f"data {p.data_dir}"
-    action = "would queue only" if p.queue_only else f"would run on {', '.join(p.slots)}"
+    action = "would queue only" if p.queue_only else f"would run on {_slots(p)}"
     lines.append(f"{action}; {data}; trial folders in {p.root}")
     lines.append(_estimate(p))
     return lines
+
+
+def _slots(p: Preview) -> str:
+    """The slots by name, the first few of many (``--workers`` may be large)."""
+    more = p.n_slots - len(p.slots)
+    return ", ".join(p.slots) + (f" and {more} more ({p.n_slots} slots)" if more > 0 else "")
 
 
 def _estimate(p: Preview) -> str:

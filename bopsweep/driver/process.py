@@ -15,6 +15,7 @@ import collections
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,9 +24,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, overload
 
-from bopsweep.defaults import PER_GPU
+from bopsweep.defaults import MEMORY_PER_TRIAL, PER_GPU
 from bopsweep.driver.protocol import CHILD_MODULE, decode
 from bopsweep.errors import UserError
 
@@ -45,42 +46,163 @@ class Slot:
     threads: int
 
 
+class Slots(Sequence[Slot]):
+    """The slots of a run, each made when asked for: a dry run of ``--workers 10000000
+    --allow-oversubscribe`` names the first few and counts the rest in an instant."""
+
+    def __init__(self, count: int, make: Callable[[int], Slot]) -> None:
+        self.size, self.make = count, make
+
+    def __len__(self) -> int:
+        return self.size
+
+    @overload
+    def __getitem__(self, index: int) -> Slot: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Slot]: ...
+    def __getitem__(self, index: int | slice) -> Slot | list[Slot]:
+        if isinstance(index, slice):
+            return [self.make(i) for i in range(*index.indices(self.size))]
+        if not -self.size <= index < self.size:
+            raise IndexError(index)
+        return self.make(index % self.size)
+
+
 def make_slots(
     device: str = "auto",
     gpus: list[int] | None = None,
-    per_gpu: int = PER_GPU,
+    per_gpu: int | None = None,
     workers: int | None = None,
-) -> list[Slot]:
-    """GPU slots (all visible GPUs unless ``gpus`` names some), else CPU workers."""
-    if per_gpu < 1:
+    oversubscribe: bool = False,
+) -> Slots:
+    """GPU slots (all visible GPUs unless ``gpus`` names some), else CPU workers; no more
+    than the machine holds (:func:`check_capacity`) unless ``oversubscribe``."""
+    if per_gpu is not None and per_gpu < 1:
         raise UserError(f"--per-gpu must be >= 1, got {per_gpu}")
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
-    cores = os.cpu_count() or 1
+    if device == "cpu" and (gpus is not None or per_gpu is not None):
+        raise UserError("--gpus and --per-gpu place trials on GPUs: drop them, or --device cpu")
+    cores = available_cores()
     if device != "cpu":
-        if gpus is None:
-            gpus = list(range(_visible_gpu_count()))
-        elif gpus and _visible_gpu_count() == 0:
-            raise UserError("--gpus given, but no GPU is visible here; use --device cpu")
-        if gpus:
-            n = len(gpus) * per_gpu
-            env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
-            return [
-                Slot(
-                    f"gpu{g}" + (f".{k}" if per_gpu > 1 else ""),
-                    "cuda",
-                    {**env, "CUDA_VISIBLE_DEVICES": str(g)},
-                    max(1, cores // n),
-                )
-                for g in gpus
-                for k in range(per_gpu)
-            ]
+        visible = visible_gpus()
+        chosen = _chosen_gpus(gpus, visible)
+        if chosen:
+            k = per_gpu or PER_GPU
+            n = len(chosen) * k
+            check_capacity(n, "--per-gpu" if per_gpu else "GPU", oversubscribe)
+            order = {} if "CUDA_DEVICE_ORDER" in os.environ else {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+
+            def gpu_slot(i: int) -> Slot:
+                g, member = chosen[i // k], i % k
+                env = {**order, "CUDA_VISIBLE_DEVICES": visible[g]}
+                name = f"gpu{g}" + (f".{member}" if k > 1 else "")
+                return Slot(name, "cuda", env, max(1, cores // n))
+
+            return Slots(n, gpu_slot)
         if device.startswith("cuda"):
             raise UserError("--device cuda asked for, but no GPU is visible here; use --device cpu")
     n = workers or 1
+    check_capacity(n, "--workers", oversubscribe)
     threads = max(1, cores // n)
     env = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads)}
-    return [Slot(f"cpu{i}", "cpu", env, threads) for i in range(n)]
+    return Slots(n, lambda i: Slot(f"cpu{i}", "cpu", env, threads))
+
+
+def _chosen_gpus(gpus: list[int] | None, visible: list[str]) -> list[int]:
+    """Indices into ``visible`` the slots use: ``--gpus`` (checked), else all."""
+    if gpus is None:
+        return list(range(len(visible)))
+    if gpus and not visible:
+        raise UserError("--gpus given, but no GPU is visible here; use --device cpu")
+    beyond = [g for g in gpus if not 0 <= g < len(visible)]
+    if beyond:
+        inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+        seen = f" (CUDA_VISIBLE_DEVICES={inherited})" if inherited is not None else ""
+        raise UserError(
+            f"--gpus {','.join(map(str, beyond))}: {len(visible)} GPU(s) are visible here"
+            f"{seen}, so --gpus takes indices 0 to {len(visible) - 1} into that list"
+        )
+    return gpus
+
+
+def visible_gpus() -> list[str]:
+    """What each visible GPU is called in the ``CUDA_VISIBLE_DEVICES`` a slot gets: the
+    inherited variable's entries (indices, ``GPU-…`` UUIDs, ``MIG-…``), as many as CUDA sees,
+    so ``--gpus 0`` under ``CUDA_VISIBLE_DEVICES=2,3`` is physical GPU 2; with no variable,
+    0 … n-1. Counted without initialising CUDA in the driver (a zygote forks it)."""
+    count = _visible_gpu_count()
+    inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if inherited is None:
+        return [str(i) for i in range(count)]
+    return [e.strip() for e in inherited.split(",") if e.strip()][:count]
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity, e.g. a container's or taskset's)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def physical_memory() -> int | None:
+    """Bytes of memory of the machine, or None where it cannot be read."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def slot_capacity() -> int:
+    """The most trial processes at once this machine holds: one per core, and no more than
+    its memory holds at :data:`~bopsweep.defaults.MEMORY_PER_TRIAL` each."""
+    memory = physical_memory()
+    by_memory = max(1, memory // MEMORY_PER_TRIAL) if memory else available_cores()
+    return max(1, min(available_cores(), by_memory))
+
+
+def check_capacity(n: int, option: str, oversubscribe: bool) -> None:
+    """Refuse more trial processes than :func:`slot_capacity`, unless ``oversubscribe``: each
+    is a Python process with torch and the data (and a zygote, with warm starts)."""
+    cap = slot_capacity()
+    if n > cap and not oversubscribe:
+        raise UserError(
+            f"{option} asks for {n} trial processes at once; this machine holds {cap} "
+            f"({available_cores()} cores, {MEMORY_PER_TRIAL / 2**30:.0f} GiB of memory per "
+            "trial process); use fewer, or --allow-oversubscribe to run them anyway"
+        )
+
+
+# database URLs in an environment variable's value (the storage, or any other copy of it)
+_DATABASE_URL = re.compile(r"(sqlite|postgresql|postgres|mysql)(\+\w+)?://", re.IGNORECASE)
+# variables that hold a database password by name (libpq and the MySQL client read them)
+_PASSWORD_VARIABLES = {"PGPASSWORD", "MYSQL_PWD"}
+_hidden_urls: set[str] = set()  # the storage URLs of drivers in this process
+
+
+def hide_from_children(url: str) -> None:
+    """Keep ``url`` and its password out of the environment of every process started from now
+    on (trials, zygotes), also where the URL came from ``--storage``: a trial never needs the
+    database, and its environment can be read by anyone who may read ``/proc/PID/environ``."""
+    _hidden_urls.add(url)
+
+
+def child_environ(extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a process the driver starts: the driver's, less every variable that
+    holds the storage URL, a database URL or a database password; plus ``extra``."""
+    from bopsweep.defaults import STORAGE_ENV
+    from bopsweep.store.urls import url_secrets
+
+    urls = _hidden_urls | {v for v in os.environ.values() if _DATABASE_URL.search(v)}
+    secrets = {s for url in urls for s in url_secrets(url) if len(s) >= 4}
+
+    def secret(name: str, value: str) -> bool:
+        if name in (STORAGE_ENV, *_PASSWORD_VARIABLES) or _DATABASE_URL.search(value):
+            return True
+        return any(s in value for s in secrets)
+
+    return {**{k: v for k, v in os.environ.items() if not secret(k, v)}, **extra}
 
 
 def _visible_gpu_count() -> int:
@@ -200,7 +322,7 @@ def cold_start(argv: list[str], slot: Slot) -> subprocess.Popen[str]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**os.environ, **slot.env, "PYTHONUNBUFFERED": "1"},
+        env=child_environ({**slot.env, "PYTHONUNBUFFERED": "1"}),
         start_new_session=True,
         text=True,
         errors="replace",

@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,8 +38,9 @@ class DispatchOptions:
     checkpoint_dir: Path | None = None
     device: str = d.DEVICE
     gpus: list[int] | None = None
-    per_gpu: int = d.PER_GPU
+    per_gpu: int | None = None  # None: d.PER_GPU on GPUs (given, it is refused on the CPU)
     workers: int | None = None
+    oversubscribe: bool = False  # more trial processes than the machine holds
     max_retries: int = d.MAX_RETRIES
     quiet: bool = False
     data_dir: str | None = None
@@ -98,6 +99,7 @@ def run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], A
         code = 130
     except database_errors() as e:
         # setting up (the loop rides out or reports its own): say why, in one line
+        _refuse_if_not_allowed(e, options.storage)
         print(f"bopsweep: error: {_cannot_write(e, options.storage)}", file=sys.stderr)
         code = 1
     finally:
@@ -111,12 +113,20 @@ def run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], A
     return code
 
 
-def _cannot_write(e: BaseException, url: str) -> str:
-    from bopsweep.store import first_line, redact, scrub
+def _refuse_if_not_allowed(e: BaseException, url: str) -> None:
+    """A role that may not write (permission denied) is bad input: exit 2, not 1."""
+    from bopsweep.store.failures import is_permission_denied, permission_message
 
-    cause = e.__cause__ if e.__cause__ is not None else e  # Optuna's wrapper says only "commit"
-    return (
-        f"cannot write to the database {redact(url)} ({scrub(first_line(cause), url)}); "
+    if is_permission_denied(e):
+        raise UserError(permission_message(e, url)) from None
+
+
+def _cannot_write(e: BaseException, url: str) -> str:
+    from bopsweep.store import redact
+    from bopsweep.store.failures import reason
+
+    return (  # the innermost cause: Optuna's wrapper says only "commit"
+        f"cannot write to the database {redact(url)} ({reason(e, url)}); "
         "finished trials and epochs are kept: fix it (free some disk space?) and run the "
         "same command again"
     )
@@ -220,7 +230,7 @@ class CheckedRun:
     root that holds the study's folder."""
 
     planned: list[PlannedTrial]
-    slots: list[Slot]
+    slots: Sequence[Slot]
     data_dir: Path
     root: Path
 
@@ -236,7 +246,9 @@ def check_run(spec: StudySpec, options: DispatchOptions, dry_run: bool = False) 
     if options.stack > 1 and spec.base.compile:
         raise UserError("--compile applies to lone trials; drop it or --stack")
     planned = expand(spec, options.max_trials)
-    slots = make_slots(options.device, options.gpus, options.per_gpu, options.workers)
+    slots = make_slots(
+        options.device, options.gpus, options.per_gpu, options.workers, options.oversubscribe
+    )
     data_dir = _path(options.data_dir or spec.base.data_dir)
     data = resolve_data_dir(data_dir, options.download, dry_run)
     root = checkpoint_base(options.storage, options.checkpoint_dir)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from bopsweep.driver.process import child_environ
 from bopsweep.driver.zygote import PACKET_BYTES, WARM_ENV, ZYGOTE_MODULE
 
 READY_SECONDS = 120.0  # for a zygote to import torch and load the data (a loaded machine)
@@ -92,7 +93,7 @@ class Zygote:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 pass_fds=[theirs.fileno()],
-                env={**os.environ, **env, "PYTHONUNBUFFERED": "1", WARM_ENV: "1"},
+                env=child_environ({**env, "PYTHONUNBUFFERED": "1", WARM_ENV: "1"}),
                 start_new_session=True,  # Ctrl-C in the terminal is the driver's to handle
             )
         except BaseException:

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from bopsweep.errors import UserError
 from bopsweep.files import is_sqlite_file
+from bopsweep.store.failures import reason
 from bopsweep.store.metrics import METRIC_TABLES, MetricTables
-from bopsweep.store.urls import engine_url, first_line, redact, scrub, sqlite_path
+from bopsweep.store.urls import engine_url, redact, sqlite_path
 
 if TYPE_CHECKING:
     import sqlite3
@@ -94,9 +95,7 @@ class Store:
                     f"{redact(url)} holds no bopsweep study (its Optuna tables are missing, "
                     "unfinished or of another version); run the study command to make one"
                 ) from None
-            raise UserError(
-                f"cannot open the database {redact(url)}: {scrub(first_line(e), url)}"
-            ) from None
+            raise UserError(f"cannot open the database {redact(url)}: {reason(e, url)}") from None
         self.engine = self.storage.engine
         self.metrics = MetricTables(self.storage, readonly)
 

@@ -37,8 +37,63 @@ def storage_url(storage: str | None = None, database: Path | None = None) -> str
             f"{redact(url)} is not a database URL; use sqlite:///FILE.db or "
             "postgresql://USER:PASSWORD@HOST/DB"
         )
+    check_password_encoded(url)  # before anything parses (and could print) a cut password
     parse_url(url)  # malformed URLs are refused here, not deep inside SQLAlchemy
     return url
+
+
+_USER = re.compile(r"[^:/@?#]*")  # the user name of the authority (its end: ':' or '@')
+_BARE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+ENCODE_HINT = (
+    "python3 -c 'import getpass, urllib.parse; "
+    'print(urllib.parse.quote(getpass.getpass(), safe=""))\''
+)
+
+
+def _another_at(after: str) -> bool:
+    """Whether what follows the authority's first ``@`` holds another outside a query value
+    (``?key=a@b`` is a value; ``host@…``, ``db#…@`` or ``?x@host`` is a password cut short)."""
+    head, sep, rest = [*re.split(r"([?#])", after, maxsplit=1), "", ""][:3]
+    if "@" in head:
+        return True
+    if sep == "#":
+        return "@" in rest
+    return any("@" in p and "=" not in p.split("@", 1)[0] for p in re.split(r"[&#]", rest))
+
+
+def check_password_encoded(url: str) -> None:
+    """Refuse a URL whose password is not URL-encoded: an ``@``, ``/``, ``?`` or ``#`` in it
+    (or a ``%`` not followed by two hex digits) makes every parser cut the URL at the wrong
+    place, so the "host" or "database" it prints is part of the password. The message prints
+    no part of the URL's authority.
+
+    The user's part ends at the first ``:`` or ``@``; a password is what lies between that
+    ``:`` and the next ``@``, and no second ``@`` may come before the query.
+    ``host:PORT/…`` (digits) is a port, not a password."""
+    if url.startswith("sqlite") or "://" not in url:  # a file path: no password
+        return
+    rest = url.split("://", 1)[1]
+    user = _USER.match(rest)
+    assert user is not None  # the pattern matches the empty string
+    tail = rest[user.end() :]
+    if tail.startswith("@"):  # a user and no password: only the authority's '@' count matters
+        problem = "@" in re.split(r"[/?#]", tail[1:], maxsplit=1)[0]
+    elif tail.startswith(":") and "@" in tail:
+        password, after = tail[1:].split("@", 1)
+        if re.fullmatch(r"\d*", re.split(r"[/?#]", password, maxsplit=1)[0]) and re.search(
+            r"[/?#]", password
+        ):
+            return  # host:PORT/DB?…@… : an '@' in the query, no password
+        problem = bool(re.search(r"[/?#]", password) or _BARE_PERCENT.search(password))
+        problem = problem or _another_at(after)
+    else:
+        return
+    if problem:
+        raise UserError(
+            "the password in the database URL is not URL-encoded (it holds @, /, ?, # or a % "
+            "that starts no %XX), so the URL would be cut in the wrong place; put it in the URL "
+            'encoded, as urllib.parse.quote(password, safe="") gives it, e.g. with: ' + ENCODE_HINT
+        )
 
 
 def parse_url(url: str) -> Any:
@@ -59,7 +114,7 @@ def engine_url(url: str) -> str:
     return "postgresql+psycopg://" + url[len(prefix) :] if url.startswith(prefix) else url
 
 
-def _secrets(url: str) -> list[str]:
+def url_secrets(url: str) -> list[str]:
     """The URL's password and secret query values, as written and as URL-encoded."""
     from urllib.parse import quote, quote_plus
 
@@ -86,7 +141,7 @@ def scrub(text: str, url: str) -> str:
     one, and a long secret (8+ characters) anywhere as a whole word. A short one is masked only
     in those places, so it cannot mangle the words of the message around it."""
     text = _SECRET_OPTION.sub(r"\1***", _AUTH.sub(r"\1***@", text))
-    for secret in sorted(set(_secrets(url)), key=len, reverse=True):
+    for secret in sorted(set(url_secrets(url)), key=len, reverse=True):
         text = text.replace(f":{secret}@", ":***@")  # in a URL, whatever characters it holds
         if len(secret) >= 8:
             text = re.sub(rf"(?<![\w%]){re.escape(secret)}(?![\w%])", "***", text)

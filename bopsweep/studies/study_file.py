@@ -146,6 +146,10 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         raise UserError(f"{what} {path} does not exist") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise UserError(f"cannot read {what} {path}: {e}") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise UserError(
+            f"cannot read {what} {path}: its arrays or inline tables are nested too deeply"
+        ) from None
 
 
 def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
