@@ -17,6 +17,7 @@ from bopsweep.driver.protocol import EXIT_DIVERGED, EXIT_USER_ERROR
 from bopsweep.driver.queue import TrialQueue
 from bopsweep.driver.state import Running
 from bopsweep.store.optuna_adapter import study_id
+from bopsweep.store.trial_config import StoredConfigError
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -99,6 +100,8 @@ class Recorder:
         interrupted = isinstance(e, KeyboardInterrupt)
         attempt = trial.user_attrs.get("attempt", 0)
         requeue = outcome.unstarted(attempt, self.max_retries, interrupted)
+        if isinstance(e, StoredConfigError):  # unreadable as stored: no retry can run it
+            requeue = None
         reason = f"could not start: {outcome.describe(e)}"
         self.queue.fail(trial, "interrupted" if interrupted else "crash", reason, requeue)
         if requeue is None:

@@ -8,6 +8,7 @@ The one entry point of every study command (``grid``, ``pow10``, ``schedule``, `
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import sys
@@ -188,11 +189,7 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
         echo(
             f"study {spec.name} ({spec.kind}) in {redact(options.storage)}: {what}, "
             f"{recovered} resumed after an interruption; "
-            + (
-                "queued only"
-                if options.queue_only
-                else f"running on {', '.join(s.name for s in slots)}"
-            )
+            + ("queued only" if options.queue_only else f"running on {_names(slots)}")
         )
         if options.queue_only:
             return 0
@@ -214,6 +211,12 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
             f"failed; checkpoints in {root}"
         )
     return code
+
+
+def _names(slots: Sequence[Slot], shown: int = 8) -> str:
+    """The slots' names, the first ``shown`` of them and how many more."""
+    names = ", ".join(slot.name for slot in itertools.islice(slots, shown))
+    return names + (f" and {len(slots) - shown} more" if len(slots) > shown else "")
 
 
 def _without_result(queue: TrialQueue) -> int:

@@ -137,7 +137,9 @@ class Store:
                 f"no bopsweep study named {name!r} in {redact(self.url)}"
                 + (f"; it holds: {', '.join(names)}" if names else "")
             )
-        return self._optuna_study(name)
+        study = self._optuna_study(name)
+        _check_definition(study)
+        return study
 
     def _left_unmade(self, name: str) -> bool:
         """A study as :meth:`create` leaves it when stopped between making it and giving it
@@ -229,6 +231,17 @@ class Store:
         # the study first: a crash after it leaves orphan rows, which never attach to anything
         optuna.delete_study(study_name=name, storage=self.storage)
         self.metrics.delete_study_rows(study_id)
+
+
+def _check_definition(study: optuna.Study) -> None:
+    """A study's stored definition (which another tool may have written) is of the shape
+    bopsweep reads, or one line naming the study; never a traceback later on."""
+    from bopsweep.studies import StudySpec
+
+    try:
+        StudySpec.from_dict(study.user_attrs[SPEC_ATTR])
+    except UserError as e:
+        raise UserError(f"study {study.study_name!r}: {e}") from None
 
 
 def study_uuid(study: optuna.Study) -> str | None:

@@ -23,8 +23,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bopsweep.errors import UserError
+
 DELTA_ATTR = "config_delta"
 FULL_ATTR = "config"  # bopsweep 0.1.0: the whole configuration in every trial
+
+
+class StoredConfigError(UserError):
+    """A trial's stored configuration that cannot be read (another tool wrote it): that trial
+    can never run, whatever is retried."""
 
 
 def study_base(study_attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -32,7 +39,10 @@ def study_base(study_attrs: Mapping[str, Any]) -> dict[str, Any]:
     stored before a setting existed reads with that setting's default, on write and read alike."""
     from bopsweep.store.database import SPEC_ATTR
 
-    return _complete(study_attrs[SPEC_ATTR]["base"])
+    spec = study_attrs.get(SPEC_ATTR)
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("base"), Mapping):
+        raise UserError("the study's definition (bopsweep_spec) holds no base configuration")
+    return _complete(spec["base"])
 
 
 def config_attrs(config: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
@@ -63,17 +73,34 @@ def trial_config(trial_attrs: Mapping[str, Any], base: Mapping[str, Any]) -> dic
     from bopsweep.studies.plan import LOCAL_FIELDS
 
     own = {k: v for k, v in _stored(trial_attrs).items() if k not in LOCAL_FIELDS}
-    return _complete({**base, **own})
+    return _complete({**base, **own}, trial_attrs)
 
 
 def _stored(trial_attrs: Mapping[str, Any]) -> Mapping[str, Any]:
-    """What a trial stores of its configuration: its delta, or (bopsweep 0.1.0) all of it."""
-    return trial_attrs[DELTA_ATTR] if DELTA_ATTR in trial_attrs else trial_attrs[FULL_ATTR]
+    """What a trial stores of its configuration: its delta, or (bopsweep 0.1.0) all of it;
+    one line naming the trial if that is no mapping (another tool wrote it)."""
+    stored = trial_attrs[DELTA_ATTR] if DELTA_ATTR in trial_attrs else trial_attrs[FULL_ATTR]
+    if not isinstance(stored, Mapping):
+        raise StoredConfigError(
+            f"{_which(trial_attrs)}: its stored configuration is {type(stored).__name__} "
+            f"{str(stored)[:40]!r}, not a mapping of settings"
+        )
+    return stored
 
 
-def _complete(config: Mapping[str, Any]) -> dict[str, Any]:
+def _which(trial_attrs: Mapping[str, Any]) -> str:
+    """A trial named by what its attributes hold (a message needs no trial object)."""
+    return f"the trial of configuration {trial_attrs.get('config_id', '?')!s:.40}"
+
+
+def _complete(config: Mapping[str, Any], trial_attrs: Mapping[str, Any] | None = None) -> dict:
     """Plain values with every setting of the current :class:`TrialConfig` (defaults filled),
     types checked as a study file's are."""
     from bopsweep.studies.config import TrialConfig
 
-    return TrialConfig.from_dict(dict(config), "a stored configuration").to_dict()
+    if trial_attrs is None:
+        return TrialConfig.from_dict(dict(config), "a stored configuration").to_dict()
+    try:
+        return TrialConfig.from_dict(dict(config), _which(trial_attrs)).to_dict()
+    except UserError as e:
+        raise StoredConfigError(str(e)) from None

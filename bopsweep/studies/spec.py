@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from bopsweep.errors import UserError
@@ -74,6 +74,15 @@ class StudySpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudySpec:
+        """A definition as stored (a study's ``bopsweep_spec``, which another tool may have
+        written): one that is not of this shape is one line, never a traceback."""
+        known = {f.name for f in fields(cls)}
+        if not isinstance(data, dict) or not isinstance(data.get("base"), dict):
+            raise UserError("the study's definition (bopsweep_spec) holds no base configuration")
+        if missing := {"name", "kind"} - set(data):
+            raise UserError(f"the study's definition (bopsweep_spec) lacks {sorted(missing)}")
+        if unknown := set(data) - known:
+            raise UserError(f"the study's definition (bopsweep_spec) has unknown {sorted(unknown)}")
         values = dict(data)
         values["base"] = TrialConfig.from_dict(values["base"], "the study's base")
         return cls(**values)
