@@ -380,7 +380,7 @@ def study_db(path) -> None:
     """A database holding one bopsweep-like study with one finished trial."""
     store = Store(f"sqlite:///{path}", create=True)
     study = optuna.create_study(study_name="s", storage=store.storage, direction="maximize")
-    study.set_user_attr("bopsweep_spec", {"kind": "grid"})
+    study.set_user_attr("bopsweep_spec", grid_study("s", TrialConfig(), {"tau": [1e-6]}).to_dict())
     study.add_trial(optuna.trial.create_trial(value=0.5))
     store.engine.dispose()
 
