@@ -255,6 +255,7 @@ def check_not_own_state(
     The one check of every output command (``export``, ``table -o``, ``plot --out``,
     ``--tensorboard``), made before anything is written."""
     from bopsweep.folders import inside, owned_by_bopsweep
+    from bopsweep.store.urls import checkpoint_base
 
     real = Path(os.path.realpath(target))
     folders = [(Path(f), "a folder of bopsweep's trials") for f in also]
@@ -268,8 +269,9 @@ def check_not_own_state(
             raise UserError(f"{target} is the lock file of the database {db}; choose another")
         if holds and inside(db, real):
             raise UserError(f"{target} holds the database {db}; choose another folder")
-        # the trials' checkpoints beside a SQLite file (bopsweep.store.urls.checkpoint_root)
-        folders.append((db.with_suffix(".ckpt"), f"the checkpoint folder of the database {db}"))
+        # the trials' checkpoints beside a SQLite file, marked or not yet
+        root = checkpoint_base(f"sqlite:///{db}")
+        folders.append((root, f"the checkpoint folder of the database {db}"))
     for folder, what in folders:
         if inside(real, folder) or (holds and inside(folder, real)):
             _refuse_own_folder(target, real, Path(os.path.realpath(folder)), what)
