@@ -51,6 +51,7 @@ class DispatchOptions:
     tensorboard: Path | None = None  # a TensorBoard run per trial in TENSORBOARD/STUDY/
     warm_starts: bool = d.WARM_STARTS
     stack: int = d.STACK  # trials per process (bopsweep.models.stacked)
+    join: bool = False  # worker, resume: run an existing study, never make one (Store.join)
 
     def check(self) -> None:
         """Every option valid, before anything is created or changed."""
@@ -129,7 +130,7 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
     beat = (options.heartbeat_interval, options.grace_period, options.max_retries)
     store = Store(options.storage, create=True, heartbeat=beat if shared else None)
     with driver_lock(options.storage):
-        study, _ = store.create(spec)
+        study = store.join(spec.name) if options.join else store.create(spec)[0]
         search = search_of(spec, study, options.worker_index)
         display = StudyDisplay(spec.name, quiet=options.quiet or not sys.stderr.isatty())
         driver = Driver(
