@@ -103,6 +103,7 @@ class TrialQueue:
 
         self.study = study
         self.storage = storage_of(study)
+        self._lock_depth = 0  # how deep this driver is in the study's lock (:meth:`locked`)
         self._states = optuna.trial.TrialState
 
     @cached_property
@@ -133,11 +134,19 @@ class TrialQueue:
         it holds and queueing because of it: drivers that start together queue a
         configuration once."""
         engine = engine_of(self.study)
-        if engine is None:
-            yield
+        if engine is None or self._lock_depth:  # held already, by this driver (reentrant)
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
             return
         with study_lock(engine, self.study.study_name):
-            yield
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
 
     # --- queueing -------------------------------------------------------------------------------
     def enqueue_missing(self, planned: Iterable[PlannedTrial]) -> int:
@@ -285,10 +294,11 @@ class TrialQueue:
         """FAIL a trial no process runs for, with its reason; re-queued at attempt ``requeue``
         unless that is None."""
         attrs = {"failure": failure, "fail_reason": reason, "requeued": requeue is not None}
-        self.set_attrs(trial_id(t), attrs)
-        self.tell(t, "FAIL")
-        if requeue is not None:
-            self.requeue(t, requeue)
+        with self.locked():  # the end and its retry as one step for other drivers' queueing
+            self.set_attrs(trial_id(t), attrs)
+            self.tell(t, "FAIL")
+            if requeue is not None:
+                self.requeue(t, requeue)
 
     def fail_untracked(self, t: FrozenTrial, failure: str, reason: str) -> None:
         """Fail a trial no trial process runs for, and re-queue its configuration (if it has
@@ -355,7 +365,7 @@ class TrialQueue:
         (by the storage's stale-trial callback)."""
         import optuna
 
-        with warnings.catch_warnings():  # experimental in Optuna; used as documented
+        with warnings.catch_warnings(), self.locked():  # the retry queued under the lock
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(self.study)
 

@@ -92,10 +92,11 @@ class Recorder:
             "slot": r.slot.name,
             **ending.attrs,
         }
-        self.queue.set_attrs(r.trial_id, attrs)
-        if self.queue.tell(r.trial_id, ending.state, ending.value) and ending.retry:
-            attempt = r.attempt + ending.next_attempt_used
-            self.queue.requeue(self.queue.trial(r.trial_id), attempt)
+        with self.queue.locked():  # the end and its retry: one step for others' queueing
+            self.queue.set_attrs(r.trial_id, attrs)
+            if self.queue.tell(r.trial_id, ending.state, ending.value) and ending.retry:
+                attempt = r.attempt + ending.next_attempt_used
+                self.queue.requeue(self.queue.trial(r.trial_id), attempt)
         if self.board is not None:
             self.board.end(r.trial_id, ending.state)
         if ending.state == "COMPLETE":
@@ -133,8 +134,9 @@ class Recorder:
                 "resumed_from_epoch": r.resumed_from,
             },
         )
-        if self.queue.tell(r.trial_id, "FAIL"):
-            self.queue.requeue(self.queue.trial(r.trial_id), r.attempt)
+        with self.queue.locked():
+            if self.queue.tell(r.trial_id, "FAIL"):
+                self.queue.requeue(self.queue.trial(r.trial_id), r.attempt)
         if self.board is not None:
             self.board.end(r.trial_id, "FAIL")
         self.emit("interrupted", r, "")
