@@ -159,7 +159,9 @@ def start_child(run_dir: Path, data: Path, owner: str, epochs: int) -> subproces
 
 
 def messages(child: subprocess.Popen) -> list[dict]:
-    out, _ = child.communicate(timeout=300)
+    assert child.stdout is not None
+    out = child.stdout.read()
+    child.wait(timeout=300)
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
@@ -183,7 +185,7 @@ def test_a_retry_takes_the_folder_over_from_the_live_process_of_a_lost_attempt(
     assert "queued again" in said[-1]["reason"]
     retry = start_child(run_dir, small_cifar_dir, "retry", epochs=rows_when_stopped + 2)
     old.send_signal(signal.SIGCONT)  # it sees the retry's request and leaves
-    old.communicate(timeout=120)
+    old.wait(timeout=120)
     assert old.returncode == EXIT_BUSY
     said = messages(retry)
     assert retry.returncode == 0 and said[-1]["type"] == "done", said
