@@ -27,6 +27,7 @@ def _join(
     spec = stored_spec(url, study)  # read-only until every option is checked
     device = local.device or spec.base.device
     options = where.dispatch_options(url, device, local.data_dir, worker_index=worker_index)
+    options.join = True  # a study deleted since it was read is refused, never made again
     if local.dry_run:
         from bopsweep.cli.studies import preview
 

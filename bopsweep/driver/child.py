@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import json
 import os
 import signal
@@ -21,7 +20,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from bopsweep.driver.protocol import EXIT_DIVERGED, EXIT_USER_ERROR, encode
+from bopsweep.driver import folder_owner
+from bopsweep.driver.protocol import EXIT_BUSY, EXIT_DIVERGED, EXIT_USER_ERROR, encode
 
 if TYPE_CHECKING:
     from bopsweep.studies.config import TrialConfig
@@ -59,33 +59,47 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(max(1, threads))
     job = json.loads(sys.stdin.readline())
     if "stack" not in job:
-        return _run_one(TrialConfig.from_dict(job), run_dir, send)
+        owner = job.pop("owner", None)
+        guarded = _guarded(send, [(run_dir, owner)])
+        return _run_one(TrialConfig.from_dict(job), run_dir, owner, guarded)
     stopped: set[int] = set()
     threading.Thread(target=_read_commands, args=(stopped,), daemon=True).start()
     members = [(TrialConfig.from_dict(m["config"]), Path(m["run_dir"])) for m in job["stack"]]
-    return _run_stack(members, send, stopped)
+    owners = [m.get("owner") for m in job["stack"]]
+    guarded = _guarded(send, [(d, o) for (_, d), o in zip(members, owners, strict=True)])
+    return _run_stack(members, owners, guarded, stopped)
 
 
-def _locked(run_dir: Path, stack: contextlib.ExitStack) -> bool:
-    """Hold ``run_dir``'s lock while the trial runs; False if another process holds it."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = stack.enter_context((run_dir / ".lock").open("a"))
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
+def _guarded(send: Send, folders: list[tuple[Path, str | None]]) -> Send:
+    """``send``, which first checks that no other attempt has asked for a folder of this
+    process (:mod:`~bopsweep.driver.folder_owner`): if one has, this process lost its trial
+    and leaves at once, before it writes the folder again (EXIT_BUSY). Every epoch ends with
+    a message, and progress is sent every few steps, so it notices within a few steps."""
+
+    def guarded(message: dict[str, Any]) -> None:
+        if any(folder_owner.taken_over(d, o) for d, o in folders):
+            sys.exit(EXIT_BUSY)
+        send(message)
+
+    return guarded
 
 
-def _run_one(config: TrialConfig, run_dir: Path, send: Send) -> int:
+def _busy(run_dir: Path) -> str:
+    return (
+        f"{run_dir} is still in use by the process of an earlier attempt; queued again "
+        "(no retry used)"
+    )
+
+
+def _run_one(config: TrialConfig, run_dir: Path, owner: str | None, send: Send) -> int:
     from bopsweep.errors import UserError
     from bopsweep.run_dir import CONFIG
     from bopsweep.train import TrialDiverged, run_trial
 
     with contextlib.ExitStack() as held:
-        if not _locked(run_dir, held):
-            send({"type": "error", "reason": f"{run_dir} is in use by another trial process"})
-            return EXIT_USER_ERROR
+        if not folder_owner.acquire([run_dir], [owner], held)[0]:
+            send({"type": "busy", "reason": _busy(run_dir)})
+            return EXIT_BUSY
         try:
             summary = run_trial(
                 config,
@@ -107,7 +121,12 @@ def _run_one(config: TrialConfig, run_dir: Path, send: Send) -> int:
     return 0
 
 
-def _run_stack(members: list[tuple[TrialConfig, Path]], send: Send, stopped: set[int]) -> int:
+def _run_stack(
+    members: list[tuple[TrialConfig, Path]],
+    owners: list[str | None],
+    send: Send,
+    stopped: set[int],
+) -> int:
     """Members of a stack: every message carries ``"member": k``; each ends with its own
     message (done, diverged, error) unless stopped (pruned). Exit 0 once all have ended; a
     crash ends the process, and the driver judges each member without an ending by its code."""
@@ -129,12 +148,10 @@ def _run_stack(members: list[tuple[TrialConfig, Path]], send: Send, stopped: set
         return k in stopped
 
     with contextlib.ExitStack() as held:
-        free = []
-        for k, (_, run_dir) in enumerate(members):
-            if _locked(run_dir, held):
-                free.append(k)
-            else:
-                end(k, UserError(f"{run_dir} is in use by another trial process"))
+        got = folder_owner.acquire([d for _, d in members], owners, held)
+        free = [k for k, g in enumerate(got) if g]
+        for k in (k for k, g in enumerate(got) if not g):
+            send({"type": "busy", "reason": _busy(members[k][1]), "member": k})
         try:
             run_stack(
                 [members[k][0] for k in free],

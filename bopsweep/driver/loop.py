@@ -32,6 +32,7 @@ from bopsweep.driver.queue import TrialQueue
 from bopsweep.driver.recorder import Recorder
 from bopsweep.driver.state import END_EVENTS, Running, Snapshot, study_progress
 from bopsweep.driver.warm import Zygotes, available
+from bopsweep.store.fencing import OWNER_ATTR, TrialTakenOver
 from bopsweep.store.optuna_adapter import trial_id
 from bopsweep.studies.config import stack_key
 
@@ -153,7 +154,7 @@ class Driver:
                     self.outage.over()
                 except db_errors as e:
                     self.outage.failed(e)
-                except optuna.exceptions.UpdateFinishedTrialError:
+                except (optuna.exceptions.UpdateFinishedTrialError, TrialTakenOver):
                     self._abandon_taken_over()
         except KeyboardInterrupt:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup
@@ -294,10 +295,13 @@ class Driver:
                     retry_of=trial.system_attrs.get("failed_trial"),
                     member=len(runs) if len(trials) > 1 else None,
                     run_dir=run_dir,
+                    owner=trial.system_attrs.get(OWNER_ATTR),
                 )
             )
-            jobs.append({"config": config, "run_dir": str(run_dir)})
-        job = jobs[0]["config"] if len(jobs) == 1 else {"stack": jobs}
+            owner = runs[-1].owner  # the trial process checks it against the folder's
+            jobs.append({"config": config, "run_dir": str(run_dir), "owner": owner})
+        single = {**jobs[0]["config"], "owner": jobs[0]["owner"]}
+        job = single if len(jobs) == 1 else {"stack": jobs}
 
         def on_message(message: dict[str, Any] | None) -> None:
             if message is None:  # the end of the channel: every member's
@@ -402,19 +406,23 @@ class Driver:
         if now - self._last_heartbeat < min(self.heartbeat_interval, 5.0):
             return
         for r in self.running.values():
-            self.queue.heartbeat(r.trial_id)
+            if r.proc.making_progress():  # a stopped trial process gets no heartbeat
+                self.queue.heartbeat(r.trial_id)
         self.queue.fail_stale()
         self._abandon_taken_over()
         self._last_heartbeat = now
 
     def _abandon_taken_over(self) -> None:
         """Trials of this driver that another one judged stale (no heartbeat for the grace
-        period, e.g. across a long database outage) were failed and re-queued there: their
-        retry continues from the checkpoint, so this driver stops its copy."""
+        period: its process stopped, or this driver stopped or cut off from the database) were
+        failed and re-queued there, or a write of theirs was refused (fencing): their retry
+        continues from the checkpoint, so this driver stops its copy (woken first if it was
+        stopped, so that it takes the signal now)."""
         for r in [*self.running.values(), *self.finishing]:
-            if self.queue.is_finished(r.trial_id):
+            if r.refused or self.queue.is_finished(r.trial_id):
                 r.abandoned = True
                 r.proc.stop()
+                r.proc.stop(signal.SIGCONT)
                 self._event("taken_over", r)
         self.running = {k: r for k, r in self.running.items() if not r.abandoned}
         self.finishing = [r for r in self.finishing if not r.abandoned]

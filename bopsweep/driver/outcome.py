@@ -6,6 +6,10 @@ The rules:
 * exit 0 after a ``done`` message → COMPLETE, valued at the final validation accuracy;
 * exit ``EXIT_DIVERGED`` → FAIL "diverged": a result of the configuration, never retried;
 * exit ``EXIT_USER_ERROR`` → FAIL "error": bad input, never retried;
+* exit ``EXIT_BUSY`` → FAIL "busy": the trial's folder stayed another attempt's (a process of
+  a driver that lost the trial, still alive): re-queued at the same attempt, always;
+* exit 0 after ``done`` without every epoch recorded → FAIL "incomplete", re-queued (the
+  retry records the epochs it finds in the checkpoint folder and trains what is missing);
 * anything else (a crash, a signal, out of memory) → FAIL "crash" or "oom", re-queued while
   ``attempt < max_retries``; the retry continues from the trial's last checkpoint.
 """
@@ -17,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bopsweep.driver.protocol import EXIT_DIVERGED, EXIT_USER_ERROR
+from bopsweep.driver.protocol import EXIT_BUSY, EXIT_DIVERGED, EXIT_USER_ERROR
 
 SUMMARY_ATTRS = ("best_val_acc", "best_epoch", "final_train_acc", "seconds")
 
@@ -32,6 +36,11 @@ class Ending:
     failure: str | None = None
     reason: str = ""
     retry: bool = False
+
+    @property
+    def next_attempt_used(self) -> bool:
+        """Whether its retry uses up one of --max-retries (a busy folder does not)."""
+        return self.failure != "busy"
 
     @property
     def event(self) -> str:
@@ -57,6 +66,10 @@ def judge(
         summary = message["summary"]
         attrs = {k: summary[k] for k in SUMMARY_ATTRS if k in summary}
         return Ending("COMPLETE", value=summary["final_val_acc"], attrs=attrs)
+    if returncode == EXIT_BUSY:
+        reason = message.get("reason", "its folder is in use by another attempt")
+        attrs = {"failure": "busy", "fail_reason": reason, "requeued": True}
+        return Ending("FAIL", attrs=attrs, failure="busy", reason=reason, retry=True)
     if returncode == EXIT_DIVERGED:
         failure, reason = "diverged", message.get("reason", "the loss became NaN")
     elif returncode == EXIT_USER_ERROR:
@@ -67,6 +80,15 @@ def judge(
     retry = failure in ("crash", "oom") and attempt < max_retries
     attrs = {"failure": failure, "fail_reason": reason, "requeued": retry}
     return Ending("FAIL", attrs=attrs, failure=failure, reason=reason, retry=retry)
+
+
+def incomplete(missing: list[int], attempt: int, max_retries: int) -> Ending:
+    """A trial that said it was done without every epoch 1..N recorded: never COMPLETE."""
+    shown = ", ".join(map(str, missing[:10])) + (", …" if len(missing) > 10 else "")
+    reason = f"done, but epochs {shown} were not recorded"
+    retry = attempt < max_retries
+    attrs = {"failure": "incomplete", "fail_reason": reason, "requeued": retry}
+    return Ending("FAIL", attrs=attrs, failure="incomplete", reason=reason, retry=retry)
 
 
 def crash_reason(returncode: int | None, stderr_tail: Iterable[str]) -> str:

@@ -274,6 +274,18 @@ class TrialProcess:
             self.exited_at = time.monotonic()
         return self.eof or time.monotonic() - self.exited_at > EOF_GRACE_SECONDS
 
+    def making_progress(self) -> bool:
+        """Whether it runs and can make progress: alive and not stopped (SIGSTOP, a tracer;
+        Linux: the state in /proc/PID/stat). Its driver keeps its trial's heartbeat only
+        then, so a stopped trial is judged stale after the grace period and re-queued."""
+        if self.proc.poll() is not None:
+            return False
+        try:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        except OSError:  # no /proc (not Linux): alive is all that is known
+            return True
+        return stat.rsplit(")", 1)[1].split()[0] not in ("T", "t")
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Signal the whole process group (the trial and anything it started)."""
         with contextlib.suppress(ProcessLookupError, PermissionError):

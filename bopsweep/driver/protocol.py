@@ -11,6 +11,8 @@ stdout (everything else it prints goes to stderr)::
     {"type": "done", "summary": {...}}                  then exit 0
     {"type": "diverged", "reason": "..."}               then exit EXIT_DIVERGED
     {"type": "error", "reason": "..."}                  bad input; exit EXIT_USER_ERROR
+    {"type": "busy", "reason": "..."}                   its folder is still another
+                                                        attempt's; exit EXIT_BUSY
 
 Any other exit (a crash, out of memory, a kill) is the driver's to record and retry.
 
@@ -29,7 +31,8 @@ from typing import Any
 CHILD_MODULE = "bopsweep.driver.child"
 EXIT_DIVERGED = 3
 EXIT_USER_ERROR = 2
-ENDINGS = ("done", "diverged", "error", "stopped")  # a trial's last message
+EXIT_BUSY = 4  # the trial's folder stayed another live attempt's: queued again, no retry used
+ENDINGS = ("done", "diverged", "error", "stopped", "busy")  # a trial's last message
 
 
 def encode(message: dict[str, Any]) -> str:

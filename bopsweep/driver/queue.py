@@ -11,14 +11,17 @@ storage through :mod:`bopsweep.store.optuna_adapter`.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from bopsweep.driver.outcome import describe
+from bopsweep.store.fencing import OWNER_ATTR, new_owner, study_lock
 from bopsweep.store.optuna_adapter import (
     add_waiting_trials,
+    engine_of,
     storage_of,
     trial_id,
     waiting_trial_ids,
@@ -100,6 +103,7 @@ class TrialQueue:
 
         self.study = study
         self.storage = storage_of(study)
+        self._lock_depth = 0  # how deep this driver is in the study's lock (:meth:`locked`)
         self._states = optuna.trial.TrialState
 
     @cached_property
@@ -124,9 +128,34 @@ class TrialQueue:
     def is_finished(self, tid: int) -> bool:
         return self.trial(tid).state.is_finished()
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """The study's lock (:func:`~bopsweep.store.fencing.study_lock`) around reading what
+        it holds and queueing because of it: drivers that start together queue a
+        configuration once."""
+        engine = engine_of(self.study)
+        if engine is None or self._lock_depth:  # held already, by this driver (reentrant)
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        with study_lock(engine, self.study.study_name):
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+
     # --- queueing -------------------------------------------------------------------------------
     def enqueue_missing(self, planned: Iterable[PlannedTrial]) -> int:
-        """Queue every planned configuration the study does not already hold; how many were new."""
+        """Queue every planned configuration the study does not already hold; how many were
+        new. Under the study's lock: the read and the inserts are one step for other drivers."""
+        with self.locked():
+            return self._enqueue_missing(planned)
+
+    def _enqueue_missing(self, planned: Iterable[PlannedTrial]) -> int:
         existing = self.held_configs()
         stored: dict[str, Any] = {}
         for t in self.trials():
@@ -199,7 +228,8 @@ class TrialQueue:
     def claim(self, fits: Callable[[dict[str, Any]], bool] | None = None) -> FrozenTrial | None:
         """The first WAITING trial this driver could move to RUNNING; None when none is left.
         A trial queued by another tool (no bopsweep configuration) is failed on the way.
-        ``fits``: claim only a trial whose configuration it accepts (a stack's next member)."""
+        ``fits``: claim only a trial whose configuration it accepts (a stack's next member).
+        The claimed attempt gets an owner token (:meth:`own`), which its writes must carry."""
         import optuna
 
         for tid in waiting_trial_ids(self.study):  # not every waiting trial loaded
@@ -214,9 +244,16 @@ class TrialQueue:
                 continue
             t = self.trial(tid)
             if configured(t):
-                return t
+                return self.own(t)
             self.fail_untracked(t, "error", "queued without a bopsweep configuration")
         return None
+
+    def own(self, t: FrozenTrial) -> FrozenTrial:
+        """Give a trial this driver just moved to RUNNING a fresh owner token (stored with
+        it: :mod:`bopsweep.store.fencing`); the trial as stored now. Optuna refuses the write
+        if another driver has failed the trial meanwhile."""
+        self.storage.set_trial_system_attr(trial_id(t), OWNER_ATTR, new_owner())
+        return self.trial(trial_id(t))
 
     def ask(self, configure: Any) -> FrozenTrial:
         """A new trial from the study's sampler, given its configuration by ``configure(trial)``
@@ -231,10 +268,10 @@ class TrialQueue:
             raise
         try:
             self.set_attrs(trial_id(trial), configure(trial))
+            return self.own(self.trial(trial_id(trial)))
         except BaseException as e:
             self.fail_untracked(self.trial(trial_id(trial)), "error", describe(e))
             raise
-        return self.trial(trial_id(trial))
 
     # --- endings --------------------------------------------------------------------------------
     def set_attrs(self, tid: int, attrs: dict[str, Any]) -> None:
@@ -257,10 +294,11 @@ class TrialQueue:
         """FAIL a trial no process runs for, with its reason; re-queued at attempt ``requeue``
         unless that is None."""
         attrs = {"failure": failure, "fail_reason": reason, "requeued": requeue is not None}
-        self.set_attrs(trial_id(t), attrs)
-        self.tell(t, "FAIL")
-        if requeue is not None:
-            self.requeue(t, requeue)
+        with self.locked():  # the end and its retry as one step for other drivers' queueing
+            self.set_attrs(trial_id(t), attrs)
+            self.tell(t, "FAIL")
+            if requeue is not None:
+                self.requeue(t, requeue)
 
     def fail_untracked(self, t: FrozenTrial, failure: str, reason: str) -> None:
         """Fail a trial no trial process runs for, and re-queue its configuration (if it has
@@ -290,7 +328,12 @@ class TrialQueue:
         ``requeued`` before the FAIL, so a kill, Ctrl-C or full disk between the two leaves
         exactly this. A grid would queue the configuration again as missing; a search plans
         nothing, so without this its trial was lost. The retry's attempt is the one the
-        ending chose: the same after an interruption, the next after a crash."""
+        ending chose: the same after an interruption, the next after a crash. Under the study's
+        lock, so drivers that start together re-queue it once."""
+        with self.locked():
+            return self._requeue_lost()
+
+    def _requeue_lost(self) -> int:
         held = self.held_configs()
         last: dict[str, FrozenTrial] = {}  # each unheld configuration's last failed trial
         for t in self.trials("FAIL"):
@@ -322,7 +365,7 @@ class TrialQueue:
         (by the storage's stale-trial callback)."""
         import optuna
 
-        with warnings.catch_warnings():  # experimental in Optuna; used as documented
+        with warnings.catch_warnings(), self.locked():  # the retry queued under the lock
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(self.study)
 

@@ -16,6 +16,7 @@ from bopsweep.driver import outcome
 from bopsweep.driver.protocol import EXIT_DIVERGED, EXIT_USER_ERROR
 from bopsweep.driver.queue import TrialQueue
 from bopsweep.driver.state import Running
+from bopsweep.store.fencing import TrialTakenOver
 from bopsweep.store.optuna_adapter import study_id
 from bopsweep.store.trial_config import StoredConfigError
 
@@ -46,12 +47,18 @@ class Recorder:
 
     def flush(self, r: Running) -> None:
         """Write a trial's pending metric rows and intermediate values; cleared only once
-        written."""
+        written. Raises :class:`~bopsweep.store.fencing.TrialTakenOver` (and marks the trial
+        ``refused``) if another driver has taken the trial over: nothing is written."""
         if not r.pending_rows:
             return
-        self.store.metrics.write(self.study_id, r.trial_id, r.pending_rows, r.pending_steps)
-        for row in r.pending_rows:
-            self.queue.report(r.trial_id, row["epoch"], row["val_acc"])
+        curve = {row["epoch"]: row["val_acc"] for row in r.pending_rows}
+        try:  # rows and curve in one transaction, refused unless the trial is still ours
+            self.store.metrics.write(
+                self.study_id, r.trial_id, r.pending_rows, r.pending_steps, r.owner, curve
+            )
+        except TrialTakenOver:
+            r.refused = True
+            raise
         if self.board is not None:  # skips the epochs it has, should these rows come again
             self.board.epochs(r.trial_id, r.number, r.label, r.config_id, r.config, r.pending_rows)
         r.pending_rows, r.pending_steps = [], {}
@@ -74,6 +81,11 @@ class Recorder:
             r.attempt,
             self.max_retries,
         )
+        if ending.state == "COMPLETE":  # only with every epoch 1..N recorded
+            stored = set(self.store.metrics.stored_epochs(r.trial_id))
+            missing = [e for e in range(1, r.epochs + 1) if e not in stored]
+            if missing:
+                ending = outcome.incomplete(missing, r.attempt, self.max_retries)
         attrs = {
             "epochs_done": r.epochs_done,
             "resumed_from_epoch": r.resumed_from,
@@ -81,9 +93,11 @@ class Recorder:
             "slot": r.slot.name,
             **ending.attrs,
         }
-        self.queue.set_attrs(r.trial_id, attrs)
-        if self.queue.tell(r.trial_id, ending.state, ending.value) and ending.retry:
-            self.queue.requeue(self.queue.trial(r.trial_id), r.attempt + 1)
+        with self.queue.locked():  # the end and its retry: one step for others' queueing
+            self.queue.set_attrs(r.trial_id, attrs)
+            if self.queue.tell(r.trial_id, ending.state, ending.value) and ending.retry:
+                attempt = r.attempt + ending.next_attempt_used
+                self.queue.requeue(self.queue.trial(r.trial_id), attempt)
         if self.board is not None:
             self.board.end(r.trial_id, ending.state)
         if ending.state == "COMPLETE":
@@ -123,8 +137,9 @@ class Recorder:
                 "resumed_from_epoch": r.resumed_from,
             },
         )
-        if self.queue.tell(r.trial_id, "FAIL"):
-            self.queue.requeue(self.queue.trial(r.trial_id), r.attempt)
+        with self.queue.locked():
+            if self.queue.tell(r.trial_id, "FAIL"):
+                self.queue.requeue(self.queue.trial(r.trial_id), r.attempt)
         if self.board is not None:
             self.board.end(r.trial_id, "FAIL")
         self.emit("interrupted", r, "")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bopsweep.driver.protocol import EXIT_DIVERGED, EXIT_USER_ERROR
+from bopsweep.driver.protocol import EXIT_BUSY, EXIT_DIVERGED, EXIT_USER_ERROR
 from bopsweep.driver.queue import configured
 from bopsweep.store.trial_config import trial_setting
 
@@ -45,6 +45,8 @@ class Running:
     pruned_at: int | None = None
     retry_of: int | None = None  # the stale trial of another driver this one continues
     abandoned: bool = False  # judged stale by another driver, which re-queued it
+    owner: str | None = None  # its attempt's owner token: every write carries it (fencing)
+    refused: bool = False  # a write was refused: no longer this driver's trial
     member: int | None = None  # its place in a stacked trial process (--stack), if any
     run_dir: Path | None = None
 
@@ -70,6 +72,7 @@ class Running:
             "done": 0,
             "diverged": EXIT_DIVERGED,
             "error": EXIT_USER_ERROR,
+            "busy": EXIT_BUSY,
         }
         return codes.get(str(self.last_message.get("type")), rc)
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import optuna
 
     from bopsweep.driver.queue import TrialQueue
+    from bopsweep.store import Store
     from bopsweep.studies import PlannedTrial, StudySpec
 
 
@@ -54,6 +55,7 @@ class DispatchOptions:
     tensorboard: Path | None = None  # a TensorBoard run per trial in TENSORBOARD/STUDY/
     warm_starts: bool = d.WARM_STARTS
     stack: int = d.STACK  # trials per process (bopsweep.models.stacked)
+    join: bool = False  # worker, resume: run an existing study, never make one (Store.join)
 
     def check(self) -> None:
         """Every option valid, before anything is created or changed."""
@@ -154,13 +156,12 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
     beat = (options.heartbeat_interval, options.grace_period, options.max_retries)
     store = Store(options.storage, create=True, heartbeat=beat if shared else None)
     with driver_lock(options.storage):
-        before = store.existing(spec)
-        study, _ = store.create(spec)
+        legacy = _made_without_identity(store, spec.name)
+        study = store.join(spec.name) if options.join else store.create(spec)[0]
         identity = study_uuid(study)
-        assert identity is not None  # create() gives every study one
+        assert identity is not None  # create() and join() give every study one
         root = checked.root / study_folder_name(spec.name, identity)
         if data is not None:
-            legacy = before is not None and study_uuid(before) is None
             root = open_study_folder(checked.root, spec.name, identity, data if legacy else None)
         search = search_of(spec, study, options.worker_index)
         display = StudyDisplay(spec.name, quiet=options.quiet or not sys.stderr.isatty())
@@ -211,6 +212,13 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
             f"failed; checkpoints in {root}"
         )
     return code
+
+
+def _made_without_identity(store: Store, name: str) -> bool:
+    """Whether ``name`` is a study of bopsweep 0.1, about to be given its identity."""
+    from bopsweep.store import study_uuid
+
+    return name in store.bopsweep_studies() and study_uuid(store.load(name)) is None
 
 
 def _names(slots: Sequence[Slot], shown: int = 8) -> str:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from bopsweep.errors import UserError
 from bopsweep.files import is_sqlite_file
 from bopsweep.store.failures import reason
+from bopsweep.store.fencing import study_lock
 from bopsweep.store.metrics import METRIC_TABLES, MetricTables
 from bopsweep.store.urls import engine_url, redact, sqlite_path
 
@@ -183,7 +184,24 @@ class Store:
         return study
 
     def create(self, spec: Any) -> tuple[optuna.Study, bool]:
-        """The study for ``spec`` (a StudySpec), created if new; (study, created)."""
+        """The study for ``spec`` (a StudySpec), created if new; (study, created). Under the
+        study's lock (:func:`~bopsweep.store.fencing.study_lock`): commands that make the same
+        study at once make it once, and each finds it whole."""
+        with study_lock(self.engine, spec.name):
+            return self._create(spec)
+
+    def join(self, name: str) -> optuna.Study:
+        """An existing bopsweep study, for ``worker`` and ``resume``, which never make one: a
+        study deleted since they read it is refused (one line), not made again. A study made
+        by bopsweep 0.1 gets its identity here (under the study's lock)."""
+        with study_lock(self.engine, name):
+            study = self.load(name)
+            if not study_uuid(study):
+                study.set_user_attr(UUID_ATTR, uuid.uuid4().hex)
+        self.metrics.ensure_tables()
+        return study
+
+    def _create(self, spec: Any) -> tuple[optuna.Study, bool]:
         import optuna
 
         data = spec.to_dict()

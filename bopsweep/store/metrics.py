@@ -19,8 +19,9 @@ import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.store.fencing import check_owner
 from bopsweep.store.metric_columns import projected, select_frame
-from bopsweep.store.optuna_adapter import all_trials
+from bopsweep.store.optuna_adapter import all_trials, write_intermediate_values
 from bopsweep.store.optuna_adapter import study_id as study_id_of
 from bopsweep.store.optuna_adapter import trial_id as trial_id_of
 
@@ -91,11 +92,17 @@ class MetricTables:
         trial_id: int,
         rows: list[dict[str, Any]],
         steps: dict[int, list[dict[str, Any]]],
+        owner: str | None = None,
+        curve: dict[int, float] | None = None,
     ) -> None:
         """Per-epoch rows and per-epoch bundles of step rows; an epoch already stored is kept.
 
         Rows are keyed on the trial's id and start time; rows of an earlier trial that had the
-        same id (deleted since) are removed in the same transaction.
+        same id (deleted since) are removed in the same transaction. ``owner``: the writer's
+        token (:mod:`bopsweep.store.fencing`); the rows are written only while the trial is
+        RUNNING under it, checked in the same transaction (else
+        :class:`~bopsweep.store.fencing.TrialTakenOver`, and nothing is written). ``curve``:
+        the trial's intermediate values for these epochs, written in the same transaction.
         """
         import sqlalchemy as sa
 
@@ -109,6 +116,9 @@ class MetricTables:
         ]
         self.ensure_tables()
         with self.engine.begin() as conn:
+            if owner is not None:
+                _transaction(conn)  # SQLite: the write lock before the check
+                check_owner(conn, trial_id, owner)
             for table, values in ((self.epochs, epoch_rows), (self.steps, step_rows)):
                 if values:
                     conn.execute(
@@ -118,6 +128,22 @@ class MetricTables:
                         )
                     )
                     conn.execute(self._insert_ignore(table), values)
+            if curve:
+                write_intermediate_values(conn, trial_id, curve)
+
+    def stored_epochs(self, trial_id: int) -> list[int]:
+        """The epochs stored for a trial as it is now (its id and start), in order."""
+        import sqlalchemy as sa
+
+        if self.epochs.name in self._absent:
+            return []
+        start = self.storage.get_trial(trial_id).datetime_start
+        table = self.epochs
+        q = sa.select(table.c.epoch).where(table.c.trial_id == trial_id)
+        if self.epochs.name not in self._legacy:
+            q = q.where(table.c.trial_start == start)
+        with self.engine.connect() as conn:
+            return sorted(e for (e,) in conn.execute(q))
 
     def ensure_tables(self) -> None:
         """Make the metric tables if they are missing, with their indexes in the same

@@ -25,6 +25,13 @@ def storage_of(study: optuna.Study) -> BaseStorage:
     return study._storage
 
 
+def engine_of(study: optuna.Study) -> Any:
+    """The SQLAlchemy engine of a study's RDB storage, or None for another storage."""
+    storage = storage_of(study)
+    backend = getattr(storage, "_backend", storage)  # the RDB storage behind Optuna's cache
+    return getattr(backend, "engine", None)
+
+
 def study_id(study: optuna.Study | FrozenStudy) -> int:
     """The database id of a study (the ``study_id`` column of bopsweep's metric tables)."""
     return study._study_id
@@ -85,6 +92,34 @@ def add_waiting_trials(study: optuna.Study, trials: list[optuna.trial.FrozenTria
             session.execute(sa.insert(models.TrialParamModel.__table__), params)
         if attrs:
             session.execute(sa.insert(models.TrialUserAttributeModel.__table__), attrs)
+
+
+def write_intermediate_values(conn: Any, trial_id: int, values: dict[int, float]) -> None:
+    """A trial's intermediate values (its learning curve, by step), written on ``conn`` in the
+    caller's transaction as Optuna's ``set_trial_intermediate_value`` writes them: with the
+    trial's metric rows, under one ownership check (:mod:`bopsweep.store.fencing`)."""
+    if not values:
+        return
+    import sqlalchemy as sa
+    from optuna.storages._rdb import models
+
+    table = models.TrialIntermediateValueModel.__table__
+    to_stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
+    conn.execute(
+        sa.delete(table).where(table.c.trial_id == trial_id, table.c.step.in_(list(values)))
+    )
+    rows = []
+    for step, value in values.items():
+        stored, kind = to_stored(value)
+        rows.append(
+            {
+                "trial_id": trial_id,
+                "step": step,
+                "intermediate_value": stored,
+                "intermediate_value_type": kind,
+            }
+        )
+    conn.execute(sa.insert(table), rows)
 
 
 def waiting_trial_ids(study: optuna.Study) -> list[int]:

@@ -1,0 +1,223 @@
+"""Fencing and atomic queueing: a trial's writes come only from the attempt that owns it, a
+retry takes its folder over from a process that lost the trial, and drivers that queue or make
+a study at once do it once. Real SQLite and PostgreSQL, real trial processes.
+
+The PostgreSQL tests use the ``pg`` fixture of :mod:`tests.test_postgres` (they skip without a
+server, and fail in CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+
+from bopsweep.driver.protocol import EXIT_BUSY
+from bopsweep.driver.queue import TrialQueue
+from bopsweep.errors import UserError
+from bopsweep.run_dir import read_rows
+from bopsweep.store import Store
+from bopsweep.store.fencing import TrialTakenOver
+from bopsweep.store.optuna_adapter import study_id, trial_id
+from bopsweep.store.urls import engine_url
+from bopsweep.studies import TrialConfig, expand, grid_study
+from tests.test_dispatch import wait_until
+from tests.test_postgres import check_integrity, pg, queue, worker  # noqa: F401 (a fixture)
+
+GRID = {"gamma": [1e-8, 1e-7, 1e-6, 1e-5, 1e-4], "tau": [1e-6, 1e-5, 1e-4]}  # 15 trials
+
+
+def spec(name: str = "s"):
+    return grid_study(name, TrialConfig(epochs=2), GRID)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    return request.getfixturevalue("pg")
+
+
+def test_the_rows_of_a_trial_taken_over_are_refused_and_nothing_is_written(url):
+    """The owner's late rows (it was stopped; another driver failed and re-queued its trial)
+    are refused in the write's own transaction: the failed trial keeps the epochs it had."""
+    store = Store(url, create=True)
+    study, _ = store.create(spec())
+    q = TrialQueue(study)
+    q.enqueue_missing(expand(spec()))
+    mine = q.claim()
+    assert mine is not None
+    tid, owner = trial_id(mine), mine.system_attrs["bopsweep_owner"]
+    row = {"epoch": 1, "val_acc": 0.5}
+    sid = study_id(study)
+    store.metrics.write(sid, tid, [row], {}, owner)
+    assert store.metrics.stored_epochs(tid) == [1]
+    # another driver judges it stale: FAIL and a retry, as Optuna's stale-trial callback does
+    other = TrialQueue(Store(url).load("s"))
+    other.fail(other.trial(tid), "stale", "no heartbeat", requeue=0)
+    late = [{"epoch": e, "val_acc": 0.6} for e in (2, 3)]
+    with pytest.raises(TrialTakenOver):
+        store.metrics.write(sid, tid, late, {}, owner, {2: 0.6, 3: 0.6})
+    assert store.metrics.stored_epochs(tid) == [1]
+    assert sorted(q.trial(tid).intermediate_values) == []  # the curve is fenced as well
+    # a writer that claims to own a RUNNING trial it did not claim is refused too
+    retry = q.claim()
+    assert retry is not None and retry.system_attrs["bopsweep_owner"] != owner
+    with pytest.raises(TrialTakenOver):
+        store.metrics.write(sid, trial_id(retry), late, {}, owner)
+    assert store.metrics.stored_epochs(trial_id(retry)) == []
+
+
+def at_once(work, inputs: list) -> tuple[list, list]:
+    """``work(x)`` for every input, each in its own thread, released together: (results,
+    exceptions)."""
+    barrier, results, errors = threading.Barrier(len(inputs)), [], []
+
+    def run(x) -> None:
+        barrier.wait()
+        try:
+            results.append(work(x))
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(x,)) for x in inputs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, errors
+
+
+def test_drivers_that_queue_one_study_at_once_queue_each_configuration_once(pg):  # noqa: F811
+    """Eight drivers start together on a new study: each reads what it holds and queues what
+    is missing, under the study's lock; 15 configurations give 15 trials, not 15 × k."""
+    Store(pg, create=True).create(spec())
+    planned = expand(spec())
+    for _ in range(3):
+        queues = [TrialQueue(Store(pg).load("s")) for _ in range(8)]
+        added, errors = at_once(lambda q: q.enqueue_missing(planned), queues)
+        assert errors == []
+        trials = optuna.load_study(study_name="s", storage=engine_url(pg)).trials
+        assert Counter(Counter(t.user_attrs["config_id"] for t in trials).values()) == {1: 15}
+    assert sum(added) == 0  # the last round found everything queued
+
+
+def test_commands_that_make_one_study_at_once_all_succeed(pg):  # noqa: F811
+    """Six commands make the same new study at the same moment: one makes it, the others
+    find it whole (no DuplicatedStudyError, no traceback), and it has one identity."""
+    for n in range(3):
+        stores = [Store(pg, create=True) for _ in range(6)]
+        made, errors = at_once(lambda store, n=n: store.create(spec(f"s{n}")), stores)
+        assert errors == []
+        assert sorted(created for _, created in made) == [False] * 5 + [True]
+        assert len({study.user_attrs["bopsweep_study_uuid"] for study, _ in made}) == 1
+
+
+def test_a_worker_never_makes_a_study_deleted_after_it_read_it(url, small_cifar_dir):
+    """``worker`` and ``resume`` read the study's definition, then run it: deleted in between
+    (``delete --yes``), the study is refused in one line, and not made again."""
+    from bopsweep.driver import run_study
+    from bopsweep.driver.study import DispatchOptions
+
+    store = Store(url, create=True)
+    store.create(spec())
+    store.delete_study("s")
+    with pytest.raises(UserError, match="no bopsweep study named 's'"):
+        options = DispatchOptions(url, join=True, quiet=True, data_dir=str(small_cifar_dir))
+        run_study(spec(), options)
+    assert "s" not in Store(url).study_names()
+
+
+# --- the trial process side: its checkpoint folder -----------------------------------------------
+def start_child(run_dir: Path, data: Path, owner: str, epochs: int) -> subprocess.Popen:
+    """A trial process as the driver starts one (cold), for ``run_dir``, owned by ``owner``."""
+    config = TrialConfig(
+        epochs=epochs, width=0.0625, batch_size=20, device="cpu", data_dir=str(data)
+    ).to_dict()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bopsweep.driver.child", str(run_dir), "1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "BOPSWEEP_TAKEOVER_SECONDS": "5"},
+        start_new_session=True,
+    )
+    assert child.stdin is not None
+    child.stdin.write(json.dumps({**config, "owner": owner}) + "\n")
+    child.stdin.close()
+    return child
+
+
+def messages(child: subprocess.Popen) -> list[dict]:
+    assert child.stdout is not None
+    out = child.stdout.read()
+    child.wait(timeout=300)
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.slow
+def test_a_retry_takes_the_folder_over_from_the_live_process_of_a_lost_attempt(
+    small_cifar_dir, tmp_path
+):
+    """The old attempt's process is alive and holds the folder: the retry asks for it, the old
+    process leaves before it writes again, and the retry continues from its checkpoint; a
+    stopped old process cannot answer, so the retry goes back to the queue (EXIT_BUSY, not a
+    failure for good) and the old one, woken, leaves without writing."""
+    run_dir = tmp_path / "run"
+    old = start_child(run_dir, small_cifar_dir, "old", epochs=400)
+    wait_until(lambda: len(read_rows(run_dir / "metrics.csv")) >= 2, 240, "the old attempt")
+    old.send_signal(signal.SIGSTOP)
+    time.sleep(0.5)
+    rows_when_stopped = len(read_rows(run_dir / "metrics.csv"))
+    busy = start_child(run_dir, small_cifar_dir, "busy", epochs=400)
+    said = messages(busy)
+    assert busy.returncode == EXIT_BUSY and said[-1]["type"] == "busy", said
+    assert "queued again" in said[-1]["reason"]
+    retry = start_child(run_dir, small_cifar_dir, "retry", epochs=rows_when_stopped + 2)
+    old.send_signal(signal.SIGCONT)  # it sees the retry's request and leaves
+    old.wait(timeout=120)
+    assert old.returncode == EXIT_BUSY
+    said = messages(retry)
+    assert retry.returncode == 0 and said[-1]["type"] == "done", said
+    resumed = next(m for m in said if m["type"] == "resumed")
+    assert len(resumed["rows"]) >= rows_when_stopped - 1  # continued, not started over
+    rows = read_rows(run_dir / "metrics.csv")
+    assert [r["epoch"] for r in rows] == list(range(1, rows_when_stopped + 3))
+
+
+@pytest.mark.slow
+def test_a_stopped_trial_process_is_failed_and_its_trial_finished_by_a_retry(
+    pg,  # noqa: F811
+    small_cifar_dir,
+    tmp_path,
+):
+    """A trial process stopped (SIGSTOP) makes no progress: its driver stops its heartbeat,
+    the trial is failed after the grace period and re-queued, and the stopped process is
+    stopped for good; the study completes (it hung for ever before)."""
+    epochs = 12
+    queue(pg, small_cifar_dir, tmp_path, {"gamma": "1e-7"}, epochs=epochs)
+    w = worker(pg, tmp_path)
+    wait_until(
+        lambda: any(len(read_rows(m)) >= 2 for m in (tmp_path / "ckpt").rglob("metrics.csv")),
+        240,
+        "the trial mid-run",
+    )
+    from tests.test_dispatch import trial_processes
+
+    (victim,) = trial_processes(w.pid)
+    os.kill(victim, signal.SIGSTOP)
+    _, err = w.communicate(timeout=300)
+    assert w.returncode == 0, err
+    trials = check_integrity(pg, 1, epochs)
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert not Path(f"/proc/{victim}").exists() or "Z" in Path(f"/proc/{victim}/stat").read_text()
