@@ -242,12 +242,14 @@ class Store:
 
     def delete_study(self, name: str) -> None:
         """Remove a study, its trials and their metric rows (and any orphan rows of studies
-        deleted by other tools)."""
+        deleted by other tools). Under the study's lock, as :meth:`join` and :meth:`create`
+        are: a worker starting meanwhile finds the study whole or gone, never makes it again."""
         import optuna
 
-        study_id = self.storage.get_study_id_from_name(name)
-        # the study first: a crash after it leaves orphan rows, which never attach to anything
-        optuna.delete_study(study_name=name, storage=self.storage)
+        with study_lock(self.engine, name):
+            study_id = self.storage.get_study_id_from_name(name)
+            # the study first: a crash after it leaves orphan rows, never attached to anything
+            optuna.delete_study(study_name=name, storage=self.storage)
         self.metrics.delete_study_rows(study_id)
 
 
