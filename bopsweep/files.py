@@ -245,8 +245,8 @@ def check_not_own_state(
     state, which an output would overwrite or mix with:
 
     * a SQLite database's file (``database``, its real file; None for a server), the
-      ``-journal``, ``-wal`` and ``-shm`` files SQLite keeps beside it and the driver's
-      ``DB.lock``: never the target;
+      ``-journal``, ``-wal`` and ``-shm`` files SQLite keeps beside it and the ``DB.lock`` an
+      older bopsweep's driver kept (one may be running still): never the target;
     * the default checkpoint root ``DB.ckpt/`` beside it (marked or not yet), the folders in
       ``also`` (a ``--checkpoint-dir``, a training's run folder) and every folder marked as
       bopsweep's (:func:`bopsweep.folders.owned_by_bopsweep`): the target must not be one or

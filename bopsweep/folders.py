@@ -160,7 +160,11 @@ def _open_study_folder(root: Path, name: str, study_uuid: str, legacy_data: str 
     ):
         for trial in (t for t in old.iterdir() if t.is_dir() and not t.is_symlink()):
             write_marker(trial, **trial_marker(study_uuid, trial.name, legacy_data))
-        old.rename(folder)
+        try:
+            old.rename(folder)
+        except OSError:
+            if not folder.is_dir():  # not moved meanwhile by another worker of the study
+                raise
     marker = read_marker(folder)
     if marker is None:
         write_marker(folder, "study", study_uuid=study_uuid, study=name)

@@ -97,7 +97,7 @@ class RunDir:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                return False  # the trial process reports it (in use by another process)
+                return False  # a live process holds it: the trial process decides (folder_owner)
             for name in RUN_FILES:
                 with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                     (self.path / name).unlink()  # a file: a folder there is no run's

@@ -138,8 +138,11 @@ def test_a_worker_never_makes_a_study_deleted_after_it_read_it(url, small_cifar_
 
 
 # --- the trial process side: its checkpoint folder -----------------------------------------------
-def start_child(run_dir: Path, data: Path, owner: str, epochs: int) -> subprocess.Popen:
-    """A trial process as the driver starts one (cold), for ``run_dir``, owned by ``owner``."""
+def start_child(
+    run_dir: Path, data: Path, owner: str, epochs: int, take_over: bool = False
+) -> subprocess.Popen:
+    """A trial process as the driver starts one (cold), for ``run_dir``, owned by ``owner``;
+    ``take_over``: the retry of an attempt the database failed as lost."""
     config = TrialConfig(
         epochs=epochs, width=0.0625, batch_size=20, device="cpu", data_dir=str(data)
     ).to_dict()
@@ -153,7 +156,7 @@ def start_child(run_dir: Path, data: Path, owner: str, epochs: int) -> subproces
         start_new_session=True,
     )
     assert child.stdin is not None
-    child.stdin.write(json.dumps({**config, "owner": owner}) + "\n")
+    child.stdin.write(json.dumps({**config, "owner": owner, "take_over": take_over}) + "\n")
     child.stdin.close()
     return child
 
@@ -179,11 +182,13 @@ def test_a_retry_takes_the_folder_over_from_the_live_process_of_a_lost_attempt(
     old.send_signal(signal.SIGSTOP)
     time.sleep(0.5)
     rows_when_stopped = len(read_rows(run_dir / "metrics.csv"))
-    busy = start_child(run_dir, small_cifar_dir, "busy", epochs=400)
+    busy = start_child(run_dir, small_cifar_dir, "busy", epochs=400, take_over=True)
     said = messages(busy)
     assert busy.returncode == EXIT_BUSY and said[-1]["type"] == "busy", said
     assert "queued again" in said[-1]["reason"]
-    retry = start_child(run_dir, small_cifar_dir, "retry", epochs=rows_when_stopped + 2)
+    retry = start_child(
+        run_dir, small_cifar_dir, "retry", epochs=rows_when_stopped + 2, take_over=True
+    )
     old.send_signal(signal.SIGCONT)  # it sees the retry's request and leaves
     old.wait(timeout=120)
     assert old.returncode == EXIT_BUSY
@@ -193,6 +198,24 @@ def test_a_retry_takes_the_folder_over_from_the_live_process_of_a_lost_attempt(
     assert len(resumed["rows"]) >= rows_when_stopped - 1  # continued, not started over
     rows = read_rows(run_dir / "metrics.csv")
     assert [r["epoch"] for r in rows] == list(range(1, rows_when_stopped + 3))
+
+
+def test_a_live_attempt_of_the_same_configuration_is_never_asked_to_leave(
+    small_cifar_dir, tmp_path
+):
+    """Two live attempts of one configuration (a sampled duplicate, say): the second is told
+    the folder is busy and leaves it alone; only a retry of a lost attempt may take it over."""
+    run_dir = tmp_path / "run"
+    first = start_child(run_dir, small_cifar_dir, "first", epochs=400)
+    wait_until(lambda: len(read_rows(run_dir / "metrics.csv")) >= 1, 240, "the first attempt")
+    second = start_child(run_dir, small_cifar_dir, "second", epochs=400)  # not a retry
+    said = messages(second)
+    assert second.returncode == EXIT_BUSY and said[-1]["type"] == "busy", said
+    time.sleep(1.0)
+    assert first.poll() is None  # still training: nobody asked it to leave
+    assert (run_dir / ".owner").read_text() == "first"
+    first.send_signal(signal.SIGTERM)
+    first.wait(timeout=60)
 
 
 @pytest.mark.slow
@@ -221,3 +244,19 @@ def test_a_stopped_trial_process_is_failed_and_its_trial_finished_by_a_retry(
     trials = check_integrity(pg, 1, epochs)
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
     assert not Path(f"/proc/{victim}").exists() or "Z" in Path(f"/proc/{victim}/stat").read_text()
+
+
+def test_a_configuration_is_claimed_once_at_a_time(tmp_path):
+    """A copy queued while its configuration runs (a retry that found the folder busy) waits
+    for that run to end instead of starting beside it."""
+    store = Store(f"sqlite:///{tmp_path / 'study.db'}", create=True)
+    study, _ = store.create(spec())
+    queue = TrialQueue(study)
+    queue.enqueue_missing(expand(spec())[:1])
+    (waiting,) = queue.trials("WAITING")
+    queue.requeue(waiting, 0)  # the same configuration queued twice
+    first = queue.claim()
+    assert first is not None
+    assert queue.claim() is None  # its copy waits while it runs
+    queue.tell(first, "COMPLETE", 0.5)
+    assert queue.claim() is not None  # and runs once it has ended

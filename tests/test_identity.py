@@ -244,3 +244,34 @@ def test_a_config_id_read_from_the_database_never_becomes_a_path(small_cifar_dir
     assert result.returncode == 1, result.stderr
     assert "is not a folder name bopsweep makes" in result.stderr
     assert not list(tmp_path.parent.rglob("escape"))
+
+
+def test_a_study_of_bopsweep_0_1_queued_by_one_command_resumes_in_the_next(
+    small_cifar_dir, tmp_path
+):
+    """The study gets its identity from the first command (here --queue-only, step 2 of
+    'Several machines'); the next one that runs it still finds its interrupted trial."""
+    import sqlite3
+
+    from bopsweep.driver import DispatchOptions, run_study
+    from bopsweep.driver.queue import TrialQueue
+    from bopsweep.studies import expand
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    base = TrialConfig(epochs=2, width=0.0625, batch_size=20, data_dir=str(small_cifar_dir))
+    spec = grid_study("old", base, {"tau": [1e-6]})
+    (planned,) = expand(spec)
+    study, _ = Store(url, create=True).create(spec)
+    TrialQueue(study).enqueue_missing([planned])
+    with sqlite3.connect(tmp_path / "study.db") as conn:  # as bopsweep 0.1 made it
+        conn.execute("DELETE FROM study_user_attributes WHERE key = ?", (UUID_ATTR,))
+    legacy = tmp_path / "study.ckpt" / "old" / planned.config_id  # interrupted after epoch 1
+    run_trial(TrialConfig.from_dict({**planned.config.to_dict(), "epochs": 1}), legacy)
+
+    options = DispatchOptions(storage=url, device="cpu", quiet=True, queue_only=True)
+    assert run_study(spec, options, echo=lambda *_: None) == 0
+    result = bopsweep("resume", "study.db", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    trial = only_trial(tmp_path / "study.db", "old")
+    assert trial.state.name == "COMPLETE" and trial.user_attrs["resumed_from_epoch"] == 1
+    assert not (tmp_path / "study.ckpt" / "old").exists()  # moved under its identity

@@ -86,7 +86,7 @@ def test_trial_processes_and_zygotes_get_no_storage_url_or_password(
         "BOPSWEEP_STORAGE": pg,  # the URL as most users give it
         "OTHER_COPY_OF_THE_URL": pg,
         "PGPASSWORD": PASSWORD,
-        "A_VARIABLE_WITH_THE_PASSWORD": f"x{PASSWORD}x",
+        "A_VARIABLE_WITH_THE_PASSWORD": PASSWORD,
         "AN_INNOCENT_VARIABLE": "kept",
     }
     args = ["worker", "--study", "s", "--quiet", "--checkpoint-dir", str(tmp_path / "c")]
@@ -112,3 +112,14 @@ def test_trial_processes_and_zygotes_get_no_storage_url_or_password(
     finally:
         driver.send_signal(signal.SIGTERM)
         driver.communicate(timeout=120)
+
+
+def test_a_variable_that_only_contains_the_passwords_letters_is_kept(monkeypatch):
+    from bopsweep.driver.process import child_environ
+
+    monkeypatch.setenv("BOPSWEEP_STORAGE", "postgresql://bopsweep:bopsweep@db.lab/studies")
+    monkeypatch.setenv("VIRTUAL_ENV", "/home/bopsweep/venv")  # the README's user and password
+    monkeypatch.setenv("COPY", "bopsweep")
+    env = child_environ({})
+    assert env["VIRTUAL_ENV"] == "/home/bopsweep/venv" and env["PATH"] == os.environ["PATH"]
+    assert "BOPSWEEP_STORAGE" not in env and "COPY" not in env

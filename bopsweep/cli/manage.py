@@ -65,7 +65,8 @@ def delete(
             if not sys.stdin.isatty():
                 raise UserError(f"not deleting {what} without confirmation; pass --yes")
             typer.confirm(f"Delete {what}?", abort=True)
-        store.delete_study(study)
+        # checked again under the study's lock: a worker may have started one meanwhile
+        store.delete_study(study, running_allowed=sqlite_path(url) is not None)
         if folder is not None:
             try:
                 shutil.rmtree(folder)

@@ -59,15 +59,16 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(max(1, threads))
     job = json.loads(sys.stdin.readline())
     if "stack" not in job:
-        owner = job.pop("owner", None)
+        owner, take_over = job.pop("owner", None), job.pop("take_over", False)
         guarded = _guarded(send, [(run_dir, owner)])
-        return _run_one(TrialConfig.from_dict(job), run_dir, owner, guarded)
+        return _run_one(TrialConfig.from_dict(job), run_dir, owner, take_over, guarded)
     stopped: set[int] = set()
     threading.Thread(target=_read_commands, args=(stopped,), daemon=True).start()
     members = [(TrialConfig.from_dict(m["config"]), Path(m["run_dir"])) for m in job["stack"]]
     owners = [m.get("owner") for m in job["stack"]]
+    takes = [bool(m.get("take_over")) for m in job["stack"]]
     guarded = _guarded(send, [(d, o) for (_, d), o in zip(members, owners, strict=True)])
-    return _run_stack(members, owners, guarded, stopped)
+    return _run_stack(members, owners, takes, guarded, stopped)
 
 
 def _guarded(send: Send, folders: list[tuple[Path, str | None]]) -> Send:
@@ -77,7 +78,8 @@ def _guarded(send: Send, folders: list[tuple[Path, str | None]]) -> Send:
     a message, and progress is sent every few steps, so it notices within a few steps."""
 
     def guarded(message: dict[str, Any]) -> None:
-        if any(folder_owner.taken_over(d, o) for d, o in folders):
+        # "busy": this process never got the folder, whose owner is someone else's
+        if message["type"] != "busy" and any(folder_owner.taken_over(d, o) for d, o in folders):
             sys.exit(EXIT_BUSY)
         send(message)
 
@@ -91,13 +93,15 @@ def _busy(run_dir: Path) -> str:
     )
 
 
-def _run_one(config: TrialConfig, run_dir: Path, owner: str | None, send: Send) -> int:
+def _run_one(
+    config: TrialConfig, run_dir: Path, owner: str | None, take_over: bool, send: Send
+) -> int:
     from bopsweep.errors import UserError
     from bopsweep.run_dir import CONFIG
     from bopsweep.train import TrialDiverged, run_trial
 
     with contextlib.ExitStack() as held:
-        if not folder_owner.acquire([run_dir], [owner], held)[0]:
+        if not folder_owner.acquire([run_dir], [owner], held, [take_over])[0]:
             send({"type": "busy", "reason": _busy(run_dir)})
             return EXIT_BUSY
         try:
@@ -124,6 +128,7 @@ def _run_one(config: TrialConfig, run_dir: Path, owner: str | None, send: Send) 
 def _run_stack(
     members: list[tuple[TrialConfig, Path]],
     owners: list[str | None],
+    takes: list[bool],
     send: Send,
     stopped: set[int],
 ) -> int:
@@ -148,10 +153,12 @@ def _run_stack(
         return k in stopped
 
     with contextlib.ExitStack() as held:
-        got = folder_owner.acquire([d for _, d in members], owners, held)
+        got = folder_owner.acquire([d for _, d in members], owners, held, takes)
         free = [k for k, g in enumerate(got) if g]
         for k in (k for k, g in enumerate(got) if not g):
             send({"type": "busy", "reason": _busy(members[k][1]), "member": k})
+        if not free:
+            return EXIT_BUSY
         try:
             run_stack(
                 [members[k][0] for k in free],

@@ -50,22 +50,28 @@ def read_owner(run_dir: Path) -> str | None:
 
 
 def acquire(
-    run_dirs: list[Path], owners: list[str | None], stack: contextlib.ExitStack
+    run_dirs: list[Path],
+    owners: list[str | None],
+    stack: contextlib.ExitStack,
+    take_over: list[bool] | None = None,
 ) -> list[bool]:
     """Take each folder's lock (held until ``stack`` closes) for the attempt ``owners[k]``:
-    at once if it is free, else after asking its holder to leave and waiting at most
+    at once if it is free; else, where ``take_over[k]`` (the attempt is the retry of one the
+    database failed as lost), after asking its holder to leave and waiting at most
     :data:`TAKEOVER_SECONDS` (all folders waited for together); per folder, whether it was
-    got. An attempt without a token (an older driver) only takes a free folder."""
+    got. A holder that is a live attempt of the same configuration is never asked to leave,
+    and an attempt without a token (an older driver) only takes a free folder."""
+    takes = take_over if take_over is not None else [False] * len(run_dirs)
     files = []
     for run_dir in run_dirs:
         run_dir.mkdir(parents=True, exist_ok=True)
         files.append(stack.enter_context((run_dir / LOCK_FILE).open("a")))
     got = [_try_lock(f) for f in files]
-    for run_dir, owner in zip(run_dirs, owners, strict=True):
-        if owner is not None:
+    for k, (run_dir, owner) in enumerate(zip(run_dirs, owners, strict=True)):
+        if owner is not None and (got[k] or takes[k]):
             write_owner(run_dir, owner)  # the holder, if any, sees it and leaves
     deadline = time.monotonic() + TAKEOVER_SECONDS
-    waiting = [k for k, g in enumerate(got) if not g and owners[k] is not None]
+    waiting = [k for k, g in enumerate(got) if not g and owners[k] is not None and takes[k]]
     while waiting and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
         for k in list(waiting):

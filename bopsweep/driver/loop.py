@@ -116,7 +116,9 @@ class Driver:
 
     def run(self) -> int:
         """0: all done, 1: some failed (or the database was lost), 130: Ctrl-C."""
-        previous_hook, previous_sigint = sys.unraisablehook, signal.getsignal(signal.SIGINT)
+        previous_hook = sys.unraisablehook
+        held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        previous = {signum: signal.getsignal(signum) for signum in held}
         sys.unraisablehook = self._unraisable
         try:
             if self.warm_starts:
@@ -129,7 +131,9 @@ class Driver:
                 self.zygotes.close()
                 self.zygotes = None
             sys.unraisablehook = previous_hook
-            signal.signal(signal.SIGINT, previous_sigint)
+            for signum, handler in previous.items():
+                if handler is not None:  # None: not set from Python, nothing to restore
+                    signal.signal(signum, handler)
             if self.recorder.board is not None:
                 self.recorder.board.close()
 
@@ -157,7 +161,8 @@ class Driver:
                 except (optuna.exceptions.UpdateFinishedTrialError, TrialTakenOver):
                     self._abandon_taken_over()
         except KeyboardInterrupt:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_IGN)  # a second one must not cut the clean-up
             self._stop_all()
             try:
                 self._record_interrupted()
@@ -186,11 +191,12 @@ class Driver:
         self._keep_alive()
         self._fill_slots()
         if not self.running and not self.finishing and not self.held:
-            if self.queue.count("WAITING"):  # re-queued as it failed to start: claimed again
-                return True
-            if self.queue.count("RUNNING") <= len(self.running):  # no other driver's trial
+            others = self.queue.count("RUNNING") > len(self.running)  # another driver's trials
+            if not others and not self.queue.count("WAITING"):
                 return False
-            time.sleep(1.0)  # another driver's trials may come back to the queue
+            # a trial re-queued as it failed to start, one waiting for its configuration's
+            # other run to end, or another driver's trials that may come back: a later turn
+            time.sleep(1.0)
             return True
         self._wait_for_events(0.25)
         for r in [r for r in self.running.values() if r.ended()]:
@@ -299,8 +305,13 @@ class Driver:
                 )
             )
             owner = runs[-1].owner  # the trial process checks it against the folder's
-            jobs.append({"config": config, "run_dir": str(run_dir), "owner": owner})
-        single = {**jobs[0]["config"], "owner": jobs[0]["owner"]}
+            # only a retry of an attempt the database failed as lost may ask a live process in
+            # its folder to leave: two live attempts of one configuration never evict each other
+            take_over = runs[-1].retry_of is not None
+            jobs.append(
+                {"config": config, "run_dir": str(run_dir), "owner": owner, "take_over": take_over}
+            )
+        single = {**jobs[0]["config"], "owner": jobs[0]["owner"], "take_over": jobs[0]["take_over"]}
         job = single if len(jobs) == 1 else {"stack": jobs}
 
         def on_message(message: dict[str, Any] | None) -> None:

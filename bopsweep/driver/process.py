@@ -195,12 +195,14 @@ def child_environ(extra: dict[str, str]) -> dict[str, str]:
     from bopsweep.store.urls import url_secrets
 
     urls = _hidden_urls | {v for v in os.environ.values() if _DATABASE_URL.search(v)}
-    secrets = {s for url in urls for s in url_secrets(url) if len(s) >= 4}
+    secrets = {s for url in urls for s in url_secrets(url)}
 
     def secret(name: str, value: str) -> bool:
         if name in (STORAGE_ENV, *_PASSWORD_VARIABLES) or _DATABASE_URL.search(value):
             return True
-        return any(s in value for s in secrets)
+        # a variable that is a password; not one that merely contains its letters (PATH
+        # would go with a password 'bin')
+        return value in secrets
 
     return {**{k: v for k, v in os.environ.items() if not secret(k, v)}, **extra}
 

@@ -232,10 +232,17 @@ class TrialQueue:
         The claimed attempt gets an owner token (:meth:`own`), which its writes must carry."""
         import optuna
 
+        # a configuration runs once at a time: a copy queued while it runs (a retry that found
+        # its folder busy, a sampled duplicate) waits until it ends
+        running = {t.user_attrs.get("config_id") for t in self.trials("RUNNING")} - {None}
         for tid in waiting_trial_ids(self.study):  # not every waiting trial loaded
-            if fits is not None:  # a stack's members: loaded one by one until one fits
+            if running or fits is not None:  # then loaded one by one until one may run
                 candidate = self.trial(tid)
-                if not (configured(candidate) and fits(self.config(candidate))):
+                if candidate.user_attrs.get("config_id") in running:
+                    continue
+                if fits is not None and not (
+                    configured(candidate) and fits(self.config(candidate))
+                ):
                     continue
             try:
                 if not self.storage.set_trial_state_values(tid, self._states.RUNNING):
@@ -344,7 +351,8 @@ class TrialQueue:
         lost = [t for t in last.values() if t.user_attrs.get("requeued")]
         for t in lost:
             attempt = t.user_attrs.get("attempt", 0)
-            self.requeue(t, attempt + (t.user_attrs.get("failure") != "interrupted"))
+            # an interruption or a busy folder uses up no retry (as their endings chose)
+            self.requeue(t, attempt + (t.user_attrs.get("failure") not in ("interrupted", "busy")))
         return len(lost)
 
     # --- while trials run -----------------------------------------------------------------------

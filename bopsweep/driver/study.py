@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     import optuna
 
     from bopsweep.driver.queue import TrialQueue
-    from bopsweep.store import Store
     from bopsweep.studies import PlannedTrial, StudySpec
 
 
@@ -141,7 +140,7 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
     from bopsweep.data import fingerprint
     from bopsweep.display import StudyDisplay
     from bopsweep.folders import make_root, open_study_folder, study_folder_name
-    from bopsweep.store import Store, driver_lock, redact, study_uuid
+    from bopsweep.store import LEGACY_ATTR, Store, driver_lock, redact, study_uuid
 
     checked = check_run(spec, options)  # all valid before anything is written
     planned, slots = checked.planned, checked.slots
@@ -156,8 +155,8 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
     beat = (options.heartbeat_interval, options.grace_period, options.max_retries)
     store = Store(options.storage, create=True, heartbeat=beat if shared else None)
     with driver_lock(options.storage):
-        legacy = _made_without_identity(store, spec.name)
         study = store.join(spec.name) if options.join else store.create(spec)[0]
+        legacy = study.user_attrs.get(LEGACY_ATTR) is True  # its folder: ROOT/NAME until moved
         identity = study_uuid(study)
         assert identity is not None  # create() and join() give every study one
         root = checked.root / study_folder_name(spec.name, identity)
@@ -212,13 +211,6 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
             f"failed; checkpoints in {root}"
         )
     return code
-
-
-def _made_without_identity(store: Store, name: str) -> bool:
-    """Whether ``name`` is a study of bopsweep 0.1, about to be given its identity."""
-    from bopsweep.store import study_uuid
-
-    return name in store.bopsweep_studies() and study_uuid(store.load(name)) is None
 
 
 def _names(slots: Sequence[Slot], shown: int = 8) -> str:

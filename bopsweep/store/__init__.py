@@ -8,12 +8,18 @@
 * :mod:`~bopsweep.store.optuna_adapter`: the one module that uses Optuna's private attributes.
 """
 
-from bopsweep.store.database import SPEC_ATTR, UUID_ATTR, NoStudyTables, Store, study_uuid
+from bopsweep.store.database import (
+    LEGACY_ATTR,
+    SPEC_ATTR,
+    UUID_ATTR,
+    NoStudyTables,
+    Store,
+    study_uuid,
+)
 from bopsweep.store.lock import driver_lock
 from bopsweep.store.urls import (
     checkpoint_base,
     database_file,
-    first_line,
     redact,
     scrub,
     sqlite_path,
@@ -21,6 +27,7 @@ from bopsweep.store.urls import (
 )
 
 __all__ = [
+    "LEGACY_ATTR",
     "SPEC_ATTR",
     "UUID_ATTR",
     "NoStudyTables",
@@ -28,7 +35,6 @@ __all__ = [
     "checkpoint_base",
     "database_file",
     "driver_lock",
-    "first_line",
     "redact",
     "scrub",
     "sqlite_path",

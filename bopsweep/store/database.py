@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 SPEC_ATTR = "bopsweep_spec"
 # the study's identity (a UUID made with it): its trial folders are keyed by it, never by a name
 UUID_ATTR = "bopsweep_study_uuid"
+# set on a study of bopsweep 0.1 as it gets its identity: its trial folders still sit in
+# ROOT/NAME, which the next run moves under its identity (bopsweep.folders.open_study_folder)
+LEGACY_ATTR = "bopsweep_legacy_folder"
 
 
 class NoStudyTables(UserError):
@@ -196,8 +199,8 @@ class Store:
         by bopsweep 0.1 gets its identity here (under the study's lock)."""
         with study_lock(self.engine, name):
             study = self.load(name)
-            if not study_uuid(study):
-                study.set_user_attr(UUID_ATTR, uuid.uuid4().hex)
+            if not study_uuid(study):  # made by bopsweep 0.1: it gets its identity now
+                _give_identity(study, legacy=True)
         self.metrics.ensure_tables()
         return study
 
@@ -210,7 +213,7 @@ class Store:
             if study.user_attrs[SPEC_ATTR] != data:
                 study.set_user_attr(SPEC_ATTR, data)  # e.g. a search's new total
             if not study_uuid(study):  # made by bopsweep 0.1: it gets its identity now
-                study.set_user_attr(UUID_ATTR, uuid.uuid4().hex)
+                _give_identity(study, legacy=True)
             return study, False
         if spec.name in self.study_names():  # left half made, by a command that was stopped
             study = self._optuna_study(spec.name)
@@ -220,7 +223,7 @@ class Store:
             )
         # the identity first: the definition is what makes the study whole (_left_unmade)
         if not study_uuid(study):
-            study.set_user_attr(UUID_ATTR, uuid.uuid4().hex)
+            _give_identity(study, legacy=False)
         study.set_user_attr(SPEC_ATTR, data)
         self.metrics.ensure_tables()  # now, not when two workers write their first rows
         return study, True
@@ -240,14 +243,23 @@ class Store:
         except NoStudyTables:
             return None
 
-    def delete_study(self, name: str) -> None:
+    def delete_study(self, name: str, running_allowed: bool = True) -> None:
         """Remove a study, its trials and their metric rows (and any orphan rows of studies
         deleted by other tools). Under the study's lock, as :meth:`join` and :meth:`create`
-        are: a worker starting meanwhile finds the study whole or gone, never makes it again."""
+        are: a worker starting meanwhile finds the study whole or gone, never makes it again.
+        Unless ``running_allowed``, refused (one line) if a trial runs, checked under it."""
         import optuna
 
         with study_lock(self.engine, name):
             study_id = self.storage.get_study_id_from_name(name)
+            running = self.storage.get_all_trials(
+                study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+            )
+            if running and not running_allowed:
+                raise UserError(
+                    f"study {name} has {len(running)} running trial(s) (a worker on another "
+                    "machine?); stop its workers first"
+                )
             # the study first: a crash after it leaves orphan rows, never attached to anything
             optuna.delete_study(study_name=name, storage=self.storage)
         self.metrics.delete_study_rows(study_id)
@@ -262,6 +274,14 @@ def _check_definition(study: optuna.Study) -> None:
         StudySpec.from_dict(study.user_attrs[SPEC_ATTR])
     except UserError as e:
         raise UserError(f"study {study.study_name!r}: {e}") from None
+
+
+def _give_identity(study: optuna.Study, legacy: bool) -> None:
+    """A new UUID for ``study``; ``legacy``: it was made by bopsweep 0.1 (flagged first, so a
+    kill between the two writes leaves a study that is flagged again next time)."""
+    if legacy:
+        study.set_user_attr(LEGACY_ATTR, True)
+    study.set_user_attr(UUID_ATTR, uuid.uuid4().hex)
 
 
 def study_uuid(study: optuna.Study) -> str | None:

@@ -8,9 +8,9 @@ refused, or a trial already failed gathers epochs from a process that lost it. S
 write checks, in its own transaction and with the trial's row locked (PostgreSQL: ``SELECT …
 FOR UPDATE``, which Optuna's own state change also takes; SQLite: one writer at a time), that
 the trial is still RUNNING and still its writer's; a refused write raises :class:`TrialTakenOver`
-and the driver abandons the trial (stops its process). The trial's state, user attributes and
-intermediate values go through Optuna, whose storage refuses them once the trial is finished,
-checked with the same row lock.
+and the driver abandons the trial (stops its process). The learning curve (intermediate values)
+is written in that same transaction; the trial's state and user attributes go through Optuna,
+whose storage refuses them once the trial is finished.
 
 Studies are serialized the same way where several drivers may act on one at once: queueing
 what is missing, re-queueing, and creating a study each run under :func:`study_lock`, a
@@ -50,7 +50,7 @@ def check_owner(conn: Any, trial_id: int, owner: str) -> None:
     :class:`TrialTakenOver` unless it is RUNNING and owned by ``owner``."""
     import sqlalchemy as sa
 
-    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    lock = "" if conn.dialect.name == "sqlite" else " FOR UPDATE"  # SQLite: one writer anyway
     row = conn.execute(
         sa.text(f"SELECT state FROM trials WHERE trial_id = :t{lock}"), {"t": trial_id}
     ).first()
@@ -76,13 +76,18 @@ def study_lock(engine: Any, study_name: str) -> Iterator[None]:
     what one driver reads of the study and writes because of it (missing configurations
     queued, a study made) is never interleaved with another's. Keyed by the study's name, so
     it also serializes making the study. Other databases: nothing to take (SQLite allows one
-    driver per file)."""
+    driver per file; MySQL's workers rely on Optuna's atomic claim alone, see the README)."""
     if engine.dialect.name != "postgresql":
         yield
         return
     import sqlalchemy as sa
 
     with engine.connect() as conn, conn.begin():
+        # a driver stopped (SIGSTOP) while it holds the lock must not block the study's other
+        # workers: its session is ended by the server after 5 minutes idle in the transaction,
+        # and a wait for the lock gives up after 10 (a database error the loop rides out)
+        conn.execute(sa.text("SET LOCAL idle_in_transaction_session_timeout = '300s'"))
+        conn.execute(sa.text("SET LOCAL lock_timeout = '600s'"))
         conn.execute(
             sa.text("SELECT pg_advisory_xact_lock(:a, :b)"),
             {"a": LOCK_NAMESPACE, "b": _key(study_name)},

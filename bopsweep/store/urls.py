@@ -173,8 +173,3 @@ def checkpoint_base(url: str, override: Path | None = None) -> Path:
         return Path(os.path.realpath(Path(override).expanduser()))
     path = database_file(url)
     return Path(os.path.realpath(path.with_suffix(".ckpt") if path else "bopsweep.ckpt"))
-
-
-def first_line(e: BaseException) -> str:
-    text = str(getattr(e, "orig", None) or e).strip().splitlines()
-    return text[0] if text else type(e).__name__

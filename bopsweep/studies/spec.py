@@ -83,9 +83,26 @@ class StudySpec:
             raise UserError(f"the study's definition (bopsweep_spec) lacks {sorted(missing)}")
         if unknown := set(data) - known:
             raise UserError(f"the study's definition (bopsweep_spec) has unknown {sorted(unknown)}")
+        for key, kind in _STORED_TYPES.items():
+            value = data.get(key)
+            items_ok = not isinstance(value, list) or all(isinstance(a, dict) for a in value)
+            if key in data and not (isinstance(value, kind) and items_ok):
+                what = f"{type(value).__name__}, not {kind.__name__}" if items_ok else "non-dicts"
+                raise UserError(f"the study's definition (bopsweep_spec) holds {key} of {what}")
         values = dict(data)
         values["base"] = TrialConfig.from_dict(values["base"], "the study's base")
         return cls(**values)
+
+
+# what each part of a stored definition is (arms: a list of dicts), checked on reading
+_STORED_TYPES: dict[str, type] = {
+    "name": str,
+    "kind": str,
+    "grid": dict,
+    "arms": list,
+    "description": str,
+    "meta": dict,
+}
 
 
 def _plain_arm(arm: dict[str, Any]) -> dict[str, Any]:
