@@ -260,3 +260,21 @@ def test_a_configuration_is_claimed_once_at_a_time(tmp_path):
     assert queue.claim() is None  # its copy waits while it runs
     queue.tell(first, "COMPLETE", 0.5)
     assert queue.claim() is not None  # and runs once it has ended
+
+
+def test_a_trial_claimed_without_a_heartbeat_is_judged_stale_all_the_same(pg):  # noqa: F811
+    """A driver cut off (an outage, a kill) between claiming a trial and its first heartbeat
+    left it RUNNING forever: Optuna judges only trials with a heartbeat. Now it gets one from
+    whoever looks for stale trials, and is failed and re-queued after the grace period."""
+    store = Store(pg, create=True, heartbeat=(1, 2, 3))
+    study, _ = store.create(spec())
+    queue = TrialQueue(study)
+    queue.enqueue_missing(expand(spec())[:1])
+    claimed = queue.claim()  # and its driver is gone before it records a heartbeat
+    assert claimed is not None
+    queue.fail_stale()
+    time.sleep(2.5)
+    queue.fail_stale()
+    assert queue.trial(trial_id(claimed)).state.name == "FAIL"
+    assert len(queue.trials("WAITING")) == 1  # its retry
+    store.engine.dispose()

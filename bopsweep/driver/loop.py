@@ -219,9 +219,13 @@ class Driver:
             trials = self._next_trials()
             if not trials:
                 return
-            if self.heartbeat_interval is not None:  # a trial without any heartbeat is never
-                for trial in trials:  # judged stale by Optuna
-                    self.queue.heartbeat(trial_id(trial))
+            try:
+                if self.heartbeat_interval is not None:  # a trial without any heartbeat is
+                    for trial in trials:  # never judged stale by Optuna
+                        self.queue.heartbeat(trial_id(trial))
+            except BaseException:  # claimed (RUNNING): started on a later turn, or re-queued
+                self.held[:0] = trials
+                raise
             try:
                 started = self._start(trials, slot)
             except BaseException as e:  # the trials are RUNNING: they must not stay so

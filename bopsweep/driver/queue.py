@@ -22,6 +22,7 @@ from bopsweep.store.fencing import OWNER_ATTR, new_owner, study_lock
 from bopsweep.store.optuna_adapter import (
     add_waiting_trials,
     engine_of,
+    running_without_heartbeat,
     storage_of,
     trial_id,
     waiting_trial_ids,
@@ -370,9 +371,12 @@ class TrialQueue:
 
     def fail_stale(self) -> None:
         """Other drivers' trials without a heartbeat for the grace period: failed and re-queued
-        (by the storage's stale-trial callback)."""
+        (by the storage's stale-trial callback). A RUNNING trial that never had a heartbeat (its
+        driver was cut off as it claimed it) gets one now, so it is judged like the others."""
         import optuna
 
+        for tid in running_without_heartbeat(self.study):
+            self.heartbeat(tid)
         with warnings.catch_warnings(), self.locked():  # the retry queued under the lock
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(self.study)

@@ -151,6 +151,20 @@ def waiting_trial_ids(study: optuna.Study) -> list[int]:
     return [tid for (tid,) in rows]
 
 
+def running_without_heartbeat(study: optuna.Study) -> list[int]:
+    """The ids of the study's RUNNING trials that have no heartbeat row at all (an RDB storage
+    with heartbeats only). Optuna never judges such a trial stale: a driver cut off between
+    claiming it and its first heartbeat (an outage, a kill) would leave it RUNNING forever."""
+    import sqlalchemy as sa
+
+    query = sa.text(
+        "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id"
+        " WHERE t.study_id = :s AND t.state = 'RUNNING' AND h.trial_id IS NULL"
+    )
+    with engine_of(study).connect() as conn:
+        return [tid for (tid,) in conn.execute(query, {"s": study_id(study)})]
+
+
 def all_trials(
     study: optuna.Study, intermediate_values: bool = True
 ) -> list[optuna.trial.FrozenTrial]:
