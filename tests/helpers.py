@@ -84,3 +84,25 @@ def study_folder(database: Path | str, study: str, root: Path | None = None) -> 
     identity = study_uuid(Store.open_readonly(url).load(study))
     assert identity is not None, f"study {study} has no identity"
     return folders.study_folder(checkpoint_base(url, root), study, identity)
+
+
+def at_once(work, inputs: list) -> tuple[list, list]:
+    """``work(x)`` for every input, each in its own thread, released together: (results,
+    exceptions)."""
+    import threading
+
+    barrier, results, errors = threading.Barrier(len(inputs)), [], []
+
+    def run(x) -> None:
+        barrier.wait()
+        try:
+            results.append(work(x))
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(x,)) for x in inputs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, errors

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -30,6 +29,7 @@ from bopsweep.store.fencing import TrialTakenOver
 from bopsweep.store.optuna_adapter import study_id, trial_id
 from bopsweep.store.urls import engine_url
 from bopsweep.studies import TrialConfig, expand, grid_study
+from tests.helpers import at_once
 from tests.test_dispatch import wait_until
 from tests.test_postgres import check_integrity, pg, queue, worker  # noqa: F401 (a fixture)
 
@@ -75,26 +75,6 @@ def test_the_rows_of_a_trial_taken_over_are_refused_and_nothing_is_written(url):
     with pytest.raises(TrialTakenOver):
         store.metrics.write(sid, trial_id(retry), late, {}, owner)
     assert store.metrics.stored_epochs(trial_id(retry)) == []
-
-
-def at_once(work, inputs: list) -> tuple[list, list]:
-    """``work(x)`` for every input, each in its own thread, released together: (results,
-    exceptions)."""
-    barrier, results, errors = threading.Barrier(len(inputs)), [], []
-
-    def run(x) -> None:
-        barrier.wait()
-        try:
-            results.append(work(x))
-        except Exception as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(x,)) for x in inputs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results, errors
 
 
 def test_drivers_that_queue_one_study_at_once_queue_each_configuration_once(pg):  # noqa: F811

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from bopsweep.store.urls import engine_url
-from tests.helpers import command_lines
 from tests.test_dispatch import TINY, bopsweep, start, wait_until
+from tests.test_faults import trial_processes
 from tests.test_postgres import PG_CTL, check_integrity, pg, worker  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.postgres
@@ -87,14 +87,6 @@ def sql(url: str, statement: str) -> list:
             return result.all() if result.returns_rows else []
     finally:
         engine.dispose()
-
-
-def trial_processes(folder: Path) -> list[int]:
-    return [
-        pid
-        for pid, argv in command_lines().items()
-        if "bopsweep.driver.child" in argv and any(str(folder) in a for a in argv)
-    ]
 
 
 def pg_ctl(action: str) -> None:

@@ -21,6 +21,7 @@ import pytest
 
 from bopsweep.store.optuna_adapter import trial_id
 from bopsweep.store.urls import engine_url
+from tests.helpers import at_once
 from tests.test_dispatch import TINY, bopsweep, start, wait_until
 
 pytestmark = pytest.mark.postgres
@@ -208,28 +209,13 @@ def test_the_password_appears_nowhere(pg, small_cifar_dir, tmp_path):
 def test_drivers_that_make_the_metric_tables_at_once_all_succeed(pg, attempt):
     """Two workers' first epochs arrive together: each finds the metric tables missing and
     makes them; PostgreSQL refuses all but one CREATE TABLE, and the others carry on."""
-    import threading
-
     from bopsweep.store import Store
 
     # Optuna's tables, no metric tables yet (engine_url: psycopg 3 on SQLAlchemy 2.0 too)
     optuna.create_study(study_name="s", storage=engine_url(pg))
     stores = [Store(pg) for _ in range(6)]
     assert all(s.metrics._absent for s in stores)
-    barrier, errors = threading.Barrier(len(stores)), []
-
-    def make(store: Store) -> None:
-        barrier.wait()
-        try:
-            store.metrics.ensure_tables()
-        except Exception as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=make, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _, errors = at_once(lambda store: store.metrics.ensure_tables(), stores)
     assert errors == []
     assert not any(s.metrics._absent for s in stores)
 
