@@ -19,6 +19,7 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -34,10 +35,10 @@ SEED = 20261207
 FAULTS = 30
 # long enough that every fault lands while the study runs (no fault is spent on a finished one)
 CONFIGS = ("1e-9", "3e-9", "1e-8", "3e-8", "1e-7", "3e-7", "1e-6", "3e-6", "1e-5", "1e-4", "1e-3")
-EPOCHS = 5
+EPOCHS = 15
 BEAT = ["--heartbeat-interval", "1", "--grace-period", "3"]
 KINDS = ["worker", "trial", "outage", "queue", "create"]
-RACES = {"queue": 3, "create": 2, "outage": 6}  # seconds apiece: the rest are stops
+RACES = {"queue": 2, "create": 2, "outage": 4}  # seconds apiece: the rest are stops
 
 WATCH = """
 CREATE TABLE fault_violations (what text, trial_id integer);
@@ -110,21 +111,29 @@ def test_three_workers_survive_stops_outages_and_racing_commands(
     extra = ["--max-retries", "1000"]
     workers = [worker(pg, tmp_path, *extra, beat=BEAT) for _ in range(3)]
     stopped: dict[int, float] = {}  # pid -> when to SIGCONT it
+    guard, over = threading.Lock(), threading.Event()
     errors: list[str] = []
 
     def context() -> str:
         return "faults: " + "; ".join(log)
 
     def wake(all_now: bool = False) -> None:
-        for pid, due in list(stopped.items()):
-            if all_now or time.monotonic() >= due:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
-                del stopped[pid]
+        with guard:
+            for pid, due in list(stopped.items()):
+                if all_now or time.monotonic() >= due:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
+                    del stopped[pid]
+
+    def waker() -> None:  # on time, also while the loop waits for racing commands (which may
+        while not over.wait(0.1):  # wait for the study's lock a stopped worker holds)
+            wake()
+
+    threading.Thread(target=waker, daemon=True).start()
 
     def stop(pid: int, what: str) -> None:
         seconds = rng.uniform(1, 7)  # the grace period is 3 s: some are taken over, some not
-        with contextlib.suppress(ProcessLookupError):
+        with guard, contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGSTOP)
             stopped[pid] = time.monotonic() + seconds
             log.append(f"SIGSTOP {what} {pid} for {seconds:.1f} s")
@@ -147,13 +156,16 @@ def test_three_workers_survive_stops_outages_and_racing_commands(
     while len(log) < FAULTS:
         wake()
         time.sleep(rng.uniform(0.2, 1.0))
-        during += any(w.poll() is None for w in workers)
+        running = any(w.poll() is None for w in workers)
+        during += running
         live = [w for w in workers if w.poll() is None and w.pid not in stopped]
         trials = [p for p in trial_processes(tmp_path) if p not in stopped]
         # stops are cheap and need the study running: most of them; a few commands that race
         kind = rng.choices(KINDS, weights=[3, 4, 1, 1, 1])[0]
-        if kind in RACES and races[kind] >= RACES[kind]:
-            kind = "trial"
+        if kind in RACES and races[kind] >= RACES[kind] and running:
+            kind = "trial"  # the cheap ones while the study runs; once done, what is left
+        if not running and kind in ("worker", "trial"):
+            kind = "outage"
         races[kind] = races.get(kind, 0) + 1
         if kind == "worker" and live:
             stop(rng.choice(live).pid, "worker")
@@ -180,6 +192,7 @@ def test_three_workers_survive_stops_outages_and_racing_commands(
             assert joined.returncode == 2, context() + joined.stderr
             assert len(joined.stderr.strip().splitlines()) == 1, joined.stderr
             log.append(f"made {name} twice at once, deleted it, joined it")
+    over.set()
     wake(all_now=True)
 
     logs = [w.communicate(timeout=400) for w in workers]
