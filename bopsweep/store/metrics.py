@@ -8,7 +8,8 @@ row counts only while both match its trial, so a deleted trial's rows never atta
 leaves a database as it was; tables of bopsweep 0.1.0 (no start time) are upgraded in place by
 the first writing command and read as they are by read-only ones.
 
-Tables, their indexes and an upgrade are each made in one transaction (:func:`_transaction`): a
+Tables, their indexes and an upgrade are each made in one transaction
+(:func:`bopsweep.store.sql.begin_now`): a
 process killed half way leaves them as they were, and an upgrade an older bopsweep left half done
 (its rows in ``<name>_legacy``) is finished by the next writing command.
 """
@@ -20,10 +21,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from bopsweep.store.fencing import check_owner
+from bopsweep.store.legacy_metrics import legacy_tables, upgrade_legacy_tables
 from bopsweep.store.metric_columns import projected, select_frame
 from bopsweep.store.optuna_adapter import all_trials, write_intermediate_values
 from bopsweep.store.optuna_adapter import study_id as study_id_of
 from bopsweep.store.optuna_adapter import trial_id as trial_id_of
+from bopsweep.store.sql import begin_now, insert_ignore
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -50,10 +53,10 @@ class MetricTables:
         self.steps = _metric_table(sa, meta, METRIC_TABLES[1])
         present = set(sa.inspect(self.engine).get_table_names())
         if readonly:
-            self._legacy = _legacy_tables(self.engine, present)
+            self._legacy = legacy_tables(self.engine, present, METRIC_TABLES)
             self._read_unfinished_upgrade(present)
         else:
-            if _upgrade_legacy_tables(self.engine, present, self.epochs, self.steps):
+            if upgrade_legacy_tables(self.engine, present, self.epochs, self.steps):
                 present = set(sa.inspect(self.engine).get_table_names())
             self._legacy = set()
         self._absent = {name for name in METRIC_TABLES if name not in present}
@@ -117,7 +120,7 @@ class MetricTables:
         self.ensure_tables()
         with self.engine.begin() as conn:
             if owner is not None:
-                _transaction(conn)  # SQLite: the write lock before the check
+                begin_now(conn)  # SQLite: the write lock before the check
                 check_owner(conn, trial_id, owner)
             for table, values in ((self.epochs, epoch_rows), (self.steps, step_rows)):
                 if values:
@@ -155,7 +158,7 @@ class MetricTables:
 
         try:
             with self.engine.begin() as conn:
-                _transaction(conn)
+                begin_now(conn)
                 self._meta.create_all(conn)
         except sa.exc.DatabaseError:  # e.g. PostgreSQL's duplicate pg_type row, "already exists"
             present = set(sa.inspect(self.engine).get_table_names())
@@ -164,7 +167,7 @@ class MetricTables:
         self._absent = set()
 
     def _insert_ignore(self, table: Any) -> Any:
-        return _insert_ignore(table, self.engine.dialect.name)
+        return insert_ignore(table, self.engine.dialect.name)
 
     def epoch_counts(self, study: optuna.Study) -> dict[int, int]:
         """Epochs stored per trial id."""
@@ -351,92 +354,6 @@ def _metric_table(sa: Any, meta: Any, name: str) -> Any:
         sa.Column("data", sa.Text, nullable=False),
         sa.UniqueConstraint("trial_id", "trial_start", "epoch", name=f"{name}_trial_key_epoch"),
     )
-
-
-def _insert_ignore(table: Any, dialect: str) -> Any:
-    """An INSERT that keeps a row already stored under the same (trial, start, epoch)."""
-    keys = ["trial_id", "trial_start", "epoch"]
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(table).on_conflict_do_nothing(index_elements=keys)
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-
-        return postgresql_insert(table).on_conflict_do_nothing(index_elements=keys)
-    from sqlalchemy import insert
-
-    return insert(table).prefix_with("IGNORE")
-
-
-def _transaction(conn: Any) -> None:
-    """Begin ``conn``'s transaction now, on SQLite: pysqlite (legacy transaction control, the
-    default up to Python 3.15) begins one only before an INSERT, UPDATE or DELETE, so each
-    CREATE, DROP and ALTER before it was committed on its own. SQLAlchemy's commit and rollback
-    end this one (pysqlite ends any transaction open); PostgreSQL's DDL is transactional."""
-    if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock first: no other writer between
-
-
-def _legacy_tables(engine: Any, present: set[str]) -> set[str]:
-    """Metric tables of bopsweep 0.1.0 databases, whose rows lack their trial's start time."""
-    import sqlalchemy as sa
-
-    inspector = sa.inspect(engine)
-    return {
-        name
-        for name in METRIC_TABLES
-        if name in present and "trial_start" not in {c["name"] for c in inspector.get_columns(name)}
-    }
-
-
-def _upgrade_legacy_tables(engine: Any, present: set[str], *tables: Any) -> bool:
-    """Give the rows of a legacy metric table their trial's start time, in one transaction;
-    whether there was one to upgrade.
-
-    The table is renamed ``<name>_legacy`` and its rows copied into a new one. An older bopsweep
-    committed the rename before the copy, so one killed then left the rows there and an empty
-    new table (or none, or one without its indexes): that upgrade is finished here, the copy
-    keeping any row written since. Rows whose trial is gone (deleted by another tool) are
-    dropped: they could only ever attach to a later trial that reused the id. Reads Optuna's
-    ``trials`` table directly, once.
-    """
-    import sqlalchemy as sa
-
-    names = {t.name for t in tables}
-    if not _legacy_tables(engine, present) and not {f"{n}_legacy" for n in names} & present:
-        return False
-    trials = sa.table(
-        "trials", sa.column("trial_id", sa.Integer), sa.column("datetime_start", sa.DateTime)
-    )
-    with engine.begin() as conn:
-        _transaction(conn)
-        present = set(sa.inspect(conn).get_table_names())  # as of the lock: another may have
-        legacy = _legacy_tables(conn, present)
-        for table in tables:
-            if table.name in legacy:
-                old = sa.Table(table.name, sa.MetaData(), autoload_with=conn)
-                for index in old.indexes:  # the new table's indexes take these names
-                    index.drop(conn)
-                conn.execute(sa.text(f"ALTER TABLE {table.name} RENAME TO {table.name}_legacy"))
-            elif f"{table.name}_legacy" not in present:
-                continue
-            table.create(conn, checkfirst=True)
-            for index in table.indexes:  # where a killed upgrade made the table alone
-                index.create(conn, checkfirst=True)
-            old = sa.Table(f"{table.name}_legacy", sa.MetaData(), autoload_with=conn)
-            columns = ["study_id", "trial_id", "trial_start", "epoch", "data"]
-            rows = (
-                sa.select(
-                    old.c.study_id, old.c.trial_id, trials.c.datetime_start, old.c.epoch, old.c.data
-                )
-                .select_from(old.join(trials, trials.c.trial_id == old.c.trial_id))
-                .where(sa.true())  # SQLite: a join before ON CONFLICT needs a WHERE
-                .order_by(old.c.id)
-            )
-            conn.execute(_insert_ignore(table, conn.dialect.name).from_select(columns, rows))
-            old.drop(conn)
-    return True
 
 
 def _batches(rows: Iterator[tuple[int, int, str]]) -> Iterator[list[tuple[int, int, str]]]:

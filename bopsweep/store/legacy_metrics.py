@@ -1,0 +1,70 @@
+"""The one-time upgrade of bopsweep 0.1.0's metric tables, whose rows lack their trial's start
+time (so a later trial reusing a deleted one's id would take its rows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bopsweep.store.sql import begin_now, insert_ignore
+
+
+def legacy_tables(engine: Any, present: set[str], names: tuple[str, ...]) -> set[str]:
+    """Metric tables of bopsweep 0.1.0 databases, whose rows lack their trial's start time."""
+    import sqlalchemy as sa
+
+    inspector = sa.inspect(engine)
+    return {
+        name
+        for name in names
+        if name in present and "trial_start" not in {c["name"] for c in inspector.get_columns(name)}
+    }
+
+
+def upgrade_legacy_tables(engine: Any, present: set[str], *tables: Any) -> bool:
+    """Give the rows of a legacy metric table their trial's start time, in one transaction;
+    whether there was one to upgrade.
+
+    The table is renamed ``<name>_legacy`` and its rows copied into a new one. An older bopsweep
+    committed the rename before the copy, so one killed then left the rows there and an empty
+    new table (or none, or one without its indexes): that upgrade is finished here, the copy
+    keeping any row written since. Rows whose trial is gone (deleted by another tool) are
+    dropped: they could only ever attach to a later trial that reused the id. Reads Optuna's
+    ``trials`` table directly, once.
+    """
+    import sqlalchemy as sa
+
+    names = tuple(t.name for t in tables)
+    unfinished = {f"{n}_legacy" for n in names} & present
+    if not legacy_tables(engine, present, names) and not unfinished:
+        return False
+    trials = sa.table(
+        "trials", sa.column("trial_id", sa.Integer), sa.column("datetime_start", sa.DateTime)
+    )
+    with engine.begin() as conn:
+        begin_now(conn)
+        present = set(sa.inspect(conn).get_table_names())  # as of the lock: another may have
+        legacy = legacy_tables(conn, present, names)
+        for table in tables:
+            if table.name in legacy:
+                old = sa.Table(table.name, sa.MetaData(), autoload_with=conn)
+                for index in old.indexes:  # the new table's indexes take these names
+                    index.drop(conn)
+                conn.execute(sa.text(f"ALTER TABLE {table.name} RENAME TO {table.name}_legacy"))
+            elif f"{table.name}_legacy" not in present:
+                continue
+            table.create(conn, checkfirst=True)
+            for index in table.indexes:  # where a killed upgrade made the table alone
+                index.create(conn, checkfirst=True)
+            old = sa.Table(f"{table.name}_legacy", sa.MetaData(), autoload_with=conn)
+            columns = ["study_id", "trial_id", "trial_start", "epoch", "data"]
+            rows = (
+                sa.select(
+                    old.c.study_id, old.c.trial_id, trials.c.datetime_start, old.c.epoch, old.c.data
+                )
+                .select_from(old.join(trials, trials.c.trial_id == old.c.trial_id))
+                .where(sa.true())  # SQLite: a join before ON CONFLICT needs a WHERE
+                .order_by(old.c.id)
+            )
+            conn.execute(insert_ignore(table, conn.dialect.name).from_select(columns, rows))
+            old.drop(conn)
+    return True
