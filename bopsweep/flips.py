@@ -2,10 +2,16 @@
 
     FF_t  = #flipped at step t / #binary weights              (flip_frac)
     π_t   = ln( FF_t + e^-9 )                                  (pi)
-    C2I_t = #{sign(w_t) ≠ sign(w_0)} / #binary weights          (c2i)
+    C2I_t = 1 − Σ_l Σ_w |sign(w_t) − sign(w_0)| / 2 / N
+          = #{sign(w_t) = sign(w_0)} / #binary weights          (c2i)
 
 A flip is a change of sign (sign(0) = +1, as :func:`bopsweep.models.binarize`): a Bop flip, or
-a latent weight crossing zero. π = −9 means no weight flipped; ≈ 0 means all did.
+a latent weight crossing zero. π = −9 means no weight flipped; ≈ 0 means all did. C2I, the
+*correlation to initialization*, is the share of binary weights whose sign is still the one they
+started with: 1 means no weight changed sign since the start, 0 that every one did (|sign(w_t) −
+sign(w_0)| / 2 is 1 for a changed sign, 0 otherwise; Liu et al. report that a larger weight decay
+raises FF and *lowers* C2I). bopsweep 0.2 and earlier stored the complement under the same name;
+:mod:`bopsweep.store.c2i_upgrade` converts such studies.
 :class:`FlipLog` keeps π and FF network-wide and per layer (binary kernels only) on the device
 and aggregates them over windows of ``log_every`` steps (mean of the per-step π, and the total
 flip fraction, i.e. the mean FF ratio), so logging costs no host sync per step. Windows never
@@ -119,7 +125,8 @@ class FlipLog:
 
 
 class InitialSigns:
-    """sign(w_0) of each kernel, and the C2I ratio of the kernels against it.
+    """sign(w_0) of each kernel, and the C2I ratio of the kernels against it (the share of
+    weights whose sign is still sign(w_0)).
 
     Column names: ``c2i`` network-wide and ``c2i_<layer>`` per layer. The signs live on the
     kernels' device as booleans (w_0 >= 0) and go to checkpoints bit-packed (:meth:`state_dict`),
@@ -138,13 +145,17 @@ class InitialSigns:
     def c2i(self, kernels: Iterable[Tensor]) -> dict[str, float]:
         """The C2I ratio, network-wide and per layer, of the kernels as they are (one host
         transfer)."""
-        changed = torch.stack(
-            [k.ge(0).flatten().ne(s).sum() for k, s in zip(kernels, self.signs)]
+        kept = torch.stack(
+            [k.ge(0).flatten().eq(s).sum() for k, s in zip(kernels, self.signs)]
         ).tolist()
         numels = [s.numel() for s in self.signs]
-        row = {"c2i": sum(changed) / sum(numels)}
-        row.update({f"c2i_{n}": c / m for n, c, m in zip(self.names, changed, numels)})
+        row = {"c2i": sum(kept) / sum(numels)}
+        row.update({f"c2i_{n}": c / m for n, c, m in zip(self.names, kept, numels)})
         return row
+
+    def restart(self, kernels: Iterable[Tensor]) -> None:
+        """Measure from the kernels as they are now (the start of a two-step run's step 2)."""
+        self.signs = [k.detach().ge(0).flatten() for k in kernels]
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -34,7 +34,9 @@ from bopsweep.studies.config import TrialConfig
 
 CONFIG, METRICS, STEPS, TIMING = "config.json", "metrics.csv", "steps.csv", "timing.csv"
 CHECKPOINT, SUMMARY = "checkpoint.pt", "summary.json"
-RUN_FILES = (CONFIG, METRICS, STEPS, TIMING, CHECKPOINT, SUMMARY)  # what a run is made of
+PENDING_METRICS = "metrics.c2i-upgrade.csv"  # metrics.csv converted, until it replaces it
+RUN_FILES = (CONFIG, METRICS, STEPS, TIMING, CHECKPOINT, SUMMARY, PENDING_METRICS)  # a run's
+C2I_KEY = "c2i"  # in a checkpoint: what its metrics.csv's C2I columns mean
 
 
 class RunDir:
@@ -46,7 +48,7 @@ class RunDir:
         if resume:
             if not (self.path / CONFIG).is_file():
                 raise UserError(f"{self.path} holds no bopsweep run to resume (no {CONFIG})")
-            state = self.load_checkpoint()
+            state = self._upgrade_c2i(self.load_checkpoint())
             epoch = state["epoch"] if state is not None else 0
             for name in (METRICS, STEPS, TIMING):
                 self._truncate(name, epoch)
@@ -104,6 +106,30 @@ class RunDir:
                     cleared = True
             write_marker(self.path, **marker)
         return cleared
+
+    def _upgrade_c2i(self, state: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A run checkpointed before C2I had the paper's meaning (its checkpoint lacks
+        :data:`C2I_KEY`): its metrics.csv's C2I columns become 1 − v. Three steps, each atomic,
+        that a kill at any point leaves to be finished, never done twice: the converted rows to
+        :data:`PENDING_METRICS`, the checkpoint marked, the rows moved into place."""
+        from bopsweep.legacy_c2i import C2I_MEANING, complement_rows
+
+        pending = self.path / PENDING_METRICS
+        if state is None:
+            pending.unlink(missing_ok=True)
+            return state
+        if state.get(C2I_KEY) != C2I_MEANING:
+            rows = complement_rows(self.history())
+            if rows:
+                with atomic_open(pending, "w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=list(rows[0]), restval="")
+                    writer.writeheader()
+                    writer.writerows({k: _cell(v) for k, v in r.items()} for r in rows)
+            state = {**state, C2I_KEY: C2I_MEANING}
+            self.save_checkpoint(state)
+        if pending.exists():
+            os.replace(pending, self.path / METRICS)
+        return state
 
     def _records_every_epoch(self, epoch: int) -> bool:
         """Whether metrics.csv holds exactly one row for each epoch 1..``epoch``."""

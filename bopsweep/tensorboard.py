@@ -12,7 +12,8 @@ A run holds, at step = the epoch (1-based, as bopsweep counts), the scalars of t
 metric rows (as 32-bit floats, TensorBoard's scalars: its fast loader drops 64-bit ones):
 
     accuracy/train, accuracy/val, loss/train, loss/val  the epoch's training and validation
-    accuracy/val_best                   the best validation accuracy so far
+    accuracy/val_best                   the best validation accuracy so far (binary kernels:
+                                        not a two-step run's step 1)
     pi/network, pi/LAYER                π_t of the epoch, network-wide and per layer
     c2i/network, c2i/LAYER              the C2I ratio after the epoch (if the rows have it)
     hyperparameters/gamma, …sigma, …tau, …lr   the values in force (those the trial uses)
@@ -314,7 +315,8 @@ class TrialRun:
         for row in sorted(rows, key=lambda r: r["epoch"]):
             epoch = int(row["epoch"])
             val = row.get("val_acc")
-            if isinstance(val, (int, float)) and not math.isnan(val):
+            binary = epoch > int(self.hparams.get("two_step") or 0)  # not a real-kernel step 1
+            if binary and isinstance(val, (int, float)) and not math.isnan(val):
                 self.best = max(self.best, float(val))
             if epoch <= self.written:
                 continue

@@ -32,9 +32,10 @@ from bopsweep.data import DeviceData, load_cifar10, resolve_data_dir, stratified
 from bopsweep.defaults import Optimizer
 from bopsweep.errors import UserError
 from bopsweep.flips import FlipLog, InitialSigns
+from bopsweep.legacy_c2i import C2I_MEANING
 from bopsweep.models import BinaryNet, StackedBinaryNet
 from bopsweep.optim import Bop, Bop2ndOrder, LatentAdam
-from bopsweep.run_dir import RunDir
+from bopsweep.run_dir import C2I_KEY, RunDir
 from bopsweep.studies.config import STACK_SHARED, TrialConfig
 from bopsweep.two_step import TwoStep
 
@@ -139,12 +140,13 @@ class Hyperparams:
         self.values: dict[str, float | None] = {
             name: getattr(config, name) for name in HYPER_COLUMNS
         }
+        self.clock: Callable[[int, int], tuple[int, int]] = lambda step, _: (step, config.epochs)
 
     def apply(self, step: int) -> None:
+        # the schedules' (step, epochs): the run's, or a two-step run's step's own
+        at, epochs = self.clock(step, self.steps_per_epoch)
         for name, schedule in self.config.schedules.items():
-            value = schedule.value(
-                self.config.initial(name), step, self.steps_per_epoch, self.config.epochs
-            )
+            value = schedule.value(self.config.initial(name), at, self.steps_per_epoch, epochs)
             self.values[name] = value
             for optimizer in self.optimizers[name]:
                 for group in optimizer.param_groups:
@@ -222,7 +224,8 @@ class _Member:
         # sign(w_0) for the C2I ratio: the fresh model's (on resume, the same seed built the
         # same start), replaced by the checkpoint's where it has them
         self.initial = InitialSigns(names, self.model.binary_parameters())
-        self.two_step = TwoStep(config, self.model, self.binary, self.real)
+        self.two_step = TwoStep(config, self.model, self.binary, self.real, self.initial)
+        self.hyper.clock = self.two_step.schedule_clock
         self.epoch, self.step = 0, 0
         if state is not None:
             try:
@@ -231,6 +234,8 @@ class _Member:
                 self.real.load_state_dict(state["real_opt"])
                 if "initial_signs" in state:  # checkpoints of bopsweep before C2I lack them
                     self.initial.load_state_dict(state["initial_signs"])
+                if "two_step" in state:  # step 1's best (bopsweep before 0.3: none kept)
+                    self.two_step.load_state_dict(state["two_step"])
             except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
                 raise UserError(
                     f"the checkpoint in {out_dir} does not fit this configuration ({e})"
@@ -285,6 +290,7 @@ class _Member:
         }
         step_rows = [{"epoch": self.epoch, **r} for r in step_rows]
         self.history.append(row)
+        self.two_step.end_epoch(self.epoch, val[1])  # step 1's best, for step 2 to start from
         if self.run is not None:
             self.run.append(row, step_rows, seconds=seconds)
             self.run.save_checkpoint(
@@ -295,12 +301,15 @@ class _Member:
                     "binary_opt": self.binary.state_dict(),
                     "real_opt": self.real.state_dict(),
                     "initial_signs": self.initial.state_dict(),
+                    C2I_KEY: C2I_MEANING,  # metrics.csv's c2i: the paper's, not 0.2's complement
+                    **({"two_step": self.two_step.state_dict()} if self.config.two_step else {}),
                 }
             )
         return row, step_rows
 
     def summary(self) -> dict[str, Any]:
-        summary = summarize(self.history, self.seconds_before + time.perf_counter() - self.started)
+        seconds = self.seconds_before + time.perf_counter() - self.started
+        summary = summarize(self.history, seconds, self.config.two_step or 0)
         if self.run is not None:
             self.run.write_summary(summary)
         return summary
@@ -516,12 +525,17 @@ def check_stackable(configs: Sequence[TrialConfig]) -> None:
         raise UserError("--compile applies to a lone trial, not to stacked trials")
 
 
-def summarize(history: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    """Final and best validation accuracy of a finished run."""
+def summarize(history: list[dict[str, Any]], seconds: float, two_step: int = 0) -> dict[str, Any]:
+    """Final and best validation accuracy of a finished run.
+
+    ``best_*`` count the epochs whose kernels are binary only: for a two-step run, step 2's
+    (epochs after ``two_step``); step 1's real-kernel network is not a binary network, so its
+    best is kept apart as ``step1_best_*``. The first best epoch wins a tie."""
     if not history:
         return {"epochs": 0, "seconds": seconds}
-    best = max(history, key=lambda r: r["val_acc"])
-    return {
+    binary = [r for r in history if r["epoch"] > two_step] or history[-1:]
+    best = max(binary, key=lambda r: r["val_acc"])
+    summary = {
         "epochs": history[-1]["epoch"],
         "final_val_acc": history[-1]["val_acc"],
         "best_val_acc": best["val_acc"],
@@ -530,6 +544,11 @@ def summarize(history: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
         "seconds": seconds,
         "seconds_per_epoch": seconds / len(history),
     }
+    step1 = [r for r in history if r["epoch"] <= two_step]
+    if step1:
+        best1 = max(step1, key=lambda r: r["val_acc"])
+        summary.update(step1_best_val_acc=best1["val_acc"], step1_best_epoch=best1["epoch"])
+    return summary
 
 
 def _progress(

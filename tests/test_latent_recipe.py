@@ -43,6 +43,10 @@ def tiny(data_dir: Path, **overrides) -> TrialConfig:
     return TrialConfig(**{**values, "epochs": 2, **overrides})
 
 
+def initial_signs(model: BinaryNet) -> InitialSigns:
+    return InitialSigns(model.binary_layer_names, model.binary_parameters())
+
+
 def recipe(data_dir: Path, epochs: int, two_step: int, **overrides) -> TrialConfig:
     """The latent optimizer with AdamBNN's recipe, on generated data."""
     return tiny(
@@ -78,15 +82,37 @@ def test_ff_ratio_is_the_share_of_latent_signs_flipped_by_one_step():
     assert row["pi"] == pytest.approx(math.log(3 / 8 + math.exp(-9)))  # π_t = ln(FF + e⁻⁹)
 
 
-# --- C2I ratio: the share of binary weights whose sign differs from the start --------------------
-def test_c2i_ratio_counts_signs_that_differ_from_the_start_with_sign_0_as_plus_1():
+# --- C2I ratio: the share of binary weights whose sign is still the initial one ------------------
+def paper_c2i(start: list[torch.Tensor], now: list[torch.Tensor]) -> float:
+    """AdamBNN's C2I = 1 − Σ_l Σ_w |sign(w_T) − sign(w_0)| / 2 / N, with sign(0) = +1."""
+
+    def sign(t: torch.Tensor) -> torch.Tensor:
+        return torch.where(t >= 0, 1.0, -1.0)
+
+    n = sum(t.numel() for t in start)
+    moved = sum(float((sign(b) - sign(a)).abs().sum()) for a, b in zip(start, now))
+    return 1 - moved / 2 / n
+
+
+def test_c2i_ratio_is_the_share_of_signs_still_the_initial_one_with_sign_0_as_plus_1():
     start = [torch.tensor([0.0, -0.2, 0.3]), torch.tensor([[0.7], [-0.1]])]
     initial = InitialSigns(["a", "b"], start)
     now = [torch.tensor([-0.1, 0.0, 0.2]), torch.tensor([[1.0], [1.0]])]
-    # a: + → −, − → + (0 is +1), + → +: 2 of 3; b: + → +, − → +: 1 of 2
-    assert initial.c2i(now) == pytest.approx({"c2i": 3 / 5, "c2i_a": 2 / 3, "c2i_b": 1 / 2})
-    assert initial.c2i(start) == {"c2i": 0.0, "c2i_a": 0.0, "c2i_b": 0.0}
+    # a: + → −, − → + (0 is +1), + → +: 1 of 3 kept; b: + → +, − → +: 1 of 2 kept
+    assert initial.c2i(now) == pytest.approx({"c2i": 2 / 5, "c2i_a": 1 / 3, "c2i_b": 1 / 2})
+    assert initial.c2i(now)["c2i"] == pytest.approx(paper_c2i(start, now))
+    assert initial.c2i(start) == {"c2i": 1.0, "c2i_a": 1.0, "c2i_b": 1.0}  # nothing changed
+    flipped = [torch.where(t >= 0, -1.0, 1.0) for t in start]
+    assert initial.c2i(flipped) == {"c2i": 0.0, "c2i_a": 0.0, "c2i_b": 0.0}  # every sign did
+    assert paper_c2i(start, start) == 1.0 and paper_c2i(start, flipped) == 0.0
     assert initial.columns == ["c2i", "c2i_a", "c2i_b"]
+
+
+def test_c2i_matches_the_papers_formula_on_random_sign_tensors():
+    gen = torch.Generator().manual_seed(3)
+    start = [torch.randn(4, 3, 3, 3, generator=gen), torch.randn(50, generator=gen)]
+    now = [t * torch.where(torch.rand(t.shape, generator=gen) < 0.3, -1.0, 1.0) for t in start]
+    assert InitialSigns(["a", "b"], start).c2i(now)["c2i"] == pytest.approx(paper_c2i(start, now))
 
 
 def test_initial_signs_survive_a_checkpoint_bit_packed():
@@ -97,7 +123,7 @@ def test_initial_signs_survive_a_checkpoint_bit_packed():
     assert [p.numel() for p in state["packed"]] == [14, 2]  # 105 and 13 signs, 8 a byte
     other = InitialSigns(["a", "b"], [-k for k in kernels])
     other.load_state_dict(state)
-    assert other.c2i(kernels) == {"c2i": 0.0, "c2i_a": 0.0, "c2i_b": 0.0}
+    assert other.c2i(kernels) == {"c2i": 1.0, "c2i_a": 1.0, "c2i_b": 1.0}
     mask = torch.tensor([True, False, False, True, True, False, True, True, False])
     assert pack_bits(mask).tolist() == [1 + 8 + 16 + 64 + 128, 0]
     assert torch.equal(unpack_bits(pack_bits(mask), 9), mask)
@@ -112,9 +138,9 @@ def test_every_optimizer_logs_ff_and_c2i_per_layer_and_network_wide(small_cifar_
         steps = read_rows(out / "steps.csv")
         for column in ("flip_frac", "c2i", *(f"c2i_{n}" for n in layers)):
             assert all(0 <= r[column] <= 1 for r in rows), (optimizer, column)
-        # C2I is measured against the start: it is at most the flips made since
+        # C2I is measured against the start: at most the flips made since left it
         flips = sum(s["flip_frac"] for s in steps if s["epoch"] == 1)
-        assert rows[0]["c2i"] <= flips + 1e-9
+        assert 1 - rows[0]["c2i"] <= flips + 1e-9
         state = torch.load(out / "checkpoint.pt", weights_only=True)
         initial = InitialSigns(layers, [torch.zeros(n) for n in state["initial_signs"]["numels"]])
         initial.load_state_dict(state["initial_signs"])
@@ -165,7 +191,7 @@ def test_step_one_feeds_real_kernels_and_step_two_their_signs():
     model = BinaryNet(width=1 / 16)
     config = TrialConfig(optimizer="latent", epochs=3, two_step=2, weight_decay=1e-3).resolved()
     binary, real = build_optimizers(config, model)
-    steps = TwoStep(config, model, binary, real)
+    steps = TwoStep(config, model, binary, real, initial_signs(model))
     image, hidden = torch.randn(2, 3, 32, 32), torch.randn(2, 8, 15, 15)
     conv1, conv2, fc3 = (model.layers[n] for n in ("conv1", "conv2", "fc3"))
     features = torch.randn(2, fc3.weight.shape[1])
@@ -196,7 +222,7 @@ def test_step_two_starts_with_fresh_adam_moments():
     model = BinaryNet(width=1 / 16)
     config = TrialConfig(optimizer="latent", epochs=3, two_step=1).resolved()
     binary, real = build_optimizers(config, model)
-    steps = TwoStep(config, model, binary, real)
+    steps = TwoStep(config, model, binary, real, initial_signs(model))
     steps.begin_epoch(0)
     for p in model.parameters():
         p.grad = torch.ones_like(p)
@@ -208,6 +234,110 @@ def test_step_two_starts_with_fresh_adam_moments():
     binary.step()
     steps.begin_epoch(2)  # later epochs keep step 2's moments
     assert int(binary.state[model.layers["fc3"].weight]["step"]) == 1
+
+
+def test_step_two_starts_from_step_ones_best_epoch_not_its_last_and_measures_c2i_from_there():
+    torch.manual_seed(0)
+    model = BinaryNet(width=1 / 16)
+    config = TrialConfig(optimizer="latent", epochs=5, two_step=3).resolved()
+    binary, real = build_optimizers(config, model)
+    initial = initial_signs(model)
+    steps = TwoStep(config, model, binary, real, initial)
+
+    def weights_of_epoch(epoch):  # a distinct model state per epoch, norm buffers included
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(epoch)))
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    trained = {}
+    for epoch, val in ((1, 0.30), (2, 0.55), (3, 0.40)):  # epoch 2 is step 1's best
+        steps.begin_epoch(epoch - 1)
+        trained[epoch] = weights_of_epoch(epoch)
+        steps.end_epoch(epoch, val)
+    kept = trained[2]
+    assert steps.best_epoch == 2 and steps.best_val_acc == 0.55
+    steps.begin_epoch(3)  # step 2
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, kept[name]), name
+    assert initial.c2i(model.binary_parameters())["c2i"] == 1.0  # measured from step 2's start
+    assert steps.best_weights is None  # no longer carried in checkpoints
+    steps.end_epoch(4, 0.9)  # step 2's epochs never replace step 1's best
+    assert steps.best_epoch == 2
+
+
+def test_two_step_training_clips_no_latent_weight_and_the_plain_arm_clips_them():
+    w = torch.tensor([0.995, -0.995], requires_grad=True)
+    w.grad = torch.tensor([-1.0, 1.0])
+    plain = LatentAdam([w], lr=0.01)
+    plain.step()
+    assert w.detach().tolist() == [1.0, -1.0]
+    u = torch.tensor([0.995, -0.995], requires_grad=True)
+    u.grad = torch.tensor([-1.0, 1.0])
+    unclipped = LatentAdam([u], lr=0.01, clip=None)
+    unclipped.step()
+    assert u.detach().tolist() == pytest.approx([1.005, -1.005])
+    model = BinaryNet(width=1 / 16)
+    config = TrialConfig(optimizer="latent", epochs=3, two_step=1).resolved()
+    binary, real = build_optimizers(config, model)
+    assert binary.clip == 1.0
+    steps = TwoStep(config, model, binary, real, initial_signs(model))
+    for epoch in range(3):
+        steps.begin_epoch(epoch)
+        assert binary.clip is None, epoch  # AdamBNN clips neither step
+
+
+def test_best_counts_binary_weight_epochs_only_and_keeps_step_ones_best_apart():
+    from bopsweep.train import summarize
+
+    history = [
+        {"epoch": e, "val_acc": v, "train_acc": 0.5}
+        for e, v in enumerate((0.6, 0.8, 0.5, 0.7, 0.65), start=1)
+    ]
+    two_step = summarize(history, 1.0, two_step=2)
+    assert (two_step["best_epoch"], two_step["best_val_acc"]) == (4, 0.7)  # a step-2 epoch
+    assert (two_step["step1_best_epoch"], two_step["step1_best_val_acc"]) == (2, 0.8)
+    plain = summarize(history, 1.0)
+    assert (plain["best_epoch"], plain["best_val_acc"]) == (2, 0.8)
+    assert "step1_best_val_acc" not in plain
+
+
+def test_a_two_step_run_restarts_its_lr_decay_and_steps_from_step_ones_best(
+    small_cifar_dir, tmp_path
+):
+    config = recipe(small_cifar_dir, epochs=4, two_step=2)
+    out = tmp_path / "run"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_step_one(row, steps):
+        if row["epoch"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_trial(config, out, on_epoch=stop_after_step_one)
+    between = torch.load(out / "checkpoint.pt", weights_only=True)["two_step"]
+    summary = run_trial(config, out, resume=True)
+    rows = read_rows(out / "metrics.csv")
+    step1 = rows[:2]
+    best1 = max(step1, key=lambda r: r["val_acc"])  # the first on a tie, as AdamBNN's
+    assert between["best_epoch"] == best1["epoch"] == summary["step1_best_epoch"]
+    # step 2's C2I is measured from the weights it started from: step 1's best
+    start = [between["weights"][f"layers.{n}.weight"] for n in ("conv1", "fc3")]
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    initial = InitialSigns(
+        BinaryNet(width=1 / 16).binary_layer_names,
+        [torch.zeros(n) for n in state["initial_signs"]["numels"]],
+    )
+    initial.load_state_dict(state["initial_signs"])
+    assert torch.equal(initial.signs[0], start[0].ge(0).flatten())
+    assert torch.equal(initial.signs[-1], start[1].ge(0).flatten())
+    assert "weights" not in state["two_step"]  # step 2's checkpoints no longer carry them
+    # its own linear decay from lr0: step 2's epochs see step 1's values again
+    lr = [r["lr"] for r in rows]
+    assert lr[2] == pytest.approx(lr[0]) and lr[3] == pytest.approx(lr[1]) and lr[1] < lr[0]
+    assert summary["best_epoch"] in (3, 4)  # a binary-weight epoch
 
 
 def test_two_step_run_resumed_in_either_step_matches_the_uninterrupted_run(
@@ -402,9 +532,9 @@ def test_weights_figure_draws_ff_and_c2i_per_epoch_per_arm():
 def test_an_adam_vs_bop_study_runs_end_to_end(small_cifar_dir, tmp_path, monkeypatch):
     """studies/adam_vs_bop.toml in small: every arm, 2 epochs, through `bopsweep run`."""
     shipped = (Path(__file__).resolve().parent.parent / "studies" / "adam_vs_bop.toml").read_text()
-    small = shipped.replace("epochs = 150", "epochs = 2").replace("two_step = 75", "two_step = 1")
-    small = small.replace("seeds = 3", "seeds = 1")
-    assert small.count("two_step = 1") == 1 and "epochs = 2" in small
+    small = shipped.replace("epochs = 150", "epochs = 2").replace("two_step = 150", "two_step = 1")
+    small = small.replace("seeds = 3", "seeds = 1").replace("epochs = 300", "epochs = 3")
+    assert small.count("two_step = 1") == 1 and "epochs = 2" in small and "epochs = 3" in small
     (tmp_path / "small.toml").write_text(small)
     monkeypatch.chdir(tmp_path)
     data = ["--data-dir", str(small_cifar_dir), "--subset", "100", "--workers", "2"]
@@ -416,10 +546,11 @@ def test_an_adam_vs_bop_study_runs_end_to_end(small_cifar_dir, tmp_path, monkeyp
     exported = runner.invoke(app, ["export", "study.db", "--metrics", "-o", "m.csv"])
     assert exported.exit_code == 0, exported.output
     metrics = pd.read_csv(tmp_path / "m.csv")
-    assert len(metrics) == 10 and metrics["c2i"].between(0, 1).all()
+    assert len(metrics) == 4 * 2 + 3 and metrics["c2i"].between(0, 1).all()
     assert {"flip_frac_fc3", "c2i_fc3"} <= set(metrics)
     recipe_rows = metrics[metrics["label"] == "latent Adam, AdamBNN recipe"]
-    assert recipe_rows["lr"].iloc[-1] < 0.01 / 2
+    lr = recipe_rows["lr"].tolist()  # at each epoch's last batch: step 2 decays from lr0 again
+    assert lr[1] > lr[0] and lr[2] < lr[1] and max(lr) < 1e-3
     drawn = runner.invoke(app, ["plot", "study.db", "--out", "figs", "--layer", "last"])
     assert drawn.exit_code == 0, drawn.output
     assert (tmp_path / "figs" / "adam-vs-bop" / "weights.png").exists()

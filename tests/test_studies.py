@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,13 @@ EXPECTED = {  # file: (kind, number of trials)
     "fig4_gamma.toml": ("schedule", 6),
     "fig4_sigma.toml": ("schedule", 6),
     "fig4_tau.toml": ("schedule", 6),
+    "fig4_gamma_lr_constant.toml": ("schedule", 6),
+    "fig4_sigma_lr_constant.toml": ("schedule", 6),
+    "fig4_tau_lr_constant.toml": ("schedule", 6),
     "fig5_bop_vs_bop2.toml": ("arms", 4),
     "adam_vs_bop.toml": ("arms", 15),
+    "adam_lr.toml": ("arms", 10),
+    "adambnn.toml": ("arms", 6),
     "pow10_search.toml": ("pow10", 125),
     "table1_paper.toml": ("arms", 3),
     "table1_code.toml": ("arms", 3),
@@ -182,6 +188,45 @@ def test_every_fig4_arm_decays_adam_s_lr_tenfold_every_100_epochs_as_the_referen
     assert directions["constant"] is None
     assert directions["increasing"] == Schedule(kind="exponential", rate=10, every=100)
     assert directions["decreasing"].rate == pytest.approx(0.1)
+
+
+def test_adam_vs_bop_gives_every_arm_the_same_binary_weight_epochs_and_latent_arms_their_lr():
+    planned = expand(load_study_file(STUDIES / "adam_vs_bop.toml"))
+    binary_epochs = {p.config.epochs - (p.config.two_step or 0) for p in planned}
+    assert binary_epochs == {150}
+    latent = [p.config for p in planned if p.config.optimizer == "latent"]
+    tuned = expand(load_study_file(STUDIES / "adam_lr.toml"))
+    assert {c.lr for c in latent} == {1e-3} <= {p.config.lr for p in tuned}  # on adam_lr's grid
+    recipe = [c for c in latent if c.two_step]
+    assert recipe and all(c.weight_decay == 5e-6 and c.two_step == 150 for c in recipe)
+    # adam_lr tunes each latent arm at adam_vs_bop's budget: the same arm at five lrs
+    for c in latent:
+        same = [p.config for p in tuned if replace(p.config, lr=c.lr, seed=c.seed) == c]
+        assert len(same) == 5, c
+
+
+def test_adambnn_runs_its_two_steps_of_equal_length_at_its_lr_and_batch():
+    planned = expand(load_study_file(STUDIES / "adambnn.toml"))
+    two_step = [p.config for p in planned if p.config.two_step]
+    assert {(c.two_step, c.epochs, c.batch_size, c.lr) for c in two_step} == {
+        (256, 512, 256, 1.25e-3)
+    }
+    assert all(c.schedules["lr"] == Schedule(kind="polynomial", end=0, power=1) for c in two_step)
+
+
+@pytest.mark.parametrize("param", ["gamma", "sigma", "tau"])
+def test_fig4_ships_both_readings_of_the_lr_and_they_differ_in_the_lr_alone(param):
+    decayed = expand(load_study_file(STUDIES / f"fig4_{param}.toml"))
+    constant = expand(load_study_file(STUDIES / f"fig4_{param}_lr_constant.toml"))
+    assert [p.label for p in constant] == [p.label for p in decayed]
+    for d, c in zip(decayed, constant, strict=True):
+        assert "lr" not in c.config.schedules and c.config.lr == 0.01
+        assert (
+            replace(d.config, schedules={k: v for k, v in d.config.schedules.items() if k != "lr"})
+            == c.config
+        )
+    text = (STUDIES / f"fig4_{param}.toml").read_text()
+    assert "INFERENCE" in text  # the default reading says what it is
 
 
 def test_schedule_study_with_lr_every_decays_lr_in_every_arm_and_not_without():

@@ -23,7 +23,9 @@ from typing import Any
 
 from bopsweep.driver.protocol import EXIT_BUSY, EXIT_DIVERGED, EXIT_USER_ERROR
 
-SUMMARY_ATTRS = ("best_val_acc", "best_epoch", "final_train_acc", "seconds")
+# best_*: binary-weight epochs only; step1_best_*: a two-step run's real-kernel step 1
+SUMMARY_ATTRS = ("best_val_acc", "best_epoch", "step1_best_val_acc", "step1_best_epoch",
+                 "final_train_acc", "seconds")  # fmt: skip
 
 
 @dataclass(frozen=True)

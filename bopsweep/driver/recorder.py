@@ -51,7 +51,12 @@ class Recorder:
         ``refused``) if another driver has taken the trial over: nothing is written."""
         if not r.pending_rows:
             return
-        curve = {row["epoch"]: row["val_acc"] for row in r.pending_rows}
+        # the learning curve pruners judge: binary-weight epochs only (not a two-step run's
+        # step 1, whose network has real kernels)
+        real_until = r.config.get("two_step") or 0
+        curve = {
+            row["epoch"]: row["val_acc"] for row in r.pending_rows if row["epoch"] > real_until
+        }
         try:  # rows and curve in one transaction, refused unless the trial is still ours
             self.store.metrics.write(
                 self.study_id, r.trial_id, r.pending_rows, r.pending_steps, r.owner, curve

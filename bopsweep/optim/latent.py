@@ -23,7 +23,8 @@ from torch import Tensor
 
 class LatentAdam(torch.optim.Adam):
     """Adam on latent weights (with optional classic L2 ``weight_decay``), clipped to
-    ``[-clip, clip]`` after each step.
+    ``[-clip, clip]`` after each step (``clip=None``: not clipped, as in AdamBNN's two-step
+    training).
 
     Exposes :attr:`flip_counts` and :attr:`flips_total` like :class:`bopsweep.optim.Bop`.
     """
@@ -34,7 +35,7 @@ class LatentAdam(torch.optim.Adam):
         lr: float = 0.01,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-7,
-        clip: float = 1.0,
+        clip: float | None = 1.0,
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(
@@ -49,8 +50,9 @@ class LatentAdam(torch.optim.Adam):
         params = [p for g in self.param_groups for p in g["params"]]
         before = [p.ge(0) for p in params]
         loss = super().step(closure)
-        torch._foreach_clamp_min_(params, -self.clip)
-        torch._foreach_clamp_max_(params, self.clip)
+        if self.clip is not None:
+            torch._foreach_clamp_min_(params, -self.clip)
+            torch._foreach_clamp_max_(params, self.clip)
         self.flip_counts = torch.stack([p.ge(0).ne_(b).sum() for p, b in zip(params, before)])
         self.flips_total = self.flip_counts.sum()
         return loss

@@ -52,6 +52,13 @@ class Run:
     def steps(self) -> pd.DataFrame:
         return self._frame("steps")
 
+    def best_val_acc(self) -> float:
+        """The best validation accuracy of its binary-weight epochs (not a two-step run's
+        step 1, whose kernels are real), as :func:`bopsweep.train.summarize` counts it."""
+        epochs, val = self.column("epochs", "epoch"), self.column("epochs", "val_acc")
+        binary = val[epochs > int(self.config.get("two_step") or 0)]
+        return float((binary if len(binary) else val[-1:]).max())
+
     def column(self, source: str, name: str) -> Any:
         """The values of ``name`` in ``source`` (``epochs`` or ``steps``) as a numpy array;
         None where the run has no such column."""

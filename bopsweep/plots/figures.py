@@ -91,7 +91,7 @@ def summary_figure(data: StudyData, param: str) -> Figure:
             per_variant[variant_label(r.config)].append(r)
         for variant, vruns in per_variant.items():
             finals = [100 * r.epochs["val_acc"].iloc[-1] for r in vruns]
-            bests = [100 * r.epochs["val_acc"].max() for r in vruns]
+            bests = [100 * r.best_val_acc() for r in vruns]
             lines[variant]["pts"].append((value, finals, bests))
     colours = assign_colours(data, list(lines))
     fig, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)

@@ -1,7 +1,7 @@
 """The weight metrics of Liu et al., How Do Adam and Training Strategies Help BNNs
 Optimization?, ICML 2021, arXiv:2106.11309, per epoch for every arm of a study: the FF
 ratio (the share of binary weights whose sign flips in a step, mean over the epoch's steps:
-``flip_frac``) and the C2I ratio (the share whose sign differs from the start: ``c2i``).
+``flip_frac``) and the C2I ratio (the share whose sign is still the one at the start: ``c2i``).
 Definitions: :mod:`bopsweep.flips`.
 """
 
@@ -47,7 +47,7 @@ def weights_figure(data: StudyData, layers: list[str] | None = None) -> Figure:
         where = "network-wide" if panel == "network" else f"layer {panel}"
         for ax, column, what in (
             (row[0], f"flip_frac{suffix}", "FF ratio (flip fraction per step)"),
-            (row[1], f"c2i{suffix}", "C2I ratio (sign ≠ sign at start)"),
+            (row[1], f"c2i{suffix}", "C2I ratio (share of signs as at start)"),
         ):
             draw_bands(ax, seed_bands(groups, "epoch", column), colour, labels)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from bopsweep.errors import UserError
 from bopsweep.files import is_sqlite_file
+from bopsweep.legacy_c2i import C2I_MEANING
+from bopsweep.store.c2i_upgrade import C2I_ATTR
 from bopsweep.store.failures import reason
 from bopsweep.store.fencing import study_lock
 from bopsweep.store.metrics import METRIC_TABLES, MetricTables
@@ -154,7 +156,7 @@ class Store:
         study_id = self.storage.get_study_id_from_name(name)
         return (
             self.storage.get_study_directions(study_id) == [optuna.study.StudyDirection.MAXIMIZE]
-            and set(self.storage.get_study_user_attrs(study_id)) <= {UUID_ATTR}
+            and set(self.storage.get_study_user_attrs(study_id)) <= {UUID_ATTR, C2I_ATTR}
             and not self.storage.get_study_system_attrs(study_id)
             and self.storage.get_n_trials(study_id) == 0
         )
@@ -201,6 +203,7 @@ class Store:
             study = self.load(name)
             if not study_uuid(study):  # made by bopsweep 0.1: it gets its identity now
                 _give_identity(study, legacy=True)
+            self.metrics.upgrade_c2i(study)  # made before C2I had the paper's meaning
         self.metrics.ensure_tables()
         return study
 
@@ -214,6 +217,7 @@ class Store:
                 study.set_user_attr(SPEC_ATTR, data)  # e.g. a search's new total
             if not study_uuid(study):  # made by bopsweep 0.1: it gets its identity now
                 _give_identity(study, legacy=True)
+            self.metrics.upgrade_c2i(study)  # made before C2I had the paper's meaning
             return study, False
         if spec.name in self.study_names():  # left half made, by a command that was stopped
             study = self._optuna_study(spec.name)
@@ -224,6 +228,7 @@ class Store:
         # the identity first: the definition is what makes the study whole (_left_unmade)
         if not study_uuid(study):
             _give_identity(study, legacy=False)
+        study.set_user_attr(C2I_ATTR, C2I_MEANING)  # its rows will hold the paper's C2I
         study.set_user_attr(SPEC_ATTR, data)
         self.metrics.ensure_tables()  # now, not when two workers write their first rows
         return study, True

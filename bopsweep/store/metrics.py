@@ -20,6 +20,8 @@ import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.legacy_c2i import complement_frame, complement_row
+from bopsweep.store.c2i_upgrade import converted, upgrade_study
 from bopsweep.store.fencing import check_owner
 from bopsweep.store.legacy_metrics import legacy_tables, upgrade_legacy_tables
 from bopsweep.store.metric_columns import projected, select_frame
@@ -209,9 +211,10 @@ class MetricTables:
         q = sa.select(*(last.c[k.name] for k in keys), last.c.n, table.c.data).select_from(
             last.join(table, sa.and_(*same))
         )
+        fix = _c2i_fix(study)
         with self.engine.connect() as conn:
             return {
-                trial_id: (n, json.loads(data))
+                trial_id: (n, fix(json.loads(data)))
                 for trial_id, *start, n, data in conn.execute(q)
                 if trial_id in starts and (legacy or start[0] == starts[trial_id])
             }
@@ -222,7 +225,8 @@ class MetricTables:
         rows: dict[int, list[tuple[int, str]]] = {}
         for trial_id, epoch, data in self._rows(self.epochs, study):
             rows.setdefault(trial_id, []).append((epoch, data))
-        return {t: [json.loads(data) for _, data in sorted(r)] for t, r in rows.items()}
+        fix = _c2i_fix(study)
+        return {t: [fix(json.loads(data)) for _, data in sorted(r)] for t, r in rows.items()}
 
     def epochs_frame(
         self, study: optuna.Study, trials: Trials = None, columns: Sequence[str] | None = None
@@ -233,7 +237,8 @@ class MetricTables:
         def rows(row: dict[str, Any]) -> tuple[tuple[str, ...], list[list[Any]]]:
             return tuple(row), [list(row.values())]
 
-        return self._selected(self.epochs, study, rows, trials, columns)
+        frame = self._selected(self.epochs, study, rows, trials, columns)
+        return frame if converted(study.user_attrs) else complement_frame(frame)
 
     def steps_frame(
         self, study: optuna.Study, trials: Trials = None, columns: Sequence[str] | None = None
@@ -323,6 +328,11 @@ class MetricTables:
         keys = ["trial_id", "epoch"] + (["step"] if "step" in frame else [])
         return frame.sort_values(keys, ignore_index=True)
 
+    def upgrade_c2i(self, study: optuna.Study) -> bool:
+        """Convert a study stored with the old C2I (:mod:`~bopsweep.store.c2i_upgrade`), once,
+        in one transaction; whether it was converted now."""
+        return upgrade_study(self.engine, self.epochs, study_id_of(study))
+
     def delete_study_rows(self, study_id: int) -> None:
         """Remove a study's rows, and any orphan rows of trials deleted by other tools."""
         import sqlalchemy as sa
@@ -339,6 +349,12 @@ class MetricTables:
                         sa.or_(table.c.study_id == study_id, table.c.trial_id.not_in(live))
                     )
                 )
+
+
+def _c2i_fix(study: optuna.Study) -> Any:
+    """What a row read from ``study`` needs for its C2I to be the paper's: nothing, or the
+    complement of a study not yet converted (a read-only command converts what it reads)."""
+    return (lambda row: row) if converted(study.user_attrs) else complement_row
 
 
 def _metric_table(sa: Any, meta: Any, name: str) -> Any:

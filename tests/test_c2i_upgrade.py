@@ -1,0 +1,168 @@
+"""Studies and run folders written when bopsweep stored C2I's complement (the share of signs
+that changed) read back with the paper's C2I (the share kept), and are converted once, whole,
+by the first command that writes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+from optuna.distributions import FloatDistribution
+from typer.testing import CliRunner
+
+from bopsweep.cli import app
+from bopsweep.run_dir import C2I_KEY, PENDING_METRICS, read_rows
+from bopsweep.store import Store
+from bopsweep.store.c2i_upgrade import C2I_ATTR
+from bopsweep.store.optuna_adapter import study_id, trial_id
+from bopsweep.studies import TrialConfig, grid_study
+from bopsweep.train import run_trial
+
+runner = CliRunner()
+KEPT = {1: 0.875, 2: 0.75}  # the paper's C2I of epochs 1 and 2
+LAYER = {1: 0.5, 2: 0.25}
+
+
+def old_study(path: Path) -> None:
+    """A study as bopsweep 0.2 left it: C2I stored as the share changed, no C2I attribute."""
+    store = Store(f"sqlite:///{path}", create=True)
+    study, _ = store.create(grid_study("g", TrialConfig(), {"gamma": [1e-7, 1e-6]}))
+    dist = {"gamma": FloatDistribution(1e-7, 1e-7)}
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"gamma": 1e-7}, distributions=dist, value=0.5,
+            user_attrs={"config_id": "c0", "label": "gamma=1e-07", "epochs_done": 2},
+        )
+    )  # fmt: skip
+    first = study.get_trials(deepcopy=False)[0]
+    rows = [
+        {"epoch": e, "val_acc": 0.5, "c2i": 1 - KEPT[e], "c2i_fc3": 1 - LAYER[e], "pi": -9.0}
+        for e in (1, 2)
+    ]
+    store.metrics.write(study_id(study), trial_id(first), rows, {})
+    store.engine.dispose()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM study_user_attributes WHERE key = ?", (C2I_ATTR,))
+
+
+def stored_rows(path: Path) -> list[dict]:
+    with sqlite3.connect(path) as conn:
+        data = conn.execute("SELECT data FROM bopsweep_epochs ORDER BY epoch").fetchall()
+    return [json.loads(d) for (d,) in data]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_new_study_is_marked_as_holding_the_papers_c2i(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'n.db'}", create=True)
+    study, _ = store.create(grid_study("n", TrialConfig(), {"gamma": [1e-7]}))
+    assert study.user_attrs[C2I_ATTR] == "kept"
+
+
+def test_read_only_commands_read_an_old_study_with_the_papers_c2i_and_change_nothing(tmp_path):
+    db = tmp_path / "study.db"
+    old_study(db)
+    before = digest(db)
+    status = runner.invoke(app, ["status", str(db), "--format", "json"])
+    assert status.exit_code == 0, status.output
+    [trial] = json.loads(status.output)["trials"]
+    assert trial["last_c2i"] == pytest.approx(KEPT[2])
+    exported = runner.invoke(app, ["export", str(db), "--metrics", "-o", "-"])
+    assert exported.exit_code == 0, exported.output
+    metrics = pd.read_csv(io.StringIO(exported.output))
+    assert metrics["c2i"].tolist() == pytest.approx([KEPT[1], KEPT[2]])
+    assert metrics["c2i_fc3"].tolist() == pytest.approx([LAYER[1], LAYER[2]])
+    assert digest(db) == before  # a command that only reads never writes
+    assert [r["c2i"] for r in stored_rows(db)] == pytest.approx([1 - KEPT[1], 1 - KEPT[2]])
+
+
+def test_the_first_writing_command_converts_an_old_study_once(tmp_path):
+    db = tmp_path / "study.db"
+    old_study(db)
+    url = f"sqlite:///{db}"
+    for _ in range(2):  # the second open finds it converted: never complemented twice
+        store = Store(url)
+        study = store.join("g")
+        assert study.user_attrs[C2I_ATTR] == "kept"
+        rows = stored_rows(db)
+        assert [r["c2i"] for r in rows] == pytest.approx([KEPT[1], KEPT[2]])
+        assert [r["c2i_fc3"] for r in rows] == pytest.approx([LAYER[1], LAYER[2]])
+        assert [r["pi"] for r in rows] == [-9.0, -9.0]  # other columns as they were
+        store.engine.dispose()
+    status = runner.invoke(app, ["status", str(db), "--format", "json"])
+    assert json.loads(status.output)["trials"][0]["last_c2i"] == pytest.approx(KEPT[2])
+
+
+# --- run folders ------------------------------------------------------------------------------
+class Stop(Exception):
+    pass
+
+
+def stop(row, steps):
+    raise Stop
+
+
+@pytest.fixture
+def runs(small_cifar_dir, tmp_path):
+    """An uninterrupted 2-epoch run, and one stopped after epoch 1 as bopsweep 0.2 left it."""
+    config = TrialConfig(
+        width=1 / 16, device="cpu", data_dir=str(small_cifar_dir), batch_size=20, epochs=2,
+        optimizer="latent",
+    )  # fmt: skip
+    run_trial(config, tmp_path / "full")
+    old = tmp_path / "old"
+    with pytest.raises(Stop):
+        run_trial(config, old, on_epoch=stop)
+    frame = pd.read_csv(old / "metrics.csv")
+    c2i = [c for c in frame if c.startswith("c2i")]
+    frame[c2i] = 1 - frame[c2i]
+    frame.to_csv(old / "metrics.csv", index=False)
+    state = torch.load(old / "checkpoint.pt", weights_only=True)
+    del state[C2I_KEY]
+    torch.save(state, old / "checkpoint.pt")
+    return config, tmp_path / "full", old
+
+
+def c2i_columns(rows: list[dict]) -> list[float]:
+    return [v for r in rows for k, v in r.items() if k.startswith("c2i")]
+
+
+def test_a_resumed_run_of_bopsweep_0_2_converts_its_metrics_once(runs):
+    config, full, old = runs
+    run_trial(config, old, resume=True)
+    got, want = read_rows(old / "metrics.csv"), read_rows(full / "metrics.csv")
+    assert len(c2i_columns(got)) == 20  # network-wide and 9 layers, 2 epochs
+    assert c2i_columns(got) == pytest.approx(c2i_columns(want), abs=1e-12)
+    assert not (old / PENDING_METRICS).exists()
+    assert torch.load(old / "checkpoint.pt", weights_only=True)[C2I_KEY] == "kept"
+
+
+def test_a_conversion_killed_before_the_checkpoint_is_marked_is_done_again(runs):
+    config, full, old = runs
+    (old / PENDING_METRICS).write_text("epoch,c2i\n1,0.123\n")  # a half-done earlier attempt
+    run_trial(config, old, resume=True)
+    got, want = read_rows(old / "metrics.csv"), read_rows(full / "metrics.csv")
+    assert c2i_columns(got) == pytest.approx(c2i_columns(want), abs=1e-12)
+
+
+def test_a_conversion_killed_after_the_checkpoint_is_marked_is_finished_not_redone(runs):
+    config, full, old = runs
+    rows = read_rows(old / "metrics.csv")
+    kept = pd.DataFrame(rows)
+    c2i = [c for c in kept if c.startswith("c2i")]
+    kept[c2i] = 1 - kept[c2i]
+    kept.to_csv(old / PENDING_METRICS, index=False)  # converted rows written, then the mark
+    state = torch.load(old / "checkpoint.pt", weights_only=True)
+    torch.save({**state, C2I_KEY: "kept"}, old / "checkpoint.pt")  # killed before the move
+    run_trial(config, old, resume=True)
+    got, want = read_rows(old / "metrics.csv"), read_rows(full / "metrics.csv")
+    assert c2i_columns(got) == pytest.approx(c2i_columns(want), abs=1e-12)
