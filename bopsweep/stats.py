@@ -1,5 +1,5 @@
-"""Statistics over seeds: an arm's mean, spread and confidence interval, and whether two arms
-can be told apart. Pure numbers (scipy and the standard library), no study, no output.
+"""Statistics over seeds: an arm's mean, spread and confidence interval, and how an arm differs
+from a declared baseline arm. Pure numbers (scipy and the standard library), no study, no output.
 
 For the values x_1 … x_n of one arm (one per seed):
 
@@ -9,38 +9,49 @@ For the values x_1 … x_n of one arm (one per seed):
   of Student's t with ν degrees of freedom (``scipy.stats.t.ppf``); α = 0.05 gives the 95 %
   interval. With n < 2 there is no s, no interval and no test: the mean alone.
 
-Comparing arm A with the reference arm B (the best), two-sided, at level α:
+Comparing arm A with the baseline arm B, two-sided, at level α; the difference is A − B:
 
-* **paired** t-test (``scipy.stats.ttest_rel``) when A and B share at least two seeds: the
-  arms of one bopsweep study see the same weights' start and data order for a given seed, so
-  d_i = a_i − b_i over the m shared seeds, t = d̄ / (s_d / √m), ν = m − 1. Seeds only one arm
-  has are left out of the test (they still count in each arm's mean and interval).
-* **Welch's** t-test (``scipy.stats.ttest_ind(equal_var=False)``) otherwise:
-  t = (ā − b̄) / √(s_a²/n_a + s_b²/n_b),
-  ν = (s_a²/n_a + s_b²/n_b)² / ( (s_a²/n_a)²/(n_a − 1) + (s_b²/n_b)²/(n_b − 1) ).
+* **paired** when A and B share at least two seeds: the arms of one bopsweep study see the same
+  weights' start and data order for a given seed, so d_i = a_i − b_i over the m shared seeds,
+  difference d̄ ± t(1 − α/2, m − 1) · s_d / √m, t-test ``scipy.stats.ttest_rel``
+  (t = d̄ / (s_d / √m), ν = m − 1). Seeds only one arm has are left out of the test (they
+  still count in each arm's mean and interval).
+* **Welch** otherwise: difference ā − b̄ ± t(1 − α/2, ν) · se, se = √(s_a²/n_a + s_b²/n_b),
+  ν = se⁴ / ( (s_a²/n_a)²/(n_a − 1) + (s_b²/n_b)²/(n_b − 1) ), t-test
+  ``scipy.stats.ttest_ind(equal_var=False)``.
 
-A is *indistinguishable* from the best when p ≥ α: the test does not reject equal means. (That
-is not evidence that they are equal: with few seeds the test sees only large differences.)
-Where the test is undefined because A and B agree exactly (every difference zero, or both arms
-constant and equal), scipy's p is NaN; the arms count as indistinguishable.
+Where the difference has no variance (se = 0: a paired difference that is the same for every
+seed, or two constant arms) there is no test: a t of ±∞ and p = 0 from a zero-width interval
+would call two arms different on two identical-looking runs. An exactly zero such difference
+(the arms agree everywhere) is *indistinguishable*; a non-zero one is *no variance* and gets
+no verdict. "Zero" allows for float rounding: se below 10⁻¹² of the values' magnitude.
 
-The reference arm of :func:`compare_to_best` is the arm of highest mean among those with at
-least two values (a single lucky seed cannot be tested against), or among all arms when none
-has two.
+The arms tested against the baseline are one family of tests: their p-values are adjusted
+by **Holm**'s step-down method (:func:`holm`), and the verdict reads the adjusted p. A pow10
+study compares over a hundred arms; without the adjustment about one in twenty equal arms
+would be called different by chance. An arm is *better* or *worse* (by the sign of the
+difference) when its adjusted p < α, *indistinguishable* otherwise (that is not evidence that
+they are equal: with few seeds the test sees only large differences). No verdict where the
+arm or the baseline has fewer than :data:`MIN_SEEDS_FOR_VERDICT` seeds: a t-test on two seeds
+(one degree of freedom) is shown, but is too fragile to decide on.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 ALPHA = 0.05  # the tests' level; the intervals are (1 − ALPHA)
 MIN_N = 2  # values an arm needs for a standard deviation, an interval and a test
+MIN_SEEDS_FOR_VERDICT = 3  # seeds the arm and the baseline each need for better/worse
+ROUNDING = 1e-12  # a standard error below this share of the values' magnitude is zero
 
 Test = Literal["paired", "welch"]
+Verdict = Literal[
+    "baseline", "better", "worse", "indistinguishable", "few seeds", "no variance", "no test"
+]
 
 
 @dataclass(frozen=True)
@@ -74,64 +85,172 @@ def summarize(values: Sequence[float], alpha: float = ALPHA) -> Summary:
     mean = math.fsum(xs) / n
     if n < MIN_N:
         return Summary(n, mean, confidence=1 - alpha)
-    std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
+    std = _std(xs)
     half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * std / math.sqrt(n)
     return Summary(n, mean, std, half, confidence=1 - alpha)
 
 
+def _mean(xs: Sequence[float]) -> float:
+    return math.fsum(xs) / len(xs)
+
+
+def _std(xs: Sequence[float]) -> float:
+    """Sample standard deviation (ddof = 1)."""
+    mean = _mean(xs)
+    return math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+
+
 @dataclass(frozen=True)
 class Comparison:
-    """One arm against the reference: which test, over how many values, its two-sided p."""
+    """One arm against the baseline: which test over how many values, the difference arm −
+    baseline with the half width of its (1 − α) interval, and the raw two-sided p (NaN where
+    the difference has no variance: no test, see the module's docstring)."""
 
     test: Test
-    p_value: float  # NaN where the arms agree exactly (see the module's docstring)
+    p_value: float
     n: int  # pairs (paired) or values of both arms together (Welch)
+    diff: float
+    half_width: float  # 0.0 where the difference has no variance
     alpha: float = ALPHA
 
     @property
-    def indistinguishable(self) -> bool:
-        return math.isnan(self.p_value) or self.p_value >= self.alpha
+    def low(self) -> float:
+        return self.diff - self.half_width
+
+    @property
+    def high(self) -> float:
+        return self.diff + self.half_width
+
+    @property
+    def tested(self) -> bool:
+        """A t-test was made: the difference has variance (one of the family Holm adjusts)."""
+        return not math.isnan(self.p_value)
+
+    @property
+    def equal(self) -> bool:
+        """No variance and no difference: the arms agree exactly."""
+        return not self.tested and self.diff == 0.0
 
 
 def compare(
     a: Mapping[int, float], b: Mapping[int, float], alpha: float = ALPHA
 ) -> Comparison | None:
-    """Test arm ``a`` against arm ``b`` (each: seed → value): paired over the seeds they share
-    when they share at least two, Welch's otherwise; None when either has fewer than two
+    """Arm ``a`` against the baseline ``b`` (each: seed → value): paired over the seeds they
+    share when they share at least two, Welch's otherwise; None when either has fewer than two
     values."""
-    from scipy import stats
-
     if len(a) < MIN_N or len(b) < MIN_N:
         return None
     shared = sorted(set(a) & set(b))
-    with warnings.catch_warnings():  # constant arms: scipy warns and returns inf or NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        if len(shared) >= MIN_N:
-            result = stats.ttest_rel([a[s] for s in shared], [b[s] for s in shared])
-            return Comparison("paired", float(result.pvalue), len(shared), alpha)
-        result = stats.ttest_ind(list(a.values()), list(b.values()), equal_var=False)
-    return Comparison("welch", float(result.pvalue), len(a) + len(b), alpha)
+    if len(shared) >= MIN_N:
+        return _paired([a[s] for s in shared], [b[s] for s in shared], alpha)
+    return _welch(list(a.values()), list(b.values()), alpha)
 
 
-def best_arm(arms: Mapping[str, Mapping[int, float]]) -> str | None:
-    """The reference: highest mean among arms with at least two values (among all when none
-    has two); None when there are no arms. Ties go to the first."""
-    testable = {k: v for k, v in arms.items() if len(v) >= MIN_N} or {
-        k: v for k, v in arms.items() if v
-    }
-    if not testable:
-        return None
-    return max(testable, key=lambda k: math.fsum(testable[k].values()) / len(testable[k]))
+def _paired(a: list[float], b: list[float], alpha: float) -> Comparison:
+    """Paired t over equally long, seed-aligned ``a`` and ``b``: interval of the mean
+    difference, ν = m − 1."""
+    from scipy import stats
+
+    m, d = len(a), [x - y for x, y in zip(a, b)]
+    se, scale = _std(d) / math.sqrt(m), _scale(a + b)
+    if se <= ROUNDING * scale:
+        return _no_variance("paired", m, _mean(d), scale, alpha)
+    p = float(stats.ttest_rel(a, b).pvalue)
+    half = float(stats.t.ppf(1 - alpha / 2, m - 1)) * se
+    return Comparison("paired", p, m, _mean(d), half, alpha)
 
 
-def compare_to_best(
-    arms: Mapping[str, Mapping[int, float]], alpha: float = ALPHA
-) -> tuple[str | None, dict[str, Comparison | None]]:
-    """The reference arm (:func:`best_arm`) and every other arm's test against it (None where
-    no test is possible, and for the reference itself)."""
-    best = best_arm(arms)
-    if best is None:
-        return None, {}
-    return best, {
-        k: None if k == best else compare(values, arms[best], alpha) for k, values in arms.items()
-    }
+def _welch(a: list[float], b: list[float], alpha: float) -> Comparison:
+    """Welch's t: interval of ā − b̄ with the Welch–Satterthwaite degrees of freedom."""
+    from scipy import stats
+
+    va, vb = _std(a) ** 2 / len(a), _std(b) ** 2 / len(b)
+    se, diff, n, scale = math.sqrt(va + vb), _mean(a) - _mean(b), len(a) + len(b), _scale(a + b)
+    if se <= ROUNDING * scale:
+        return _no_variance("welch", n, diff, scale, alpha)
+    nu = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    half = float(stats.t.ppf(1 - alpha / 2, nu)) * se
+    return Comparison("welch", p, n, diff, half, alpha)
+
+
+def _scale(values: list[float]) -> float:
+    """The values' magnitude: what float rounding of a difference is measured against."""
+    return max(1.0, max(abs(v) for v in values))
+
+
+def _no_variance(test: Test, n: int, diff: float, scale: float, alpha: float) -> Comparison:
+    """No test: p NaN, a zero-width interval; a difference within rounding of 0 is 0."""
+    zero = abs(diff) <= ROUNDING * scale
+    return Comparison(test, math.nan, n, 0.0 if zero else diff, 0.0, alpha)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of one family of p-values, in the given order: with the m
+    p-values sorted ascending, p₍ᵢ₎ becomes max over j ≤ i of min(1, (m − j + 1) · p₍ⱼ₎).
+    Rejecting where the adjusted p < α keeps the chance of any false rejection in the family
+    below α, whatever the tests' dependence (Holm 1979)."""
+    m = len(p_values)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+        adjusted[i] = running
+    return adjusted
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """An arm against the baseline: its comparison (None: fewer than two values on a side),
+    the difference of means where there is no comparison, the Holm-adjusted p, the verdict."""
+
+    verdict: Verdict
+    comparison: Comparison | None = None
+    diff: float | None = None  # arm − baseline: the comparison's, else the means' difference
+    p_holm: float | None = None
+
+
+def compare_to_baseline(
+    arms: Mapping[str, Mapping[int, float]],
+    baseline: str,
+    alpha: float = ALPHA,
+    min_seeds: int = MIN_SEEDS_FOR_VERDICT,
+) -> dict[str, Outcome]:
+    """Every arm against ``baseline`` (a key of ``arms``): tested, the family's p adjusted
+    by Holm, a verdict on the adjusted p; the baseline's own outcome is ``"baseline"``."""
+    base = arms[baseline]
+    tests = {k: None if k == baseline else compare(v, base, alpha) for k, v in arms.items()}
+    family = [k for k, c in tests.items() if c is not None and c.tested]
+    adjusted = dict(zip(family, holm([tests[k].p_value for k in family])))  # type: ignore[union-attr]
+    outcomes = {}
+    for k, c in tests.items():
+        if k == baseline:
+            outcomes[k] = Outcome("baseline")
+            continue
+        seeds = min(len(arms[k]), len(base))
+        p = adjusted.get(k)
+        diff = c.diff if c is not None else _mean_difference(arms[k], base)
+        outcomes[k] = Outcome(_verdict(c, p, seeds, alpha, min_seeds), c, diff, p)
+    return outcomes
+
+
+def _mean_difference(a: Mapping[int, float], b: Mapping[int, float]) -> float | None:
+    return _mean(list(a.values())) - _mean(list(b.values())) if a and b else None
+
+
+def _verdict(
+    c: Comparison | None, p_holm: float | None, seeds: int, alpha: float, min_seeds: int
+) -> Verdict:
+    """better / worse on an adjusted p < α, else indistinguishable; none below ``min_seeds``
+    seeds on either side, none on a non-zero difference without variance."""
+    if c is None:
+        return "no test"
+    if seeds < min_seeds:
+        return "few seeds"
+    if c.equal:
+        return "indistinguishable"
+    if p_holm is None:
+        return "no variance"
+    if p_holm < alpha:
+        return "better" if c.diff > 0 else "worse"
+    return "indistinguishable"

@@ -1,20 +1,25 @@
-"""Table 1 with error bars: a study's configurations, their validation accuracy over seeds and
-which of them the data cannot tell apart from the best, as Markdown, LaTeX or CSV.
+"""Table 1 with error bars: a study's configurations, their accuracy over seeds and how each
+differs from a declared baseline configuration, as Markdown, LaTeX or CSV.
 
 A *configuration* is a trial's configuration without its seed. Its values are those of the
 study's COMPLETE trials, one per (configuration, seed): where a configuration and seed were
 completed more than once, the latest counts. Final accuracy is the trial's value (last epoch),
-best accuracy its best epoch's; both in %. The statistics are :mod:`bopsweep.stats`'.
+best accuracy its best epoch's, train accuracy its last epoch's on the training set (where the
+trial records it); all in %. The statistics are :mod:`bopsweep.stats`'.
 
-:func:`group_arms` reads the trials, :func:`build_table` computes, :func:`render` writes text;
-the command line (``bopsweep table``) only chains them.
+The baseline is declared, never the best mean (choosing the reference after looking at the
+results and then testing against it overstates every difference): ``--baseline LABEL``, else
+the study's base point (the arm whose configuration is the study's base, e.g. the centre of an
+ablation), else the study's first configuration.
+
+:func:`group_arms` reads the trials, :func:`build_table` computes, :func:`render`
+(:mod:`bopsweep.table_render`) writes text; the command line (``bopsweep table``) only chains
+them.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import math
 import re
@@ -23,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bopsweep.defaults import TableFormat, TableMetric
-from bopsweep.stats import ALPHA, MIN_N, Comparison, Summary, compare_to_best, summarize
+from bopsweep.errors import UserError
+from bopsweep.stats import ALPHA, Outcome, Summary, compare_to_baseline, summarize
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -33,13 +39,16 @@ _SEED = re.compile(r"(?:^|\s+)seed=\S+")
 
 @dataclass
 class Arm:
-    """One configuration: its label and, per seed, final and best validation accuracy (%)."""
+    """One configuration: its label and, per seed, final and best validation accuracy and
+    final training accuracy (%; only the seeds whose trial records it)."""
 
     label: str
     key: str  # the configuration without seed, as JSON
     final: dict[int, float] = field(default_factory=dict)
     best: dict[int, float] = field(default_factory=dict)
+    train: dict[int, float] = field(default_factory=dict)
     trials: dict[int, int] = field(default_factory=dict)  # seed → the trial number counted
+    base_point: bool = False  # its configuration is the study's base configuration
 
     def values(self, metric: TableMetric) -> dict[int, float]:
         return self.final if metric == TableMetric.FINAL else self.best
@@ -63,10 +72,12 @@ def group_arms(trials: Iterable[FrozenTrial], base: dict[str, Any]) -> list[Arm]
     """The COMPLETE trials grouped by configuration without seed, in the order of each
     configuration's first counted trial; per (configuration, seed) the latest completed one.
     ``base``: the study's base configuration, which its trials store their difference from
-    (:func:`bopsweep.store.trial_config.study_base`)."""
+    (:func:`bopsweep.store.trial_config.study_base`); the arm with that configuration is
+    marked as the base point."""
     from bopsweep.store.trial_config import has_config, trial_config
 
     latest: dict[tuple[str, int], FrozenTrial] = {}
+    base_key = base_point_key(base)
     for t in trials:
         if t.state.name != "COMPLETE" or t.value is None or not has_config(t.user_attrs):
             continue
@@ -78,20 +89,45 @@ def group_arms(trials: Iterable[FrozenTrial], base: dict[str, Any]) -> list[Arm]
     for (key, seed), t in sorted(latest.items(), key=lambda kv: (kv[1].number, kv[0][1])):
         if key not in arms:
             label = arm_label(str(t.user_attrs.get("label") or "")) or "base point"
-            arms[key] = Arm(label, key)
-        arm, final = arms[key], float(t.value or 0.0)  # COMPLETE with a value: kept above
-        arm.final[seed] = 100 * final
-        # the driver records the best epoch of every complete trial; a trial made by other
-        # means without it counts its final accuracy as its best
-        arm.best[seed] = 100 * float(t.user_attrs.get("best_val_acc", final))
-        arm.trials[seed] = t.number
+            arms[key] = Arm(label, key, base_point=key == base_key)
+        _add_seed(arms[key], seed, t)
     _disambiguate(list(arms.values()))
     for arm in arms.values():
-        order = sorted(arm.final)
-        arm.final = {s: arm.final[s] for s in order}
-        arm.best = {s: arm.best[s] for s in order}
-        arm.trials = {s: arm.trials[s] for s in order}
+        _sort_seeds(arm)
     return list(arms.values())
+
+
+def base_point_key(base: dict[str, Any]) -> str | None:
+    """The :func:`point_key` of the study's base configuration as its trials store theirs:
+    resolved (an optimizer's unset γ, σ, τ get their defaults, as when the study was planned);
+    None where the stored base does not resolve (no arm is then its base point)."""
+    from bopsweep.studies.config import TrialConfig
+
+    try:
+        return point_key(TrialConfig.from_dict(dict(base), "the study's base").resolved().to_dict())
+    except UserError:
+        return None
+
+
+def _add_seed(arm: Arm, seed: int, t: FrozenTrial) -> None:
+    """A COMPLETE trial's accuracies as ``arm``'s values for ``seed``, in %."""
+    final = float(t.value or 0.0)  # COMPLETE with a value: checked by the caller
+    arm.final[seed] = 100 * final
+    # the driver records the best epoch and the last training accuracy of every complete
+    # trial; a trial made by other means without them counts its final accuracy as its best,
+    # and has no training accuracy
+    arm.best[seed] = 100 * float(t.user_attrs.get("best_val_acc", final))
+    train = t.user_attrs.get("final_train_acc")
+    if isinstance(train, int | float) and not isinstance(train, bool) and math.isfinite(train):
+        arm.train[seed] = 100 * float(train)
+    arm.trials[seed] = t.number
+
+
+def _sort_seeds(arm: Arm) -> None:
+    arm.final = dict(sorted(arm.final.items()))
+    arm.best = dict(sorted(arm.best.items()))
+    arm.train = dict(sorted(arm.train.items()))
+    arm.trials = dict(sorted(arm.trials.items()))
 
 
 def _when(t: FrozenTrial) -> tuple[float, int]:
@@ -115,8 +151,12 @@ class Row:
     arm: Arm
     final: Summary
     best: Summary
-    comparison: Comparison | None  # against the reference, on the table's metric
-    reference: bool  # the best configuration, the one the others are tested against
+    train: Summary | None  # None: no trial of the arm records its training accuracy
+    outcome: Outcome  # against the baseline, on the table's metric
+
+    @property
+    def baseline(self) -> bool:
+        return self.outcome.verdict == "baseline"
 
 
 @dataclass(frozen=True)
@@ -124,174 +164,68 @@ class Table:
     study: str
     metric: TableMetric
     rows: list[Row]
+    chosen: str  # how the baseline was chosen, for the caption
     alpha: float = ALPHA
 
     @property
-    def reference(self) -> Row | None:
-        return next((r for r in self.rows if r.reference), None)
+    def baseline(self) -> Row:
+        return next(r for r in self.rows if r.baseline)
+
+    @property
+    def tests(self) -> int:
+        """The family Holm adjusts: the arms with a t-test against the baseline."""
+        return sum(1 for r in self.rows if r.outcome.p_holm is not None)
+
+
+BY_FLAG = "chosen with --baseline"
+BY_BASE = "the study's base point"
+BY_ORDER = "the study's first configuration; none is the study's base point"
+
+
+def choose_baseline(arms: list[Arm], label: str | None = None) -> tuple[Arm, str]:
+    """The arm the others are compared with, and how it was chosen: the one labelled ``label``
+    (as the table prints it), else the study's base point, else the first arm (the study's
+    order). One line listing the labels when ``label`` names none."""
+    if label is not None:
+        found = next((a for a in arms if a.label == label), None)
+        if found is None:
+            labels = ", ".join(repr(a.label) for a in arms)
+            raise UserError(
+                f"--baseline {label!r} is no configuration of the study; its labels: {labels}"
+            )
+        return found, BY_FLAG
+    base = next((a for a in arms if a.base_point), None)
+    return (base, BY_BASE) if base is not None else (arms[0], BY_ORDER)
 
 
 def build_table(
-    study: str, arms: list[Arm], metric: TableMetric = TableMetric.FINAL, alpha: float = ALPHA
+    study: str,
+    arms: list[Arm],
+    metric: TableMetric = TableMetric.FINAL,
+    alpha: float = ALPHA,
+    baseline: str | None = None,
 ) -> Table:
-    """Each arm's summaries, and its test against the best arm on ``metric``."""
-    by_label = {arm.label: arm.values(metric) for arm in arms}
-    best, tests = compare_to_best(by_label, alpha)
+    """Each arm's summaries, and its comparison with the baseline (:func:`choose_baseline`)
+    on ``metric``."""
+    reference, chosen = choose_baseline(arms, baseline)
+    outcomes = compare_to_baseline(
+        {arm.label: arm.values(metric) for arm in arms}, reference.label, alpha
+    )
     rows = [
         Row(
             arm,
             summarize(list(arm.final.values()), alpha),
             summarize(list(arm.best.values()), alpha),
-            tests.get(arm.label),
-            arm.label == best,
+            summarize(list(arm.train.values()), alpha) if arm.train else None,
+            outcomes[arm.label],
         )
         for arm in arms
     ]
-    return Table(study, metric, rows, alpha)
+    return Table(study, metric, rows, chosen, alpha)
 
 
-# --- text ---------------------------------------------------------------------------------------
 def render(table: Table, format: TableFormat) -> str:
-    """The table as Markdown (with a caption and notes), LaTeX (a booktabs ``tabular``, the
-    caption as comments) or CSV (one row per configuration, full precision)."""
-    if format == TableFormat.CSV:
-        return _csv(table)
-    return _latex(table) if format == TableFormat.LATEX else _markdown(table)
+    """The table as text (:func:`bopsweep.table_render.render`)."""
+    from bopsweep.table_render import render as render_text
 
-
-def _percent(table: Table) -> int:
-    return round(100 * (1 - table.alpha))
-
-
-def caption(table: Table) -> str:
-    ref = table.reference
-    level = _percent(table)
-    against = (
-        f"each configuration is tested against the best configuration ({ref.arm.label}) on "
-        f"{table.metric.value} accuracy at α = {table.alpha:g}"
-        if ref is not None and ref.final.n >= MIN_N
-        else "no configuration has two seeds: no interval, no test"
-    )
-    return (
-        f"Table 1, study {table.study}: final and best-epoch validation accuracy (%) over "
-        f"seeds, mean ± std (sample, ddof=1) and {level} % confidence interval (Student t); "
-        f"{against}."
-    )
-
-
-NOTES = (
-    "Test: paired t-test over the seeds both configurations share (scipy.stats.ttest_rel), "
-    "Welch's t-test (scipy.stats.ttest_ind, equal_var=False) where they share fewer than two. "
-    "Indistinguishable: p ≥ α, the test does not separate the configuration from the best. "
-    "n=1: the mean alone, no interval and no test."
-)
-HEADER = ("configuration", "n", "final (%)", "final {level} % CI", "best epoch (%)",
-          "best epoch {level} % CI", "vs best configuration ({metric})", "test", "p")  # fmt: skip
-
-
-def _header(table: Table) -> list[str]:
-    return [h.format(level=_percent(table), metric=table.metric.value) for h in HEADER]
-
-
-def _cells(row: Row, pm: str, interval: str, dash: str) -> list[str]:
-    def mean(s: Summary) -> str:
-        return f"{s.mean:.2f} (n=1)" if s.std is None else f"{s.mean:.2f}{pm}{s.std:.2f}"
-
-    def ci(s: Summary) -> str:
-        return dash if s.low is None else interval.format(s.low, s.high)
-
-    c = row.comparison
-    if row.reference:
-        verdict, test, p = "best", dash, dash
-    elif c is None:
-        verdict, test, p = dash, dash, dash
-    else:
-        verdict = "indistinguishable" if c.indistinguishable else "worse"
-        test = f"paired t ({c.n} seeds)" if c.test == "paired" else "Welch t"
-        p = _p(c.p_value)
-    return [row.arm.label, str(row.final.n), mean(row.final), ci(row.final), mean(row.best),
-            ci(row.best), verdict, test, p]  # fmt: skip
-
-
-def _p(p: float) -> str:
-    if math.isnan(p):
-        return "n/a (equal)"
-    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
-
-
-def _markdown(table: Table) -> str:
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-    header = _header(table)
-    lines = [caption(table), "", line(header), "|" + "|".join(["---"] * len(header)) + "|"]
-    lines += [line(_cells(r, " ± ", "[{:.2f}, {:.2f}]", "—")) for r in table.rows]
-    return "\n".join([*lines, "", NOTES]) + "\n"
-
-
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-        "γ": r"$\gamma$", "σ": r"$\sigma$", "τ": r"$\tau$", "α": r"$\alpha$", "±": r"$\pm$",
-        "≥": r"$\geq$", "—": "---"}  # fmt: skip
-
-
-def tex(text: str) -> str:
-    """Plain text as LaTeX: special characters escaped, Greek letters as math."""
-    return "".join(_TEX.get(ch, ch) for ch in text)
-
-
-def _latex(table: Table) -> str:
-    header = [tex(h) for h in _header(table)]
-    header[1] = "$n$"
-    header[-1] = "$p$"
-    body = []
-    for row in table.rows:
-        cells = _cells(row, " ± ", "[{:.2f}, {:.2f}]", "—")
-        body.append(" & ".join(tex(c) for c in cells) + r" \\")
-    comments = [f"% {line}" for line in (caption(table), NOTES, r"Needs \usepackage{booktabs}.")]
-    return (
-        "\n".join(
-            [
-                *comments,
-                r"\begin{tabular}{lrlllllll}",
-                r"\toprule",
-                " & ".join(header) + r" \\",
-                r"\midrule",
-                *body,
-                r"\bottomrule",
-                r"\end{tabular}",
-            ]
-        )
-        + "\n"
-    )
-
-
-CSV_COLUMNS = ("configuration", "n", "seeds", "trials",
-               "final_mean", "final_std", "final_ci_low", "final_ci_high", "final_ci_half_width",
-               "best_mean", "best_std", "best_ci_low", "best_ci_high", "best_ci_half_width",
-               "metric", "reference", "test", "n_test", "p_value", "indistinguishable")  # fmt: skip
-
-
-def _csv(table: Table) -> str:
-    def number(x: float | None) -> str:
-        return "" if x is None else repr(float(x))
-
-    def stats(s: Summary) -> list[str]:
-        return [number(v) for v in (s.mean, s.std, s.low, s.high, s.half_width)]
-
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for r in table.rows:
-        c = r.comparison
-        test = (
-            [c.test, str(c.n), number(c.p_value), str(c.indistinguishable).lower()]
-            if c
-            else ["", "", "", ""]
-        )
-        writer.writerow(
-            [r.arm.label, r.final.n, " ".join(map(str, r.arm.final)),
-             " ".join(map(str, r.arm.trials.values())), *stats(r.final), *stats(r.best),
-             table.metric.value, str(r.reference).lower(), *test]
-        )  # fmt: skip
-    return out.getvalue()
+    return render_text(table, format)

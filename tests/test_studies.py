@@ -41,8 +41,8 @@ EXPECTED = {  # file: (kind, number of trials)
     "adam_lr.toml": ("arms", 10),
     "adambnn.toml": ("arms", 6),
     "pow10_search.toml": ("pow10", 125),
-    "table1_paper.toml": ("arms", 3),
-    "table1_code.toml": ("arms", 3),
+    "table1_paper.toml": ("arms", 9),  # 3 arms × 3 seeds
+    "table1_code.toml": ("arms", 9),
     "quick.toml": ("grid", 5),
     "optuna_search.toml": ("optuna", 0),  # sampled as it runs: nothing planned
 }

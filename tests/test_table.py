@@ -2,7 +2,9 @@
 
 The statistics (:mod:`bopsweep.stats`) against scipy on fixed numbers; the grouping of seeds and
 retries (:mod:`bopsweep.table`) on studies built directly in a SQLite database (no training);
-the command's three formats, its bad input, and that it writes nothing to the database.
+the command's three formats, its baseline, its bad input, and that it writes nothing to the
+database. The comparison with the baseline (Holm, the difference's interval, verdicts) is
+tests/test_stats.py's.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import csv
 import hashlib
 import io
 import math
+from dataclasses import replace
 
 import numpy as np
 import optuna
@@ -20,11 +23,11 @@ from typer.testing import CliRunner
 
 from bopsweep.cli import app
 from bopsweep.defaults import TableFormat, TableMetric
-from bopsweep.stats import Summary, best_arm, compare, compare_to_best, summarize
+from bopsweep.stats import Summary, compare, holm, summarize
 from bopsweep.store import Store
 from bopsweep.store.trial_config import study_base
 from bopsweep.studies import StudySpec, TrialConfig, expand, grid_study
-from bopsweep.table import arm_label, build_table, group_arms, render
+from bopsweep.table import BY_BASE, BY_FLAG, BY_ORDER, arm_label, build_table, group_arms, render
 from tests.helpers import one_line_error
 
 runner = CliRunner()
@@ -98,14 +101,12 @@ def test_arms_sharing_fewer_than_two_seeds_get_welchs_t_test():
     assert compare(one_shared, A).test == "welch"  # type: ignore[union-attr]
 
 
-def test_indistinguishable_means_p_at_least_alpha():
-    close = compare(B, A)
-    far = compare({s: v - 2 for s, v in A.items() if s != 1} | {1: 89.7}, A)
-    assert close is not None and far is not None
-    assert close.p_value >= 0.05 and close.indistinguishable
-    assert far.p_value < 0.05 and not far.indistinguishable
-    same = compare(dict(A), A)  # every difference zero: scipy's p is NaN, the arms are equal
-    assert same is not None and math.isnan(same.p_value) and same.indistinguishable
+def test_the_difference_is_the_arm_minus_the_baseline():
+    c = compare(B, A)
+    assert c is not None and c.tested and not c.equal
+    assert c.diff == pytest.approx(np.mean(list(B.values())) - np.mean(list(A.values())))
+    same = compare(dict(A), A)  # every difference zero: no test, the arms are equal
+    assert same is not None and math.isnan(same.p_value) and same.equal
 
 
 def test_no_test_with_fewer_than_two_seeds():
@@ -113,21 +114,11 @@ def test_no_test_with_fewer_than_two_seeds():
     assert compare(A, {0: 91.0}) is None
 
 
-def test_the_best_arm_is_the_highest_mean_among_arms_with_two_seeds():
-    arms = {"A": A, "B": B, "lucky": {0: 99.0}}
-    assert best_arm(arms) == "A"  # one seed cannot be tested against
-    assert best_arm({"lucky": {0: 99.0}, "other": {0: 90.0}}) == "lucky"
-    assert best_arm({}) is None
-    best, tests = compare_to_best(arms)
-    assert best == "A" and tests["A"] is None and tests["lucky"] is None
-    assert tests["B"] == compare(B, A)
-
-
 # --- a study built directly in SQLite ------------------------------------------------------------
 BASE = TrialConfig(width=1 / 16, batch_size=20, epochs=3, device="cpu")
 ARMS = [
     {"label": "Bop", "optimizer": "bop", "gamma": 1e-4, "tau": 1e-8},
-    {"label": "Bop2ndOrder biased", "optimizer": "bop2", "unbiased": False},
+    {"label": "Bop2ndOrder biased", "optimizer": "bop2", "unbiased": False, "gamma": 1e-6},
     {"label": "Bop2ndOrder unbiased", "optimizer": "bop2", "unbiased": True},
     {"label": "latent", "optimizer": "latent", "seed": 10},  # seeds 10–12: no seed shared
 ]
@@ -139,6 +130,8 @@ FINAL = {
     "latent": [0.8800, 0.8900, 0.8850],
 }
 BEST_GAIN = [0.0012, 0.0030, 0.0021]  # best epoch − final, per seed
+TRAIN_GAP = [0.051, 0.047, 0.055]  # training − validation accuracy, per seed
+NO_TRAIN = "latent"  # its trials were made by other means: no final_train_acc
 
 
 def add_trial(store, study, planned, final=None, state=State.COMPLETE):
@@ -150,6 +143,8 @@ def add_trial(store, study, planned, final=None, state=State.COMPLETE):
     if state == State.COMPLETE:
         seed = planned.config.seed % 10
         attrs |= {"best_val_acc": final + BEST_GAIN[seed], "best_epoch": 2}
+        if planned.label != NO_TRAIN:
+            attrs["final_train_acc"] = final + TRAIN_GAP[seed]
     else:
         attrs |= {"failure": "crash", "fail_reason": "killed by signal 9"}
     study.add_trial(
@@ -163,11 +158,18 @@ def add_trial(store, study, planned, final=None, state=State.COMPLETE):
     )
 
 
+TAUS = [1e-6, 1e-4, 1e-2]  # the base point in the middle: neither the first nor the best
+CENTRE = {1e-6: [0.80, 0.81, 0.82], 1e-4: [0.850, 0.860, 0.865], 1e-2: [0.90, 0.905, 0.92]}
+TWO = {1e-6: [0.80, 0.83], 1e-4: [0.85, 0.875]}  # two seeds, a clear difference
+SHIFT = {1e-6: [0.9071, 0.9102, 0.9085], 1e-4: [0.9195, 0.9226, 0.9209]}  # +1.24 on every seed
+
+
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
     """Study ``t1``: four arms × 3 seeds, one seed crashed and retried, one completed twice, one
     trial still queued; ``g``: a grid with seed as an axis; ``one``: one seed per value;
-    ``empty``: nothing complete."""
+    ``empty``: nothing complete; ``centre``: a grid of 3 seeds around its base point; ``two``:
+    two seeds; ``shift``: the same difference on every seed."""
     path = tmp_path_factory.mktemp("table") / "study.db"
     store = Store(f"sqlite:///{path}", create=True)
     study, _ = store.create(StudySpec("t1", "arms", BASE, arms=ARMS, seeds=3))
@@ -188,6 +190,15 @@ def db(tmp_path_factory):
     study, _ = store.create(one)
     for i, p in enumerate(expand(one)):
         add_trial(store, study, p, final=0.85 + i / 100)
+    centre = grid_study("centre", replace(BASE, tau=1e-4), {"tau": TAUS}, seeds=3)
+    study, _ = store.create(centre)
+    for p in expand(centre):
+        add_trial(store, study, p, final=CENTRE[p.config.tau][p.config.seed])
+    for name, finals in (("two", TWO), ("shift", SHIFT)):
+        spec = grid_study(name, BASE, {"tau": TAUS[:2]}, seeds=len(finals[1e-6]))
+        study, _ = store.create(spec)
+        for p in expand(spec):
+            add_trial(store, study, p, final=finals[p.config.tau][p.config.seed])
     empty = grid_study("empty", BASE, {"tau": [1e-6]})
     study, _ = store.create(empty)
     add_trial(store, study, expand(empty)[0], state=State.FAIL)
@@ -227,33 +238,41 @@ def test_the_seed_is_taken_out_of_the_label(db):
     ]
 
 
-def test_the_table_tests_each_configuration_against_the_best(db):
+def raw_p(label, baseline="Bop", values=FINAL):
+    """scipy's paired p of ``label`` against ``baseline`` over their (shared) seeds, in %; the
+    latent arm shares no seed: Welch's."""
+    a, b = percent(values[label]), percent(values[baseline])
+    if label == "latent" or baseline == "latent":
+        return scipy_stats.ttest_ind(a, b, equal_var=False).pvalue
+    return scipy_stats.ttest_rel(a, b).pvalue
+
+
+def test_an_arms_study_compares_with_its_first_arm_never_the_best(db):
     table = build_table("t1", arms_of(db, "t1"), TableMetric.FINAL)
     rows = {r.arm.label: r for r in table.rows}
-    assert table.reference is rows["Bop2ndOrder biased"]
-    best = percent(FINAL["Bop2ndOrder biased"])
-    unbiased = rows["Bop2ndOrder unbiased"].comparison
-    assert unbiased is not None and unbiased.test == "paired" and unbiased.indistinguishable
-    assert unbiased.p_value == pytest.approx(
-        scipy_stats.ttest_rel(percent(FINAL["Bop2ndOrder unbiased"]), best).pvalue
-    )
-    latent = rows["latent"].comparison
-    assert latent is not None and latent.test == "welch" and not latent.indistinguishable
-    assert latent.p_value == pytest.approx(
-        scipy_stats.ttest_ind(percent(FINAL["latent"]), best, equal_var=False).pvalue
-    )
-    assert rows["Bop"].comparison is not None and not rows["Bop"].comparison.indistinguishable
+    assert table.baseline is rows["Bop"] and table.chosen == BY_ORDER  # the worst mean, first
+    others = ["Bop2ndOrder biased", "Bop2ndOrder unbiased", "latent"]
+    raw = [raw_p(label) for label in others]
+    for label, p, p_holm in zip(others, raw, holm(raw)):
+        o = rows[label].outcome
+        assert o.comparison is not None and o.comparison.p_value == pytest.approx(p, abs=1e-15)
+        assert o.p_holm == pytest.approx(p_holm, abs=1e-15)
+    assert rows["latent"].outcome.comparison.test == "welch"  # type: ignore[union-attr]
+    assert [rows[k].outcome.verdict for k in others] == ["better", "better", "worse"]
     assert rows["Bop"].final == summarize(percent(FINAL["Bop"]))
+    gains = [f + g for f, g in zip(FINAL["Bop"], TRAIN_GAP)]
+    assert rows["Bop"].train == summarize(percent(gains))
+    assert rows["latent"].train is None  # its trials do not record it
 
 
-def test_metric_best_tests_the_best_epochs(db):
+def test_metric_best_compares_the_best_epochs(db):
     table = build_table("t1", arms_of(db, "t1"), TableMetric.BEST)
     rows = {r.arm.label: r for r in table.rows}
-    best = [100 * (f + g) for f, g in zip(FINAL["Bop2ndOrder biased"], BEST_GAIN)]
     bop = [100 * (f + g) for f, g in zip(FINAL["Bop"], BEST_GAIN)]
-    assert rows["Bop"].comparison.p_value == pytest.approx(  # type: ignore[union-attr]
-        scipy_stats.ttest_rel(bop, best).pvalue
-    )
+    biased = [100 * (f + g) for f, g in zip(FINAL["Bop2ndOrder biased"], BEST_GAIN)]
+    c = rows["Bop2ndOrder biased"].outcome.comparison
+    assert c is not None and c.p_value == pytest.approx(scipy_stats.ttest_rel(biased, bop).pvalue)
+    assert c.diff == pytest.approx(np.mean(biased) - np.mean(bop))
 
 
 # --- the command -------------------------------------------------------------------------------
@@ -268,28 +287,103 @@ def md_row(output, label):
 def test_table_prints_markdown(db):
     result = table(db, "--study", "t1")
     assert result.exit_code == 0, result.output
-    assert "mean ± std (sample, ddof=1) and 95 % confidence interval (Student t)" in result.output
-    assert "| configuration | n | final (%) | final 95 % CI |" in result.output
+    assert (
+        "mean ± std (sample, ddof=1), with 95 % confidence intervals (Student t)" in result.output
+    )
+    assert f"Baseline: Bop ({BY_ORDER})." in result.output
+    assert "adjusted for the 3 tests by Holm's method" in result.output
+    assert (
+        "| configuration | n | final (%) | final 95 % CI | best epoch (%) | best epoch 95 % CI "
+        "| train (%) | Δ final vs baseline (pp) | Δ 95 % CI | test | p (Holm) | vs baseline |"
+    ) in result.output
     s = summarize(percent(FINAL["Bop"]))
     bop = md_row(result.output, "Bop")
     assert f"| 3 | {s.mean:.2f} ± {s.std:.2f} | [{s.low:.2f}, {s.high:.2f}] |" in bop
-    assert "| worse | paired t (3 seeds) |" in bop
-    assert "| best | — | — |" in md_row(result.output, "Bop2ndOrder biased")
+    assert bop.endswith("| — | — | — | — | baseline |")
+    train = summarize(percent([f + g for f, g in zip(FINAL["Bop"], TRAIN_GAP)]))
+    assert f"| {train.mean:.2f} ± {train.std:.2f} |" in bop
+    biased = md_row(result.output, "Bop2ndOrder biased")
+    c = compare(dict(enumerate(percent(FINAL["Bop2ndOrder biased"]))),
+                dict(enumerate(percent(FINAL["Bop"]))))  # fmt: skip
+    assert c is not None
+    others = ["Bop2ndOrder biased", "Bop2ndOrder unbiased", "latent"]
+    p_holm = holm([raw_p(label) for label in others])
+    assert biased.endswith(
+        f"| +{c.diff:.2f} | [{c.low:.2f}, {c.high:.2f}] | paired t (3 seeds) | {p_holm[0]:.3f} "
+        "| better |"
+    )
+    assert "| — | -2.36 | [" in md_row(result.output, "latent")  # no train accuracy; Δ
+    assert md_row(result.output, "latent").endswith(f"| Welch t | {p_holm[2]:.3f} | worse |")
+
+
+def test_the_default_baseline_is_the_study_base_point(db):
+    result = table(db, "--study", "centre")
+    assert result.exit_code == 0, result.output
+    assert f"Baseline: tau=0.0001 ({BY_BASE})." in result.output  # not the first, not the best
+    assert md_row(result.output, "tau=0.0001").endswith("| — | — | — | — | baseline |")
+    assert md_row(result.output, "tau=1e-06").endswith("| worse |")
+    assert md_row(result.output, "tau=0.01").endswith("| better |")
+
+
+def test_baseline_picks_the_configuration_by_its_printed_label(db):
+    result = table(db, "--study", "t1", "--baseline", "Bop2ndOrder biased")
+    assert result.exit_code == 0, result.output
+    assert f"Baseline: Bop2ndOrder biased ({BY_FLAG})." in result.output
+    assert md_row(result.output, "Bop2ndOrder biased").endswith("| baseline |")
+    raw = [raw_p(k, "Bop2ndOrder biased") for k in ("Bop", "Bop2ndOrder unbiased", "latent")]
+    p_holm = holm(raw)
     unbiased = md_row(result.output, "Bop2ndOrder unbiased")
-    p = scipy_stats.ttest_rel(
-        percent(FINAL["Bop2ndOrder unbiased"]), percent(FINAL["Bop2ndOrder biased"])
-    ).pvalue
-    assert unbiased.endswith(f"| indistinguishable | paired t (3 seeds) | {p:.3f} |")
-    assert "| worse | Welch t |" in md_row(result.output, "latent")
+    assert unbiased.endswith(f"| paired t (3 seeds) | {p_holm[1]:.3f} | indistinguishable |")
+    assert md_row(result.output, "Bop").endswith(f"| {p_holm[0]:.3f} | worse |")
+    grid = table(db, "--study", "centre", "--baseline", "tau=1e-06")
+    assert md_row(grid.output, "tau=1e-06").endswith("| baseline |")
+    assert md_row(grid.output, "tau=0.0001").endswith("| better |")
+
+
+def test_an_unknown_baseline_is_one_line_listing_the_labels_and_writes_nothing(db, tmp_path):
+    out = tmp_path / "t.md"
+    result = table(db, "--study", "t1", "--baseline", "Adam", "-o", str(out))
+    one_line_error(
+        result,
+        "--baseline 'Adam' is no configuration of the study; its labels: 'Bop', "
+        "'Bop2ndOrder biased', 'Bop2ndOrder unbiased', 'latent'",
+    )
+    assert list(tmp_path.iterdir()) == []
+    one_line_error(table(db, "--study", "t1", "--baseline", "bop"), "its labels: 'Bop',")
+
+
+def test_below_three_seeds_the_test_is_shown_without_a_verdict(db):
+    result = table(db, "--study", "two")
+    assert result.exit_code == 0, result.output
+    assert "none where the configuration or the baseline has fewer than 3 seeds" in result.output
+    p = scipy_stats.ttest_rel([85.0, 87.5], [80.0, 83.0]).pvalue
+    assert p < 0.05  # a verdict of "better" on two seeds, were it drawn
+    assert md_row(result.output, "tau=0.0001").endswith(
+        f"| paired t (2 seeds) | {p:.3f} | n < 3: no verdict |"
+    )
+    rows = list(csv.DictReader(io.StringIO(table(db, "--study", "two", "--format", "csv").output)))
+    assert rows[1]["verdict"] == "few seeds" and float(rows[1]["p_holm"]) == pytest.approx(p)
+
+
+def test_a_constant_difference_over_seeds_is_no_variance_not_a_verdict(db):
+    result = table(db, "--study", "shift")
+    assert result.exit_code == 0, result.output
+    assert md_row(result.output, "tau=0.0001").endswith(
+        "| +1.24 | — | paired t (3 seeds) | n/a (no variance) | no variance: no test |"
+    )
+    assert "No configuration has a t-test against the baseline" in result.output
 
 
 def test_one_seed_shows_the_mean_and_n_1_without_interval_or_test(db):
     result = table(db, "--study", "one")
     assert result.exit_code == 0, result.output
-    assert md_row(result.output, "tau=1e-06") == (
-        "| tau=1e-06 | 1 | 85.00 (n=1) | — | 85.12 (n=1) | — | — | — | — |"
+    assert md_row(result.output, "tau=0.0001") == (
+        "| tau=0.0001 | 1 | 86.00 (n=1) | — | 86.12 (n=1) | — | 91.10 (n=1) | +1.00 | — | — | — "
+        "| — |"
     )
-    assert "no configuration has two seeds" in result.output
+    assert "The baseline has fewer than two seeds: no interval of a difference, no test." in (
+        result.output
+    )
 
 
 def test_table_prints_latex(db):
@@ -297,29 +391,47 @@ def test_table_prints_latex(db):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("% Table 1, study t1")
-    assert r"\begin{tabular}{lrlllllll}" in lines and r"\end{tabular}" in lines
+    assert r"\begin{tabular}{lrllllllllll}" in lines and r"\end{tabular}" in lines
     s = summarize(percent(FINAL["Bop"]))
     assert any(
         line.startswith(rf"Bop & 3 & {s.mean:.2f} $\pm$ {s.std:.2f} & [{s.low:.2f}, {s.high:.2f}]")
         for line in lines
     )
-    assert r"final 95 \% CI" in result.output and "$p$" in result.output
+    assert r"final 95 \% CI" in result.output and "$p$ (Holm)" in result.output
+    assert r"$\Delta$ final vs baseline (pp)" in result.output
 
 
-def test_table_prints_csv_with_full_precision(db):
+def test_table_prints_csv_with_raw_and_holm_p_and_the_differences_interval(db):
     result = table(db, "--study", "t1", "--format", "csv", "--metric", "best")
     assert result.exit_code == 0, result.output
     rows = {r["configuration"]: r for r in csv.DictReader(io.StringIO(result.output))}
     assert list(rows) == [a["label"] for a in ARMS]
+    best = {k: [100 * (f + g) for f, g in zip(v, BEST_GAIN)] for k, v in FINAL.items()}
     latent = rows["latent"]
-    values = [100 * (f + g) for f, g in zip(FINAL["latent"], BEST_GAIN)]
-    s = summarize(values)
+    s = summarize(best["latent"])
     assert latent["n"] == "3" and latent["seeds"] == "10 11 12" and latent["metric"] == "best"
     assert float(latent["best_mean"]) == pytest.approx(s.mean, abs=1e-12)
     assert float(latent["best_ci_half_width"]) == pytest.approx(s.half_width, abs=1e-12)
-    assert latent["test"] == "welch" and latent["indistinguishable"] == "false"
-    assert rows["Bop2ndOrder biased"]["reference"] == "true"
-    assert rows["Bop2ndOrder biased"]["p_value"] == ""
+    assert latent["train_n"] == "0" and latent["train_mean"] == ""
+    welch = scipy_stats.ttest_ind(best["latent"], best["Bop"], equal_var=False)
+    assert latent["test"] == "welch" and latent["verdict"] == "worse"
+    assert float(latent["diff_mean"]) == pytest.approx(
+        np.mean(best["latent"]) - np.mean(best["Bop"])
+    )
+    if hasattr(welch, "confidence_interval"):  # scipy ≥ 1.11
+        ci = welch.confidence_interval()
+        assert float(latent["diff_ci_low"]) == pytest.approx(ci.low, abs=1e-9)
+        assert float(latent["diff_ci_high"]) == pytest.approx(ci.high, abs=1e-9)
+    others = ["Bop2ndOrder biased", "Bop2ndOrder unbiased", "latent"]
+    raw = [raw_p(k, values={k: [v / 100 for v in b] for k, b in best.items()}) for k in others]
+    for label, p, p_holm in zip(others, raw, holm(raw)):
+        assert float(rows[label]["p_value"]) == pytest.approx(p, abs=1e-15)
+        assert float(rows[label]["p_holm"]) == pytest.approx(p_holm, abs=1e-15)
+    assert float(rows["latent"]["p_holm"]) > float(rows["latent"]["p_value"])
+    bop = rows["Bop"]
+    assert bop["baseline"] == "true" and bop["baseline_chosen"] == BY_ORDER
+    assert (bop["p_value"], bop["p_holm"], bop["verdict"]) == ("", "", "baseline")
+    assert bop["train_n"] == "3"
 
 
 def test_table_writes_a_file_once_then_only_with_force(db, tmp_path):
