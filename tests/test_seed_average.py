@@ -54,3 +54,40 @@ def test_every_sampled_configuration_trains_on_its_seeds_and_is_valued_at_their_
     again = bopsweep(*args, cwd=tmp_path)
     assert again.returncode == 0 and "2 of 2 trials exist" in again.stdout, again.stdout
     assert len(trials(tmp_path, "optuna-search")) == 4
+
+
+# a driver killed (SIGKILL) the moment it would queue a sampled configuration's seed runs
+KILLED_AT_QUEUEING = """
+import os, signal, sys
+import bopsweep.driver.seed_average as seed_average
+seed_average.add_waiting_trials = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+from bopsweep.cli import app
+app(prog_name="bopsweep", args=sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_a_search_killed_before_it_queued_the_seed_runs_runs_them_on_resume(
+    small_cifar_dir, tmp_path
+):
+    """The sampled configuration whose runs a kill left unqueued gets them at the next start,
+    never a new sample in its place; the total still counts configurations."""
+    import subprocess
+    import sys
+
+    args = ["optuna", "--trials", "2", "--seeds", "2", "--sampler-seed", "1", "--epochs", "1"]
+    args += ["--data-dir", str(small_cifar_dir), *TINY]
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_QUEUEING, *args], cwd=tmp_path)
+    assert killed.returncode == -9
+    _, means = runs_and_configurations(tmp_path, "optuna-search")
+    (owed,) = means.trials
+    assert owed.state.name == "RUNNING" and not trials(tmp_path, "optuna-search")
+
+    result = bopsweep("resume", "study.db", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study, means = runs_and_configurations(tmp_path, "optuna-search")
+    assert len(means.trials) == 2 and all(t.state.name == "COMPLETE" for t in means.trials)
+    assert means.trials[0].params == owed.params  # the owed one ran, not a replacement
+    assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
+    # the owed runs were queued as the driver started, before anything new was sampled
+    assert [t.user_attrs[SEED_OF] for t in study.trials] == [0, 0, 1, 1]
