@@ -189,6 +189,8 @@ def test_study_files_with_values_of_the_wrong_type_are_refused(text, fragment, e
         (["optuna", "--sampler-seed", "-1"], "sampler seed must be an integer in [0, 2^32)"),
         (["optuna", "--sampler-seed", str(2**40)], "sampler seed must be"),
         (["optuna", "--fix", "variant=bop", "--space", "SPACE"], "not one of the space's"),
+        (["optuna", "--seeds", "0"], "--seeds must be >= 1"),
+        (["optuna", "--seed", str(2**32 - 2), "--seeds", "3"], "passes the largest seed"),
     ],
 )
 def test_study_commands_refuse_before_creating_the_study(args, fragment, empty_cwd):

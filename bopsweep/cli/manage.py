@@ -29,6 +29,7 @@ def delete(
     Refused while a driver runs on the database, or (PostgreSQL) any of its trials is running."""
     import shutil
 
+    from bopsweep.driver.seed_average import delete_companion
     from bopsweep.errors import UserError
     from bopsweep.folders import is_study_folder, study_folder
     from bopsweep.store import Store, checkpoint_base, driver_lock, redact, storage_url, study_uuid
@@ -67,6 +68,7 @@ def delete(
             typer.confirm(f"Delete {what}?", abort=True)
         # checked again under the study's lock: a worker may have started one meanwhile
         store.delete_study(study, running_allowed=sqlite_path(url) is not None)
+        delete_companion(store.storage, study)  # a seed-averaged search's configurations
         if folder is not None:
             try:
                 shutil.rmtree(folder)

@@ -230,7 +230,8 @@ def optuna(
 ) -> None:
     """Search γ, σ, τ, the variant (bop, bop2 biased/unbiased), the norm and per-hyperparameter
     schedules with an Optuna sampler, optionally pruning weak trials. Each trial's value is its
-    final validation accuracy."""
+    final validation accuracy; with --seeds K each configuration trains on K seeds and its
+    value (and pruning) is their mean, kept in the companion study NAME:seed-means."""
     from bopsweep.studies import optuna_study
     from bopsweep.studies.search import space_for
 
@@ -247,5 +248,6 @@ def optuna(
         sampler.value,
         sampler_seed,
         pruner.value,
+        seeds=study.seed_count(),
     )
     dispatch(spec, where, study, trial)

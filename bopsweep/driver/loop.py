@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 from bopsweep.defaults import MAX_RETRIES, STACK, WARM_STARTS
 from bopsweep.driver.outage import DatabaseLost, Outage, database_errors
 from bopsweep.driver.process import Slot, TrialProcess, hide_from_children, stop_all
-from bopsweep.driver.queue import TrialQueue
 from bopsweep.driver.recorder import Recorder
+from bopsweep.driver.seed_average import queue_for
 from bopsweep.driver.state import END_EVENTS, Running, Snapshot, study_progress
 from bopsweep.driver.warm import Zygotes, available
 from bopsweep.store.fencing import OWNER_ATTR, TrialTakenOver
@@ -55,6 +55,7 @@ class Search:
     space: SearchSpace
     base: TrialConfig
     trials: int
+    seeds: int = 1  # runs per configuration, averaged (bopsweep.driver.seed_average)
 
 
 class Driver:
@@ -80,7 +81,7 @@ class Driver:
 
         self.store, self.slots, self.display, self.search = store, slots, display, search
         hide_from_children(store.url)  # no trial or zygote gets the URL or its password
-        self.queue = TrialQueue(study)
+        self.queue = queue_for(study, search)  # seed-averaged with --seeds K > 1
         board = None
         if tensorboard is not None:  # the trials' TensorBoard runs, in this folder
             from bopsweep.tensorboard import StudyBoard

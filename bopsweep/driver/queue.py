@@ -263,7 +263,7 @@ class TrialQueue:
         self.storage.set_trial_system_attr(trial_id(t), OWNER_ATTR, new_owner())
         return self.trial(trial_id(t))
 
-    def ask(self, configure: Any) -> FrozenTrial:
+    def ask(self, configure: Any) -> FrozenTrial | None:
         """A new trial from the study's sampler, given its configuration by ``configure(trial)``
         (which returns its user attributes). Whatever fails, no trial is left RUNNING."""
         first_new = len(self.trials())

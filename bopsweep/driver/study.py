@@ -276,7 +276,7 @@ def search_of(spec: StudySpec, study: optuna.Study, worker_index: int) -> Search
         seed %= 2**32  # what numpy's generators, behind Optuna's samplers, accept
     study.sampler = make_sampler(meta["sampler"], seed)
     study.pruner = make_pruner(meta["pruner"], spec.base.epochs)
-    return Search(SearchSpace.from_dict(meta["space"]), spec.base, meta["trials"])
+    return Search(SearchSpace.from_dict(meta["space"]), spec.base, meta["trials"], spec.seeds)
 
 
 def _raise_interrupt(*_: Any) -> None:

@@ -11,6 +11,7 @@ from bopsweep.defaults import (
     LR_DECAY,
     PAPER_BASE,
     SCHEDULE_FACTOR,
+    SEED_LIMIT,
     Optimizer,
     Pruner,
     Sampler,
@@ -179,14 +180,18 @@ def optuna_study(
     sampler_seed: int | None = None,
     pruner: str = Pruner.NONE.value,
     description: str = "",
+    seeds: int = 1,
 ) -> StudySpec:
     """A search with Optuna over ``space`` (a :class:`~bopsweep.studies.search.SearchSpace`):
-    ``trials`` trials in total, however often it is resumed."""
+    ``trials`` trials in total, however often it is resumed; each configuration trained on
+    ``seeds`` seeds and judged by their mean (:mod:`bopsweep.driver.seed_average`)."""
     from bopsweep.studies.search import check_sampler
 
     if not (isinstance(trials, int) and not isinstance(trials, bool) and trials >= 1):
         raise UserError(f"--trials must be an integer >= 1 (the study's total), got {trials!r}")
     check_sampler(sampler, sampler_seed)
+    if isinstance(seeds, int) and base.seed + seeds > SEED_LIMIT:  # the last seed run's seed
+        raise UserError(f"--seeds {seeds} from seed {base.seed} passes the largest seed 2^32-1")
     if pruner not in values(Pruner):
         raise UserError(f"unknown pruner {pruner!r}; use one of {', '.join(values(Pruner))}")
     meta = {
@@ -197,7 +202,7 @@ def optuna_study(
         "pruner": pruner,
         "swept": list(space.ranges),
     }
-    return StudySpec(name, "optuna", base, description=description, meta=meta)
+    return StudySpec(name, "optuna", base, seeds=seeds, description=description, meta=meta)
 
 
 def parse_axis(name: str, text: str) -> list[Any]:

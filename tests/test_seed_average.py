@@ -1,0 +1,93 @@
+"""Seed-averaged searches (``bopsweep optuna --seeds K``): each sampled configuration trains on
+K seeds, and Optuna's value for it (what the sampler learns from) is their mean."""
+
+from __future__ import annotations
+
+import statistics
+
+import optuna
+import pytest
+
+from bopsweep.driver.seed_average import SEED_INDEX, SEED_OF, companion_name
+from bopsweep.store.trial_config import study_base, trial_config
+from tests.test_dispatch import TINY, bopsweep, trials
+
+
+def runs_and_configurations(cwd, name):
+    """The study's seed runs and its companion study's configurations."""
+    storage = f"sqlite:///{cwd / 'study.db'}"
+    study = optuna.load_study(study_name=name, storage=storage)
+    means = optuna.load_study(study_name=companion_name(name), storage=storage)
+    return study, means
+
+
+@pytest.mark.slow
+def test_every_sampled_configuration_trains_on_its_seeds_and_is_valued_at_their_mean(
+    small_cifar_dir, tmp_path
+):
+    args = ["optuna", "--trials", "2", "--seeds", "2", "--sampler-seed", "0", "--epochs", "2"]
+    args += ["--seed", "5", "--data-dir", str(small_cifar_dir), *TINY]
+    result = bopsweep(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study, means = runs_and_configurations(tmp_path, "optuna-search")
+    base = study_base(study.user_attrs)
+    runs = study.trials
+    assert len(runs) == 4 and all(t.state.name == "COMPLETE" for t in runs)
+    configurations = means.trials
+    assert len(configurations) == 2 and all(t.state.name == "COMPLETE" for t in configurations)
+    for configuration in configurations:
+        mine = [t for t in runs if t.user_attrs[SEED_OF] == configuration.number]
+        assert sorted(t.user_attrs[SEED_INDEX] for t in mine) == [0, 1]
+        configs = [trial_config(t.user_attrs, base) for t in mine]
+        assert sorted(c["seed"] for c in configs) == [5, 6]  # seeds s and s+1
+        assert all(t.params == configuration.params for t in mine)  # the same configuration
+        without_seed = [{k: v for k, v in c.items() if k != "seed"} for c in configs]
+        assert without_seed[0] == without_seed[1]
+        # each run's value is its final validation accuracy; the configuration's their mean
+        assert all(t.value == t.intermediate_values[2] for t in mine)
+        assert configuration.value == pytest.approx(statistics.fmean(t.value for t in mine))
+        assert configuration.intermediate_values == pytest.approx(
+            {e: statistics.fmean(t.intermediate_values[e] for t in mine) for e in (1, 2)}
+        )
+    assert means.best_value == max(t.value for t in configurations)
+    # the total counts configurations: run again, nothing more is sampled
+    again = bopsweep(*args, cwd=tmp_path)
+    assert again.returncode == 0 and "2 of 2 trials exist" in again.stdout, again.stdout
+    assert len(trials(tmp_path, "optuna-search")) == 4
+
+
+# a driver killed (SIGKILL) the moment it would queue a sampled configuration's seed runs
+KILLED_AT_QUEUEING = """
+import os, signal, sys
+import bopsweep.driver.seed_average as seed_average
+seed_average.add_waiting_trials = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+from bopsweep.cli import app
+app(prog_name="bopsweep", args=sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_a_search_killed_before_it_queued_the_seed_runs_runs_them_on_resume(
+    small_cifar_dir, tmp_path
+):
+    """The sampled configuration whose runs a kill left unqueued gets them at the next start,
+    never a new sample in its place; the total still counts configurations."""
+    import subprocess
+    import sys
+
+    args = ["optuna", "--trials", "2", "--seeds", "2", "--sampler-seed", "1", "--epochs", "1"]
+    args += ["--data-dir", str(small_cifar_dir), *TINY]
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_QUEUEING, *args], cwd=tmp_path)
+    assert killed.returncode == -9
+    _, means = runs_and_configurations(tmp_path, "optuna-search")
+    (owed,) = means.trials
+    assert owed.state.name == "RUNNING" and not trials(tmp_path, "optuna-search")
+
+    result = bopsweep("resume", "study.db", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study, means = runs_and_configurations(tmp_path, "optuna-search")
+    assert len(means.trials) == 2 and all(t.state.name == "COMPLETE" for t in means.trials)
+    assert means.trials[0].params == owed.params  # the owed one ran, not a replacement
+    assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
+    # the owed runs were queued as the driver started, before anything new was sampled
+    assert [t.user_attrs[SEED_OF] for t in study.trials] == [0, 0, 1, 1]
