@@ -20,9 +20,12 @@ if TYPE_CHECKING:
 # ``duration`` as ``params_<name>``, sorted by name, as in Optuna's frame.
 OPTUNA_COLUMNS = ("number", "value", "datetime_start", "datetime_complete", "duration")
 # bopsweep's own, after Optuna's ``state``
-BOPSWEEP_COLUMNS = ("label", "config_id", "epochs_done", "best_val_acc", "best_epoch", "last_c2i",
+# best_*: binary-weight epochs only; step1_best_*: a two-step run's real-kernel step 1
+BOPSWEEP_COLUMNS = ("label", "config_id", "epochs_done", "best_val_acc", "best_epoch",
+                    "step1_best_val_acc", "step1_best_epoch", "last_c2i",
                     "failure", "fail_reason", "attempt", "slot", "pruned_at_epoch")  # fmt: skip
-_INTEGERS = ("epochs_done", "best_epoch", "attempt", "pruned_at_epoch")  # None where unknown
+_INTEGERS = ("epochs_done", "best_epoch", "step1_best_epoch", "attempt",
+             "pruned_at_epoch")  # fmt: skip  # None where unknown
 
 
 def trial_records(store: Store, study: optuna.Study) -> list[dict[str, Any]]:
@@ -54,6 +57,8 @@ def trial_records(store: Store, study: optuna.Study) -> list[dict[str, Any]]:
                 "epochs_done": attrs.get("epochs_done", stored),
                 "best_val_acc": attrs.get("best_val_acc"),
                 "best_epoch": attrs.get("best_epoch"),
+                "step1_best_val_acc": attrs.get("step1_best_val_acc"),
+                "step1_best_epoch": attrs.get("step1_best_epoch"),
                 # C2I ratio after the last stored epoch (none in rows of bopsweep before C2I)
                 "last_c2i": last_row.get("c2i"),
                 # a FAIL without bopsweep's reason was failed by Optuna's heartbeat check
@@ -218,6 +223,41 @@ def best_line(records: list[dict[str, Any]]) -> str | None:
     return (
         f"best: trial {best['number']} ({best['label'] or best['config_id']}), "
         f"final val acc {best['value']:.4f}"
+    )
+
+
+def means_table(means: list[dict[str, Any]]) -> Any:
+    """A seed-averaged search's configurations: mean final accuracy over their seeds, the
+    sample std (ddof 1) and each seed's value."""
+    from rich.table import Table
+
+    table = Table(title="configurations, mean over their seeds", title_justify="left")
+    for column in ("configuration", "label", "state", "mean val acc", "std", "seeds", "runs"):
+        table.add_column(column)
+    for m in means:
+        values = m["seed_values"] or []
+        table.add_row(
+            str(m["configuration"]),
+            str(m["label"] or ""),
+            m["state"],
+            _fmt(m["mean"] if m["state"] == "COMPLETE" else None),
+            _fmt(m["std"]),
+            " ".join(f"{v:.4f}" for v in values),
+            " ".join(map(str, m["seed_runs"] or [])),
+        )
+    return table
+
+
+def best_mean_line(means: list[dict[str, Any]]) -> str | None:
+    """The configuration of the best mean, or None while none is complete."""
+    complete = [m for m in means if m["state"] == "COMPLETE" and _number(m["mean"])]
+    best = max(complete, key=lambda m: m["mean"], default=None)
+    if best is None:
+        return None
+    spread = f" ± {best['std']:.4f}" if _number(best["std"]) else ""
+    return (
+        f"best: configuration {best['configuration']} ({best['label']}), mean final val acc "
+        f"{best['mean']:.4f}{spread} over {len(best['seed_values'] or [])} seeds"
     )
 
 

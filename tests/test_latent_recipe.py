@@ -549,6 +549,12 @@ def test_an_adam_vs_bop_study_runs_end_to_end(small_cifar_dir, tmp_path, monkeyp
     assert len(metrics) == 4 * 2 + 3 and metrics["c2i"].between(0, 1).all()
     assert {"flip_frac_fc3", "c2i_fc3"} <= set(metrics)
     recipe_rows = metrics[metrics["label"] == "latent Adam, AdamBNN recipe"]
+    trials = runner.invoke(app, ["export", "study.db", "-o", "t.csv"])
+    assert trials.exit_code == 0, trials.output
+    recipe = pd.read_csv(tmp_path / "t.csv").set_index("label").loc["latent Adam, AdamBNN recipe"]
+    assert recipe["best_epoch"] in (2, 3) and recipe["step1_best_epoch"] == 1  # kept apart
+    step2 = recipe_rows[recipe_rows["epoch"] > 1]
+    assert recipe["best_val_acc"] == step2["val_acc"].max()  # the binary network's best
     lr = recipe_rows["lr"].tolist()  # at each epoch's last batch: step 2 decays from lr0 again
     assert lr[1] > lr[0] and lr[2] < lr[1] and max(lr) < 1e-3
     drawn = runner.invoke(app, ["plot", "study.db", "--out", "figs", "--layer", "last"])

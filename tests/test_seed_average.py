@@ -3,6 +3,7 @@ K seeds, and Optuna's value for it (what the sampler learns from) is their mean.
 
 from __future__ import annotations
 
+import json
 import statistics
 
 import optuna
@@ -50,6 +51,16 @@ def test_every_sampled_configuration_trains_on_its_seeds_and_is_valued_at_their_
             {e: statistics.fmean(t.intermediate_values[e] for t in mine) for e in (1, 2)}
         )
     assert means.best_value == max(t.value for t in configurations)
+    # status shows each configuration's mean and spread (sample std, as bopsweep table)
+    status = bopsweep("status", "study.db", "--format", "json", cwd=tmp_path)
+    shown = {c["configuration"]: c for c in json.loads(status.stdout)["configurations"]}
+    for configuration in configurations:
+        mine = [t.value for t in runs if t.user_attrs[SEED_OF] == configuration.number]
+        c = shown[configuration.number]
+        assert c["mean"] == configuration.value and sorted(c["seed_values"]) == sorted(mine)
+        assert c["std"] == pytest.approx(statistics.stdev(mine))
+    table = bopsweep("status", "study.db", cwd=tmp_path)
+    assert "mean over their seeds" in table.stdout and "best: configuration" in table.stdout
     # the total counts configurations: run again, nothing more is sampled
     again = bopsweep(*args, cwd=tmp_path)
     assert again.returncode == 0 and "2 of 2 trials exist" in again.stdout, again.stdout

@@ -52,17 +52,22 @@ def status(
     ] = False,
 ) -> None:
     """The trials of a study: state, epochs done, final and best validation accuracy, the C2I
-    ratio after the last epoch (share of binary weights whose sign differs from the start), and
-    why a trial failed."""
+    ratio after the last epoch (share of binary weights whose sign is still the initial one), and
+    why a trial failed; for a search with --seeds K, each configuration's mean and spread."""
     from bopsweep import report
+    from bopsweep.driver.seed_average import configurations
     from bopsweep.store import SPEC_ATTR, Store, redact, storage_url
 
     url = storage_url(storage, database)
     store = Store.open_readonly(url)
     optuna_study = store.load(study)
     records = report.trial_records(store, optuna_study)
+    means = configurations(store.storage, optuna_study.study_name)  # a search with --seeds K
     if format == InspectFormat.JSON:
-        _print_json(report.status_document(optuna_study, records, redact(url)))
+        document = report.status_document(optuna_study, records, redact(url))
+        if means is not None:
+            document["configurations"] = report.json_safe(means)
+        _print_json(document)
         return
     from rich.table import Table
 
@@ -80,9 +85,11 @@ def status(
         out.print(
             f"… {len(records) - len(shown):,} more trials; --all shows every one", markup=False
         )
-    best = report.best_line(records)
+    if means is not None:
+        out.print(report.means_table(means))
+    best = report.best_line(records) if means is None else report.best_mean_line(means)
     if best is not None:
-        out.print(best)
+        out.print(best, markup=False)
     if optuna_study.user_attrs[SPEC_ATTR]["kind"] == "optuna":
         out.print(report.param_importances(optuna_study))
 

@@ -78,6 +78,29 @@ def delete_companion(storage: Any, study_name: str) -> None:
         optuna.delete_study(study_name=name, storage=storage)
 
 
+def configurations(storage: Any, study_name: str) -> list[dict[str, Any]] | None:
+    """A seed-averaged search's configurations as ``status`` shows them (number, label, state,
+    mean, sample std and the seeds' values, the runs' trial numbers), or None for a study
+    without a companion. Reads only."""
+    name = companion_name(study_name)
+    found = [s for s in storage.get_all_studies() if s.study_name == name]
+    if not found:
+        return None
+    trials = storage.get_all_trials(found[0]._study_id, deepcopy=False)
+    return [
+        {
+            "configuration": t.number,
+            "label": t.user_attrs.get("label"),
+            "state": t.state.name,
+            "mean": t.value,
+            "std": t.user_attrs.get("seed_std"),
+            "seed_values": t.user_attrs.get("seed_values"),
+            "seed_runs": t.user_attrs.get("seed_runs"),
+        }
+        for t in trials
+    ]
+
+
 def seed_outcome(run: FrozenTrial | None) -> str | float | None:
     """What one seed's latest run says: its final validation accuracy, 'pruned',
     'diverged', 'failed' (for good), or None while it is owed (queued, running, or failed
@@ -230,7 +253,8 @@ class SeedAveragedQueue(TrialQueue):
             for step, mean in mean_curve(runs, self.seeds).items():
                 if lead.intermediate_values.get(step) != mean:
                     self.storage.set_trial_intermediate_value(trial_id(lead), step, mean)
-            attrs |= {"seed_values": values, "seed_std": statistics.pstdev(values)}
+            # the sample std (ddof 1), as bopsweep table's
+            attrs |= {"seed_values": values, "seed_std": statistics.stdev(values)}
             self._end_configuration(lead, "COMPLETE", attrs, statistics.fmean(values))
 
     def _end_configuration(
