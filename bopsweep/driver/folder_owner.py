@@ -10,6 +10,9 @@ trains. A new attempt that finds it held asks for the folder by writing its owne
 the lock and continues from the last checkpoint. If the old process cannot answer (stopped, or
 blocked on a driver that is stopped) the new attempt gives up after :data:`TAKEOVER_SECONDS`
 and goes back to the queue without using up a retry; a later attempt finds the folder free.
+
+Before any attempt starts, the driver makes the folder the trial's (:func:`adopt`): a run
+another trial left there is removed, never resumed.
 """
 
 from __future__ import annotations
@@ -25,6 +28,25 @@ OWNER_FILE = ".owner"
 LOCK_FILE = ".lock"
 TAKEOVER_SECONDS = float(os.environ.get("BOPSWEEP_TAKEOVER_SECONDS", "30"))
 POLL_SECONDS = 0.1
+
+
+def adopt(run_dir: Path, config_id: str, identity: tuple[str, str] | None) -> bool:
+    """The trial's folder, made, and marked as its study's run of ``config_id`` on its data
+    (``identity``: the study's UUID and the data's fingerprint; None: the folder is only
+    made); True if a run there of anything else was removed (it is never resumed).
+    ``config_id`` is read from the database: one that is no plain folder name (``../x``)
+    never becomes a path."""
+    from bopsweep.errors import UserError
+    from bopsweep.folders import safe_component, trial_marker
+    from bopsweep.run_dir import RunDir
+
+    if safe_component(config_id) != config_id:
+        raise UserError(f"its config_id {config_id!r} is not a folder name bopsweep makes")
+    if identity is None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return False
+    study_uuid, data = identity
+    return RunDir(run_dir).adopt(trial_marker(study_uuid, config_id, data))
 
 
 def _try_lock(f: IO[str]) -> bool:

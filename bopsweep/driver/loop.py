@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bopsweep.defaults import MAX_RETRIES, STACK, WARM_STARTS
+from bopsweep.driver.folder_owner import adopt
 from bopsweep.driver.outage import DatabaseLost, Outage, database_errors
 from bopsweep.driver.process import Slot, TrialProcess, hide_from_children, stop_all
 from bopsweep.driver.recorder import Recorder
@@ -290,7 +291,8 @@ class Driver:
         for trial in trials:
             attrs = trial.user_attrs
             run_dir = self.checkpoint_root / attrs["config_id"]
-            self._adopt(run_dir, attrs["config_id"])
+            if adopt(run_dir, attrs["config_id"], self.identity):
+                self._note(f"{run_dir} held a run on other data (or another study's); started over")
             stored = self.queue.config(trial)
             config = {**stored, **self.local, "device": slot.device}
             runs.append(
@@ -332,25 +334,6 @@ class Driver:
         for r in runs:
             r.process = process
         return runs
-
-    def _adopt(self, run_dir: Path, config_id: str) -> None:
-        """The trial's folder, made, and marked as this study's run of ``config_id`` on this
-        data; a run there of anything else is removed, never resumed. ``config_id`` is read
-        from the database: one that is no plain folder name (``../x``) never becomes a path."""
-        from bopsweep.errors import UserError
-        from bopsweep.folders import safe_component
-
-        if safe_component(config_id) != config_id:
-            raise UserError(f"its config_id {config_id!r} is not a folder name bopsweep makes")
-        if self.identity is None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            return
-        from bopsweep.folders import trial_marker
-        from bopsweep.run_dir import RunDir
-
-        study_uuid, data = self.identity
-        if RunDir(run_dir).adopt(trial_marker(study_uuid, config_id, data)):
-            self._note(f"{run_dir} held a run on other data (or of another study); started over")
 
     # --- messages of running trials ---------------------------------------------------------
     def _wait_for_events(self, timeout: float) -> None:
@@ -478,7 +461,9 @@ class Driver:
 
     def _snapshot(self) -> Snapshot:
         counts, trials = self.counts, self.queue.trials()
-        search = (self.search.trials, self.search.base.epochs) if self.search is not None else None
+        search = None  # a search's runs in all (K per configuration with --seeds K)
+        if self.search is not None:
+            search = (self.search.trials * self.search.seeds, self.search.base.epochs)
         return Snapshot(
             counts["done"],
             counts["failed"],
