@@ -474,6 +474,19 @@ def test_configurations_without_the_recipe_keep_their_ids():
     assert config_id(latent) != config_id(TrialConfig(optimizer="latent", epochs=4, two_step=2))
 
 
+def test_two_step_configurations_of_bopsweep_0_2_get_new_ids_as_their_recipe_changed():
+    """0.2 ran step 2 from step 1's last epoch, clipped, with one lr decay over both steps: such
+    a run is neither resumed as nor counted for a run of AdamBNN's recipe."""
+    config = TrialConfig(optimizer="latent", epochs=4, two_step=2, weight_decay=5e-6).resolved()
+    identity = {
+        k: v
+        for k, v in config.to_dict().items()
+        if k not in ("device", "data_dir", "download")
+    }
+    as_in_0_2 = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    assert config_id(config) != as_in_0_2
+
+
 def test_a_run_of_an_older_bopsweep_resumes_with_the_new_columns(small_cifar_dir, tmp_path):
     config = tiny(small_cifar_dir, optimizer="latent")
     run_trial(config, tmp_path / "full")

@@ -120,6 +120,12 @@ def expand(spec: StudySpec, max_trials: int = MAX_TRIALS) -> list[PlannedTrial]:
     return planned
 
 
+# What a two-step run computes changed in bopsweep 0.3 (AdamBNN's recipe: step 2 from step 1's
+# best epoch, nothing clipped, schedules restarting with each step): its configurations get new
+# ids, so a run of 0.2's recipe is neither resumed as nor counted for one of these.
+TWO_STEP_RECIPE = "adambnn"
+
+
 def config_id(config: TrialConfig) -> str:
     """A stable id of what a configuration computes."""
     identity = {
@@ -127,6 +133,8 @@ def config_id(config: TrialConfig) -> str:
         for k, v in config.to_dict().items()
         if k not in LOCAL_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])
     }
+    if config.two_step is not None:
+        identity["two_step_recipe"] = TWO_STEP_RECIPE
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
 
