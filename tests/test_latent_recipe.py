@@ -479,9 +479,7 @@ def test_two_step_configurations_of_bopsweep_0_2_get_new_ids_as_their_recipe_cha
     a run is neither resumed as nor counted for a run of AdamBNN's recipe."""
     config = TrialConfig(optimizer="latent", epochs=4, two_step=2, weight_decay=5e-6).resolved()
     identity = {
-        k: v
-        for k, v in config.to_dict().items()
-        if k not in ("device", "data_dir", "download")
+        k: v for k, v in config.to_dict().items() if k not in ("device", "data_dir", "download")
     }
     as_in_0_2 = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     assert config_id(config) != as_in_0_2

@@ -11,7 +11,8 @@ import pytest
 
 from bopsweep.driver.seed_average import SEED_INDEX, SEED_OF, companion_name
 from bopsweep.store.trial_config import study_base, trial_config
-from tests.test_dispatch import TINY, bopsweep, trials
+from tests.test_dispatch import TINY, bopsweep, start, trials, wait_until
+from tests.test_faults import trial_processes
 
 
 def runs_and_configurations(cwd, name):
@@ -102,3 +103,36 @@ def test_a_search_killed_before_it_queued_the_seed_runs_runs_them_on_resume(
     assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
     # the owed runs were queued as the driver started, before anything new was sampled
     assert [t.user_attrs[SEED_OF] for t in study.trials] == [0, 0, 1, 1]
+
+
+@pytest.mark.slow
+def test_a_seed_run_retried_after_a_kill_stays_its_configurations_and_the_mean_is_told(
+    small_cifar_dir, tmp_path
+):
+    """A retry (its driver killed mid-run, the trial re-queued by resume) continues the same
+    seed of the same configuration: the configuration ends with the mean, not RUNNING for ever."""
+    args = ["optuna", "--trials", "1", "--seeds", "2", "--sampler-seed", "0", "--epochs", "20"]
+    driver = start(*args, "--data-dir", str(small_cifar_dir), *TINY, cwd=tmp_path)
+
+    def a_run_under_way() -> bool:  # an epoch of a seed run stored, the run not finished
+        try:
+            runs = trials(tmp_path, "optuna-search")
+        except Exception:  # the study is not made yet
+            return False
+        return any(t.state.name == "RUNNING" and t.intermediate_values for t in runs)
+
+    wait_until(a_run_under_way, what="a seed run under way")
+    driver.kill()
+    driver.communicate()
+    # its trial process notices at its next message and exits, leaving the run interrupted
+    wait_until(lambda: not trial_processes(tmp_path), what="the orphaned trial process to exit")
+    result = bopsweep("resume", "study.db", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study, means = runs_and_configurations(tmp_path, "optuna-search")
+    assert len(study.trials) > 2, "the killed run was queued again, as a new trial"
+    assert all(SEED_OF in t.user_attrs and SEED_INDEX in t.user_attrs for t in study.trials)
+    (configuration,) = means.trials
+    assert configuration.state.name == "COMPLETE", configuration.user_attrs
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert sorted(t.user_attrs[SEED_INDEX] for t in done) == [0, 1]
+    assert configuration.value == pytest.approx(statistics.fmean(t.value for t in done))

@@ -99,6 +99,9 @@ def fit_stored(
 class TrialQueue:
     """The queue of one Optuna study."""
 
+    # what a retry keeps of the trial it continues, besides its configuration and label
+    CARRIED_ATTRS: tuple[str, ...] = ()
+
     def __init__(self, study: optuna.Study) -> None:
         import optuna
 
@@ -219,12 +222,17 @@ class TrialQueue:
         )
 
     def requeue(self, t: FrozenTrial, attempt: int) -> None:
-        """Queue a trial's configuration again, as a new trial (Optuna cannot reopen one)."""
+        """Queue a trial's configuration again, as a new trial (Optuna cannot reopen one), with
+        the attributes a retry carries (:attr:`CARRIED_ATTRS`)."""
         attrs = t.user_attrs
-        self.enqueue(
+        retry = self.waiting(
             t.params, attrs["config_id"], attrs.get("label", ""), self.config(t), attempt,
             t.distributions,
         )  # fmt: skip
+        for name in self.CARRIED_ATTRS:
+            if name in attrs:
+                retry.set_user_attr(name, attrs[name])
+        self.study.add_trial(retry)
 
     def claim(self, fits: Callable[[dict[str, Any]], bool] | None = None) -> FrozenTrial | None:
         """The first WAITING trial this driver could move to RUNNING; None when none is left.

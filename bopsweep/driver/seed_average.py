@@ -136,6 +136,8 @@ class SeedAveragedQueue(TrialQueue):
     """The queue of a seed-averaged search: samples configurations in the companion study and
     queues their seed runs; tells each configuration its mean once its runs end."""
 
+    CARRIED_ATTRS = (SEED_OF, SEED_INDEX)  # a seed run's retry is still that seed's run
+
     def __init__(self, study: optuna.Study, seeds: int) -> None:
         super().__init__(study)
         self.seeds = seeds
@@ -284,10 +286,19 @@ class SeedAveragedQueue(TrialQueue):
 
     def _runs_by_configuration(self) -> dict[int, Runs]:
         """The study's seed runs: by configuration (companion trial number), then seed index."""
+        trials = sorted(self.trials(), key=lambda t: t.number)
+        # a run queued again without its marks (by a bopsweep before retries carried them) is
+        # its configuration's by its config_id, which only that seed of it has
+        marks = {
+            t.user_attrs.get("config_id"): (t.user_attrs[SEED_OF], t.user_attrs.get(SEED_INDEX, 0))
+            for t in trials
+            if SEED_OF in t.user_attrs
+        }
         out: dict[int, Runs] = defaultdict(lambda: defaultdict(list))
-        for t in sorted(self.trials(), key=lambda t: t.number):
-            if SEED_OF in t.user_attrs:
-                out[t.user_attrs[SEED_OF]][t.user_attrs.get(SEED_INDEX, 0)].append(t)
+        for t in trials:
+            mark = marks.get(t.user_attrs.get("config_id"))
+            if mark is not None:
+                out[mark[0]][mark[1]].append(t)
         return out
 
     # --- pruning and totals -----------------------------------------------------------------
