@@ -227,7 +227,9 @@ def compare_to_baseline(
         if k == baseline:
             outcomes[k] = Outcome("baseline")
             continue
-        seeds = min(len(arms[k]), len(base))
+        # the seeds the test itself used: the pairs of a paired test (two arms of three
+        # seeds may share two), the smaller arm of Welch's
+        seeds = c.n if c is not None and c.test == "paired" else min(len(arms[k]), len(base))
         p = adjusted.get(k)
         diff = c.diff if c is not None else _mean_difference(arms[k], base)
         outcomes[k] = Outcome(_verdict(c, p, seeds, alpha, min_seeds), c, diff, p)

@@ -130,6 +130,15 @@ def test_no_verdict_below_three_seeds_in_the_arm_or_the_baseline():
     assert two["far"].verdict == "few seeds"  # the baseline has two
 
 
+def test_no_verdict_from_a_paired_test_of_two_pairs_when_arms_of_three_share_two_seeds():
+    base = {1: 90.0, 2: 91.0, 3: 90.5}
+    arm = {0: 95.0, 1: 96.1, 2: 96.9}  # three seeds each, two of them shared
+    outcome = compare_to_baseline({"base": base, "arm": arm}, "base")["arm"]
+    assert outcome.comparison.test == "paired" and outcome.comparison.n == 2
+    assert outcome.p_holm < 0.05  # significant by a test of one degree of freedom
+    assert outcome.verdict == "few seeds"  # which decides nothing
+
+
 def test_an_arm_of_one_seed_has_its_difference_of_means_and_no_test():
     outcomes = compare_to_baseline({"base": A, "one": {0: 90.0}}, "base")
     one = outcomes["one"]
