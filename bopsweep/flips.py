@@ -10,7 +10,7 @@ a latent weight crossing zero. π = −9 means no weight flipped; ≈ 0 means al
 *correlation to initialization*, is the share of binary weights whose sign is still the one they
 started with: 1 means no weight changed sign since the start, 0 that every one did (|sign(w_t) −
 sign(w_0)| / 2 is 1 for a changed sign, 0 otherwise; Liu et al. report that a larger weight decay
-raises FF and *lowers* C2I). bopsweep 0.2 and earlier stored the complement under the same name;
+raises FF and *lowers* C2I). bopsweep 0.1 stored the complement under the same name;
 :mod:`bopsweep.store.c2i_upgrade` converts such studies.
 :class:`FlipLog` keeps π and FF network-wide and per layer (binary kernels only) on the device
 and aggregates them over windows of ``log_every`` steps (mean of the per-step π, and the total

@@ -1,6 +1,6 @@
 """C2I's meaning, and the conversion of values stored with the old one.
 
-bopsweep 0.2 and earlier stored, as ``c2i`` and ``c2i_<layer>``, the share of binary weights
+bopsweep 0.1 stored, as ``c2i`` and ``c2i_<layer>``, the share of binary weights
 whose sign had *changed* since the start: the complement of the C2I ratio of Liu et al., ICML
 2021, arXiv:2106.11309 (:mod:`bopsweep.flips`). :data:`C2I_MEANING` marks values of the paper's
 meaning (a study attribute, :mod:`bopsweep.store.c2i_upgrade`; a checkpoint key,

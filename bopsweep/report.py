@@ -13,6 +13,7 @@ from bopsweep.store.optuna_adapter import all_trials, study_id, trial_id
 if TYPE_CHECKING:
     import optuna
     import pandas as pd
+    from optuna.trial import FrozenTrial
 
     from bopsweep.store import Store
 
@@ -35,9 +36,10 @@ def trial_records(store: Store, study: optuna.Study) -> list[dict[str, Any]]:
     stored (Python floats, never rounded; datetimes as Optuna keeps them)."""
     trials = all_trials(study, intermediate_values=False)
     progress = store.metrics.epoch_progress(study, trials)
+    bests = store.metrics.legacy_bests(study, trials)  # a study of 0.1: two-step bests anew
     records: list[dict[str, Any]] = []
     for t in trials:
-        attrs = t.user_attrs
+        attrs = {**t.user_attrs, **bests.get(trial_id(t), {})}
         state = t.state.name
         stored, last_row = progress.get(trial_id(t), (0, {}))
         start, complete = t.datetime_start, t.datetime_complete
@@ -72,6 +74,22 @@ def trial_records(store: Store, study: optuna.Study) -> list[dict[str, Any]]:
             }
         )
     return records
+
+
+def with_legacy_bests(store: Store, study: optuna.Study) -> list[FrozenTrial]:
+    """The study's trials, those of a study of bopsweep 0.1 with their two-step best epochs as
+    0.2 counts them (binary-weight epochs only; see :mod:`bopsweep.store.c2i_upgrade`)."""
+    import copy
+
+    trials = all_trials(study, intermediate_values=False)
+    bests = store.metrics.legacy_bests(study, trials)
+    out = []
+    for t in trials:
+        if trial_id(t) in bests:
+            t = copy.copy(t)
+            t.user_attrs = {**t.user_attrs, **bests[trial_id(t)]}
+        out.append(t)
+    return out
 
 
 def trials_frame(store: Store, study: optuna.Study) -> pd.DataFrame:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bopsweep.best import best_epochs
 from bopsweep.data import DeviceData, load_cifar10, resolve_data_dir, stratified_subset
 from bopsweep.defaults import Optimizer
 from bopsweep.errors import UserError
@@ -301,7 +302,7 @@ class _Member:
                     "binary_opt": self.binary.state_dict(),
                     "real_opt": self.real.state_dict(),
                     "initial_signs": self.initial.state_dict(),
-                    C2I_KEY: C2I_MEANING,  # metrics.csv's c2i: the paper's, not 0.2's complement
+                    C2I_KEY: C2I_MEANING,  # metrics.csv's c2i: the paper's, not 0.1's complement
                     **({"two_step": self.two_step.state_dict()} if self.config.two_step else {}),
                 }
             )
@@ -526,29 +527,18 @@ def check_stackable(configs: Sequence[TrialConfig]) -> None:
 
 
 def summarize(history: list[dict[str, Any]], seconds: float, two_step: int = 0) -> dict[str, Any]:
-    """Final and best validation accuracy of a finished run.
-
-    ``best_*`` count the epochs whose kernels are binary only: for a two-step run, step 2's
-    (epochs after ``two_step``); step 1's real-kernel network is not a binary network, so its
-    best is kept apart as ``step1_best_*``. The first best epoch wins a tie."""
+    """Final and best validation accuracy of a finished run: ``best_*`` over its binary-weight
+    epochs, ``step1_best_*`` over a two-step run's step 1 (:func:`bopsweep.best.best_epochs`)."""
     if not history:
         return {"epochs": 0, "seconds": seconds}
-    binary = [r for r in history if r["epoch"] > two_step] or history[-1:]
-    best = max(binary, key=lambda r: r["val_acc"])
-    summary = {
+    return {
         "epochs": history[-1]["epoch"],
         "final_val_acc": history[-1]["val_acc"],
-        "best_val_acc": best["val_acc"],
-        "best_epoch": best["epoch"],
+        **best_epochs(history, two_step),
         "final_train_acc": history[-1]["train_acc"],
         "seconds": seconds,
         "seconds_per_epoch": seconds / len(history),
     }
-    step1 = [r for r in history if r["epoch"] <= two_step]
-    if step1:
-        best1 = max(step1, key=lambda r: r["val_acc"])
-        summary.update(step1_best_val_acc=best1["val_acc"], step1_best_epoch=best1["epoch"])
-    return summary
 
 
 def _progress(

@@ -22,6 +22,7 @@ from bopsweep.run_dir import C2I_KEY, PENDING_METRICS, read_rows
 from bopsweep.store import Store
 from bopsweep.store.c2i_upgrade import C2I_ATTR
 from bopsweep.store.optuna_adapter import study_id, trial_id
+from bopsweep.store.trial_config import config_attrs, study_base
 from bopsweep.studies import TrialConfig, grid_study
 from bopsweep.train import run_trial
 
@@ -31,7 +32,7 @@ LAYER = {1: 0.5, 2: 0.25}
 
 
 def old_study(path: Path) -> None:
-    """A study as bopsweep 0.2 left it: C2I stored as the share changed, no C2I attribute."""
+    """A study as bopsweep 0.1 left it: C2I stored as the share changed, no C2I attribute."""
     store = Store(f"sqlite:///{path}", create=True)
     study, _ = store.create(grid_study("g", TrialConfig(), {"gamma": [1e-7, 1e-6]}))
     dist = {"gamma": FloatDistribution(1e-7, 1e-7)}
@@ -113,7 +114,7 @@ def stop(row, steps):
 
 @pytest.fixture
 def runs(small_cifar_dir, tmp_path):
-    """An uninterrupted 2-epoch run, and one stopped after epoch 1 as bopsweep 0.2 left it."""
+    """An uninterrupted 2-epoch run, and one stopped after epoch 1 as bopsweep 0.1 left it."""
     config = TrialConfig(
         width=1 / 16, device="cpu", data_dir=str(small_cifar_dir), batch_size=20, epochs=2,
         optimizer="latent",
@@ -136,7 +137,7 @@ def c2i_columns(rows: list[dict]) -> list[float]:
     return [v for r in rows for k, v in r.items() if k.startswith("c2i")]
 
 
-def test_a_resumed_run_of_bopsweep_0_2_converts_its_metrics_once(runs):
+def test_a_resumed_run_of_bopsweep_0_1_converts_its_metrics_once(runs):
     config, full, old = runs
     run_trial(config, old, resume=True)
     got, want = read_rows(old / "metrics.csv"), read_rows(full / "metrics.csv")
@@ -166,3 +167,51 @@ def test_a_conversion_killed_after_the_checkpoint_is_marked_is_finished_not_redo
     run_trial(config, old, resume=True)
     got, want = read_rows(old / "metrics.csv"), read_rows(full / "metrics.csv")
     assert c2i_columns(got) == pytest.approx(c2i_columns(want), abs=1e-12)
+
+
+# --- two-step trials' best epochs ----------------------------------------------------------------
+STEP_VALS = {1: 0.30, 2: 0.60, 3: 0.40, 4: 0.45}  # epochs 1-2: step 1 (real kernels)
+
+
+def old_two_step_study(path: Path) -> None:
+    """A study of bopsweep 0.1 with a finished two-step trial whose best (0.60, epoch 2) is a
+    step-1 epoch, as 0.1 counted it."""
+    store = Store(f"sqlite:///{path}", create=True)
+    base = TrialConfig(optimizer="latent", epochs=4, two_step=2)
+    study, _ = store.create(grid_study("t", base, {"lr": [1e-3, 1e-2]}))
+    config = base.resolved().to_dict()
+    attrs = {"config_id": "c0", "label": "lr=0.01", "best_val_acc": 0.60, "best_epoch": 2,
+             "epochs_done": 4, **config_attrs(config, study_base(study.user_attrs))}  # fmt: skip
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"lr": 0.01}, distributions={"lr": FloatDistribution(1e-3, 1e-2)},
+            value=STEP_VALS[4], user_attrs=attrs,
+        )
+    )  # fmt: skip
+    first = study.get_trials(deepcopy=False)[0]
+    rows = [{"epoch": e, "val_acc": v, "train_acc": 0.5} for e, v in STEP_VALS.items()]
+    store.metrics.write(study_id(study), trial_id(first), rows, {})
+    store.engine.dispose()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM study_user_attributes WHERE key = ?", (C2I_ATTR,))
+
+
+def test_an_old_two_step_trials_best_counts_binary_weight_epochs_read_and_converted(tmp_path):
+    db = tmp_path / "study.db"
+    old_two_step_study(db)
+    before = digest(db)
+    status = runner.invoke(app, ["status", str(db), "--format", "json"])
+    [trial] = json.loads(status.output)["trials"]
+    assert (trial["best_val_acc"], trial["best_epoch"]) == (0.45, 4)  # step 2's best
+    assert (trial["step1_best_val_acc"], trial["step1_best_epoch"]) == (0.60, 2)
+    table = runner.invoke(app, ["table", str(db), "--metric", "best", "--format", "csv"])
+    assert table.exit_code == 0, table.output
+    assert pd.read_csv(io.StringIO(table.output))["best_mean"].tolist() == [45.0]
+    assert digest(db) == before  # read, not written
+    store = Store(f"sqlite:///{db}")
+    store.join("t")  # the first writing open converts it, attributes and all
+    store.engine.dispose()
+    (stored,) = optuna.load_study(study_name="t", storage=f"sqlite:///{db}").trials
+    assert (stored.user_attrs["best_val_acc"], stored.user_attrs["best_epoch"]) == (0.45, 4)
+    assert stored.user_attrs["step1_best_epoch"] == 2
+    assert stored.user_attrs["label"] == "lr=0.01" and stored.value == 0.45  # the rest kept

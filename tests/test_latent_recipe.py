@@ -474,8 +474,8 @@ def test_configurations_without_the_recipe_keep_their_ids():
     assert config_id(latent) != config_id(TrialConfig(optimizer="latent", epochs=4, two_step=2))
 
 
-def test_two_step_configurations_of_bopsweep_0_2_get_new_ids_as_their_recipe_changed():
-    """0.2 ran step 2 from step 1's last epoch, clipped, with one lr decay over both steps: such
+def test_two_step_configurations_of_bopsweep_0_1_get_new_ids_as_their_recipe_changed():
+    """0.1 ran step 2 from step 1's last epoch, clipped, with one lr decay over both steps: such
     a run is neither resumed as nor counted for a run of AdamBNN's recipe."""
     config = TrialConfig(optimizer="latent", epochs=4, two_step=2, weight_decay=5e-6).resolved()
     identity = {

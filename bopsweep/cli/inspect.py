@@ -151,6 +151,7 @@ def table(
     Welch's) whose p is adjusted by Holm's method, and a verdict at α = 0.05 (from 3 seeds)."""
     from bopsweep.errors import UserError
     from bopsweep.files import atomic_write_text, check_output_file
+    from bopsweep.report import with_legacy_bests
     from bopsweep.store import Store, database_file, storage_url
     from bopsweep.store.trial_config import study_base
     from bopsweep.table import build_table, group_arms, render
@@ -158,8 +159,10 @@ def table(
     url = storage_url(storage, database)
     if output is not None:
         check_output_file(output, force, database_file(url))
-    optuna_study = Store.open_readonly(url).load(study)
-    arms = group_arms(optuna_study.get_trials(deepcopy=False), study_base(optuna_study.user_attrs))
+    store = Store.open_readonly(url)
+    optuna_study = store.load(study)
+    trials = with_legacy_bests(store, optuna_study)  # a study of 0.1: two-step bests anew
+    arms = group_arms(trials, study_base(optuna_study.user_attrs))
     if not arms:
         raise UserError(f"study {optuna_study.study_name} has no complete trial yet")
     text = render(build_table(optuna_study.study_name, arms, metric, baseline=baseline), format)

@@ -1,14 +1,21 @@
-"""The one-time conversion of a study's C2I columns to the paper's meaning.
+"""The one-time conversion of a study written by bopsweep 0.1 to what 0.2 stores.
 
-C2I, the *correlation to initialization* of Liu et al. (ICML 2021, arXiv:2106.11309), is the
-share of binary weights whose sign is still the initial one (:mod:`bopsweep.flips`). bopsweep
-0.2 and earlier stored its complement (the share that had changed) under the same names,
-``c2i`` and ``c2i_<layer>``. A study carries :data:`C2I_ATTR` once its rows hold the paper's
-value: set when it is made, or when a writing command first opens a study made before. That
-conversion rewrites the study's epoch rows and sets the attribute in **one** transaction, so a
-study never mixes the two meanings, and a kill leaves it as it was (converted next time, never
-twice). Read-only commands convert what they read of a study without the attribute
-(:mod:`bopsweep.legacy_c2i`) and change nothing.
+Two meanings changed:
+
+* **C2I**, the *correlation to initialization* of Liu et al. (ICML 2021, arXiv:2106.11309), is
+  the share of binary weights whose sign is still the initial one (:mod:`bopsweep.flips`);
+  0.1 stored its complement (the share that had changed) under the same names, ``c2i`` and
+  ``c2i_<layer>``;
+* a two-step run's **best epoch** counts its binary-weight epochs only
+  (:mod:`bopsweep.best`); 0.1 counted step 1's real-kernel epochs too.
+
+A study carries :data:`C2I_ATTR` once it holds 0.2's meanings: set when it is made, or when a
+writing command first opens a study made before. That conversion rewrites the study's epoch
+rows' C2I and its finished two-step trials' ``best_*``/``step1_best_*`` attributes and sets
+the attribute in **one** transaction, so a study never mixes the two meanings, and a kill
+leaves it as it was (converted next time, never twice). Read-only commands convert what they
+read of a study without the attribute (:mod:`bopsweep.legacy_c2i`; :func:`two_step_bests`)
+and change nothing.
 
 A trial folder's ``metrics.csv`` is converted as its run resumes
 (:meth:`bopsweep.run_dir.RunDir.open`).
@@ -17,12 +24,16 @@ A trial folder's ``metrics.csv`` is converted as its run resumes
 from __future__ import annotations
 
 import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from bopsweep.best import best_epochs
 from bopsweep.legacy_c2i import C2I_MEANING, complement_row
 from bopsweep.store.sql import begin_now
 
 C2I_ATTR = "bopsweep_c2i"  # study user attribute: its rows' c2i is the share of signs kept
+BEST_KEYS = ("best_val_acc", "best_epoch", "step1_best_val_acc", "step1_best_epoch")
 
 
 def converted(user_attrs: dict[str, Any]) -> bool:
@@ -30,17 +41,37 @@ def converted(user_attrs: dict[str, Any]) -> bool:
     return user_attrs.get(C2I_ATTR) == C2I_MEANING
 
 
+def two_step_bests(
+    trial_attrs: Mapping[int, Mapping[str, Any]],
+    base: Mapping[str, Any],
+    rows: Mapping[int, list[dict[str, Any]]],
+) -> dict[int, dict[str, Any]]:
+    """For each finished two-step trial (trial id → its user attributes; ``base``: the
+    study's base configuration), its best epochs as 0.2 counts them, from its epoch rows
+    (trial id → rows): the attributes to replace (:data:`BEST_KEYS`)."""
+    from bopsweep.store.trial_config import has_config, trial_config
+
+    out = {}
+    for tid, attrs in trial_attrs.items():
+        if "best_val_acc" not in attrs or not has_config(attrs) or not rows.get(tid):
+            continue
+        try:
+            split = trial_config(attrs, base).get("two_step")
+        except Exception:  # a configuration bopsweep cannot read: not ours to change
+            continue
+        if split:
+            ordered = sorted(rows[tid], key=lambda r: r["epoch"])
+            out[tid] = best_epochs(ordered, split)
+    return out
+
+
 def upgrade_study(engine: Any, epochs: Any, study_id: int) -> bool:
-    """Convert study ``study_id``'s epoch rows (table ``epochs``) and set :data:`C2I_ATTR`, in
-    one transaction; False if the study was converted already (checked inside it)."""
+    """Convert study ``study_id``'s epoch rows (table ``epochs``) and its two-step trials'
+    best epochs, and set :data:`C2I_ATTR`, in one transaction; False if the study was
+    converted already (checked inside it)."""
     import sqlalchemy as sa
 
-    attrs = sa.table(
-        "study_user_attributes",
-        sa.column("study_id", sa.Integer),
-        sa.column("key", sa.String),
-        sa.column("value_json", sa.Text),
-    )
+    attrs = _study_attrs(sa)
     with engine.begin() as conn:
         begin_now(conn)
         stored = conn.execute(
@@ -51,21 +82,8 @@ def upgrade_study(engine: Any, epochs: Any, study_id: int) -> bool:
         if stored is not None and json.loads(stored) == C2I_MEANING:
             return False
         if sa.inspect(conn).has_table(epochs.name):
-            rows = conn.execute(
-                sa.select(epochs.c.id, epochs.c.data).where(epochs.c.study_id == study_id)
-            ).all()
-            changed = [
-                {"row_id": row_id, "new": json.dumps(new)}
-                for row_id, data in rows
-                if (new := complement_row(old := json.loads(data))) != old
-            ]
-            if changed:
-                conn.execute(
-                    sa.update(epochs)
-                    .where(epochs.c.id == sa.bindparam("row_id"))
-                    .values(data=sa.bindparam("new")),
-                    changed,
-                )
+            rows = _convert_rows(sa, conn, epochs, study_id)
+            _convert_bests(sa, conn, study_id, rows)
         value = json.dumps(C2I_MEANING)
         if stored is None:
             conn.execute(sa.insert(attrs).values(study_id=study_id, key=C2I_ATTR, value_json=value))
@@ -76,3 +94,77 @@ def upgrade_study(engine: Any, epochs: Any, study_id: int) -> bool:
                 .values(value_json=value)
             )
     return True
+
+
+def _study_attrs(sa: Any) -> Any:
+    return sa.table(
+        "study_user_attributes",
+        sa.column("study_id", sa.Integer),
+        sa.column("key", sa.String),
+        sa.column("value_json", sa.Text),
+    )
+
+
+def _convert_rows(sa: Any, conn: Any, epochs: Any, study_id: int) -> list[tuple[Any, ...]]:
+    """The study's epoch rows with C2I complemented, written back; returned as (trial id,
+    trial start, epoch, row)."""
+    rows = conn.execute(
+        sa.select(
+            epochs.c.id, epochs.c.trial_id, epochs.c.trial_start, epochs.c.epoch, epochs.c.data
+        ).where(epochs.c.study_id == study_id)
+    ).all()
+    out, changed = [], []
+    for row_id, tid, start, epoch, data in rows:
+        old = json.loads(data)
+        new = complement_row(old)
+        if new != old:
+            changed.append({"row_id": row_id, "new": json.dumps(new)})
+        out.append((tid, start, epoch, new))
+    if changed:
+        conn.execute(
+            sa.update(epochs)
+            .where(epochs.c.id == sa.bindparam("row_id"))
+            .values(data=sa.bindparam("new")),
+            changed,
+        )
+    return out
+
+
+def _convert_bests(sa: Any, conn: Any, study_id: int, rows: Iterable[tuple[Any, ...]]) -> None:
+    """The finished two-step trials' best epochs, counted again over binary-weight epochs."""
+    from bopsweep.store.database import SPEC_ATTR
+    from bopsweep.store.trial_config import study_base
+
+    attrs = _study_attrs(sa)
+    spec = conn.execute(
+        sa.select(attrs.c.value_json).where(attrs.c.study_id == study_id, attrs.c.key == SPEC_ATTR)
+    ).scalar()
+    if spec is None:
+        return
+    trials = sa.table("trials", sa.column("trial_id", sa.Integer),
+                      sa.column("study_id", sa.Integer),
+                      sa.column("datetime_start", sa.DateTime))  # fmt: skip
+    starts = dict(
+        conn.execute(
+            sa.select(trials.c.trial_id, trials.c.datetime_start).where(
+                trials.c.study_id == study_id
+            )
+        ).all()
+    )
+    by_trial: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for tid, start, epoch, row in rows:
+        if tid in starts and start == starts[tid]:  # rows of the trial as it is now
+            by_trial[tid].append({**row, "epoch": epoch})
+    tattrs = sa.table("trial_user_attributes", sa.column("trial_id", sa.Integer),
+                      sa.column("key", sa.String), sa.column("value_json", sa.Text))  # fmt: skip
+    stored: dict[int, dict[str, Any]] = defaultdict(dict)
+    query = sa.select(tattrs.c.trial_id, tattrs.c.key, tattrs.c.value_json)
+    for tid, key, value in conn.execute(query.where(tattrs.c.trial_id.in_(list(by_trial)))):
+        stored[tid][key] = json.loads(value)
+    base = study_base({SPEC_ATTR: json.loads(spec)})
+    for tid, bests in two_step_bests(stored, base, by_trial).items():
+        conn.execute(sa.delete(tattrs).where(tattrs.c.trial_id == tid, tattrs.c.key.in_(BEST_KEYS)))
+        conn.execute(
+            sa.insert(tattrs),
+            [{"trial_id": tid, "key": k, "value_json": json.dumps(v)} for k, v in bests.items()],
+        )

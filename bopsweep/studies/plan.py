@@ -122,7 +122,7 @@ def expand(spec: StudySpec, max_trials: int = MAX_TRIALS) -> list[PlannedTrial]:
 
 # What a two-step run computes changed in bopsweep 0.3 (AdamBNN's recipe: step 2 from step 1's
 # best epoch, nothing clipped, schedules restarting with each step): its configurations get new
-# ids, so a run of 0.2's recipe is neither resumed as nor counted for one of these.
+# ids, so a run of 0.1's recipe is neither resumed as nor counted for one of these.
 TWO_STEP_RECIPE = "adambnn"
 
 
