@@ -136,3 +136,24 @@ def test_a_seed_run_retried_after_a_kill_stays_its_configurations_and_the_mean_i
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert sorted(t.user_attrs[SEED_INDEX] for t in done) == [0, 1]
     assert configuration.value == pytest.approx(statistics.fmean(t.value for t in done))
+
+
+@pytest.mark.slow
+def test_a_companion_left_by_a_deleted_study_is_not_taken_for_the_new_studys(
+    small_cifar_dir, tmp_path
+):
+    """The study deleted by another tool (its companion left behind), a new search of the
+    same name samples and trains its own configurations, and status shows only those."""
+    args = ["optuna", "--trials", "1", "--seeds", "2", "--sampler-seed", "0", "--epochs", "1"]
+    args += ["--data-dir", str(small_cifar_dir), *TINY]
+    assert bopsweep(*args, cwd=tmp_path).returncode == 0
+    optuna.delete_study(study_name="optuna-search", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    again = bopsweep(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    study, means = runs_and_configurations(tmp_path, "optuna-search")
+    assert len(study.trials) == 2 and all(t.state.name == "COMPLETE" for t in study.trials)
+    (configuration,) = means.trials  # the new search's own, the old one's gone
+    assert configuration.state.name == "COMPLETE"
+    status = bopsweep("status", "study.db", "--format", "json", cwd=tmp_path)
+    [shown] = json.loads(status.stdout)["configurations"]
+    assert sorted(shown["seed_runs"]) == sorted(t.number for t in study.trials)

@@ -62,7 +62,7 @@ def status(
     store = Store.open_readonly(url)
     optuna_study = store.load(study)
     records = report.trial_records(store, optuna_study)
-    means = configurations(store.storage, optuna_study.study_name)  # a search with --seeds K
+    means = configurations(optuna_study)  # a search with --seeds K
     if format == InspectFormat.JSON:
         document = report.status_document(optuna_study, records, redact(url))
         if means is not None:

@@ -41,7 +41,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from bopsweep.driver.queue import TrialQueue, configured
-from bopsweep.store.optuna_adapter import add_waiting_trials, trial_id
+from bopsweep.store.optuna_adapter import add_waiting_trials, storage_of, trial_id
 
 if TYPE_CHECKING:
     import optuna
@@ -53,6 +53,7 @@ SUFFIX = ":seed-means"
 SEED_OF = "seed_of"  # on a seed run: its configuration's trial number in the companion study
 SEED_INDEX = "seed_index"  # on a seed run: 0 … K-1 (its seed is the configuration's + this)
 SEEDS = "seeds"  # on a configuration's trial: K
+OWNER = "bopsweep_companion_of"  # on the companion study: the UUID of the study it serves
 
 Runs = dict[int, list["FrozenTrial"]]  # a configuration's seed runs by seed index, oldest first
 
@@ -78,15 +79,32 @@ def delete_companion(storage: Any, study_name: str) -> None:
         optuna.delete_study(study_name=name, storage=storage)
 
 
-def configurations(storage: Any, study_name: str) -> list[dict[str, Any]] | None:
+def _companion(storage: Any, study_name: str) -> int | None:
+    """The companion study's id, or None if there is none."""
+    try:
+        return int(storage.get_study_id_from_name(companion_name(study_name)))
+    except KeyError:
+        return None
+
+
+def _owned(storage: Any, companion: int, owner: str | None) -> bool:
+    """Whether a companion is the search's of the study of UUID ``owner``: its mark says so,
+    or it has none and no trial yet (made, then killed before it was marked)."""
+    mark = storage.get_study_user_attrs(companion).get(OWNER)
+    return mark == owner if mark is not None else storage.get_n_trials(companion) == 0
+
+
+def configurations(study: optuna.Study) -> list[dict[str, Any]] | None:
     """A seed-averaged search's configurations as ``status`` shows them (number, label, state,
     mean, sample std and the seeds' values, the runs' trial numbers), or None for a study
-    without a companion. Reads only."""
-    name = companion_name(study_name)
-    found = [s for s in storage.get_all_studies() if s.study_name == name]
-    if not found:
+    without a companion of its own. Reads only."""
+    from bopsweep.store.database import study_uuid
+
+    storage = storage_of(study)
+    found = _companion(storage, study.study_name)
+    if found is None or not _owned(storage, found, study_uuid(study)):
         return None
-    trials = storage.get_all_trials(found[0]._study_id, deepcopy=False)
+    trials = storage.get_all_trials(found, deepcopy=False)
     return [
         {
             "configuration": t.number,
@@ -145,17 +163,29 @@ class SeedAveragedQueue(TrialQueue):
     @cached_property
     def means(self) -> optuna.Study:
         """The companion study, made on first use (a driver only: reading commands never
-        make it), with the search's sampler and pruner."""
+        make it), with the search's sampler and pruner. A companion left by a study of this
+        name that was deleted (another study's UUID on it) is deleted and made anew: its
+        configurations are no search of this study's."""
         import optuna
 
-        return optuna.create_study(
-            storage=self.storage,
-            study_name=companion_name(self.study.study_name),
-            direction=self.study.direction,
-            sampler=self.study.sampler,
-            pruner=self.study.pruner,
-            load_if_exists=True,
-        )
+        from bopsweep.store.database import study_uuid
+
+        owner, name = study_uuid(self.study), companion_name(self.study.study_name)
+        with self.locked():
+            found = _companion(self.storage, self.study.study_name)
+            if found is not None and not _owned(self.storage, found, owner):
+                optuna.delete_study(study_name=name, storage=self.storage)
+            means = optuna.create_study(
+                storage=self.storage,
+                study_name=name,
+                direction=self.study.direction,
+                sampler=self.study.sampler,
+                pruner=self.study.pruner,
+                load_if_exists=True,
+            )
+            if means.user_attrs.get(OWNER) != owner:
+                means.set_user_attr(OWNER, owner)
+        return means
 
     # --- sampling ---------------------------------------------------------------------------
     def ask(self, configure: Any) -> FrozenTrial | None:
