@@ -215,3 +215,28 @@ def test_an_old_two_step_trials_best_counts_binary_weight_epochs_read_and_conver
     assert (stored.user_attrs["best_val_acc"], stored.user_attrs["best_epoch"]) == (0.45, 4)
     assert stored.user_attrs["step1_best_epoch"] == 2
     assert stored.user_attrs["label"] == "lr=0.01" and stored.value == 0.45  # the rest kept
+
+
+def test_a_study_converted_by_a_writer_while_a_reader_reads_it_reads_right(tmp_path, monkeypatch):
+    """A read-only command reads an old study while a writing command (say `resume` starting)
+    converts it: it shows the paper's C2I whichever comes first."""
+    import bopsweep.store.metrics as metrics
+
+    db = tmp_path / "study.db"
+    old_study(db)
+    url = f"sqlite:///{db}"
+    reader = Store.open_readonly(url)
+    study = reader.load("g")
+    read_rows = metrics.MetricTables._selected
+
+    def rows_then_a_writer_converts(self, *args, **kwargs):
+        frame = read_rows(self, *args, **kwargs)
+        if not hasattr(rows_then_a_writer_converts, "done"):
+            rows_then_a_writer_converts.done = True
+            writer = Store(url)
+            writer.join("g")  # commits the conversion after the rows were read
+            writer.engine.dispose()
+        return frame
+
+    monkeypatch.setattr(metrics.MetricTables, "_selected", rows_then_a_writer_converts)
+    assert reader.metrics.epochs_frame(study)["c2i"].tolist() == pytest.approx([KEPT[1], KEPT[2]])

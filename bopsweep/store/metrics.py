@@ -17,10 +17,10 @@ process killed half way leaves them as they were, and an upgrade an older bopswe
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from bopsweep.legacy_c2i import complement_frame, complement_row
+from bopsweep.legacy_c2i import complement_frame, complement_row, complement_rows
 from bopsweep.store.c2i_upgrade import converted, two_step_bests, upgrade_study
 from bopsweep.store.fencing import check_owner
 from bopsweep.store.legacy_metrics import legacy_tables, upgrade_legacy_tables
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     Trials: TypeAlias = "list[optuna.trial.FrozenTrial] | None"  # a study's, where already read
 
 METRIC_TABLES = ("bopsweep_epochs", "bopsweep_steps")
+T = TypeVar("T")
 BATCH = 10_000  # metric rows fetched, and decoded, at a time
 
 
@@ -211,22 +212,32 @@ class MetricTables:
         q = sa.select(*(last.c[k.name] for k in keys), last.c.n, table.c.data).select_from(
             last.join(table, sa.and_(*same))
         )
-        fix = _c2i_fix(study)
-        with self.engine.connect() as conn:
-            return {
-                trial_id: (n, fix(json.loads(data)))
-                for trial_id, *start, n, data in conn.execute(q)
-                if trial_id in starts and (legacy or start[0] == starts[trial_id])
-            }
+
+        def read() -> dict[int, tuple[int, dict[str, Any]]]:
+            with self.engine.connect() as conn:
+                return {
+                    trial_id: (n, json.loads(data))
+                    for trial_id, *start, n, data in conn.execute(q)
+                    if trial_id in starts and (legacy or start[0] == starts[trial_id])
+                }
+
+        return _in_c2i_of_0_2(
+            study, read, lambda got: {t: (n, complement_row(r)) for t, (n, r) in got.items()}
+        )
 
     def epoch_rows(self, study: optuna.Study) -> dict[int, list[dict[str, Any]]]:
         """Per trial id, its per-epoch rows as stored (plain values, by epoch): for writers
         that need each row's own keys, not a frame's union of columns."""
-        rows: dict[int, list[tuple[int, str]]] = {}
-        for trial_id, epoch, data in self._rows(self.epochs, study):
-            rows.setdefault(trial_id, []).append((epoch, data))
-        fix = _c2i_fix(study)
-        return {t: [fix(json.loads(data)) for _, data in sorted(r)] for t, r in rows.items()}
+
+        def read() -> dict[int, list[dict[str, Any]]]:
+            rows: dict[int, list[tuple[int, str]]] = {}
+            for trial_id, epoch, data in self._rows(self.epochs, study):
+                rows.setdefault(trial_id, []).append((epoch, data))
+            return {t: [json.loads(data) for _, data in sorted(r)] for t, r in rows.items()}
+
+        return _in_c2i_of_0_2(
+            study, read, lambda got: {t: complement_rows(r) for t, r in got.items()}
+        )
 
     def epochs_frame(
         self, study: optuna.Study, trials: Trials = None, columns: Sequence[str] | None = None
@@ -237,8 +248,11 @@ class MetricTables:
         def rows(row: dict[str, Any]) -> tuple[tuple[str, ...], list[list[Any]]]:
             return tuple(row), [list(row.values())]
 
-        frame = self._selected(self.epochs, study, rows, trials, columns)
-        return frame if converted(study.user_attrs) else complement_frame(frame)
+        return _in_c2i_of_0_2(
+            study,
+            lambda: self._selected(self.epochs, study, rows, trials, columns),
+            complement_frame,
+        )
 
     def steps_frame(
         self, study: optuna.Study, trials: Trials = None, columns: Sequence[str] | None = None
@@ -378,10 +392,16 @@ def _two_step(attrs: dict[str, Any], base: dict[str, Any]) -> bool:
         return False
 
 
-def _c2i_fix(study: optuna.Study) -> Any:
-    """What a row read from ``study`` needs for its C2I to be the paper's: nothing, or the
-    complement of a study not yet converted (a read-only command converts what it reads)."""
-    return (lambda row: row) if converted(study.user_attrs) else complement_row
+def _in_c2i_of_0_2(study: optuna.Study, read: Callable[[], T], complement: Callable[[T], T]) -> T:
+    """What ``read()`` returns, with C2I as 0.2 stores it: complemented for a study of 0.1 not
+    yet converted (:mod:`~bopsweep.store.c2i_upgrade`). A writer may convert the study while
+    this reads; a conversion is one transaction and one way, so rows read between two looks
+    at the study that both say "not converted" are old ones, and otherwise they are read again,
+    converted."""
+    if converted(study.user_attrs):
+        return read()
+    got = read()
+    return read() if converted(study.user_attrs) else complement(got)
 
 
 def _metric_table(sa: Any, meta: Any, name: str) -> Any:
