@@ -36,9 +36,12 @@ C2I_ATTR = "bopsweep_c2i"  # study user attribute: its rows' c2i is the share of
 BEST_KEYS = ("best_val_acc", "best_epoch", "step1_best_val_acc", "step1_best_epoch")
 
 
-def converted(user_attrs: dict[str, Any]) -> bool:
-    """Whether a study's stored C2I values are the paper's (see the module's docstring)."""
-    return user_attrs.get(C2I_ATTR) == C2I_MEANING
+def of_0_1(user_attrs: Mapping[str, Any]) -> bool:
+    """Whether a study (its user attributes) holds 0.1's meanings: a bopsweep study (it has
+    its definition) not converted yet. A study of another tool holds no bopsweep rows."""
+    from bopsweep.store.database import SPEC_ATTR
+
+    return SPEC_ATTR in user_attrs and user_attrs.get(C2I_ATTR) != C2I_MEANING
 
 
 def two_step_bests(

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bopsweep.legacy_c2i import complement_frame, complement_row, complement_rows
-from bopsweep.store.c2i_upgrade import converted, two_step_bests, upgrade_study
+from bopsweep.store.c2i_upgrade import of_0_1, two_step_bests, upgrade_study
 from bopsweep.store.fencing import check_owner
 from bopsweep.store.legacy_metrics import legacy_tables, upgrade_legacy_tables
 from bopsweep.store.metric_columns import projected, select_frame
@@ -347,7 +347,7 @@ class MetricTables:
         trials' best epochs as 0.2 counts them, by trial id; empty for a converted study."""
         from bopsweep.store.trial_config import study_base
 
-        if converted(study.user_attrs):
+        if not of_0_1(study.user_attrs):
             return {}
         base = study_base(study.user_attrs)
         if trials is None:
@@ -398,10 +398,10 @@ def _in_c2i_of_0_2(study: optuna.Study, read: Callable[[], T], complement: Calla
     this reads; a conversion is one transaction and one way, so rows read between two looks
     at the study that both say "not converted" are old ones, and otherwise they are read again,
     converted."""
-    if converted(study.user_attrs):
+    if not of_0_1(study.user_attrs):
         return read()
     got = read()
-    return read() if converted(study.user_attrs) else complement(got)
+    return complement(got) if of_0_1(study.user_attrs) else read()
 
 
 def _metric_table(sa: Any, meta: Any, name: str) -> Any:
