@@ -60,6 +60,7 @@ def main() -> None:
             n_train=100 if q else 1000,
             rounds=1 if q else 3,
             device=dev,
+            driver_trials=2 if q else 8,
         ),
         "cli_startup": lambda: cli_startup.run(rounds=1 if q else 7),
         "search": lambda: search.run(seeds=1 if q else 5),

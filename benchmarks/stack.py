@@ -41,6 +41,7 @@ def run(
     epochs: int = 1,
     rounds: int = 3,
     device: str = "cpu",
+    driver_trials: int = 8,
 ) -> dict:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +80,7 @@ def run(
             )
             for arm in ARMS:
                 print(f"  {arm:<9} {per_hour[arm]:8.0f} trials/hour   ratio {ratios[arm]:5.2f}")
-        results["driver"] = _through_the_driver(folder, k, rounds)
+        results["driver"] = _through_the_driver(folder, k, rounds, driver_trials)
     return results
 
 
