@@ -55,7 +55,7 @@ def status(
     ratio after the last epoch (share of binary weights whose sign is still the initial one), and
     why a trial failed; for a search with --seeds K, each configuration's mean and spread."""
     from bopsweep import report
-    from bopsweep.driver.seed_average import configurations
+    from bopsweep.driver.seed_average import configurations, means_study
     from bopsweep.store import SPEC_ATTR, Store, redact, storage_url
 
     url = storage_url(storage, database)
@@ -91,7 +91,9 @@ def status(
     if best is not None:
         out.print(best, markup=False)
     if optuna_study.user_attrs[SPEC_ATTR]["kind"] == "optuna":
-        out.print(report.param_importances(optuna_study))
+        # a seed-averaged search's importances: of its configurations' means, one each
+        searched = optuna_study if means is None else means_study(optuna_study)
+        out.print(report.param_importances(searched))
 
 
 @app.command(cls=Command)

@@ -79,6 +79,13 @@ def delete_companion(storage: Any, study_name: str) -> None:
         optuna.delete_study(study_name=name, storage=storage)
 
 
+def means_study(study: optuna.Study) -> optuna.Study:
+    """A seed-averaged search's companion study, loaded (it must exist)."""
+    import optuna
+
+    return optuna.load_study(study_name=companion_name(study.study_name), storage=storage_of(study))
+
+
 def _companion(storage: Any, study_name: str) -> int | None:
     """The companion study's id, or None if there is none."""
     try:
