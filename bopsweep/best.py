@@ -1,4 +1,4 @@
-"""A run's best epoch, as bopsweep counts it: binary-weight epochs only.
+"""A run's best epoch, as bopsweep counts it (binary-weight epochs only), and its summary.
 
 A two-step run (:mod:`bopsweep.two_step`) trains real kernels in its first ``two_step`` epochs;
 that network is not binary, so its accuracy is never a binary network's best. Its best is kept
@@ -27,3 +27,19 @@ def best_epochs(rows: Sequence[dict[str, Any]], two_step: int | None) -> dict[st
         best1 = max(step1, key=lambda r: r["val_acc"])
         out.update(step1_best_val_acc=best1["val_acc"], step1_best_epoch=best1["epoch"])
     return out
+
+
+def summarize(history: list[dict[str, Any]], seconds: float, two_step: int = 0) -> dict[str, Any]:
+    """A finished run's summary: its final and best validation accuracy (``best_*`` over its
+    binary-weight epochs, ``step1_best_*`` over a two-step run's step 1: :func:`best_epochs`),
+    final training accuracy and time."""
+    if not history:
+        return {"epochs": 0, "seconds": seconds}
+    return {
+        "epochs": history[-1]["epoch"],
+        "final_val_acc": history[-1]["val_acc"],
+        **best_epochs(history, two_step),
+        "final_train_acc": history[-1]["train_acc"],
+        "seconds": seconds,
+        "seconds_per_epoch": seconds / len(history),
+    }

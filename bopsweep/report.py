@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bopsweep.export import json_value
+from bopsweep.store.c2i_upgrade import legacy_bests
 from bopsweep.store.optuna_adapter import all_trials, study_id, trial_id
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def trial_records(store: Store, study: optuna.Study) -> list[dict[str, Any]]:
     stored (Python floats, never rounded; datetimes as Optuna keeps them)."""
     trials = all_trials(study, intermediate_values=False)
     progress = store.metrics.epoch_progress(study, trials)
-    bests = store.metrics.legacy_bests(study, trials)  # a study of 0.1: two-step bests anew
+    bests = legacy_bests(store.metrics, study, trials)  # a study of 0.1: two-step bests anew
     records: list[dict[str, Any]] = []
     for t in trials:
         attrs = {**t.user_attrs, **bests.get(trial_id(t), {})}
@@ -82,7 +83,7 @@ def with_legacy_bests(store: Store, study: optuna.Study) -> list[FrozenTrial]:
     import copy
 
     trials = all_trials(study, intermediate_values=False)
-    bests = store.metrics.legacy_bests(study, trials)
+    bests = legacy_bests(store.metrics, study, trials)
     out = []
     for t in trials:
         if trial_id(t) in bests:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bopsweep.best import best_epochs
+from bopsweep.best import summarize
 from bopsweep.data import DeviceData, load_cifar10, resolve_data_dir, stratified_subset
 from bopsweep.defaults import Optimizer
 from bopsweep.errors import UserError
@@ -524,21 +524,6 @@ def check_stackable(configs: Sequence[TrialConfig]) -> None:
         raise UserError(f"stacked trials must share {', '.join(differ)}")
     if len(configs) > 1 and any(c.compile for c in configs):
         raise UserError("--compile applies to a lone trial, not to stacked trials")
-
-
-def summarize(history: list[dict[str, Any]], seconds: float, two_step: int = 0) -> dict[str, Any]:
-    """Final and best validation accuracy of a finished run: ``best_*`` over its binary-weight
-    epochs, ``step1_best_*`` over a two-step run's step 1 (:func:`bopsweep.best.best_epochs`)."""
-    if not history:
-        return {"epochs": 0, "seconds": seconds}
-    return {
-        "epochs": history[-1]["epoch"],
-        "final_val_acc": history[-1]["val_acc"],
-        **best_epochs(history, two_step),
-        "final_train_acc": history[-1]["train_acc"],
-        "seconds": seconds,
-        "seconds_per_epoch": seconds / len(history),
-    }
 
 
 def _progress(

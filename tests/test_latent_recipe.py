@@ -288,7 +288,7 @@ def test_two_step_training_clips_no_latent_weight_and_the_plain_arm_clips_them()
 
 
 def test_best_counts_binary_weight_epochs_only_and_keeps_step_ones_best_apart():
-    from bopsweep.train import summarize
+    from bopsweep.best import summarize
 
     history = [
         {"epoch": e, "val_acc": v, "train_acc": 0.5}

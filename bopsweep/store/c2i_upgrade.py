@@ -14,7 +14,7 @@ writing command first opens a study made before. That conversion rewrites the st
 rows' C2I and its finished two-step trials' ``best_*``/``step1_best_*`` attributes and sets
 the attribute in **one** transaction, so a study never mixes the two meanings, and a kill
 leaves it as it was (converted next time, never twice). Read-only commands convert what they
-read of a study without the attribute (:mod:`bopsweep.legacy_c2i`; :func:`two_step_bests`)
+read of a study without the attribute (:mod:`bopsweep.legacy_c2i`; :func:`legacy_bests`)
 and change nothing.
 
 A trial folder's ``metrics.csv`` is converted as its run resumes
@@ -26,9 +26,12 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bopsweep.best import best_epochs
+
+if TYPE_CHECKING:
+    import optuna
 from bopsweep.legacy_c2i import C2I_MEANING, complement_row
 from bopsweep.store.sql import begin_now
 
@@ -66,6 +69,35 @@ def two_step_bests(
             ordered = sorted(rows[tid], key=lambda r: r["epoch"])
             out[tid] = best_epochs(ordered, split)
     return out
+
+
+def legacy_bests(
+    metrics: Any, study: optuna.Study, trials: Any = None
+) -> dict[int, dict[str, Any]]:
+    """For a study of 0.1 not yet converted, its two-step trials' best epochs as 0.2 counts
+    them, by trial id (``metrics``: the database's :class:`~bopsweep.store.metrics.
+    MetricTables`; ``trials``: the study's, if read already); empty for any other study."""
+    from bopsweep.store.optuna_adapter import all_trials, trial_id
+    from bopsweep.store.trial_config import study_base, trial_setting
+
+    if not of_0_1(study.user_attrs):
+        return {}
+    base = study_base(study.user_attrs)
+
+    def two_step(attrs: Mapping[str, Any]) -> bool:
+        try:
+            return bool(trial_setting(attrs, base, "two_step"))
+        except Exception:  # a configuration bopsweep cannot read: not counted again
+            return False
+
+    if trials is None:
+        trials = all_trials(study, intermediate_values=False)
+    runs = {
+        trial_id(t): t.user_attrs
+        for t in trials
+        if "best_val_acc" in t.user_attrs and two_step(t.user_attrs)
+    }
+    return two_step_bests(runs, base, metrics.epoch_rows(study)) if runs else {}
 
 
 def upgrade_study(engine: Any, epochs: Any, study_id: int) -> bool:

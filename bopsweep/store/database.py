@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any
 from bopsweep.errors import UserError
 from bopsweep.files import is_sqlite_file
 from bopsweep.legacy_c2i import C2I_MEANING
-from bopsweep.store.c2i_upgrade import C2I_ATTR
+from bopsweep.store.c2i_upgrade import C2I_ATTR, upgrade_study
 from bopsweep.store.failures import reason
 from bopsweep.store.fencing import study_lock
 from bopsweep.store.metrics import METRIC_TABLES, MetricTables
+from bopsweep.store.optuna_adapter import study_id
 from bopsweep.store.urls import engine_url, redact, sqlite_path
 
 if TYPE_CHECKING:
@@ -203,7 +204,7 @@ class Store:
             study = self.load(name)
             if not study_uuid(study):  # made by bopsweep 0.1: it gets its identity now
                 _give_identity(study, legacy=True)
-            self.metrics.upgrade_c2i(study)  # made before C2I had the paper's meaning
+            upgrade_study(self.engine, self.metrics.epochs, study_id(study))  # of 0.1: to 0.2's
         self.metrics.ensure_tables()
         return study
 
@@ -217,7 +218,7 @@ class Store:
                 study.set_user_attr(SPEC_ATTR, data)  # e.g. a search's new total
             if not study_uuid(study):  # made by bopsweep 0.1: it gets its identity now
                 _give_identity(study, legacy=True)
-            self.metrics.upgrade_c2i(study)  # made before C2I had the paper's meaning
+            upgrade_study(self.engine, self.metrics.epochs, study_id(study))  # of 0.1: to 0.2's
             return study, False
         if spec.name in self.study_names():  # left half made, by a command that was stopped
             study = self._optuna_study(spec.name)

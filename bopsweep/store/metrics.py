@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bopsweep.legacy_c2i import complement_frame, complement_row, complement_rows
-from bopsweep.store.c2i_upgrade import of_0_1, two_step_bests, upgrade_study
+from bopsweep.store.c2i_upgrade import of_0_1
 from bopsweep.store.fencing import check_owner
 from bopsweep.store.legacy_metrics import legacy_tables, upgrade_legacy_tables
 from bopsweep.store.metric_columns import projected, select_frame
@@ -342,28 +342,6 @@ class MetricTables:
         keys = ["trial_id", "epoch"] + (["step"] if "step" in frame else [])
         return frame.sort_values(keys, ignore_index=True)
 
-    def legacy_bests(self, study: optuna.Study, trials: Trials = None) -> dict[int, dict[str, Any]]:
-        """For a study not yet converted (:mod:`~bopsweep.store.c2i_upgrade`), its two-step
-        trials' best epochs as 0.2 counts them, by trial id; empty for a converted study."""
-        from bopsweep.store.trial_config import study_base
-
-        if not of_0_1(study.user_attrs):
-            return {}
-        base = study_base(study.user_attrs)
-        if trials is None:
-            trials = all_trials(study, intermediate_values=False)
-        two_step = {
-            trial_id_of(t): t.user_attrs
-            for t in trials
-            if "best_val_acc" in t.user_attrs and _two_step(t.user_attrs, base)
-        }
-        return two_step_bests(two_step, base, self.epoch_rows(study)) if two_step else {}
-
-    def upgrade_c2i(self, study: optuna.Study) -> bool:
-        """Convert a study stored with the old C2I (:mod:`~bopsweep.store.c2i_upgrade`), once,
-        in one transaction; whether it was converted now."""
-        return upgrade_study(self.engine, self.epochs, study_id_of(study))
-
     def delete_study_rows(self, study_id: int) -> None:
         """Remove a study's rows, and any orphan rows of trials deleted by other tools."""
         import sqlalchemy as sa
@@ -380,16 +358,6 @@ class MetricTables:
                         sa.or_(table.c.study_id == study_id, table.c.trial_id.not_in(live))
                     )
                 )
-
-
-def _two_step(attrs: dict[str, Any], base: dict[str, Any]) -> bool:
-    """Whether a trial is a two-step run (by its stored configuration)."""
-    from bopsweep.store.trial_config import trial_setting
-
-    try:
-        return bool(trial_setting(attrs, base, "two_step"))
-    except Exception:  # a configuration bopsweep cannot read: not counted again
-        return False
 
 
 def _in_c2i_of_0_2(study: optuna.Study, read: Callable[[], T], complement: Callable[[T], T]) -> T:
