@@ -27,6 +27,9 @@ case "${1:-}" in
     as_pg "$BIN/initdb -D $DATA -U postgres --auth-local=trust --auth-host=scram-sha-256 >/dev/null"
     "$0" start
     as_pg "$BIN/psql -h /tmp -p $PORT -U postgres -q -c \"CREATE ROLE $USER_NAME LOGIN CREATEDB PASSWORD '$PASSWORD'\""
+    # The tests drop their databases WITH (FORCE), which must also end an autovacuum worker
+    # busy there: that takes pg_signal_backend (a test server's role only; no superuser).
+    as_pg "$BIN/psql -h /tmp -p $PORT -U postgres -q -c \"GRANT pg_signal_backend TO $USER_NAME\""
     as_pg "$BIN/psql -h /tmp -p $PORT -U postgres -q -c \"CREATE DATABASE $USER_NAME OWNER $USER_NAME\""
     echo "postgresql://$USER_NAME:$PASSWORD@127.0.0.1:$PORT/$USER_NAME"
     ;;
