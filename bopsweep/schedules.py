@@ -28,8 +28,9 @@ from typing import Any
 
 from bopsweep.defaults import ScheduleKind, values
 from bopsweep.errors import UserError
+from bopsweep.trial import settings
 
-SCHEDULABLE = ("gamma", "sigma", "tau", "lr")
+SCHEDULABLE = settings.SCHEDULABLE  # γ, σ, τ and lr
 KINDS = values(ScheduleKind)
 
 

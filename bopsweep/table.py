@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from bopsweep.defaults import TableFormat, TableMetric
 from bopsweep.errors import UserError
 from bopsweep.stats import ALPHA, Outcome, Summary, compare_to_baseline, summarize
+from bopsweep.trial.settings import LOCAL
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -61,10 +62,8 @@ def arm_label(label: str) -> str:
 
 def point_key(config: dict[str, Any]) -> str:
     """What a configuration computes, seed left out: its seeds share this key."""
-    from bopsweep.studies.plan import LOCAL_FIELDS
-
     return json.dumps(
-        {k: v for k, v in config.items() if k != "seed" and k not in LOCAL_FIELDS}, sort_keys=True
+        {k: v for k, v in config.items() if k != "seed" and k not in LOCAL}, sort_keys=True
     )
 
 

@@ -57,7 +57,8 @@ from bopsweep.files import (
     temp_folder,
 )
 from bopsweep.folders import NAME_MAX, inside, name_component
-from bopsweep.studies.plan import FOLDED, LOCAL_FIELDS
+from bopsweep.studies.plan import FOLDED
+from bopsweep.trial.settings import LOCAL
 
 if TYPE_CHECKING:
     import optuna
@@ -185,7 +186,7 @@ def _hparam_types() -> dict[str, str]:
 
 
 # shown as ``variant`` and ``NAME_schedule``; where a trial ran is not a hyperparameter
-_NOT_HPARAMS = (*FOLDED, "schedules", *LOCAL_FIELDS)
+_NOT_HPARAMS = (*FOLDED, "schedules", *LOCAL)
 
 
 def _schedule_text(schedule: Any) -> str:

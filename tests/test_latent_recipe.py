@@ -420,8 +420,8 @@ def test_a_linear_lr_decay_to_0_over_the_run_stays_positive_at_every_step():
         (["--optimizer", "bop2", "--two-step", "1"], "two-step is for the latent"),
         (["--optimizer", "latent", "--two-step", "3"], "two-step 3 must be less than epochs (3)"),
         (["--optimizer", "latent", "--two-step", "5"], "two-step 5 must be less than epochs (3)"),
-        (["--optimizer", "latent", "--two-step", "0"], "two-step must be >= 1 epoch, got 0"),
-        (["--optimizer", "latent", "--two-step", "-2"], "two-step must be >= 1 epoch, got -2"),
+        (["--optimizer", "latent", "--two-step", "0"], "two-step must be >= 1, got 0"),
+        (["--optimizer", "latent", "--two-step", "-2"], "two-step must be >= 1, got -2"),
         (["--optimizer", "latent", "--weight-decay", "-1e-5"], "weight-decay must be >= 0"),
         (["--optimizer", "latent", "--weight-decay", "nan"], "weight-decay must be >= 0"),
         (

@@ -31,8 +31,8 @@ from bopsweep.studies import (
     load_study_file,
     schedule_study,
 )
-from bopsweep.studies.plan import LOCAL_FIELDS
 from bopsweep.table import group_arms
+from bopsweep.trial.settings import LOCAL as LOCAL_FIELDS
 from tests.test_dispatch import bopsweep
 
 runner = CliRunner()

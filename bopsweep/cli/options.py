@@ -1,11 +1,11 @@
 """The command line's options, typed, each written once.
 
 Typer has no option groups, so options that several commands share are fields of small
-dataclasses (:class:`TrialOptions`, :class:`StudyOptions`, :class:`Placement`,
-:class:`JoinOptions`); :func:`with_groups` adds a group's fields to a command's parameters and
-hands the command one typed instance per group. Choices are the enums of
-:mod:`bopsweep.defaults`, so ``--help`` lists them and Click refuses anything else; defaults and
-their help texts come from there too.
+dataclasses (the trial's :class:`~bopsweep.cli.trial_options.TrialOptions`, made from the
+declared settings, :class:`StudyOptions`, :class:`Placement`, :class:`JoinOptions`);
+:func:`with_groups` adds a group's fields to a command's parameters and hands the command one
+typed instance per group. Choices are the enums of :mod:`bopsweep.defaults`, so ``--help``
+lists them and Click refuses anything else; defaults and their help texts come from there too.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
-from enum import Enum
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_type_hints
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_type_hints
 import typer
 
 from bopsweep import defaults as d
-from bopsweep.defaults import Init, Norm, Optimizer
+from bopsweep.defaults import Optimizer
 from bopsweep.errors import UserError
 
 if TYPE_CHECKING:
@@ -29,127 +28,6 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 _bop, _bop2 = d.OPTIMIZER_DEFAULTS[Optimizer.BOP], d.OPTIMIZER_DEFAULTS[Optimizer.BOP2]
-
-
-def plain(values: dict[str, Any]) -> dict[str, Any]:
-    """The options that were given, as plain values (enum members as strings, paths as str)."""
-    out = {}
-    for name, value in values.items():
-        if isinstance(value, Enum):
-            value = value.value
-        elif isinstance(value, Path):
-            value = str(value)
-        if value is not None:
-            out[name] = value
-    return out
-
-
-@dataclass
-class TrialOptions:
-    """Settings of every trial. None means "not given": the command's (or study file's) own."""
-
-    optimizer: Annotated[
-        Optimizer | None,
-        typer.Option(
-            help=f"Binary optimizer; bop2 is Bop2ndOrder, latent is Adam + STE. "
-            f"(default: {d.OPTIMIZER})"
-        ),
-    ] = None
-    unbiased: Annotated[
-        bool | None,
-        typer.Option(
-            "--unbiased/--biased",
-            help="Bop2ndOrder variant, paper Eq. 10. (default: train --biased; studies "
-            "--unbiased, the paper's base)",
-        ),
-    ] = None
-    lr: Annotated[
-        float | None,
-        typer.Option(help=f"Adam learning rate of the real-valued parameters. (default: {d.LR})"),
-    ] = None
-    weight_decay: Annotated[
-        float | None,
-        typer.Option(
-            help="Classic L2 weight decay (added to the gradient, not AdamW) on the latent "
-            "kernels; latent optimizer only; 0 in step 2 of --two-step. "
-            f"(default: {d.WEIGHT_DECAY:g})"
-        ),
-    ] = None
-    two_step: Annotated[
-        int | None,
-        typer.Option(
-            metavar="EPOCHS",
-            help="Two-step training (latent optimizer): the first EPOCHS epochs use real "
-            "kernels with binary activations, the rest binary kernels from those weights, with "
-            "fresh Adam moments. (default: off)",
-        ),
-    ] = None
-    epochs: Annotated[int | None, typer.Option(help=f"Epochs per trial. (default: {d.EPOCHS})")] = (
-        None
-    )
-    batch_size: Annotated[
-        int | None, typer.Option(help=f"Batch size. (default: {d.BATCH_SIZE})")
-    ] = None
-    width: Annotated[
-        float | None,
-        typer.Option(
-            help=f"Width multiplier of BinaryNet, 1 = the paper's. (default: {d.WIDTH:g})"
-        ),
-    ] = None
-    norm: Annotated[Norm | None, typer.Option(help=f"Normalisation. (default: {d.NORM})")] = None
-    init: Annotated[
-        Init | None,
-        typer.Option(
-            help=f"Kernel start: glorot (reference code) or sign (±1, paper). (default: {d.INIT})"
-        ),
-    ] = None
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(help="Folder holding cifar-10-batches-py (or that folder itself)."),
-    ] = None
-    download: Annotated[
-        bool | None,
-        typer.Option(
-            "--download", help="Download CIFAR-10 to $BOPSWEEP_DATA (~/.cache/bopsweep) if missing."
-        ),
-    ] = None
-    subset: Annotated[
-        int | None, typer.Option(help="Train on a stratified, seeded subset of N images.")
-    ] = None
-    val_subset: Annotated[
-        int | None, typer.Option(help="Validate on a stratified subset of N test images.")
-    ] = None
-    augment: Annotated[
-        bool | None,
-        typer.Option(
-            "--augment/--no-augment",
-            help="Pad-crop-flip augmentation of training batches. (default: on)",
-        ),
-    ] = None
-    compile: Annotated[
-        bool | None,
-        typer.Option(
-            "--compile",
-            help="Compile the model and fuse the optimizer step with torch.compile (the first "
-            "batch pays the compile time; Inductor caches it across trials).",
-        ),
-    ] = None
-    device: Annotated[
-        str | None, typer.Option(help=f"auto, cpu, cuda or cuda:N. (default: {d.DEVICE})")
-    ] = None
-    seed: Annotated[
-        int | None,
-        typer.Option(help=f"Seed of the weights, data order and augmentation. (default: {d.SEED})"),
-    ] = None
-    log_every: Annotated[
-        int | None,
-        typer.Option(
-            help=f"Steps per logged π_t row (averaged over the window). (default: {d.LOG_EVERY})"
-        ),
-    ] = None
-
-    def given(self) -> dict[str, Any]:
-        return plain(vars(self))
 
 
 STORAGE_HELP = (

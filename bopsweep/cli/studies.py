@@ -13,7 +13,8 @@ import typer
 
 from bopsweep import defaults as d
 from bopsweep.cli.app import Command, app, user_errors
-from bopsweep.cli.options import F, Placement, StudyOptions, TrialOptions, with_groups
+from bopsweep.cli.options import F, Placement, StudyOptions, with_groups
+from bopsweep.cli.trial_options import TrialOptions
 from bopsweep.defaults import Pruner, Sampler, ScheduleKind
 from bopsweep.studies.config import TrialConfig
 from bopsweep.studies.spec import StudySpec
@@ -186,9 +187,9 @@ def run(
 
     from bopsweep.studies import load_study_file
     from bopsweep.studies.config import parse_assignments
-    from bopsweep.studies.plan import LOCAL_FIELDS
+    from bopsweep.trial import settings
 
-    overrides = {k: v for k, v in trial.given().items() if k not in LOCAL_FIELDS}
+    overrides = {k: v for k, v in trial.given().items() if k not in settings.LOCAL}
     overrides.update(parse_assignments(study.set_ or []))
     spec = load_study_file(file, overrides)
     if study.study:

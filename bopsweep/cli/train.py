@@ -12,7 +12,8 @@ import typer
 
 from bopsweep import defaults as d
 from bopsweep.cli.app import Command, app, fail, user_errors
-from bopsweep.cli.options import GammaHelp, SigmaHelp, TauHelp, TrialOptions, with_groups
+from bopsweep.cli.options import GammaHelp, SigmaHelp, TauHelp, with_groups
+from bopsweep.cli.trial_options import TrialOptions
 
 
 @app.command(cls=Command)

@@ -13,7 +13,7 @@ bopsweep 0.1.0 hold the whole configuration in ``config``; it reads them too, as
 that lists every setting.
 
 The settings that say where a trial runs, not what it computes (device, data path, download:
-:data:`~bopsweep.studies.plan.LOCAL_FIELDS`), are the study's: never stored per trial, always
+:data:`~bopsweep.trial.settings.LOCAL`), are the study's: never stored per trial, always
 the base's. Every machine that runs a trial sets them anyway, and they are not part of a
 configuration's id.
 """
@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bopsweep.errors import UserError
+from bopsweep.trial.settings import LOCAL
 
 DELTA_ATTR = "config_delta"
 FULL_ATTR = "config"  # bopsweep 0.1.0: the whole configuration in every trial
@@ -48,10 +49,8 @@ def study_base(study_attrs: Mapping[str, Any]) -> dict[str, Any]:
 def config_attrs(config: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
     """The user attributes that store ``config`` (a full configuration as plain values) in a
     trial of the study whose base is ``base`` (from :func:`study_base`)."""
-    from bopsweep.studies.plan import LOCAL_FIELDS
-
     full = _complete(config)
-    delta = {k: v for k, v in full.items() if k not in LOCAL_FIELDS and v != base.get(k)}
+    delta = {k: v for k, v in full.items() if k not in LOCAL and v != base.get(k)}
     return {DELTA_ATTR: delta}
 
 
@@ -70,9 +69,7 @@ def trial_config(trial_attrs: Mapping[str, Any], base: Mapping[str, Any]) -> dic
     """A trial's full configuration as plain values (:meth:`TrialConfig.to_dict` form): the
     study's ``base`` with the trial's stored difference over it (or, for a trial of bopsweep
     0.1.0, its stored configuration), the local settings always the base's."""
-    from bopsweep.studies.plan import LOCAL_FIELDS
-
-    own = {k: v for k, v in _stored(trial_attrs).items() if k not in LOCAL_FIELDS}
+    own = {k: v for k, v in _stored(trial_attrs).items() if k not in LOCAL}
     return _complete({**base, **own}, trial_attrs)
 
 

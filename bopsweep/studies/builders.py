@@ -19,8 +19,9 @@ from bopsweep.defaults import (
 )
 from bopsweep.errors import UserError
 from bopsweep.schedules import Schedule
-from bopsweep.studies.config import FIELDS, HYPERPARAMETERS, TrialConfig, parse_field
+from bopsweep.studies.config import HYPERPARAMETERS, TrialConfig, parse_field
 from bopsweep.studies.spec import StudySpec
+from bopsweep.trial.settings import SETTINGS, SWEEPABLE
 
 
 def decades_around(value: float, below: int = 2, above: int = 2) -> list[float]:
@@ -241,10 +242,11 @@ def grid_axes(
     for i, name in enumerate(params):
         if name in axes:
             raise UserError(f"--param {name} given twice")
-        if name not in FIELDS or name == "schedules":
+        if name not in SWEEPABLE:
+            what = "cannot sweep" if name in SETTINGS else "unknown --param"
             raise UserError(
-                f"unknown --param {name!r}; sweep gamma, sigma, tau or another "
-                f"trial setting ({', '.join(f for f in FIELDS if f != 'schedules')})"
+                f"{what} {name!r}; sweep gamma, sigma, tau or another "
+                f"trial setting ({', '.join(SWEEPABLE)})"
             )
         if values is None:
             centre = getattr(base.resolved(), name) if name in HYPERPARAMETERS else None

@@ -12,37 +12,22 @@ import itertools
 import json
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from bopsweep import defaults as d
-from bopsweep.defaults import OPTIMIZER_DEFAULTS, SEED_LIMIT, Init, Norm, Optimizer, values
+from bopsweep.defaults import OPTIMIZER_DEFAULTS, Optimizer, values
 from bopsweep.errors import UserError
 from bopsweep.files import atomic_write_text
-from bopsweep.schedules import SCHEDULABLE, Schedule
+from bopsweep.schedules import Schedule
+from bopsweep.trial import settings
+from bopsweep.trial.settings import FIELDS, SETTINGS, STACK_SHARED
 
 OPTIMIZERS = values(Optimizer)
-NORMS = values(Norm)
-INITS = values(Init)
-HYPERPARAMETERS = ("gamma", "sigma", "tau")  # of the binary optimizers
-# What the members of a stack (``--stack``) share: the architecture, and the data and its order,
-# so one forward pass of one batch serves them all. Everything else (optimizer, γ/σ/τ, lr,
-# schedules, init, epochs, ...) may differ member by member.
-STACK_SHARED = (
-    "width",
-    "norm",
-    "batch_size",
-    "seed",
-    "data_dir",
-    "download",
-    "subset",
-    "val_subset",
-    "augment",
-    "device",
-)
+HYPERPARAMETERS = settings.STUDIED  # γ, σ, τ: the binary optimizers' studied hyperparameters
+__all__ = ["FIELDS", "STACK_SHARED", "TrialConfig", "check_field", "parse_field"]
 
 
 def stack_key(config: Mapping[str, Any]) -> str:
@@ -104,39 +89,22 @@ class TrialConfig:
         return config
 
     def validate(self) -> None:
-        def rate(name: str) -> None:
+        """Every setting within its declared range or choices, then the rules across settings."""
+        for name, setting in SETTINGS.items():
             value = getattr(self, name)
-            if value is not None and not (_finite(value) and 0 < value <= 1):
-                raise UserError(f"{name} must be in (0, 1], got {value}")
-
-        rate("gamma")
-        rate("sigma")
-        if self.tau is not None and not (_finite(self.tau) and self.tau >= 0):
-            raise UserError(f"tau must be >= 0, got {self.tau}")
-        if not (_finite(self.eps) and self.eps > 0):
-            raise UserError(f"eps must be > 0, got {self.eps}")
-        if not (_finite(self.lr) and self.lr > 0):
-            raise UserError(f"lr must be > 0, got {self.lr}")
-        if not (_finite(self.width) and self.width > 0):
-            raise UserError(f"width must be > 0, got {self.width}")
-        for name in ("epochs", "batch_size", "log_every"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+            if value is None:
+                continue
+            if setting.range is not None and not (_finite(value) and setting.range.contains(value)):
+                raise UserError(f"{setting.flag} must be {setting.range}, got {value}")
+            if setting.choices is not None and value not in values(setting.choices):
+                known = ", ".join(values(setting.choices))
+                raise UserError(f"unknown {setting.flag} {value!r}; use one of {known}")
         self._check_latent_recipe()
-        if not 0 <= self.seed < SEED_LIMIT:
-            raise UserError(f"seed must be in [0, 2^32), got {self.seed}")
         _check_memory(self.width, self.batch_size)
-        for name in ("subset", "val_subset"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UserError(f"{name.replace('_', '-')} must be >= 1, got {value}")
-        if self.norm not in NORMS:
-            raise UserError(f"unknown norm {self.norm!r}; use one of {', '.join(NORMS)}")
-        if self.init not in INITS:
-            raise UserError(f"unknown init {self.init!r}; use one of {', '.join(INITS)}")
         for name in self.schedules:
-            if name not in SCHEDULABLE:
-                raise UserError(f"cannot schedule {name!r}; schedulable: {', '.join(SCHEDULABLE)}")
+            if name not in settings.SCHEDULABLE:
+                known = ", ".join(settings.SCHEDULABLE)
+                raise UserError(f"cannot schedule {name!r}; schedulable: {known}")
             if getattr(self, name) is None:
                 raise UserError(
                     f"{name} is scheduled but the {self.optimizer} optimizer has no {name}"
@@ -146,16 +114,11 @@ class TrialConfig:
 
     def _check_latent_recipe(self) -> None:
         """Weight decay and two-step training: the latent optimizer's, within the run."""
-        if not (_finite(self.weight_decay) and self.weight_decay >= 0):
-            raise UserError(f"weight-decay must be >= 0, got {self.weight_decay}")
-        if self.two_step is not None:
-            if self.two_step < 1:
-                raise UserError(f"two-step must be >= 1 epoch, got {self.two_step}")
-            if self.two_step >= self.epochs:
-                raise UserError(
-                    f"two-step {self.two_step} must be less than epochs ({self.epochs}): "
-                    "step 2 (binary kernels) needs at least one epoch"
-                )
+        if self.two_step is not None and self.two_step >= self.epochs:
+            raise UserError(
+                f"two-step {self.two_step} must be less than epochs ({self.epochs}): "
+                "step 2 (binary kernels) needs at least one epoch"
+            )
         for name, used in (("weight-decay", self.weight_decay > 0), ("two-step", self.two_step)):
             if used and self.optimizer != Optimizer.LATENT:
                 raise UserError(
@@ -173,16 +136,12 @@ class TrialConfig:
         reaches 0 before the run ends is refused (lr = 0 would train nothing).
         """
         schedule, init = self.schedules[name], self.initial(name)
-        low, high, what = _RANGES[name]
-        closed = what.startswith("[")  # τ may be 0; γ, σ and lr may not
+        valid_range = SETTINGS[name].range
+        assert valid_range is not None, f"{name} is schedulable, so it has a range"
+        what = valid_range.interval
 
         def valid(epoch: float) -> bool:
-            value = schedule.at_epoch(init, epoch, self.epochs)
-            return (
-                math.isfinite(value)
-                and (value > low or (closed and value == low))
-                and (value <= high)
-            )
+            return valid_range.contains(schedule.at_epoch(init, epoch, self.epochs))
 
         last = self.epochs - 1e-9  # the last step of the run
         if valid(0) and valid(last):
@@ -230,15 +189,6 @@ class TrialConfig:
         return cls.from_dict(data, str(path))
 
 
-# The valid range of each schedulable hyperparameter: (exclusive low, inclusive high, in words)
-_RANGES = {
-    "gamma": (0.0, 1.0, "(0, 1]"),
-    "sigma": (0.0, 1.0, "(0, 1]"),
-    "tau": (0.0, math.inf, "[0, inf)"),
-    "lr": (0.0, math.inf, "(0, inf)"),
-}
-
-
 def estimated_memory(width: float, batch_size: int) -> float:
     """Bytes a trial needs, roughly: kernels with their gradient, moments and flip masks (6
     floats a weight), and a batch's activations kept for the backward pass (4 floats a value).
@@ -270,7 +220,7 @@ def _check_memory(width: float, batch_size: int) -> None:
 
 
 def check_device(device: str) -> None:
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+    if not settings.check_device(device):
         raise UserError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 
 
@@ -278,11 +228,8 @@ def _finite(value: float) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-# How each field reads from a file or the command line.
-_FLOATS = {"gamma", "sigma", "tau", "eps", "lr", "weight_decay", "width"}
-_INTS = {"epochs", "batch_size", "subset", "val_subset", "seed", "log_every", "two_step"}
-_BOOLS = {"unbiased", "download", "augment", "compile"}
-FIELDS = tuple(f.name for f in fields(TrialConfig))
+# How each type of setting reads from a file or the command line: the message's word for it
+_KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
 def _copied(value: Any) -> Any:
@@ -301,25 +248,22 @@ def check_field(name: str, value: Any, where: str = "trial settings") -> Any:
             k: s if isinstance(s, Schedule) else Schedule.from_dict(_table(k, s, where))
             for k, s in value.items()
         }
+    setting = SETTINGS[name]
     if value is None:
-        if name in ("gamma", "sigma", "tau", "subset", "val_subset", "data_dir", "two_step"):
+        if setting.optional:
             return None
         raise UserError(f"{name} in {where} needs a value")
-    if name in _BOOLS:
+    if setting.kind is bool:
         ok = isinstance(value, bool)
-        kind = "true or false"
-    elif name in _INTS:
+    elif setting.kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
-        kind = "an integer"
-    elif name in _FLOATS:
+    elif setting.kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
-        kind = "a number"
     else:
         ok = isinstance(value, str)
-        kind = "a string"
     if not ok:
-        raise UserError(f"{name} in {where} must be {kind}, got {value!r}")
+        raise UserError(f"{name} in {where} must be {_KIND[setting.kind]}, got {value!r}")
     return value
 
 
@@ -329,18 +273,16 @@ def parse_field(name: str, text: str, where: str = "--set") -> Any:
         known = ", ".join(f for f in FIELDS if f != "schedules")
         raise UserError(f"unknown key {name!r} in {where}; known: {known}")
     value: Any = text
+    kind = SETTINGS[name].kind
     try:
-        if name in _BOOLS:
+        if kind is bool:
             if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError
             value = text.lower() in ("true", "1", "yes")
-        elif name in _INTS:
-            value = int(text)
-        elif name in _FLOATS:
-            value = float(text)
+        elif kind in (int, float):
+            value = kind(text)
     except ValueError:
-        kind = "true or false" if name in _BOOLS else "an integer" if name in _INTS else "a number"
-        raise UserError(f"{name} in {where} must be {kind}, got {text!r}") from None
+        raise UserError(f"{name} in {where} must be {_KIND[kind]}, got {text!r}") from None
     return check_field(name, value, where)
 
 

@@ -29,21 +29,17 @@ from bopsweep.defaults import (
     variant_of,
 )
 from bopsweep.errors import UserError
-from bopsweep.studies.config import FIELDS, TrialConfig
+from bopsweep.studies.config import TrialConfig
 from bopsweep.studies.spec import StudySpec
+from bopsweep.trial.settings import FIELDS, LATER, LOCAL, SETTINGS
 
-# Settings that say where a trial runs, not what it computes: not part of its identity.
-LOCAL_FIELDS = ("device", "data_dir", "download")
-# Fields added after studies already existed, left out of a trial's identity at these values, so
-# the configurations of those studies keep their ids (and their trials and checkpoints).
-LATER_FIELDS: dict[str, Any] = {"weight_decay": 0.0, "two_step": None}
 # Always shown as Optuna params (when set), so any Optuna tool can read a bopsweep study. The
 # optimizer and its bias correction are one param, ``variant``, named and valued as the Optuna
 # search names it (:func:`~bopsweep.defaults.variant_of`): one factor, not three aliases that
 # would share its importance; the full configuration is the study's base with the trial's
 # ``config_delta`` user attribute (:mod:`bopsweep.store.trial_config`).
-CORE_PARAMS = ("variant", "gamma", "sigma", "tau", "norm", "seed")
 FOLDED = ("optimizer", "unbiased")  # shown as ``variant``
+CORE_PARAMS = ("variant", *(n for n, s in SETTINGS.items() if s.core and n not in FOLDED))
 # A numeric axis of positive values spanning at least this factor is log-uniform (γ, σ, τ, lr
 # ablations two decades each way, power-of-ten searches), like the search's ranges.
 LOG_SPAN = 10.0
@@ -131,7 +127,7 @@ def config_id(config: TrialConfig) -> str:
     identity = {
         k: v
         for k, v in config.to_dict().items()
-        if k not in LOCAL_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])
+        if k not in LOCAL and not (k in LATER and v == LATER[k])
     }
     if config.two_step is not None:
         identity["two_step_recipe"] = TWO_STEP_RECIPE
@@ -149,7 +145,7 @@ def trial_params(config: TrialConfig, varying: set[str]) -> dict[str, Any]:
             k: data[k]
             for k in FIELDS
             if (k in CORE_PARAMS or k in varying)
-            and k not in LOCAL_FIELDS
+            and k not in LOCAL
             and k not in FOLDED
             and k != "schedules"
             and data[k] is not None

@@ -49,6 +49,7 @@ from bopsweep.errors import UserError
 from bopsweep.schedules import Schedule
 from bopsweep.studies.config import HYPERPARAMETERS, TrialConfig
 from bopsweep.studies.study_file import read_toml
+from bopsweep.trial.settings import SETTINGS, Range
 
 if TYPE_CHECKING:
     import optuna
@@ -84,8 +85,11 @@ class SearchSpace:
                 raise UserError(
                     f"the range of {name} is inverted ({lo:g} > {hi:g}); write LOW:HIGH"
                 )
-            if name in ("gamma", "sigma") and hi > 1:
-                raise UserError(f"the range of {name} must stay within (0, 1], got {lo:g}:{hi:g}")
+            valid = _range(name)
+            if not valid.contains(hi):
+                raise UserError(
+                    f"the range of {name} must stay within {valid.interval}, got {lo:g}:{hi:g}"
+                )
         _subset("variants", self.variants, VARIANTS)
         _subset("norms", self.norms, NORMS)
         for name, kinds in self.schedules.items():
@@ -99,8 +103,7 @@ class SearchSpace:
             if name not in _FIXABLE:
                 raise UserError(f"cannot fix {name!r}; fixable: {', '.join(sorted(_FIXABLE))}")
             if name in HYPERPARAMETERS:
-                top = 1.0 if name != "tau" else math.inf
-                if not (_positive(value) and value <= top):
+                if not (_positive(value) and _range(name).contains(value)):
                     raise UserError(f"--fix {name}={value} is out of range")
             else:  # within the space's own choices: a contradiction would surface mid-study
                 own = {"variant": self.variants, "norm": self.norms}
@@ -243,13 +246,13 @@ def _valid_rates(
     if steps < 1:
         return low, high
     margin = 1e-9  # rounding in value·rate^steps must not step over a bound
-    top = 1.0 if name != "tau" else 1e300
-    # in logarithms: top / value itself may overflow
+    valid = _range(name)
+    top = min(valid.high, 1e300)  # τ: finite
     ceiling = (math.log(top) - math.log(value)) / steps  # logarithms: top/value may overflow
     if ceiling < math.log(high):
         high = math.exp(ceiling) * (1 - margin)
     floor = (math.log(sys.float_info.min) - math.log(value)) / steps
-    if name != "tau" and floor > math.log(low):  # τ may decay to 0; γ and σ may not
+    if not valid.low_closed and floor > math.log(low):  # τ may decay to 0; γ and σ may not
         low = math.exp(floor) * (1 + margin)
     return low, max(low, high)
 
@@ -310,6 +313,13 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, epochs))
     raise UserError(f"unknown pruner {name!r}; use one of {', '.join(PRUNERS)}")
+
+
+def _range(name: str) -> Range:
+    """The declared valid range of one of γ, σ, τ."""
+    valid = SETTINGS[name].range
+    assert valid is not None, f"{name} is a studied hyperparameter, so it has a range"
+    return valid
 
 
 def _positive(value: Any) -> bool:

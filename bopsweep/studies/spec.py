@@ -9,6 +9,7 @@ from typing import Any
 from bopsweep.errors import UserError
 from bopsweep.schedules import Schedule
 from bopsweep.studies.config import FIELDS, TrialConfig, check_field
+from bopsweep.trial.settings import SETTINGS
 
 STUDY_KINDS = ("grid", "pow10", "schedule", "arms", "optuna")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -53,6 +54,11 @@ class StudySpec:
                 raise UserError(f"grid axis {name!r} needs a non-empty list of values")
             if name == "schedules":
                 raise UserError("schedules cannot be a grid axis; use arms")
+            if not SETTINGS[name].sweepable:  # its values would make one configuration id
+                raise UserError(
+                    f"{name} cannot be a grid axis: it says where trials run, not what they "
+                    "compute; give it once (e.g. --set or the study's base)"
+                )
             for value in values:
                 check_field(name, value, f"grid axis {name!r}")
         for arm in self.arms:

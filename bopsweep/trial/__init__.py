@@ -1,0 +1,1 @@
+"""One trial: its settings, declared once (:mod:`bopsweep.trial.settings`)."""
