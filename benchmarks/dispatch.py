@@ -12,9 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bopsweep.data import make_synthetic
 from bopsweep.driver import DispatchOptions, run_study
 from bopsweep.studies import TrialConfig, grid_study
+from bopsweep.trial.data import make_synthetic
 
 
 def trials_per_minute(
@@ -35,7 +35,6 @@ def trials_per_minute(
         storage=f"sqlite:///{folder / f'{name}.db'}",
         device="cpu",
         workers=workers,
-        quiet=True,
         warm_starts=warm_starts,
         stack=stack,
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchmarks.synthetic import EPOCHS, LOG_EVERY, STEPS_PER_EPOCH, complete_queued
 from bopsweep.driver.queue import TrialQueue
-from bopsweep.plots import load_study_data
+from bopsweep.readers.plots import load_study_data
 from bopsweep.store import Store
 from bopsweep.studies import TrialConfig, expand, grid_study
 

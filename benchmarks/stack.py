@@ -3,7 +3,7 @@ against the same K trained one after the other, at widths 1/8 and 1/4.
 
 Each arm trains the same K configurations (Bop2ndOrder at K values of γ, one seed, one data
 order) for the same epochs on the same generated CIFAR-format data, in this process, through
-bopsweep's own :func:`~bopsweep.train.run_stack` and :func:`~bopsweep.train.run_trial`:
+bopsweep's own :func:`~bopsweep.trial.train.run_stack` and :func:`~bopsweep.trial.train.run_trial`:
 
 * ``separate``: K calls of ``run_trial`` (each loads its data, builds its model, evaluates);
 * ``stacked``: one ``run_stack`` whose members run their own layers on the shared batch (the
@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 from benchmarks.dispatch import trials_per_minute
-from bopsweep.data import make_synthetic
 from bopsweep.studies import TrialConfig
-from bopsweep.train import run_stack, run_trial
+from bopsweep.trial.data import make_synthetic
+from bopsweep.trial.train import run_stack, run_trial
 
 ARMS = ("separate", "stacked", "grouped")
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bopsweep.driver.queue import TrialQueue
-from bopsweep.plots import LAYERS
+from bopsweep.readers.plots import LAYERS
 from bopsweep.store.optuna_adapter import storage_of, study_id, trial_id
 
 if TYPE_CHECKING:

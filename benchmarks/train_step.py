@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.harness import measure, report
-from bopsweep.data import DeviceData, Split, augment_batch, to_unit_range
-from bopsweep.flips import FlipLog
 from bopsweep.studies import TrialConfig
-from bopsweep.train import LAYOUT, Hyperparams, build_model, build_optimizers
+from bopsweep.trial.data import DeviceData, Split, augment_batch, to_unit_range
+from bopsweep.trial.flips import FlipLog
+from bopsweep.trial.train import LAYOUT, Hyperparams, build_model, build_optimizers
 
 
 def _data(n: int, device: torch.device) -> DeviceData:
@@ -75,7 +75,7 @@ class Setup:
         self.real.step()
 
     def trainer(self, log: bool = True) -> None:
-        """The body of bopsweep.train.run_trial's loop."""
+        """The body of bopsweep.trial.train.run_trial's loop."""
         x, y = self.batch()
         self.hyper.apply(self.step)
         logits = self.model(x)

@@ -2,7 +2,7 @@
 
 The package root stays light: importing it does not import torch. The optimizers live in
 :mod:`bopsweep.optim`, the model in :mod:`bopsweep.models`, one training trial in
-:mod:`bopsweep.train`.
+:mod:`bopsweep.trial.train`.
 """
 
 __version__ = "0.2.0"

@@ -1,6 +1,6 @@
 """Every default, choice and variant of bopsweep, written once.
 
-The configuration (:mod:`bopsweep.studies.config`), the study builders, the search space, the
+The configuration (:mod:`bopsweep.trial.config`), the study builders, the search space, the
 driver and the command line's options and help texts all read their defaults and choices from
 here. Imports nothing, so ``bopsweep --help`` stays instant.
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bopsweep.data import make_synthetic
+from bopsweep.trial.data import make_synthetic
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,8 @@ import torch
 from typer.testing import CliRunner
 
 from bopsweep.cli import app
-from bopsweep.run_dir import RunDir
 from bopsweep.studies import TrialConfig
+from bopsweep.trial.run_dir import RunDir
 from tests.helpers import one_line_error
 
 runner = CliRunner()

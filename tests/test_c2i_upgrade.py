@@ -18,13 +18,13 @@ from optuna.distributions import FloatDistribution
 from typer.testing import CliRunner
 
 from bopsweep.cli import app
-from bopsweep.run_dir import C2I_KEY, PENDING_METRICS, read_rows
 from bopsweep.store import Store
 from bopsweep.store.c2i_upgrade import C2I_ATTR
 from bopsweep.store.optuna_adapter import study_id, trial_id
 from bopsweep.store.trial_config import config_attrs, study_base
 from bopsweep.studies import TrialConfig, grid_study
-from bopsweep.train import run_trial
+from bopsweep.trial.run_dir import C2I_KEY, PENDING_METRICS, read_rows
+from bopsweep.trial.train import run_trial
 
 runner = CliRunner()
 KEPT = {1: 0.875, 2: 0.75}  # the paper's C2I of epochs 1 and 2

@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bopsweep.cli import app
-from bopsweep.run_dir import read_rows
 from bopsweep.studies import TrialConfig
-from bopsweep.train import run_trial
+from bopsweep.trial.run_dir import read_rows
+from bopsweep.trial.train import run_trial
 from tests.helpers import one_line_error
 
 runner = CliRunner()

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from bopsweep import data
-from bopsweep.data import (
+from bopsweep.errors import UserError
+from bopsweep.trial import data
+from bopsweep.trial.data import (
     DeviceData,
     Split,
     augment_batch,
@@ -20,7 +21,6 @@ from bopsweep.data import (
     stratified_subset,
     write_cifar10,
 )
-from bopsweep.errors import UserError
 
 
 def tiny_split(n: int, seed: int = 0) -> Split:

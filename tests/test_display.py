@@ -8,10 +8,10 @@ import optuna
 import pytest
 from rich.console import Console
 
-from bopsweep.display import StudyDisplay
+from bopsweep.cli.display import StudyDisplay
 from bopsweep.driver import make_slots
+from bopsweep.driver.eta import EpochClock, duration
 from bopsweep.driver.state import Running, Snapshot, StudyProgress, TrialView, study_progress
-from bopsweep.eta import EpochClock, duration
 
 TrialState = optuna.trial.TrialState
 

@@ -238,7 +238,7 @@ def test_an_empty_study_exports_the_header(tmp_path, monkeypatch):
 
 
 def test_iso_durations_read_back_to_the_nanosecond():
-    from bopsweep.export import iso_duration
+    from bopsweep.readers.export import iso_duration
 
     for value in (
         dt.timedelta(0),

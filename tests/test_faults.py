@@ -25,8 +25,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from bopsweep.run_dir import read_rows
 from bopsweep.store.optuna_adapter import trial_id
+from bopsweep.trial.run_dir import read_rows
 from tests.helpers import command_lines, study_folder, zygotes
 
 SEED = 20261122

@@ -23,12 +23,12 @@ import pytest
 from bopsweep.driver.protocol import EXIT_BUSY
 from bopsweep.driver.queue import TrialQueue
 from bopsweep.errors import UserError
-from bopsweep.run_dir import read_rows
 from bopsweep.store import Store
 from bopsweep.store.fencing import TrialTakenOver
 from bopsweep.store.optuna_adapter import study_id, trial_id
 from bopsweep.store.urls import engine_url
 from bopsweep.studies import TrialConfig, expand, grid_study
+from bopsweep.trial.run_dir import read_rows
 from tests.helpers import at_once
 from tests.test_dispatch import wait_until
 from tests.test_postgres import check_integrity, pg, queue, worker  # noqa: F401 (a fixture)
@@ -112,7 +112,7 @@ def test_a_worker_never_makes_a_study_deleted_after_it_read_it(url, small_cifar_
     store.create(spec())
     store.delete_study("s")
     with pytest.raises(UserError, match="no bopsweep study named 's'"):
-        options = DispatchOptions(url, join=True, quiet=True, data_dir=str(small_cifar_dir))
+        options = DispatchOptions(url, join=True, data_dir=str(small_cifar_dir))
         run_study(spec(), options)
     assert "s" not in Store(url).study_names()
 

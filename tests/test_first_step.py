@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bopsweep import train
 from bopsweep.models import BinaryNet, binarize, sign_ste
 from bopsweep.studies import TrialConfig
-from bopsweep.train import build_model, build_optimizers, run_trial
+from bopsweep.trial import train
+from bopsweep.trial.train import build_model, build_optimizers, run_trial
 
 WIDTH = 1 / 16
 FLIP_OPTIMIZERS = ("bop", "bop2")

@@ -16,7 +16,6 @@ import pytest
 from typer.testing import CliRunner
 
 from bopsweep.cli import app
-from bopsweep.data import fingerprint, make_synthetic
 from bopsweep.errors import UserError
 from bopsweep.folders import (
     MARKER,
@@ -26,10 +25,11 @@ from bopsweep.folders import (
     trial_marker,
     write_marker,
 )
-from bopsweep.run_dir import CHECKPOINT, METRICS, RunDir
 from bopsweep.store import SPEC_ATTR, UUID_ATTR, Store, driver_lock, study_uuid
 from bopsweep.studies import TrialConfig, grid_study
-from bopsweep.train import run_trial
+from bopsweep.trial.data import fingerprint, make_synthetic
+from bopsweep.trial.run_dir import CHECKPOINT, METRICS, RunDir
+from bopsweep.trial.train import run_trial
 from tests.helpers import one_line_error, study_folder
 from tests.test_dispatch import TINY, bopsweep
 
@@ -268,7 +268,7 @@ def test_a_study_of_bopsweep_0_1_queued_by_one_command_resumes_in_the_next(
     legacy = tmp_path / "study.ckpt" / "old" / planned.config_id  # interrupted after epoch 1
     run_trial(TrialConfig.from_dict({**planned.config.to_dict(), "epochs": 1}), legacy)
 
-    options = DispatchOptions(storage=url, device="cpu", quiet=True, queue_only=True)
+    options = DispatchOptions(storage=url, device="cpu", queue_only=True)
     assert run_study(spec, options, echo=lambda *_: None) == 0
     result = bopsweep("resume", "study.db", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

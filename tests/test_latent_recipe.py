@@ -21,16 +21,16 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from bopsweep.cli import app
-from bopsweep.flips import FlipLog, InitialSigns, pack_bits, unpack_bits
 from bopsweep.models import BinaryNet
 from bopsweep.optim import LatentAdam
-from bopsweep.plots.data import Run, StudyData
-from bopsweep.plots.weights import has_weight_metrics, weights_figure
-from bopsweep.run_dir import read_rows
-from bopsweep.schedules import Schedule
+from bopsweep.readers.plots.data import Run, StudyData
+from bopsweep.readers.plots.weights import has_weight_metrics, weights_figure
 from bopsweep.studies import TrialConfig, config_id
-from bopsweep.train import build_optimizers, run_trial
-from bopsweep.two_step import TwoStep
+from bopsweep.trial.flips import FlipLog, InitialSigns, pack_bits, unpack_bits
+from bopsweep.trial.run_dir import read_rows
+from bopsweep.trial.schedules import Schedule
+from bopsweep.trial.train import build_optimizers, run_trial
+from bopsweep.trial.two_step import TwoStep
 from tests.helpers import one_line_error
 
 runner = CliRunner()
@@ -288,7 +288,7 @@ def test_two_step_training_clips_no_latent_weight_and_the_plain_arm_clips_them()
 
 
 def test_best_counts_binary_weight_epochs_only_and_keeps_step_ones_best_apart():
-    from bopsweep.best import summarize
+    from bopsweep.trial.best import summarize
 
     history = [
         {"epoch": e, "val_acc": v, "train_acc": 0.5}

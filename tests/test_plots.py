@@ -16,7 +16,7 @@ from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from bopsweep.defaults import optimizer_of, variant_name
-from bopsweep.plots import (
+from bopsweep.readers.plots import (
     LAYERS,
     ablation_figure,
     comparison_figure,
@@ -26,7 +26,7 @@ from bopsweep.plots import (
     schedule_figure,
     summary_figure,
 )
-from bopsweep.plots.style import param_label, pyplot
+from bopsweep.readers.plots.style import param_label, pyplot
 from bopsweep.store import Store
 from bopsweep.store.optuna_adapter import study_id, trial_id
 from bopsweep.studies import (
@@ -63,7 +63,7 @@ class Database:
 
 
 def flip_row(rng: np.random.Generator) -> dict[str, float]:
-    """π and flip fraction, network-wide and per layer, as :class:`bopsweep.flips.FlipLog`."""
+    """π and flip fraction, network-wide and per layer, as :class:`bopsweep.trial.flips.FlipLog`."""
     pis = {"pi": rng.uniform(-9, 0), **{f"pi_{n}": rng.uniform(-9, 0) for n in LAYERS}}
     return {**pis, **{k.replace("pi", "flip_frac", 1): math.exp(v) for k, v in pis.items()}}
 
@@ -71,7 +71,7 @@ def flip_row(rng: np.random.Generator) -> dict[str, float]:
 def fake_curve(
     config: TrialConfig, rng: np.random.Generator, epochs: int = EPOCHS
 ) -> tuple[list[dict[str, Any]], dict[int, list[dict[str, Any]]]]:
-    """Per-epoch rows and per-epoch logged-step rows with the keys ``bopsweep.train`` writes;
+    """Per-epoch rows and per-epoch logged-step rows with the keys ``bopsweep.trial.train`` writes;
     scheduled values as in force at each epoch's last step."""
     rows, steps = [], {}
     for epoch in range(1, epochs + 1):
@@ -434,7 +434,7 @@ def test_optuna_parallel_draws_params_on_their_scales_without_a_none_category(db
 
 
 def test_optuna_importances_are_status_importances(db):
-    from bopsweep.report import importances
+    from bopsweep.readers.report import importances
 
     data, _ = study_data(db, "opt")
     expected = importances(data.study).values
@@ -459,7 +459,7 @@ def suptitle(fig) -> str:
 
 
 def test_no_titles_leaves_no_title_in_any_figure(db):
-    from bopsweep.plots import study_figures
+    from bopsweep.readers.plots import study_figures
 
     for name in ("abl", "sch", "opt"):
         data, _ = study_data(db, name)
@@ -549,7 +549,7 @@ def test_plot_bad_input_gets_one_line_and_exit_2(db, tmp_path):
 
 
 def test_seed_bands_of_many_groups_are_each_groups_own_band():
-    from bopsweep.plots.data import Run, seed_bands
+    from bopsweep.readers.plots.data import Run, seed_bands
 
     def run(number: int, seed: int, acc: list[float]) -> Run:
         epochs = pd.DataFrame({"epoch": range(1, len(acc) + 1), "val_acc": acc})
@@ -578,7 +578,7 @@ def test_more_configurations_than_a_legend_names_are_drawn_as_one_collection(tmp
     as written, and a note in place of the legend."""
     from matplotlib.collections import LineCollection
 
-    from bopsweep.plots.style import MAX_LEGEND
+    from bopsweep.readers.plots.style import MAX_LEGEND
 
     store = Store(f"sqlite:///{tmp_path / 'many.db'}", create=True)
     base = TrialConfig(width=1 / 16, batch_size=20, epochs=EPOCHS, device="cpu", tau=1e-6)
@@ -615,7 +615,7 @@ def test_seeds_of_many_configurations_are_drawn_as_one_collection_of_bands():
     their minimum to their maximum, as collections."""
     from matplotlib.collections import LineCollection, PolyCollection
 
-    from bopsweep.plots.data import Run, StudyData
+    from bopsweep.readers.plots.data import Run, StudyData
 
     spec = {"kind": "arms", "base": TrialConfig().to_dict(), "grid": {}, "arms": [{}]}
     runs = []
@@ -638,6 +638,6 @@ def test_seeds_of_many_configurations_are_drawn_as_one_collection_of_bands():
 
 
 def test_a_layer_named_twice_is_drawn_once():
-    from bopsweep.plots import parse_layers
+    from bopsweep.readers.plots import parse_layers
 
     assert parse_layers("fc3,conv1,fc3") == ["fc3", "conv1"]

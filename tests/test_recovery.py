@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from bopsweep.cli import app
 from bopsweep.driver import DispatchOptions, run_study
-from bopsweep.run_dir import read_rows
 from bopsweep.store import Store
 from bopsweep.studies import TrialConfig, grid_study
+from bopsweep.trial.run_dir import read_rows
 from tests.helpers import one_line_error, study_folder
 from tests.test_dispatch import bopsweep
 
@@ -143,7 +143,6 @@ def test_a_trial_whose_log_cannot_be_written_still_reports_why_it_failed(small_c
         storage=f"sqlite:///{tmp_path / 'study.db'}",
         device="cpu",
         max_retries=0,
-        quiet=True,
         data_dir=str(small_cifar_dir),
     )
     assert run_study(spec, options, echo=lambda *_: None) == 1
@@ -194,7 +193,6 @@ def test_ctrl_c_after_the_last_trial_still_exits_130_with_the_resume_command(
     options = DispatchOptions(
         storage=f"sqlite:///{tmp_path / 'study.db'}",
         device="cpu",
-        quiet=True,
         data_dir=str(small_cifar_dir),
     )
     said: list[str] = []

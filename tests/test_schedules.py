@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bopsweep.errors import UserError
-from bopsweep.schedules import Schedule, parse_schedule
+from bopsweep.trial.schedules import Schedule, parse_schedule
 
 SPE = 50  # steps per epoch
 

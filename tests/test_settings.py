@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from bopsweep.cli import app
 from bopsweep.cli.trial_options import TrialOptions
 from bopsweep.errors import UserError
-from bopsweep.schedules import SCHEDULABLE, Schedule
-from bopsweep.studies.config import TrialConfig, check_field, parse_field, stack_key
 from bopsweep.studies.plan import CORE_PARAMS, config_id
 from bopsweep.studies.search import SearchSpace
+from bopsweep.trial.config import TrialConfig, check_field, parse_field, stack_key
+from bopsweep.trial.schedules import SCHEDULABLE, Schedule
 from bopsweep.trial.settings import LATER, LOCAL, SETTINGS, STACK_SHARED, STUDIED, Range
 
 

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 
 from bopsweep.errors import UserError
 from bopsweep.models import BinaryNet, StackedBinaryNet
-from bopsweep.run_dir import read_rows
 from bopsweep.studies import TrialConfig
-from bopsweep.train import TrialDiverged, run_stack, run_trial
+from bopsweep.trial.run_dir import read_rows
+from bopsweep.trial.train import TrialDiverged, run_stack, run_trial
 from tests.test_dispatch import (
     assert_one_complete_per_configuration,
     bopsweep,

@@ -1,4 +1,5 @@
-"""The comparison with a baseline (:mod:`bopsweep.stats`) against independent computations on
+"""The comparison with a baseline (:mod:`bopsweep.readers.stats`) against independent computations
+on
 fixed numbers: Holm's adjustment against statsmodels and against values worked by hand, the
 difference's intervals against scipy's own ``confidence_interval()``, and the verdict rules
 (adjusted p, at least three seeds, no verdict without variance)."""
@@ -10,7 +11,7 @@ import math
 import pytest
 from scipy import stats as scipy_stats
 
-from bopsweep.stats import (
+from bopsweep.readers.stats import (
     MIN_SEEDS_FOR_VERDICT,
     compare,
     compare_to_baseline,

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from bopsweep.errors import UserError
-from bopsweep.schedules import Schedule
 from bopsweep.studies import (
     StudySpec,
     TrialConfig,
@@ -21,6 +20,7 @@ from bopsweep.studies import (
     pow10_study,
     schedule_study,
 )
+from bopsweep.trial.schedules import Schedule
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 BASE = TrialConfig(optimizer="bop2", unbiased=True, gamma=1e-7, sigma=1e-3, tau=1e-6)

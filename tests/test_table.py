@@ -1,7 +1,9 @@
 """``bopsweep table``: Table 1 with error bars.
 
-The statistics (:mod:`bopsweep.stats`) against scipy on fixed numbers; the grouping of seeds and
-retries (:mod:`bopsweep.table`) on studies built directly in a SQLite database (no training);
+The statistics (:mod:`bopsweep.readers.stats`) against scipy on fixed numbers; the grouping of
+seeds and
+retries (:mod:`bopsweep.readers.table`) on studies built directly in a SQLite database (no
+training);
 the command's three formats, its baseline, its bad input, and that it writes nothing to the
 database. The comparison with the baseline (Holm, the difference's interval, verdicts) is
 tests/test_stats.py's.
@@ -23,11 +25,19 @@ from typer.testing import CliRunner
 
 from bopsweep.cli import app
 from bopsweep.defaults import TableFormat, TableMetric
-from bopsweep.stats import Summary, compare, holm, summarize
+from bopsweep.readers.stats import Summary, compare, holm, summarize
+from bopsweep.readers.table import (
+    BY_BASE,
+    BY_FLAG,
+    BY_ORDER,
+    arm_label,
+    build_table,
+    group_arms,
+    render,
+)
 from bopsweep.store import Store
 from bopsweep.store.trial_config import study_base
 from bopsweep.studies import StudySpec, TrialConfig, expand, grid_study
-from bopsweep.table import BY_BASE, BY_FLAG, BY_ORDER, arm_label, build_table, group_arms, render
 from tests.helpers import one_line_error
 
 runner = CliRunner()

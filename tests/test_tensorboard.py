@@ -27,12 +27,12 @@ from typer.testing import CliRunner
 
 from bopsweep.cli import app
 from bopsweep.files import temp_folder
-from bopsweep.plots import LAYERS
-from bopsweep.run_dir import read_rows
+from bopsweep.readers.plots import LAYERS
+from bopsweep.readers.tensorboard import StudyBoard, TrialRun
 from bopsweep.store import Store
 from bopsweep.store.optuna_adapter import trial_id
 from bopsweep.studies import TrialConfig, expand, grid_study
-from bopsweep.tensorboard import StudyBoard, TrialRun
+from bopsweep.trial.run_dir import read_rows
 from tests.helpers import one_line_error
 from tests.test_plots import add_trial
 
@@ -181,7 +181,7 @@ def test_export_again_is_refused_without_force_and_replaces_the_study_whole_with
 # the real export command, made to stop after its first run so that a test can kill it there
 SLOW_EXPORT = """
 import sys, time
-from bopsweep import tensorboard
+from bopsweep.readers import tensorboard
 from bopsweep.cli import app
 
 end = tensorboard.TrialRun.end

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from bopsweep.errors import UserError
-from bopsweep.run_dir import read_rows
-from bopsweep.schedules import Schedule
 from bopsweep.studies import TrialConfig
-from bopsweep.train import TrialDiverged, run_trial
+from bopsweep.trial.run_dir import read_rows
+from bopsweep.trial.schedules import Schedule
+from bopsweep.trial.train import TrialDiverged, run_trial
 
 TINY = {"width": 1 / 16, "device": "cpu"}
 

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from bopsweep.cli import app
 from bopsweep.driver.loop import Driver
 from bopsweep.driver.study import search_of, stored_spec
+from bopsweep.readers.table import group_arms
 from bopsweep.store import SPEC_ATTR, Store
 from bopsweep.store.trial_config import config_attrs, study_base, trial_config
 from bopsweep.studies import (
@@ -31,7 +32,6 @@ from bopsweep.studies import (
     load_study_file,
     schedule_study,
 )
-from bopsweep.table import group_arms
 from bopsweep.trial.settings import LOCAL as LOCAL_FIELDS
 from tests.test_dispatch import bopsweep
 

@@ -15,7 +15,6 @@ import numpy as np
 import optuna
 import pytest
 
-from bopsweep.data import load_cifar10, make_synthetic, preload_cifar10
 from bopsweep.driver import DispatchOptions, Driver, run_study
 from bopsweep.driver.process import TrialProcess, make_slots
 from bopsweep.driver.protocol import CHILD_MODULE
@@ -24,6 +23,7 @@ from bopsweep.errors import UserError
 from bopsweep.store import Store
 from bopsweep.store.optuna_adapter import trial_id
 from bopsweep.studies import TrialConfig, expand, grid_study
+from bopsweep.trial.data import load_cifar10, make_synthetic, preload_cifar10
 from tests.helpers import command_lines, study_folder, warm_started, zygotes
 from tests.test_dispatch import epochs_in, wait_until
 
@@ -147,7 +147,7 @@ def queue_study(cwd: Path, data: Path, taus: list[float], epochs: int) -> list[s
     configurations' ids, in the grid's order."""
     spec = grid_study("iso", TrialConfig(epochs=epochs, data_dir=str(data), **TINY), {"tau": taus})
     storage = f"sqlite:///{cwd / 'study.db'}"
-    options = DispatchOptions(storage=storage, device="cpu", quiet=True, queue_only=True)
+    options = DispatchOptions(storage=storage, device="cpu", queue_only=True)
     assert run_study(spec, options, echo=lambda *_: None) == 0
     return [p.config_id for p in expand(spec)]
 

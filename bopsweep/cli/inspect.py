@@ -54,8 +54,8 @@ def status(
     """The trials of a study: state, epochs done, final and best validation accuracy, the C2I
     ratio after the last epoch (share of binary weights whose sign is still the initial one), and
     why a trial failed; for a search with --seeds K, each configuration's mean and spread."""
-    from bopsweep import report
     from bopsweep.driver.seed_average import configurations, means_study
+    from bopsweep.readers import report
     from bopsweep.store import SPEC_ATTR, Store, redact, storage_url
 
     url = storage_url(storage, database)
@@ -102,7 +102,7 @@ def studies(
     database: Database = None, storage: Storage = None, format: FormatOption = InspectFormat.TABLE
 ) -> None:
     """List the studies in a database with their kind and trial counts."""
-    from bopsweep import report
+    from bopsweep.readers import report
     from bopsweep.store import Store, redact, storage_url
 
     url = storage_url(storage, database)
@@ -153,10 +153,10 @@ def table(
     Welch's) whose p is adjusted by Holm's method, and a verdict at α = 0.05 (from 3 seeds)."""
     from bopsweep.errors import UserError
     from bopsweep.files import atomic_write_text, check_output_file
-    from bopsweep.report import with_legacy_bests
+    from bopsweep.readers.report import with_legacy_bests
+    from bopsweep.readers.table import build_table, group_arms, render
     from bopsweep.store import Store, database_file, storage_url
     from bopsweep.store.trial_config import study_base
-    from bopsweep.table import build_table, group_arms, render
 
     url = storage_url(storage, database)
     if output is not None:
@@ -224,7 +224,8 @@ def export(
     datetime_complete, duration, params_NAME, state) followed by bopsweep's; or its trials'
     curves and hyperparameters as TensorBoard runs (--tensorboard)."""
     from bopsweep.errors import UserError
-    from bopsweep.export import (
+    from bopsweep.files import check_output_file, sigterm_as_interrupt
+    from bopsweep.readers.export import (
         STDOUT,
         check_engine,
         export_format,
@@ -232,14 +233,13 @@ def export(
         write_frame,
         write_stdout,
     )
-    from bopsweep.files import check_output_file, sigterm_as_interrupt
     from bopsweep.store import Store, database_file, storage_url
 
     if metrics and steps:
         raise UserError("give --metrics or --steps, not both")
     url = storage_url(storage, database)
     if tensorboard is not None:
-        from bopsweep.tensorboard import export_study
+        from bopsweep.readers.tensorboard import export_study
 
         if metrics or steps:
             raise UserError("--tensorboard writes every trial's curves; drop --metrics/--steps")
@@ -257,7 +257,7 @@ def export(
         check_output_file(output, force, database_file(url))
         chosen = export_format(output, format)
     check_engine(chosen)
-    from bopsweep.report import metrics_frame, trials_frame
+    from bopsweep.readers.report import metrics_frame, trials_frame
 
     store = Store.open_readonly(url)
     optuna_study = store.load(study)
@@ -308,7 +308,7 @@ def plot(
     comparison, π_t and Optuna figures, plus an index.md listing them. A study still running is
     drawn as far as it has got."""
     from bopsweep.errors import UserError
-    from bopsweep.plots import (
+    from bopsweep.readers.plots import (
         draw_study,
         load_study_data,
         parse_layers,

@@ -9,6 +9,7 @@ import typer
 
 from bopsweep.cli.app import Command, app, user_errors
 from bopsweep.cli.options import Database, JoinOptions, Placement, Storage, StudyName, with_groups
+from bopsweep.cli.studies import preview, study_display
 
 
 def _join(
@@ -29,10 +30,8 @@ def _join(
     options = where.dispatch_options(url, device, local.data_dir, worker_index=worker_index)
     options.join = True  # a study deleted since it was read is refused, never made again
     if local.dry_run:
-        from bopsweep.cli.studies import preview
-
         preview(spec, options)
-    raise typer.Exit(run_study(spec, options, echo=typer.echo))
+    raise typer.Exit(run_study(spec, options, typer.echo, study_display(spec.name, where.quiet)))
 
 
 def _join_command(name: str, help: str, worker: bool) -> None:

@@ -126,7 +126,6 @@ class Placement:
             workers=self.workers,
             oversubscribe=self.allow_oversubscribe,
             max_retries=self.max_retries,
-            quiet=self.quiet,
             data_dir=str(data_dir) if data_dir else None,
             max_trials=self.max_trials,
             heartbeat_interval=self.heartbeat_interval,

@@ -6,6 +6,7 @@ Each builds a :class:`~bopsweep.studies.StudySpec` with :mod:`bopsweep.studies` 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,10 +17,11 @@ from bopsweep.cli.app import Command, app, user_errors
 from bopsweep.cli.options import F, Placement, StudyOptions, with_groups
 from bopsweep.cli.trial_options import TrialOptions
 from bopsweep.defaults import Pruner, Sampler, ScheduleKind
-from bopsweep.studies.config import TrialConfig
 from bopsweep.studies.spec import StudySpec
+from bopsweep.trial.config import TrialConfig
 
 if TYPE_CHECKING:
+    from bopsweep.cli.display import StudyDisplay
     from bopsweep.driver import DispatchOptions
 
 
@@ -37,7 +39,14 @@ def dispatch(spec: StudySpec, where: Placement, study: StudyOptions, trial: Tria
     )
     if study.dry_run:
         preview(spec, options)
-    raise typer.Exit(run_study(spec, options, echo=typer.echo))
+    raise typer.Exit(run_study(spec, options, typer.echo, study_display(spec.name, where.quiet)))
+
+
+def study_display(name: str, quiet: bool) -> StudyDisplay:
+    """The live table of a study's trials, or plain lines when asked or not on a terminal."""
+    from bopsweep.cli.display import StudyDisplay
+
+    return StudyDisplay(name, quiet=quiet or not sys.stderr.isatty())
 
 
 def preview(spec: StudySpec, options: DispatchOptions) -> None:
@@ -52,7 +61,7 @@ def preview(spec: StudySpec, options: DispatchOptions) -> None:
 def _base(given: dict[str, Any], study: StudyOptions) -> TrialConfig:
     """The study's base point from the trial options and ``--set`` values."""
     from bopsweep.studies.builders import base_point
-    from bopsweep.studies.config import parse_assignments
+    from bopsweep.trial.config import parse_assignments
 
     return base_point(given, parse_assignments(study.set_ or []))
 
@@ -186,8 +195,8 @@ def run(
     from dataclasses import replace
 
     from bopsweep.studies import load_study_file
-    from bopsweep.studies.config import parse_assignments
     from bopsweep.trial import settings
+    from bopsweep.trial.config import parse_assignments
 
     overrides = {k: v for k, v in trial.given().items() if k not in settings.LOCAL}
     overrides.update(parse_assignments(study.set_ or []))

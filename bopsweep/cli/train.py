@@ -62,9 +62,9 @@ def train(
     epoch is recorded too (summary.json).
     """
     from bopsweep.errors import UserError
-    from bopsweep.run_dir import resumed_config
-    from bopsweep.schedules import parse_schedule
     from bopsweep.studies import TrialConfig
+    from bopsweep.trial.run_dir import resumed_config
+    from bopsweep.trial.schedules import parse_schedule
 
     given = trial.given()
     if resume is not None:
@@ -82,7 +82,7 @@ def train(
     board = None
     if tensorboard is not None:
         from bopsweep.files import check_not_own_state
-        from bopsweep.tensorboard import TrainBoard, check_logdir
+        from bopsweep.readers.tensorboard import TrainBoard, check_logdir
 
         check_logdir(tensorboard, also=[out_dir])
         board = TrainBoard(tensorboard, out_dir, config, resume is not None, _warn)
@@ -90,8 +90,8 @@ def train(
         check_not_own_state(board.run.folder, None, holds=True, also=[out_dir])
         board.check()
 
-    from bopsweep.display import TrainDisplay
-    from bopsweep.train import TrialDiverged, run_trial
+    from bopsweep.cli.display import TrainDisplay
+    from bopsweep.trial.train import TrialDiverged, run_trial
 
     with TrainDisplay(quiet=quiet or not sys.stderr.isatty()) as display:
         on_epoch = display.epoch

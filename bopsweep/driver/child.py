@@ -24,7 +24,7 @@ from bopsweep.driver import folder_owner
 from bopsweep.driver.protocol import EXIT_BUSY, EXIT_DIVERGED, EXIT_USER_ERROR, encode
 
 if TYPE_CHECKING:
-    from bopsweep.studies.config import TrialConfig
+    from bopsweep.trial.config import TrialConfig
 
 Send = Callable[[dict[str, Any]], None]
 
@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
 
     import torch
 
-    from bopsweep.studies.config import TrialConfig
+    from bopsweep.trial.config import TrialConfig
 
     torch.set_num_threads(max(1, threads))
     job = json.loads(sys.stdin.readline())
@@ -97,8 +97,8 @@ def _run_one(
     config: TrialConfig, run_dir: Path, owner: str | None, take_over: bool, send: Send
 ) -> int:
     from bopsweep.errors import UserError
-    from bopsweep.run_dir import CONFIG
-    from bopsweep.train import TrialDiverged, run_trial
+    from bopsweep.trial.run_dir import CONFIG
+    from bopsweep.trial.train import TrialDiverged, run_trial
 
     with contextlib.ExitStack() as held:
         if not folder_owner.acquire([run_dir], [owner], held, [take_over])[0]:
@@ -136,8 +136,8 @@ def _run_stack(
     message (done, diverged, error) unless stopped (pruned). Exit 0 once all have ended; a
     crash ends the process, and the driver judges each member without an ending by its code."""
     from bopsweep.errors import UserError
-    from bopsweep.run_dir import CONFIG
-    from bopsweep.train import TrialDiverged, run_stack
+    from bopsweep.trial.run_dir import CONFIG
+    from bopsweep.trial.train import TrialDiverged, run_stack
 
     def end(k: int, result: object) -> None:
         if isinstance(result, TrialDiverged):

@@ -38,7 +38,7 @@ def adopt(run_dir: Path, config_id: str, identity: tuple[str, str] | None) -> bo
     never becomes a path."""
     from bopsweep.errors import UserError
     from bopsweep.folders import safe_component, trial_marker
-    from bopsweep.run_dir import RunDir
+    from bopsweep.trial.run_dir import RunDir
 
     if safe_component(config_id) != config_id:
         raise UserError(f"its config_id {config_id!r} is not a folder name bopsweep makes")

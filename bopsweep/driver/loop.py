@@ -31,11 +31,11 @@ from bopsweep.driver.outage import DatabaseLost, Outage, database_errors
 from bopsweep.driver.process import Slot, TrialProcess, hide_from_children, stop_all
 from bopsweep.driver.recorder import Recorder
 from bopsweep.driver.seed_average import queue_for
-from bopsweep.driver.state import END_EVENTS, Running, Snapshot, study_progress
+from bopsweep.driver.state import END_EVENTS, Display, Running, Snapshot, study_progress
 from bopsweep.driver.warm import Zygotes, available
 from bopsweep.store.fencing import OWNER_ATTR, TrialTakenOver
 from bopsweep.store.optuna_adapter import trial_id
-from bopsweep.studies.config import stack_key
+from bopsweep.trial.config import stack_key
 
 if TYPE_CHECKING:
     import optuna
@@ -68,7 +68,7 @@ class Driver:
         checkpoint_root: Path,
         local: dict[str, Any] | None = None,
         max_retries: int = MAX_RETRIES,
-        display: Any = None,
+        display: Display | None = None,
         search: Search | None = None,
         heartbeat_interval: float | None = None,
         tensorboard: Path | None = None,
@@ -77,7 +77,7 @@ class Driver:
         identity: tuple[str, str] | None = None,
     ) -> None:
         """``identity``: the study's UUID and its data's fingerprint, which each trial folder is
-        marked with (:meth:`~bopsweep.run_dir.RunDir.adopt`); None leaves folders unmarked."""
+        marked with (:meth:`~bopsweep.trial.run_dir.RunDir.adopt`); None leaves folders unmarked."""
         import optuna
 
         self.store, self.slots, self.display, self.search = store, slots, display, search
@@ -85,7 +85,7 @@ class Driver:
         self.queue = queue_for(study, search)  # seed-averaged with --seeds K > 1
         board = None
         if tensorboard is not None:  # the trials' TensorBoard runs, in this folder
-            from bopsweep.tensorboard import StudyBoard
+            from bopsweep.readers.tensorboard import StudyBoard
 
             board = StudyBoard(tensorboard, self._note)
         self.recorder = Recorder(store, self.queue, max_retries, self._event, self._note, board)
@@ -242,7 +242,7 @@ class Driver:
 
     def _next_trials(self) -> list[FrozenTrial]:
         """The trials of the next process: one, or up to ``--stack`` that can share one
-        (:data:`~bopsweep.studies.config.STACK_SHARED`), queued ones first."""
+        (:data:`~bopsweep.trial.config.STACK_SHARED`), queued ones first."""
         first = self.held.pop(0) if self.held else self.queue.claim() or self._sample()
         if first is None or self.stack == 1:
             return [] if first is None else [first]
@@ -454,6 +454,8 @@ class Driver:
         import optuna
         import sqlalchemy.exc
 
+        if self.display is None:
+            return
         with contextlib.suppress(
             sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError
         ):

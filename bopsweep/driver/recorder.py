@@ -23,8 +23,8 @@ from bopsweep.store.trial_config import StoredConfigError
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
+    from bopsweep.readers.tensorboard import StudyBoard
     from bopsweep.store import Store
-    from bopsweep.tensorboard import StudyBoard
 
 Emit = Callable[[str, Running, str], None]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bopsweep.driver.protocol import EXIT_BUSY, EXIT_DIVERGED, EXIT_USER_ERROR
 from bopsweep.driver.queue import configured
@@ -19,6 +19,18 @@ if TYPE_CHECKING:
 # the events of a trial's end (:attr:`bopsweep.driver.outcome.Ending.event`): their lines carry
 # the study's progress
 END_EVENTS = frozenset({"complete", "pruned", "fail", "retry"})
+
+
+class Display(Protocol):
+    """What the driver shows as it runs. The command line hands it one
+    (:class:`bopsweep.cli.display.StudyDisplay`); without one it shows nothing."""
+
+    def __enter__(self) -> Any: ...
+    def __exit__(self, *exc: object) -> None: ...
+    def event(self, kind: str, r: TrialView, detail: str = "") -> None: ...
+    def note(self, text: str) -> None: ...
+    def wants_update(self) -> bool: ...
+    def update(self, snapshot: Snapshot) -> None: ...
 
 
 @dataclass

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import optuna
 
     from bopsweep.driver.queue import TrialQueue
+    from bopsweep.driver.state import Display
     from bopsweep.studies import PlannedTrial, StudySpec
 
 
@@ -43,7 +44,6 @@ class DispatchOptions:
     workers: int | None = None
     oversubscribe: bool = False  # more trial processes than the machine holds
     max_retries: int = d.MAX_RETRIES
-    quiet: bool = False
     data_dir: str | None = None
     download: bool = False
     worker_index: int = 0
@@ -58,7 +58,7 @@ class DispatchOptions:
 
     def check(self) -> None:
         """Every option valid, before anything is created or changed."""
-        from bopsweep.studies.config import check_device
+        from bopsweep.trial.config import check_device
 
         if self.max_retries < 0:
             raise UserError(f"--max-retries must be >= 0, got {self.max_retries}")
@@ -71,8 +71,8 @@ class DispatchOptions:
             )
         check_device(self.device)
         if self.tensorboard is not None:
+            from bopsweep.readers.tensorboard import check_logdir
             from bopsweep.store import database_file
-            from bopsweep.tensorboard import check_logdir
 
             check_logdir(self.tensorboard, database_file(self.storage), self.own_folders())
 
@@ -82,11 +82,17 @@ class DispatchOptions:
         return [self.checkpoint_dir] if self.checkpoint_dir is not None else []
 
 
-def run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], Any] = print) -> int:
+def run_study(
+    spec: StudySpec,
+    options: DispatchOptions,
+    echo: Callable[[str], Any] = print,
+    display: Display | None = None,
+) -> int:
     """Create (or join) the study, queue what is missing, run it to the end; the exit code.
 
     Ctrl-C or SIGTERM at any moment, setting up included, ends it with 130 and the command
-    that continues it; nothing is left RUNNING that ``resume`` could not pick up.
+    that continues it; nothing is left RUNNING that ``resume`` could not pick up. ``display``
+    shows the trials as they run (the command line's; none: nothing shown).
     """
     from bopsweep.store import redact
 
@@ -96,7 +102,7 @@ def run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], A
         with _signals_deferred():
             import optuna  # noqa: F401
             import torch  # noqa: F401
-        code = _run_study(spec, options, echo)
+        code = _run_study(spec, options, echo, display)
     except KeyboardInterrupt:
         code = 130
     except database_errors() as e:
@@ -134,13 +140,17 @@ def _cannot_write(e: BaseException, url: str) -> str:
     )
 
 
-def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], Any]) -> int:
+def _run_study(
+    spec: StudySpec,
+    options: DispatchOptions,
+    echo: Callable[[str], Any],
+    display: Display | None,
+) -> int:
     from dataclasses import replace
 
-    from bopsweep.data import fingerprint
-    from bopsweep.display import StudyDisplay
     from bopsweep.folders import make_root, open_study_folder, study_folder_name
     from bopsweep.store import LEGACY_ATTR, Store, driver_lock, redact, study_uuid
+    from bopsweep.trial.data import fingerprint
 
     checked = check_run(spec, options)  # all valid before anything is written
     planned, slots = checked.planned, checked.slots
@@ -163,7 +173,6 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
         if data is not None:
             root = open_study_folder(checked.root, spec.name, identity, data if legacy else None)
         search = search_of(spec, study, options.worker_index)
-        display = StudyDisplay(spec.name, quiet=options.quiet or not sys.stderr.isatty())
         driver = Driver(
             store,
             study,
@@ -193,7 +202,7 @@ def _run_study(spec: StudySpec, options: DispatchOptions, echo: Callable[[str], 
         )
         if options.queue_only:
             return 0
-        with display:
+        with display or contextlib.nullcontext():
             code = driver.run()
         if code == 0 and (left := _without_result(driver.queue)):
             # nothing queued or running is left, yet work is undone: never a success
@@ -241,9 +250,9 @@ class CheckedRun:
 def check_run(spec: StudySpec, options: DispatchOptions, dry_run: bool = False) -> CheckedRun:
     """Every input of a run checked, in the order a run checks them, before the database is
     touched. Creates nothing; downloads CIFAR-10 if asked and missing, unless ``dry_run``."""
-    from bopsweep.data import resolve_data_dir
     from bopsweep.store import checkpoint_base
     from bopsweep.studies import expand
+    from bopsweep.trial.data import resolve_data_dir
 
     options.check()
     if options.stack > 1 and spec.base.compile:
@@ -317,11 +326,11 @@ def _signals_deferred() -> Iterator[None]:
 def _tensorboard_root(options: DispatchOptions, study: str) -> Path | None:
     """Where the study's TensorBoard runs go, if asked for: ``DIR/STUDY``, the name (read
     from the database by resume and worker) made a safe folder name inside ``DIR``, never on
-    bopsweep's own state (:func:`bopsweep.tensorboard.study_logdir`)."""
+    bopsweep's own state (:func:`bopsweep.readers.tensorboard.study_logdir`)."""
     if options.tensorboard is None:
         return None
+    from bopsweep.readers.tensorboard import study_logdir
     from bopsweep.store import database_file
-    from bopsweep.tensorboard import study_logdir
 
     database = database_file(options.storage)
     return study_logdir(options.tensorboard, study, database, options.own_folders())

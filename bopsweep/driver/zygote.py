@@ -91,9 +91,9 @@ def _load(data_dir: str) -> None:
     import torch._dynamo
 
     import bopsweep.driver.child
-    import bopsweep.train  # noqa: F401
-    from bopsweep.data import preload_cifar10
+    import bopsweep.trial.train  # noqa: F401
     from bopsweep.errors import UserError
+    from bopsweep.trial.data import preload_cifar10
 
     if data_dir:
         with contextlib.suppress(UserError):  # bad data: each trial reports it as it would

@@ -3,22 +3,22 @@
 Two meanings changed:
 
 * **C2I**, the *correlation to initialization* of Liu et al. (ICML 2021, arXiv:2106.11309), is
-  the share of binary weights whose sign is still the initial one (:mod:`bopsweep.flips`);
+  the share of binary weights whose sign is still the initial one (:mod:`bopsweep.trial.flips`);
   0.1 stored its complement (the share that had changed) under the same names, ``c2i`` and
   ``c2i_<layer>``;
 * a two-step run's **best epoch** counts its binary-weight epochs only
-  (:mod:`bopsweep.best`); 0.1 counted step 1's real-kernel epochs too.
+  (:mod:`bopsweep.trial.best`); 0.1 counted step 1's real-kernel epochs too.
 
 A study carries :data:`C2I_ATTR` once it holds 0.2's meanings: set when it is made, or when a
 writing command first opens a study made before. That conversion rewrites the study's epoch
 rows' C2I and its finished two-step trials' ``best_*``/``step1_best_*`` attributes and sets
 the attribute in **one** transaction, so a study never mixes the two meanings, and a kill
 leaves it as it was (converted next time, never twice). Read-only commands convert what they
-read of a study without the attribute (:mod:`bopsweep.legacy_c2i`; :func:`legacy_bests`)
+read of a study without the attribute (:mod:`bopsweep.trial.legacy_c2i`; :func:`legacy_bests`)
 and change nothing.
 
 A trial folder's ``metrics.csv`` is converted as its run resumes
-(:meth:`bopsweep.run_dir.RunDir.open`).
+(:meth:`bopsweep.trial.run_dir.RunDir.open`).
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from bopsweep.best import best_epochs
+from bopsweep.trial.best import best_epochs
 
 if TYPE_CHECKING:
     import optuna
-from bopsweep.legacy_c2i import C2I_MEANING, complement_row
 from bopsweep.store.sql import begin_now
+from bopsweep.trial.legacy_c2i import C2I_MEANING, complement_row
 
 C2I_ATTR = "bopsweep_c2i"  # study user attribute: its rows' c2i is the share of signs kept
 BEST_KEYS = ("best_val_acc", "best_epoch", "step1_best_val_acc", "step1_best_epoch")

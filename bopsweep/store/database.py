@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from bopsweep.errors import UserError
 from bopsweep.files import is_sqlite_file
-from bopsweep.legacy_c2i import C2I_MEANING
 from bopsweep.store.c2i_upgrade import C2I_ATTR, upgrade_study
 from bopsweep.store.failures import reason
 from bopsweep.store.fencing import study_lock
 from bopsweep.store.metrics import METRIC_TABLES, MetricTables
 from bopsweep.store.optuna_adapter import study_id
 from bopsweep.store.urls import engine_url, redact, sqlite_path
+from bopsweep.trial.legacy_c2i import C2I_MEANING
 
 if TYPE_CHECKING:
     import sqlite3

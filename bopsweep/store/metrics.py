@@ -20,7 +20,6 @@ import json
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bopsweep.legacy_c2i import complement_frame, complement_row, complement_rows
 from bopsweep.store.c2i_upgrade import of_0_1
 from bopsweep.store.fencing import check_owner
 from bopsweep.store.legacy_metrics import legacy_tables, upgrade_legacy_tables
@@ -29,6 +28,7 @@ from bopsweep.store.optuna_adapter import all_trials, write_intermediate_values
 from bopsweep.store.optuna_adapter import study_id as study_id_of
 from bopsweep.store.optuna_adapter import trial_id as trial_id_of
 from bopsweep.store.sql import begin_now, insert_ignore
+from bopsweep.trial.legacy_c2i import complement_frame, complement_row, complement_rows
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

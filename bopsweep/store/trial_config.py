@@ -93,7 +93,7 @@ def _which(trial_attrs: Mapping[str, Any]) -> str:
 def _complete(config: Mapping[str, Any], trial_attrs: Mapping[str, Any] | None = None) -> dict:
     """Plain values with every setting of the current :class:`TrialConfig` (defaults filled),
     types checked as a study file's are."""
-    from bopsweep.studies.config import TrialConfig
+    from bopsweep.trial.config import TrialConfig
 
     if trial_attrs is None:
         return TrialConfig.from_dict(dict(config), "a stored configuration").to_dict()

@@ -1,6 +1,6 @@
 """What to run: a trial's configuration, study definitions and files, their plan, and searches.
 
-* :mod:`~bopsweep.studies.config`: :class:`TrialConfig`, one training run, checked;
+* :mod:`~bopsweep.trial.config`: :class:`TrialConfig`, one training run, checked;
 * :mod:`~bopsweep.studies.spec`: :class:`StudySpec`, base × arms × grid × seeds;
 * :mod:`~bopsweep.studies.builders`: one builder per study kind (grid, pow10, schedule, optuna);
 * :mod:`~bopsweep.studies.study_file`: TOML study files;
@@ -17,7 +17,6 @@ from bopsweep.studies.builders import (
     pow10_study,
     schedule_study,
 )
-from bopsweep.studies.config import TrialConfig
 from bopsweep.studies.plan import (
     PlannedTrial,
     check_size,
@@ -31,6 +30,7 @@ from bopsweep.studies.plan import (
 )
 from bopsweep.studies.spec import StudySpec
 from bopsweep.studies.study_file import load_study_file
+from bopsweep.trial.config import TrialConfig
 
 __all__ = [
     "PlannedTrial",

@@ -18,9 +18,9 @@ from bopsweep.defaults import (
     values,
 )
 from bopsweep.errors import UserError
-from bopsweep.schedules import Schedule
-from bopsweep.studies.config import HYPERPARAMETERS, TrialConfig, parse_field
 from bopsweep.studies.spec import StudySpec
+from bopsweep.trial.config import HYPERPARAMETERS, TrialConfig, parse_field
+from bopsweep.trial.schedules import Schedule
 from bopsweep.trial.settings import SETTINGS, SWEEPABLE
 
 

@@ -29,8 +29,8 @@ from bopsweep.defaults import (
     variant_of,
 )
 from bopsweep.errors import UserError
-from bopsweep.studies.config import TrialConfig
 from bopsweep.studies.spec import StudySpec
+from bopsweep.trial.config import TrialConfig
 from bopsweep.trial.settings import FIELDS, LATER, LOCAL, SETTINGS
 
 # Always shown as Optuna params (when set), so any Optuna tool can read a bopsweep study. The

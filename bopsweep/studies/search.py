@@ -46,9 +46,9 @@ from bopsweep.defaults import (
     variant_of,
 )
 from bopsweep.errors import UserError
-from bopsweep.schedules import Schedule
-from bopsweep.studies.config import HYPERPARAMETERS, TrialConfig
 from bopsweep.studies.study_file import read_toml
+from bopsweep.trial.config import HYPERPARAMETERS, TrialConfig
+from bopsweep.trial.schedules import Schedule
 from bopsweep.trial.settings import SETTINGS, Range
 
 if TYPE_CHECKING:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from bopsweep.errors import UserError
-from bopsweep.schedules import Schedule
-from bopsweep.studies.config import FIELDS, TrialConfig, check_field
+from bopsweep.trial.config import FIELDS, TrialConfig, check_field
+from bopsweep.trial.schedules import Schedule
 from bopsweep.trial.settings import SETTINGS
 
 STUDY_KINDS = ("grid", "pow10", "schedule", "arms", "optuna")

@@ -46,8 +46,8 @@ else:  # tomli, the backport tomllib came from (declared for Python 3.10)
 from bopsweep.defaults import SCHEDULE_FACTOR, SEARCH_TRIALS, Pruner, Sampler
 from bopsweep.errors import UserError
 from bopsweep.studies.builders import grid_study, optuna_study, pow10_study, schedule_study
-from bopsweep.studies.config import TrialConfig
 from bopsweep.studies.spec import StudySpec
+from bopsweep.trial.config import TrialConfig
 
 
 def load_study_file(path: Path, overrides: dict[str, Any] | None = None) -> StudySpec:

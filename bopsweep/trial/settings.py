@@ -7,18 +7,18 @@ only says where the trial runs, or left out of the identity at the value it had 
 existed). Everything else is derived from :data:`SETTINGS`:
 
 - the command line's trial options (:mod:`bopsweep.cli.trial_options`): flag, type, help, panel;
-- reading from TOML, JSON, the database and ``--set`` (:func:`bopsweep.studies.config.check_field`,
-  :func:`~bopsweep.studies.config.parse_field`) and the range checks of
-  :meth:`~bopsweep.studies.config.TrialConfig.validate`, also over a schedule's whole run;
+- reading from TOML, JSON, the database and ``--set`` (:func:`bopsweep.trial.config.check_field`,
+  :func:`~bopsweep.trial.config.parse_field`) and the range checks of
+  :meth:`~bopsweep.trial.config.TrialConfig.validate`, also over a schedule's whole run;
 - what a grid may sweep, what a schedule study and the Optuna search vary, the search's bounds;
 - the plan's identity (:func:`bopsweep.studies.plan.config_id`) and its Optuna params;
-- which configurations may share a stack (:func:`bopsweep.studies.config.stack_key`).
+- which configurations may share a stack (:func:`bopsweep.trial.config.stack_key`).
 
-:class:`~bopsweep.studies.config.TrialConfig` is the typed record of these settings: its fields
+:class:`~bopsweep.trial.config.TrialConfig` is the typed record of these settings: its fields
 are these names in this order with these defaults (``tests/test_settings.py`` holds them equal),
 so a type checker sees every field. Cross-setting rules (two-step shorter than the run, weight
 decay for the latent optimizer only, a schedule of a setting the optimizer uses) live in
-:meth:`~bopsweep.studies.config.TrialConfig.validate`.
+:meth:`~bopsweep.trial.config.TrialConfig.validate`.
 
 Imports only :mod:`bopsweep.defaults`, so ``bopsweep --help`` stays fast.
 """

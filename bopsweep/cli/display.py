@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bopsweep.driver.eta import EpochClock, duration
 from bopsweep.driver.state import END_EVENTS
-from bopsweep.eta import EpochClock, duration
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -54,7 +54,7 @@ class TrainDisplay:
             self._bar = None
 
     def progress(self, p: Any) -> None:
-        """A :class:`bopsweep.train.Progress` snapshot."""
+        """A :class:`bopsweep.trial.train.Progress` snapshot."""
         if self._bar is None:
             return
         stats = f"loss {p.loss:.3f} acc {p.acc:.3f}"

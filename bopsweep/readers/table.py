@@ -5,7 +5,7 @@ A *configuration* is a trial's configuration without its seed. Its values are th
 study's COMPLETE trials, one per (configuration, seed): where a configuration and seed were
 completed more than once, the latest counts. Final accuracy is the trial's value (last epoch),
 best accuracy its best epoch's, train accuracy its last epoch's on the training set (where the
-trial records it); all in %. The statistics are :mod:`bopsweep.stats`'.
+trial records it); all in %. The statistics are :mod:`bopsweep.readers.stats`'.
 
 The baseline is declared, never the best mean (choosing the reference after looking at the
 results and then testing against it overstates every difference): ``--baseline LABEL``, else
@@ -13,7 +13,8 @@ the study's base point (the arm whose configuration is the study's base, e.g. th
 ablation), else the study's first configuration.
 
 :func:`group_arms` reads the trials, :func:`build_table` computes, :func:`render`
-(:mod:`bopsweep.table_render`) writes text; the command line (``bopsweep table``) only chains
+(:mod:`bopsweep.readers.table_render`) writes text; the command line (``bopsweep table``) only
+chains
 them.
 """
 
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from bopsweep.defaults import TableFormat, TableMetric
 from bopsweep.errors import UserError
-from bopsweep.stats import ALPHA, Outcome, Summary, compare_to_baseline, summarize
+from bopsweep.readers.stats import ALPHA, Outcome, Summary, compare_to_baseline, summarize
 from bopsweep.trial.settings import LOCAL
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def base_point_key(base: dict[str, Any]) -> str | None:
     """The :func:`point_key` of the study's base configuration as its trials store theirs:
     resolved (an optimizer's unset γ, σ, τ get their defaults, as when the study was planned);
     None where the stored base does not resolve (no arm is then its base point)."""
-    from bopsweep.studies.config import TrialConfig
+    from bopsweep.trial.config import TrialConfig
 
     try:
         return point_key(TrialConfig.from_dict(dict(base), "the study's base").resolved().to_dict())
@@ -224,7 +225,7 @@ def build_table(
 
 
 def render(table: Table, format: TableFormat) -> str:
-    """The table as text (:func:`bopsweep.table_render.render`)."""
-    from bopsweep.table_render import render as render_text
+    """The table as text (:func:`bopsweep.readers.table_render.render`)."""
+    from bopsweep.readers.table_render import render as render_text
 
     return render_text(table, format)

@@ -30,7 +30,7 @@ import torch
 
 from bopsweep.errors import UserError
 from bopsweep.files import atomic_open, atomic_write_text, remove_stale_temps
-from bopsweep.studies.config import TrialConfig
+from bopsweep.trial.config import TrialConfig
 
 CONFIG, METRICS, STEPS, TIMING = "config.json", "metrics.csv", "steps.csv", "timing.csv"
 CHECKPOINT, SUMMARY = "checkpoint.pt", "summary.json"
@@ -112,7 +112,7 @@ class RunDir:
         :data:`C2I_KEY`): its metrics.csv's C2I columns become 1 − v. Three steps, each atomic,
         that a kill at any point leaves to be finished, never done twice: the converted rows to
         :data:`PENDING_METRICS`, the checkpoint marked, the rows moved into place."""
-        from bopsweep.legacy_c2i import C2I_MEANING, complement_rows
+        from bopsweep.trial.legacy_c2i import C2I_MEANING, complement_rows
 
         pending = self.path / PENDING_METRICS
         if state is None:

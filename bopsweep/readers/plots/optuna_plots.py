@@ -3,7 +3,7 @@
 Drawn here from the trials rather than by ``optuna.visualization.matplotlib``, whose figures
 follow another style (ggplot), show the objective on a 0–1 scale as "Objective Value", and fill
 a param that a trial does not have (σ of a Bop trial) with a "None" category. These follow
-:mod:`bopsweep.plots.style`: accuracy in %, log axes for the log-distributed params (as the
+:mod:`bopsweep.readers.plots.style`: accuracy in %, log axes for the log-distributed params (as the
 trials' distributions say), and a param drawn only for the trials that have it.
 """
 
@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bopsweep.plots.style import (
+from bopsweep.readers.plots.style import (
     TITLE,
     VAL_ACC_LABEL,
     assign_colours,
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from optuna.trial import FrozenTrial
 
-    from bopsweep.plots.data import StudyData
+    from bopsweep.readers.plots.data import StudyData
 
 # the axes of the parallel-coordinate figure, where they vary; the schedules' own parameters
 # (rate, every, end) are left out: they would double the axes
@@ -47,7 +47,7 @@ PAD = 0.04  # of an axis's height, above and below its extreme values
 
 def optuna_figures(data: StudyData) -> dict[str, Figure]:
     """The history and parallel-coordinate figures once a trial is complete; the importances
-    once Optuna can estimate them (:func:`bopsweep.report.importances`, as ``status``)."""
+    once Optuna can estimate them (:func:`bopsweep.readers.report.importances`, as ``status``)."""
     figures: dict[str, Figure] = {}
     if _complete(data):
         figures["optuna_history"] = history_figure(data)
@@ -278,7 +278,7 @@ def importance_figure(data: StudyData) -> Figure | None:
     """The parameter importances ``bopsweep status`` prints, as bars; None while Optuna cannot
     estimate them. Params some complete trials do not have are left out by Optuna: named in the
     title."""
-    from bopsweep.report import importances
+    from bopsweep.readers.report import importances
 
     found = importances(data.study)
     if not found.values:

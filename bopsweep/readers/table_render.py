@@ -1,4 +1,5 @@
-"""``bopsweep table``'s text: a :class:`~bopsweep.table.Table` as Markdown (a caption, the rows,
+"""``bopsweep table``'s text: a :class:`~bopsweep.readers.table.Table` as Markdown (a caption, the
+rows,
 notes), LaTeX (a booktabs ``tabular``, the caption and notes as comments) or CSV (one row per
 configuration, full precision, raw and Holm-adjusted p)."""
 
@@ -9,8 +10,8 @@ import io
 import math
 
 from bopsweep.defaults import TableFormat
-from bopsweep.stats import MIN_N, MIN_SEEDS_FOR_VERDICT, Summary
-from bopsweep.table import Row, Table
+from bopsweep.readers.stats import MIN_N, MIN_SEEDS_FOR_VERDICT, Summary
+from bopsweep.readers.table import Row, Table
 
 
 def render(table: Table, format: TableFormat) -> str:

@@ -54,7 +54,7 @@ class Run:
 
     def best_val_acc(self) -> float:
         """The best validation accuracy of its binary-weight epochs (not a two-step run's
-        step 1, whose kernels are real), as :func:`bopsweep.best.best_epochs` counts it."""
+        step 1, whose kernels are real), as :func:`bopsweep.trial.best.best_epochs` counts it."""
         epochs, val = self.column("epochs", "epoch"), self.column("epochs", "val_acc")
         binary = val[epochs > int(self.config.get("two_step") or 0)]
         return float((binary if len(binary) else val[-1:]).max())
@@ -157,7 +157,7 @@ def swept_params(data: StudyData) -> list[str]:
     then names no setting to draw, nor a figure's file)."""
     from dataclasses import fields
 
-    from bopsweep.studies.config import TrialConfig
+    from bopsweep.trial.config import TrialConfig
 
     if data.kind not in ("grid", "pow10"):
         return []

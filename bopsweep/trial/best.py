@@ -1,6 +1,7 @@
 """A run's best epoch, as bopsweep counts it (binary-weight epochs only), and its summary.
 
-A two-step run (:mod:`bopsweep.two_step`) trains real kernels in its first ``two_step`` epochs;
+A two-step run (:mod:`bopsweep.trial.two_step`) trains real kernels in its first ``two_step``
+epochs;
 that network is not binary, so its accuracy is never a binary network's best. Its best is kept
 apart, as ``step1_best_*``. The first of equal epochs wins, as AdamBNN's strict ``>`` keeps
 it. Pure: rows in, numbers out (the trial process, the store and the readers share it).

@@ -7,7 +7,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bopsweep.export import json_value
+from bopsweep.readers.export import json_value
 from bopsweep.store.c2i_upgrade import legacy_bests
 from bopsweep.store.optuna_adapter import all_trials, study_id, trial_id
 

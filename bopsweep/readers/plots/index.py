@@ -11,17 +11,17 @@ from bopsweep.defaults import FigureFormat, values
 from bopsweep.errors import UserError
 from bopsweep.files import atomic_open, atomic_write_text, check_not_own_state
 from bopsweep.folders import NAME_MAX, inside, name_component
-from bopsweep.plots.data import LAYERS, StudyData, swept_params
-from bopsweep.plots.figures import (
+from bopsweep.readers.plots.data import LAYERS, StudyData, swept_params
+from bopsweep.readers.plots.figures import (
     ablation_figure,
     comparison_figure,
     pi_figure,
     schedule_figure,
     summary_figure,
 )
-from bopsweep.plots.optuna_plots import optuna_figures
-from bopsweep.plots.style import drop_titles, pyplot
-from bopsweep.plots.weights import has_weight_metrics, weights_figure
+from bopsweep.readers.plots.optuna_plots import optuna_figures
+from bopsweep.readers.plots.style import drop_titles, pyplot
+from bopsweep.readers.plots.weights import has_weight_metrics, weights_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -57,7 +57,7 @@ def study_figures(
     titles: bool = True,
 ) -> list[Drawn]:
     """Every figure that fits ``data``, drawn (open: the caller closes them). Without
-    ``titles`` no figure keeps a title (:func:`~bopsweep.plots.style.drop_titles`)."""
+    ``titles`` no figure keeps a title (:func:`~bopsweep.readers.plots.style.drop_titles`)."""
     figures: list[Drawn] = []
     swept = swept_params(data)
     for param in params or []:

@@ -2,9 +2,10 @@
 
 bopsweep 0.1 stored, as ``c2i`` and ``c2i_<layer>``, the share of binary weights
 whose sign had *changed* since the start: the complement of the C2I ratio of Liu et al., ICML
-2021, arXiv:2106.11309 (:mod:`bopsweep.flips`). :data:`C2I_MEANING` marks values of the paper's
+2021, arXiv:2106.11309 (:mod:`bopsweep.trial.flips`). :data:`C2I_MEANING` marks values of the
+paper's
 meaning (a study attribute, :mod:`bopsweep.store.c2i_upgrade`; a checkpoint key,
-:mod:`bopsweep.run_dir`); the functions here turn old values into new ones. No torch, no
+:mod:`bopsweep.trial.run_dir`); the functions here turn old values into new ones. No torch, no
 database: both the trial process and the store use them.
 """
 

@@ -12,14 +12,14 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from bopsweep.defaults import variant_name
-from bopsweep.plots.data import arm_label, group_by_point, held
+from bopsweep.readers.plots.data import arm_label, group_by_point, held
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     import pandas as pd
 
-    from bopsweep.plots.data import Run, SeedBands, StudyData
+    from bopsweep.readers.plots.data import Run, SeedBands, StudyData
 
 SYMBOLS = {"gamma": "γ", "sigma": "σ", "tau": "τ", "lr": "Adam lr"}
 MAX_LEGEND = 12

@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     import optuna
 
     from bopsweep.store import Store
-    from bopsweep.studies.config import TrialConfig
+    from bopsweep.trial.config import TrialConfig
 
 # metric row key → scalar tag; pi_LAYER and c2i_LAYER go to pi/LAYER and c2i/LAYER
 ROW_TAGS = {
@@ -147,7 +147,7 @@ def trial_hparams(config: TrialConfig) -> dict[str, bool | float | str | None]:
     trial has the same names, so one experiment summary fits them all.
     """
     from bopsweep.defaults import OPTIMIZER_DEFAULTS, variant_of
-    from bopsweep.schedules import SCHEDULABLE
+    from bopsweep.trial.schedules import SCHEDULABLE
 
     values: dict[str, Any] = {"variant": variant_of(config.optimizer, config.unbiased)}
     defaults = OPTIMIZER_DEFAULTS.get(config.optimizer, {})
@@ -166,8 +166,8 @@ def _hparam_types() -> dict[str, str]:
     FLOAT64 there, integers included)."""
     from typing import get_type_hints
 
-    from bopsweep.schedules import SCHEDULABLE
-    from bopsweep.studies.config import TrialConfig
+    from bopsweep.trial.config import TrialConfig
+    from bopsweep.trial.schedules import SCHEDULABLE
 
     hints = get_type_hints(TrialConfig)
     types = {"variant": "DATA_TYPE_STRING"}
@@ -193,7 +193,7 @@ def _schedule_text(schedule: Any) -> str:
     """``constant``, or ``KIND(key=value, ...)`` with the keys that differ from the defaults."""
     if schedule is None:
         return "constant"
-    from bopsweep.schedules import Schedule
+    from bopsweep.trial.schedules import Schedule
 
     default = asdict(Schedule())
     keys = [k for k, v in asdict(schedule).items() if k != "kind" and v != default[k]]
@@ -482,7 +482,7 @@ class StudyBoard:
                 return
             run = self.runs.get(trial_id)
             if run is None:
-                from bopsweep.studies.config import TrialConfig
+                from bopsweep.trial.config import TrialConfig
 
                 folder = self.root / trial_run_name(number, label, config_id)
                 # trial numbers are never reused in a study: events here are of a study of the
@@ -522,7 +522,7 @@ def export_study(store: Store, study: optuna.Study, logdir: Path, force: bool) -
     from bopsweep.store import database_file
     from bopsweep.store.optuna_adapter import trial_id
     from bopsweep.store.trial_config import study_base, trial_config
-    from bopsweep.studies.config import TrialConfig
+    from bopsweep.trial.config import TrialConfig
 
     database = database_file(store.url)
     check_logdir(logdir, database)

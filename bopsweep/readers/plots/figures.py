@@ -1,8 +1,9 @@
 """The paper's figures of a study's runs: ablation (Fig. 3), summary, comparison (Fig. 5/6),
 schedule (Fig. 4) and π_t.
 
-Every figure function takes a :class:`~bopsweep.plots.data.StudyData` and returns a matplotlib
-figure, so tests can check the data drawn. Conventions: :mod:`bopsweep.plots.style`.
+Every figure function takes a :class:`~bopsweep.readers.plots.data.StudyData` and returns a
+matplotlib
+figure, so tests can check the data drawn. Conventions: :mod:`bopsweep.readers.plots.style`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Literal
 
-from bopsweep.plots.data import (
+from bopsweep.readers.plots.data import (
     Run,
     StudyData,
     arm_label,
@@ -19,7 +20,7 @@ from bopsweep.plots.data import (
     seed_band,
     seed_bands,
 )
-from bopsweep.plots.style import (
+from bopsweep.readers.plots.style import (
     SUPTITLE,
     SYMBOLS,
     TITLE,
@@ -76,9 +77,10 @@ def summary_figure(data: StudyData, param: str) -> Figure:
     """Final (solid) and best (dotted) validation accuracy against ``param`` on a log axis, one
     line per optimizer variant. Where a value has several seeds, the point is their mean and the
     error bar its 95 % confidence interval, mean ± t(0.975, n − 1)·s/√n (Student t, sample std;
-    :func:`bopsweep.stats.summarize`, the intervals of ``bopsweep table``); a single seed has
+    :func:`bopsweep.readers.stats.summarize`, the intervals of ``bopsweep table``); a single seed
+    has
     none."""
-    from bopsweep.stats import summarize
+    from bopsweep.readers.stats import summarize
 
     plt = pyplot()
     by_value = points_along(data, param)

@@ -2,15 +2,15 @@
 Optimization?, ICML 2021, arXiv:2106.11309, per epoch for every arm of a study: the FF
 ratio (the share of binary weights whose sign flips in a step, mean over the epoch's steps:
 ``flip_frac``) and the C2I ratio (the share whose sign is still the one at the start: ``c2i``).
-Definitions: :mod:`bopsweep.flips`.
+Definitions: :mod:`bopsweep.trial.flips`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bopsweep.plots.data import StudyData, seed_bands
-from bopsweep.plots.style import (
+from bopsweep.readers.plots.data import StudyData, seed_bands
+from bopsweep.readers.plots.style import (
     SUPTITLE,
     TITLE,
     arm_colours,

@@ -21,8 +21,8 @@ from bopsweep import defaults as d
 from bopsweep.defaults import OPTIMIZER_DEFAULTS, Optimizer, values
 from bopsweep.errors import UserError
 from bopsweep.files import atomic_write_text
-from bopsweep.schedules import Schedule
 from bopsweep.trial import settings
+from bopsweep.trial.schedules import Schedule
 from bopsweep.trial.settings import FIELDS, SETTINGS, STACK_SHARED
 
 OPTIMIZERS = values(Optimizer)
@@ -41,13 +41,13 @@ class TrialConfig:
 
     ``gamma``, ``sigma`` and ``tau`` left as ``None`` take the optimizer's defaults
     (:data:`bopsweep.defaults.OPTIMIZER_DEFAULTS`); ``schedules`` maps a name in
-    :data:`~bopsweep.schedules.SCHEDULABLE` to a :class:`~bopsweep.schedules.Schedule`.
+    :data:`~bopsweep.trial.schedules.SCHEDULABLE` to a :class:`~bopsweep.trial.schedules.Schedule`.
 
     ``weight_decay`` and ``two_step`` belong to the latent optimizer (the recipe of Liu et al.,
     How Do Adam and Training Strategies Help BNNs Optimization?, ICML 2021, arXiv:2106.11309):
     classic L2 weight decay on the latent kernels, and two-step training whose first
     ``two_step`` epochs feed the kernels to the forward pass unbinarised
-    (:mod:`bopsweep.two_step`).
+    (:mod:`bopsweep.trial.two_step`).
     """
 
     optimizer: str = d.OPTIMIZER

@@ -35,9 +35,9 @@ from typing import Any
 
 import torch
 
-from bopsweep.flips import InitialSigns
 from bopsweep.models import BinaryNet
-from bopsweep.studies.config import TrialConfig
+from bopsweep.trial.config import TrialConfig
+from bopsweep.trial.flips import InitialSigns
 
 
 class TwoStep:

@@ -2,8 +2,8 @@
 
 The loop reads top to bottom: schedules set the hyperparameters, forward, backward, the binary
 optimizer flips kernels, Adam trains the norm layers, flips are counted on the device. Each
-epoch starts by setting up its step of two-step training (:mod:`bopsweep.two_step`) and ends
-with the C2I ratio of the kernels against their start (:mod:`bopsweep.flips`). The host
+epoch starts by setting up its step of two-step training (:mod:`bopsweep.trial.two_step`) and ends
+with the C2I ratio of the kernels against their start (:mod:`bopsweep.trial.flips`). The host
 syncs once per ``PROGRESS_EVERY`` steps (only when someone watches) and once per epoch.
 
 With an output folder, every epoch appends its row to ``metrics.csv`` and its logged steps to
@@ -28,17 +28,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bopsweep.best import summarize
-from bopsweep.data import DeviceData, load_cifar10, resolve_data_dir, stratified_subset
 from bopsweep.defaults import Optimizer
 from bopsweep.errors import UserError
-from bopsweep.flips import FlipLog, InitialSigns
-from bopsweep.legacy_c2i import C2I_MEANING
 from bopsweep.models import BinaryNet, StackedBinaryNet
 from bopsweep.optim import Bop, Bop2ndOrder, LatentAdam
-from bopsweep.run_dir import C2I_KEY, RunDir
-from bopsweep.studies.config import STACK_SHARED, TrialConfig
-from bopsweep.two_step import TwoStep
+from bopsweep.trial.best import summarize
+from bopsweep.trial.config import STACK_SHARED, TrialConfig
+from bopsweep.trial.data import DeviceData, load_cifar10, resolve_data_dir, stratified_subset
+from bopsweep.trial.flips import FlipLog, InitialSigns
+from bopsweep.trial.legacy_c2i import C2I_MEANING
+from bopsweep.trial.run_dir import C2I_KEY, RunDir
+from bopsweep.trial.two_step import TwoStep
 
 PROGRESS_EVERY = 20
 LAYOUT = torch.channels_last
@@ -402,7 +402,7 @@ def run_stack(
     """Train K configurations that share data and architecture as one stacked model.
 
     Members (``configs[k]``, trained in ``out_dirs[k]``) must agree on
-    :data:`~bopsweep.studies.config.STACK_SHARED` (architecture, batch size, data and its
+    :data:`~bopsweep.trial.config.STACK_SHARED` (architecture, batch size, data and its
     order); each keeps its own hyperparameters, schedules, optimizer state, metrics and
     checkpoint, the same files a separate :func:`run_trial` writes, so either can resume the
     other's; ``resume`` is one flag for all or one per member. Members resumed at different
