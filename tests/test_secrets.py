@@ -115,7 +115,7 @@ def test_trial_processes_and_zygotes_get_no_storage_url_or_password(
 
 
 def test_a_variable_that_only_contains_the_passwords_letters_is_kept(monkeypatch):
-    from bopsweep.driver.process import child_environ
+    from bopsweep.driver.environ import child_environ
 
     monkeypatch.setenv("BOPSWEEP_STORAGE", "postgresql://bopsweep:bopsweep@db.lab/studies")
     monkeypatch.setenv("VIRTUAL_ENV", "/home/bopsweep/venv")  # the README's user and password

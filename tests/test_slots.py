@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from bopsweep.cli import app
 from bopsweep.driver import process
-from bopsweep.driver.process import child_environ, make_slots, slot_capacity
+from bopsweep.driver.environ import child_environ
+from bopsweep.driver.process import make_slots, slot_capacity
 from bopsweep.errors import UserError
 from tests.helpers import one_line_error
 

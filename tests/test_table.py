@@ -33,8 +33,8 @@ from bopsweep.readers.table import (
     arm_label,
     build_table,
     group_arms,
-    render,
 )
+from bopsweep.readers.table_render import render
 from bopsweep.store import Store
 from bopsweep.store.trial_config import study_base
 from bopsweep.studies import StudySpec, TrialConfig, expand, grid_study

@@ -152,9 +152,11 @@ def table(
     configuration's difference from a baseline with its 95 % CI, a t-test (paired by seed, or
     Welch's) whose p is adjusted by Holm's method, and a verdict at α = 0.05 (from 3 seeds)."""
     from bopsweep.errors import UserError
-    from bopsweep.files import atomic_write_text, check_output_file
+    from bopsweep.files import atomic_write_text
+    from bopsweep.outputs import check_output_file
     from bopsweep.readers.report import with_legacy_bests
-    from bopsweep.readers.table import build_table, group_arms, render
+    from bopsweep.readers.table import build_table, group_arms
+    from bopsweep.readers.table_render import render
     from bopsweep.store import Store, database_file, storage_url
     from bopsweep.store.trial_config import study_base
 
@@ -224,7 +226,8 @@ def export(
     datetime_complete, duration, params_NAME, state) followed by bopsweep's; or its trials'
     curves and hyperparameters as TensorBoard runs (--tensorboard)."""
     from bopsweep.errors import UserError
-    from bopsweep.files import check_output_file, sigterm_as_interrupt
+    from bopsweep.files import sigterm_as_interrupt
+    from bopsweep.outputs import check_output_file
     from bopsweep.readers.export import (
         STDOUT,
         check_engine,

@@ -81,7 +81,7 @@ def train(
     config = config.resolved()  # validate before importing torch
     board = None
     if tensorboard is not None:
-        from bopsweep.files import check_not_own_state
+        from bopsweep.outputs import check_not_own_state
         from bopsweep.readers.tensorboard import TrainBoard, check_logdir
 
         check_logdir(tensorboard, also=[out_dir])

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bopsweep.defaults import MAX_RETRIES, STACK, WARM_STARTS
+from bopsweep.driver.environ import hide_from_children
 from bopsweep.driver.folder_owner import adopt
 from bopsweep.driver.outage import DatabaseLost, Outage, database_errors
-from bopsweep.driver.process import Slot, TrialProcess, hide_from_children, stop_all
+from bopsweep.driver.process import Slot, TrialProcess, stop_all
 from bopsweep.driver.recorder import Recorder
 from bopsweep.driver.seed_average import queue_for
 from bopsweep.driver.state import END_EVENTS, Display, Running, Snapshot, study_progress

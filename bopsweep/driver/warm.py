@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from bopsweep.driver.process import child_environ
+from bopsweep.driver.environ import child_environ
 from bopsweep.driver.zygote import PACKET_BYTES, WARM_ENV, ZYGOTE_MODULE
 
 READY_SECONDS = 120.0  # for a zygote to import torch and load the data (a loaded machine)

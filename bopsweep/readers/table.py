@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bopsweep.defaults import TableFormat, TableMetric
+from bopsweep.defaults import TableMetric
 from bopsweep.errors import UserError
 from bopsweep.readers.stats import ALPHA, Outcome, Summary, compare_to_baseline, summarize
 from bopsweep.trial.settings import LOCAL
@@ -222,10 +222,3 @@ def build_table(
         for arm in arms
     ]
     return Table(study, metric, rows, chosen, alpha)
-
-
-def render(table: Table, format: TableFormat) -> str:
-    """The table as text (:func:`bopsweep.readers.table_render.render`)."""
-    from bopsweep.readers.table_render import render as render_text
-
-    return render_text(table, format)

@@ -52,11 +52,11 @@ from typing import TYPE_CHECKING, Any
 from bopsweep.errors import UserError
 from bopsweep.files import (
     check_folder_target,
-    check_not_own_state,
     remove_stale_temps,
     temp_folder,
 )
 from bopsweep.folders import NAME_MAX, inside, name_component
+from bopsweep.outputs import check_not_own_state
 from bopsweep.studies.plan import FOLDED
 from bopsweep.trial.settings import LOCAL
 
@@ -93,7 +93,7 @@ MAX_NAME = 100  # characters of a run's folder name
 def check_logdir(path: Path, database: Path | None = None, also: Iterable[Path] = ()) -> None:
     """``--tensorboard DIR`` must be a folder that exists or can be made, be writable, and be
     none of bopsweep's own state (``database``'s files and checkpoints, the folders ``also``,
-    every marked folder: :func:`~bopsweep.files.check_not_own_state`): checked before anything
+    every marked folder: :func:`~bopsweep.outputs.check_not_own_state`): checked before anything
     is trained or written, so bad input creates nothing."""
     path = Path(path)
     check_not_own_state(path, database, also=also)

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 from bopsweep.defaults import FigureFormat, values
 from bopsweep.errors import UserError
-from bopsweep.files import atomic_open, atomic_write_text, check_not_own_state
+from bopsweep.files import atomic_open, atomic_write_text
 from bopsweep.folders import NAME_MAX, inside, name_component
+from bopsweep.outputs import check_not_own_state
 from bopsweep.readers.plots.data import LAYERS, StudyData, swept_params
 from bopsweep.readers.plots.figures import (
     ablation_figure,
