@@ -103,7 +103,7 @@ def first_suggestions(tmp_path, name: str, seed: int | None, n: int = 4, existin
     for _ in range(existing):
         study.tell(study.ask(), 0.0)
     driver = Driver(store, study, make_slots("cpu"), tmp_path, search=search_of(spec, study, 0))
-    return [driver._sample().params for _ in range(n)]
+    return [driver.launcher.sample().params for _ in range(n)]
 
 
 def test_the_same_sampler_seed_gives_the_same_first_configurations(tmp_path):

@@ -177,7 +177,7 @@ def test_a_stopped_member_is_dropped_after_its_epoch(small_cifar_dir, tmp_path):
     ("other", "message"),
     [
         ({"seed": 1}, "stacked trials must share seed"),
-        ({"width": 1 / 8, "batch_size": 10}, "must share width, batch_size"),
+        ({"width": 1 / 8, "batch_size": 10}, "must share batch_size, width"),
         ({"compile": True}, "--compile applies to a lone trial"),
     ],
 )

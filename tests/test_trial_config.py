@@ -179,7 +179,7 @@ def test_a_sampled_trial_stores_its_difference_from_the_stored_base(
     assert what_it_computes(search.base.to_dict()) == what_it_computes(study_base(study.user_attrs))
     driver = Driver(store, study, [], tmp_path / "ckpt", search=search)
     for _ in range(3):
-        t = driver._sample()
+        t = driver.launcher.sample()
         assert t is not None and "config" not in t.user_attrs
         sampled = suggest(
             optuna.trial.FixedTrial(t.params), SearchSpace.from_dict(spec.meta["space"]), spec.base
@@ -187,7 +187,7 @@ def test_a_sampled_trial_stores_its_difference_from_the_stored_base(
         assert config_id(sampled) == t.user_attrs["config_id"]
         rebuilt = trial_config(t.user_attrs, study_base(study.user_attrs))
         assert what_it_computes(rebuilt) == what_it_computes(sampled.to_dict())
-    assert driver._sample() is None  # the study's total
+    assert driver.launcher.sample() is None  # the study's total
     store.engine.dispose()
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import optuna
 import pytest
 
-from bopsweep.driver import DispatchOptions, Driver, run_study
+from bopsweep.driver import DispatchOptions, Driver, LoopSettings, run_study
 from bopsweep.driver.process import TrialProcess, make_slots
 from bopsweep.driver.protocol import CHILD_MODULE
 from bopsweep.driver.warm import Zygotes
@@ -267,9 +267,8 @@ def test_the_driver_forks_its_trials_from_a_zygote_unless_told_to_start_cold(
     study, _ = store.create(spec)
     local = {"data_dir": str(small_cifar_dir), "download": False}
     spy = Spy()
-    driver = Driver(
-        store, study, make_slots("cpu"), tmp_path / "ckpt", local, display=spy, warm_starts=warm
-    )
+    settings = LoopSettings(warm_starts=warm)
+    driver = Driver(store, study, make_slots("cpu"), tmp_path / "ckpt", local, spy, None, settings)
     spy.driver = driver
     driver.queue.enqueue_missing(expand(spec))
     assert driver.run() == 0

@@ -20,34 +20,32 @@ import queue
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bopsweep.defaults import MAX_RETRIES, STACK, WARM_STARTS
 from bopsweep.driver.environ import hide_from_children
-from bopsweep.driver.folder_owner import adopt
+from bopsweep.driver.launch import Launcher
 from bopsweep.driver.outage import DatabaseLost, Outage, database_errors
-from bopsweep.driver.process import Slot, TrialProcess, stop_all
+from bopsweep.driver.process import Slot, stop_all
 from bopsweep.driver.recorder import Recorder
 from bopsweep.driver.seed_average import queue_for
-from bopsweep.driver.state import END_EVENTS, Display, Running, Snapshot, study_progress
+from bopsweep.driver.showing import Showing
+from bopsweep.driver.state import Display, Running
 from bopsweep.driver.warm import Zygotes, available
-from bopsweep.store.fencing import OWNER_ATTR, TrialTakenOver
+from bopsweep.store.fencing import TrialTakenOver
 from bopsweep.store.optuna_adapter import trial_id
-from bopsweep.trial.config import stack_key
 
 if TYPE_CHECKING:
     import optuna
-    from optuna.trial import FrozenTrial
 
     from bopsweep.store import Store
     from bopsweep.studies import TrialConfig
     from bopsweep.studies.search import SearchSpace
 
 FLUSH_SECONDS = 2.0
-SNAPSHOT_SHARE = 10  # a live snapshot at most every 10 times the time it took
 
 
 @dataclass(frozen=True)
@@ -60,6 +58,20 @@ class Search:
     seeds: int = 1  # runs per configuration, averaged (bopsweep.driver.seed_average)
 
 
+@dataclass(frozen=True)
+class LoopSettings:
+    """How a driver runs its trials (the command line's dispatch options)."""
+
+    max_retries: int = MAX_RETRIES
+    heartbeat_interval: float | None = None  # shared databases: heartbeats of running trials
+    tensorboard: Path | None = None  # a TensorBoard run per trial, in this folder
+    warm_starts: bool = WARM_STARTS
+    stack: int = STACK  # trials per process
+    # the study's UUID and its data's fingerprint, which each trial folder is marked with
+    # (:meth:`~bopsweep.trial.run_dir.RunDir.adopt`); None leaves folders unmarked
+    identity: tuple[str, str] | None = None
+
+
 class Driver:
     def __init__(
         self,
@@ -68,77 +80,63 @@ class Driver:
         slots: Sequence[Slot],
         checkpoint_root: Path,
         local: dict[str, Any] | None = None,
-        max_retries: int = MAX_RETRIES,
         display: Display | None = None,
         search: Search | None = None,
-        heartbeat_interval: float | None = None,
-        tensorboard: Path | None = None,
-        warm_starts: bool = WARM_STARTS,
-        stack: int = STACK,
-        identity: tuple[str, str] | None = None,
+        settings: LoopSettings = LoopSettings(),
     ) -> None:
-        """``identity``: the study's UUID and its data's fingerprint, which each trial folder is
-        marked with (:meth:`~bopsweep.trial.run_dir.RunDir.adopt`); None leaves folders unmarked."""
         import optuna
 
-        self.store, self.slots, self.display, self.search = store, slots, display, search
+        self.store, self.slots, self.search = store, slots, search
         hide_from_children(store.url)  # no trial or zygote gets the URL or its password
         self.queue = queue_for(study, search)  # seed-averaged with --seeds K > 1
+        self.running: dict[str, Running] = {}  # by Running.key: the slot (and stack member)
+        self.finishing: list[Running] = []  # exited, their end not yet recorded
+        self.showing = Showing(display, self.queue, search, lambda: self.counts, self._runs)
         board = None
-        if tensorboard is not None:  # the trials' TensorBoard runs, in this folder
+        if settings.tensorboard is not None:  # the trials' TensorBoard runs, in this folder
             from bopsweep.readers.tensorboard import StudyBoard
 
-            board = StudyBoard(tensorboard, self._note)
-        self.recorder = Recorder(store, self.queue, max_retries, self._event, self._note, board)
+            board = StudyBoard(settings.tensorboard, self._note)
+        retries = settings.max_retries
+        self.recorder = Recorder(store, self.queue, retries, self._event, self._note, board)
         self.checkpoint_root = Path(checkpoint_root)
         self.local = local or {}
-        self.heartbeat_interval = heartbeat_interval
+        where = (self.checkpoint_root, self.local, settings.identity)
+        self.launcher = Launcher(self.queue, search, settings.stack, *where, self._note)
+        self.heartbeat_interval = settings.heartbeat_interval
         self.prunes = search is not None and not isinstance(study.pruner, optuna.pruners.NopPruner)
-        self.running: dict[str, Running] = {}  # by Running.key: the slot (and stack member)
-        self.stack = stack  # trials per process (--stack)
-        # sampled trials join a stack when every one shares what a stack must (the norm alone
-        # of those is searched); one that cannot waits here for a slot of its own
-        self.stack_samples = search is not None and (
-            "norm" in search.space.fixed or len(search.space.norms) == 1
-        )
-        self.held: list[FrozenTrial] = []  # claimed (RUNNING), waiting for a free slot
-        self.finishing: list[Running] = []  # exited, their end not yet recorded
-        self.events: queue.Queue[tuple[Running, dict[str, Any] | None]] = queue.Queue()
+        self.held = self.launcher.held  # claimed (RUNNING), waiting for a free slot
+        self.events = self.launcher.events
         self._last_flush = time.monotonic()
         self._last_heartbeat = -math.inf
-        self._next_show = -math.inf  # no live snapshot before this (see _show)
         self._interrupted = False  # a Ctrl-C that Python swallowed (see _unraisable)
         self.outage = Outage(store.url, self._note)
-        self.warm_starts = warm_starts and available()
-        self.zygotes: Zygotes | None = None  # while it runs, with warm starts
-        self.identity = identity
+        self.warm_starts = settings.warm_starts and available()
 
     @property
     def counts(self) -> dict[str, int]:
         return self.recorder.counts
 
+    def _runs(self) -> tuple[Iterable[Running], Iterable[Running]]:
+        """This driver's running trials, and those whose end is not yet recorded."""
+        return self.running.values(), self.finishing
+
     def run(self) -> int:
         """0: all done, 1: some failed (or the database was lost), 130: Ctrl-C."""
-        previous_hook = sys.unraisablehook
-        held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-        previous = {signum: signal.getsignal(signum) for signum in held}
-        sys.unraisablehook = self._unraisable
-        try:
-            if self.warm_starts:
-                envs = {s.name: s.env for s in self.slots}
-                data_dir = self.local.get("data_dir")
-                self.zygotes = Zygotes(envs, data_dir, self.checkpoint_root, self._note)
-            return self._run()
-        finally:  # the process as it was: a later run (or a child it starts) gets Ctrl-C again
-            if self.zygotes is not None:  # no zygote outlives the run (nor a kill -9 of it)
-                self.zygotes.close()
-                self.zygotes = None
-            sys.unraisablehook = previous_hook
-            for signum, handler in previous.items():
-                if handler is not None:  # None: not set from Python, nothing to restore
-                    signal.signal(signum, handler)
-            if self.recorder.board is not None:
-                self.recorder.board.close()
+        with _process_kept(self._unraisable):
+            try:
+                if self.warm_starts:
+                    envs = {s.name: s.env for s in self.slots}
+                    data_dir = self.local.get("data_dir")
+                    zygotes = Zygotes(envs, data_dir, self.checkpoint_root, self._note)
+                    self.launcher.zygotes = zygotes
+                return self._run()
+            finally:
+                if self.launcher.zygotes is not None:  # no zygote outlives the run (nor a kill)
+                    self.launcher.zygotes.close()
+                    self.launcher.zygotes = None
+                if self.recorder.board is not None:
+                    self.recorder.board.close()
 
     def _unraisable(self, info: Any) -> None:
         """A Ctrl-C that arrives while Python runs a finalizer (a weakref callback, a
@@ -210,7 +208,7 @@ class Driver:
             for r in self.running.values():
                 self.recorder.flush(r)
             self._last_flush = time.monotonic()
-        self._show()
+        self.showing.show()
         return True
 
     # --- trials starting --------------------------------------------------------------------
@@ -219,7 +217,7 @@ class Driver:
         for slot in self.slots:
             if slot.name in busy:
                 continue
-            trials = self._next_trials()
+            trials = self.launcher.next_trials()
             if not trials:
                 return
             try:
@@ -230,7 +228,7 @@ class Driver:
                 self.held[:0] = trials
                 raise
             try:
-                started = self._start(trials, slot)
+                started = self.launcher.start(trials, slot)
             except BaseException as e:  # the trials are RUNNING: they must not stay so
                 for trial in trials:
                     self.recorder.fail_unstarted(trial, e)
@@ -240,101 +238,6 @@ class Driver:
             for r in started:
                 self.running[r.key] = r
                 self._event("start", r)
-
-    def _next_trials(self) -> list[FrozenTrial]:
-        """The trials of the next process: one, or up to ``--stack`` that can share one
-        (:data:`~bopsweep.trial.config.STACK_SHARED`), queued ones first."""
-        first = self.held.pop(0) if self.held else self.queue.claim() or self._sample()
-        if first is None or self.stack == 1:
-            return [] if first is None else [first]
-        key = stack_key(self.queue.config(first))
-        trials = [first]
-        while len(trials) < self.stack:
-            trial = self.queue.claim(lambda config: stack_key(config) == key)
-            if trial is None and self.stack_samples:
-                trial = self._sample()
-                if trial is not None and stack_key(self.queue.config(trial)) != key:
-                    self.held.append(trial)
-                    break
-            if trial is None:
-                break
-            trials.append(trial)
-        return trials
-
-    def _sample(self) -> FrozenTrial | None:
-        """A new trial from the sampler, while the study holds fewer than its total."""
-        if self.search is None or self.queue.counted() >= self.search.trials:
-            return None
-        from bopsweep.store.trial_config import config_attrs
-        from bopsweep.studies import config_id, describe_config
-        from bopsweep.studies.search import suggest
-
-        search = self.search
-
-        def configure(trial: optuna.Trial) -> dict[str, Any]:
-            config = suggest(trial, search.space, search.base)
-            return {
-                "config_id": config_id(config),
-                "label": describe_config(config),
-                # against the base the study stores (its trials are rebuilt from that one)
-                **config_attrs(config.to_dict(), self.queue.base),
-                "attempt": 0,
-            }
-
-        return self.queue.ask(configure)
-
-    def _start(self, trials: list[FrozenTrial], slot: Slot) -> list[Running]:
-        """Start a trial process for ``trials`` (one, or a stack of several), each in its
-        configuration's own folder (no database write here: a failed write must not orphan
-        it)."""
-        runs: list[Running] = []
-        jobs: list[dict[str, Any]] = []
-        for trial in trials:
-            attrs = trial.user_attrs
-            run_dir = self.checkpoint_root / attrs["config_id"]
-            if adopt(run_dir, attrs["config_id"], self.identity):
-                self._note(f"{run_dir} held a run on other data (or another study's); started over")
-            stored = self.queue.config(trial)
-            config = {**stored, **self.local, "device": slot.device}
-            runs.append(
-                Running(
-                    trial.number,
-                    trial_id(trial),
-                    attrs["config_id"],
-                    attrs.get("label", ""),
-                    stored,
-                    slot,
-                    attrs.get("attempt", 0),
-                    config["epochs"],
-                    retry_of=trial.system_attrs.get("failed_trial"),
-                    member=len(runs) if len(trials) > 1 else None,
-                    run_dir=run_dir,
-                    owner=trial.system_attrs.get(OWNER_ATTR),
-                )
-            )
-            owner = runs[-1].owner  # the trial process checks it against the folder's
-            # only a retry of an attempt the database failed as lost may ask a live process in
-            # its folder to leave: two live attempts of one configuration never evict each other
-            take_over = runs[-1].retry_of is not None
-            jobs.append(
-                {"config": config, "run_dir": str(run_dir), "owner": owner, "take_over": take_over}
-            )
-        single = {**jobs[0]["config"], "owner": jobs[0]["owner"], "take_over": jobs[0]["take_over"]}
-        job = single if len(jobs) == 1 else {"stack": jobs}
-
-        def on_message(message: dict[str, Any] | None) -> None:
-            if message is None:  # the end of the channel: every member's
-                for r in runs:
-                    self.events.put((r, None))
-            else:
-                self.events.put((runs[message.get("member", 0)], message))
-
-        # a stack's stderr (one process) goes to every member's trial.log
-        logs = [self.checkpoint_root / r.config_id / "trial.log" for r in runs]
-        process = TrialProcess(logs[0].parent, slot, job, on_message, self.zygotes, logs)
-        for r in runs:
-            r.process = process
-        return runs
 
     # --- messages of running trials ---------------------------------------------------------
     def _wait_for_events(self, timeout: float) -> None:
@@ -429,51 +332,25 @@ class Driver:
 
     # --- display ----------------------------------------------------------------------------
     def _event(self, kind: str, r: Running, detail: str = "") -> None:
-        if self.display is not None:
-            if kind in END_EVENTS:  # the line of a trial's end shows the study's progress
-                self._refresh_progress()
-            self.display.event(kind, r.view(), detail)
+        self.showing.event(kind, r, detail)
 
     def _note(self, text: str) -> None:
-        if self.display is not None:
-            self.display.note(text)
+        self.showing.note(text)
 
-    def _show(self) -> None:
-        """A live snapshot, at most as often as the display wants one and so that reading the
-        study takes at most a tenth of the loop's time: a snapshot reads every trial, seconds
-        for a study of 10,000, and would stall the loop (messages, heartbeats) at 4 a second."""
-        if self.display is None or time.monotonic() < self._next_show:
-            return
-        if self.display.wants_update():
-            start = time.monotonic()
-            self.display.update(self._snapshot())
-            self._next_show = start + SNAPSHOT_SHARE * (time.monotonic() - start)
 
-    def _refresh_progress(self) -> None:
-        """A fresh snapshot for the display; skipped while the database is unreachable (the
-        trial's end is recorded already, and its line must come all the same)."""
-        import optuna
-        import sqlalchemy.exc
-
-        if self.display is None:
-            return
-        with contextlib.suppress(
-            sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError
-        ):
-            self.display.update(self._snapshot())
-
-    def _snapshot(self) -> Snapshot:
-        counts, trials = self.counts, self.queue.trials()
-        search = None  # a search's runs in all (K per configuration with --seeds K)
-        if self.search is not None:
-            search = (self.search.trials * self.search.seeds, self.search.base.epochs)
-        return Snapshot(
-            counts["done"],
-            counts["failed"],
-            counts["pruned"] if self.search is not None else None,
-            sum(t.state.name == "WAITING" for t in trials),
-            [r.view() for r in self.running.values()],
-            study_progress(
-                trials, self.queue.base, [*self.running.values(), *self.finishing], search
-            ),
-        )
+@contextlib.contextmanager
+def _process_kept(on_unraisable: Callable[[Any], None]) -> Iterator[None]:
+    """The process as it was after a run: its signal handlers and unraisable hook (Ctrl-C and
+    SIGTERM are set aside while trials stop), so a later run, or a child it starts, gets Ctrl-C
+    again."""
+    previous_hook = sys.unraisablehook
+    held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.getsignal(signum) for signum in held}
+    sys.unraisablehook = on_unraisable
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous_hook
+        for signum, handler in previous.items():
+            if handler is not None:  # None: not set from Python, nothing to restore
+                signal.signal(signum, handler)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bopsweep import defaults as d
-from bopsweep.driver.loop import Driver, Search
+from bopsweep.driver.loop import Driver, LoopSettings, Search
 from bopsweep.driver.outage import database_errors
 from bopsweep.driver.process import Slot, make_slots
 from bopsweep.errors import UserError
@@ -179,14 +179,16 @@ def _run_study(
             slots,
             root,
             local,
-            options.max_retries,
             display,
             search,
-            heartbeat_interval=options.heartbeat_interval if shared else None,
-            tensorboard=_tensorboard_root(options, spec.name),
-            warm_starts=options.warm_starts,
-            stack=options.stack,
-            identity=(identity, data or ""),
+            LoopSettings(
+                max_retries=options.max_retries,
+                heartbeat_interval=options.heartbeat_interval if shared else None,
+                tensorboard=_tensorboard_root(options, spec.name),
+                warm_starts=options.warm_starts,
+                stack=options.stack,
+                identity=(identity, data or ""),
+            ),
         )
         recovered = 0 if shared else driver.queue.recover_stale()
         recovered += driver.queue.requeue_lost()

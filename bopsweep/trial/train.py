@@ -206,7 +206,7 @@ class _Member:
         device: torch.device,
         steps_per_epoch: int,
     ) -> None:
-        self.index, self.config = index, config
+        self.index, self.config, self.device = index, config, device
         self.run = RunDir(Path(out_dir)) if out_dir is not None else None
         state = self.run.open(config, resume) if self.run is not None else None
         torch.manual_seed(config.seed)  # a member starts as its separate run does
@@ -436,14 +436,13 @@ def run_stack(
     resumes = [resume] * len(configs) if isinstance(resume, bool) else list(resume)
     members: list[_Member] = []
     for k, (config, out_dir) in enumerate(zip(configs, out_dirs, strict=True)):
-        try:
-            member = _Member(k, config, out_dir, resumes[k], device, steps_per_epoch)
+        try:  # a member whose folder cannot be opened ends alone
+            members.append(_Member(k, config, out_dir, resumes[k], device, steps_per_epoch))
         except UserError as e:
             end(k, e)
             continue
-        members.append(member)
-        if resumes[k] and on_resume is not None and member.run is not None:
-            on_resume(k, member.history, member.run.step_history())
+        if resumes[k] and on_resume is not None and members[-1].run is not None:
+            on_resume(k, members[-1].history, members[-1].run.step_history())
 
     while members:
         for m in [m for m in members if m.finished]:
@@ -457,35 +456,7 @@ def run_stack(
         for m in group:
             m.begin_epoch()
         forward = _forward(group, grouped)
-        forward.train()
-        sums = torch.zeros(len(group), 2, device=device)  # loss·n, correct: on the device
-        seen = 0
-        generator = epoch_generator(first.seed, epoch, device)
-        for i, (x, y) in enumerate(train.batches(first.batch_size, generator, first.augment)):
-            for m in group:
-                m.hyper.apply(m.step)
-            x = x.contiguous(memory_format=LAYOUT)
-            if isinstance(forward, StackedBinaryNet) and forward.grouped:
-                logits = forward(x)  # one pass for all members, one backward
-                # each member's loss is its own mean; their sum gives each its own gradient
-                losses = torch.stack([F.cross_entropy(out, y) for out in logits])
-                for m in group:
-                    m.zero_grad()
-                losses.sum().backward()
-            else:  # member by member, each graph freed before the next is built
-                logits, losses = _member_by_member(group, x, y)
-            for m in group:
-                m.optimizer_step()
-            correct = torch.stack([(out.argmax(1) == y).sum() for out in logits])
-            sums += torch.stack([losses.detach() * len(y), correct], dim=1)
-            seen += len(y)
-            if on_progress is not None and (i + 1) % PROGRESS_EVERY == 0:
-                for k, m in enumerate(group):
-                    p = _progress(
-                        epoch, m.config.epochs, i + 1, steps_per_epoch, sums[k], seen, m.flips
-                    )
-                    on_progress(m.index, p)
-
+        sums, seen = _train_epoch(group, forward, train, epoch, steps_per_epoch, on_progress)
         vals = evaluate(forward, test)
         for (loss_sum, correct_sum), val, m in zip(sums.tolist(), vals, group, strict=True):
             try:
@@ -499,20 +470,66 @@ def run_stack(
             if on_epoch is not None:
                 on_epoch(m.index, row, step_rows)
             if on_progress is not None:
-                p = Progress(
-                    m.epoch,
-                    m.config.epochs,
-                    steps_per_epoch,
-                    steps_per_epoch,
-                    row["train_loss"],
-                    row["train_acc"],
-                    row["pi"],
-                    val[1],
-                )
-                on_progress(m.index, p)
+                on_progress(m.index, _epoch_progress(m, row, val[1], steps_per_epoch))
             if stopped(m.index):
                 members.remove(m)
     return ends
+
+
+def _epoch_progress(m: _Member, row: dict[str, Any], val_acc: float, steps: int) -> Progress:
+    """A member's progress at the end of its epoch, from the epoch's metric row."""
+    return Progress(
+        m.epoch,
+        m.config.epochs,
+        steps,
+        steps,
+        row["train_loss"],
+        row["train_acc"],
+        row["pi"],
+        val_acc,
+    )
+
+
+def _train_epoch(
+    group: list[_Member],
+    forward: torch.nn.Module,
+    train: Any,
+    epoch: int,
+    steps_per_epoch: int,
+    on_progress: Callable[[int, Progress], None] | None,
+) -> tuple[Tensor, int]:
+    """One epoch of training of the members in ``group`` (they share the data and its order);
+    each member's summed loss·n and correct count (on the device), and the images seen."""
+    first, device = group[0].config, group[0].device
+    forward.train()
+    sums = torch.zeros(len(group), 2, device=device)  # loss·n, correct: on the device
+    seen = 0
+    generator = epoch_generator(first.seed, epoch, device)
+    for i, (x, y) in enumerate(train.batches(first.batch_size, generator, first.augment)):
+        for m in group:
+            m.hyper.apply(m.step)
+        x = x.contiguous(memory_format=LAYOUT)
+        if isinstance(forward, StackedBinaryNet) and forward.grouped:
+            logits = forward(x)  # one pass for all members, one backward
+            # each member's loss is its own mean; their sum gives each its own gradient
+            losses = torch.stack([F.cross_entropy(out, y) for out in logits])
+            for m in group:
+                m.zero_grad()
+            losses.sum().backward()
+        else:  # member by member, each graph freed before the next is built
+            logits, losses = _member_by_member(group, x, y)
+        for m in group:
+            m.optimizer_step()
+        correct = torch.stack([(out.argmax(1) == y).sum() for out in logits])
+        sums += torch.stack([losses.detach() * len(y), correct], dim=1)
+        seen += len(y)
+        if on_progress is not None and (i + 1) % PROGRESS_EVERY == 0:
+            for k, m in enumerate(group):
+                p = _progress(
+                    epoch, m.config.epochs, i + 1, steps_per_epoch, sums[k], seen, m.flips
+                )
+                on_progress(m.index, p)
+    return sums, seen
 
 
 def check_stackable(configs: Sequence[TrialConfig]) -> None:
