@@ -74,8 +74,16 @@ def test_importing_the_cli_imports_no_heavy_package():
 
 
 def test_every_command_has_help():
-    result = runner.invoke(app, ["--help"])
+    result = runner.invoke(app, ["--help"], terminal_width=80)
     assert result.exit_code == 0 and "train" in result.output
+    # listed without being built, each as it would list itself built
+    group = typer.main.get_command(app)
+    names = list(group.commands)  # type: ignore[attr-defined]
+    assert len(names) == 14 and names[:2] == ["train", "grid"]
+    limit = 80 - 6 - max(map(len, names))  # Click's spacing, on a terminal 80 wide
+    for name in names:
+        short = group.commands[name].get_short_help_str(limit)  # type: ignore[attr-defined]
+        assert re.search(rf"^  {name} +{re.escape(short)}$", result.output, re.M), name
     result = runner.invoke(app, ["train", "--help"])
     assert result.exit_code == 0
     for flag in ("--optimizer", "--unbiased", "--schedule", "--resume", "--subset", "--norm"):
