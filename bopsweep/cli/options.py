@@ -388,7 +388,7 @@ _GROUP_PANELS: dict[type, str] = {
 def in_panel(annotation: Any, panel: str) -> Any:
     """``annotation`` (``Annotated[type, typer.Option(…)]``) with its option in ``panel``,
     unless the option names a panel of its own. Arguments stay in Typer's "Arguments" panel:
-    the arguments of a panel are a box of their own, beside the box of its options."""
+    Typer draws a panel's arguments in a box apart from its options, two boxes of one title."""
     if get_origin(annotation) is not Annotated:
         return annotation
     base, *extras = get_args(annotation)
