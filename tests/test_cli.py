@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,9 +11,11 @@ import threading
 import time
 
 import pytest
+import typer.main
 from typer.testing import CliRunner
 
 from bopsweep.cli import app
+from bopsweep.cli.options import PANELS
 from bopsweep.studies import TrialConfig
 from bopsweep.trial.run_dir import read_rows
 from bopsweep.trial.train import run_trial
@@ -28,25 +31,112 @@ def bopsweep(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_importing_the_cli_does_not_import_torch():
-    out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import bopsweep.cli"],
-        capture_output=True,
-        text=True,
-        check=True,
+HEAVY = ("torch", "optuna", "pandas", "matplotlib", "numpy", "sqlalchemy")
+
+
+def imported_beyond_typer(code: str, watched: tuple[str, ...]) -> set[str]:
+    """The packages of ``watched`` that running ``code`` imports and ``import typer`` does not
+    (Typer before 0.16 imports Rich itself)."""
+    script = (
+        "import sys, typer\n"
+        "before = set(sys.modules)\n"
+        f"{code}\n"
+        f"print(' '.join(m for m in {watched!r} if m in set(sys.modules) - before), "
+        "file=sys.stderr)\n"
     )
-    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines()}
-    assert "typer" in imported
-    assert not {"torch", "optuna", "matplotlib", "pandas"} & imported
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return set(out.stderr.split())
+
+
+@pytest.mark.parametrize(
+    "args, watched",
+    [
+        # bopsweep --help lists the commands in plain text: not even Rich
+        (["--help"], (*HEAVY, "rich")),
+        # a command's --help draws its panels with Rich, and needs nothing more
+        (["grid", "--help"], HEAVY),
+    ],
+)
+def test_help_imports_no_heavy_package(args, watched):
+    code = (
+        "from bopsweep.cli import app\n"
+        "try:\n"
+        f"    app({args!r}, prog_name='bopsweep')\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code"
+    )
+    assert imported_beyond_typer(code, watched) == set()
+
+
+def test_importing_the_cli_imports_no_heavy_package():
+    assert imported_beyond_typer("import bopsweep.cli", (*HEAVY, "rich")) == set()
 
 
 def test_every_command_has_help():
-    result = runner.invoke(app, ["--help"])
+    result = runner.invoke(app, ["--help"], terminal_width=80)
     assert result.exit_code == 0 and "train" in result.output
+    # listed without being built, each as it would list itself built
+    group = typer.main.get_command(app)
+    names = list(group.commands)  # type: ignore[attr-defined]
+    assert len(names) == 14 and names[:2] == ["train", "grid"]
+    limit = 80 - 6 - max(map(len, names))  # Click's spacing, on a terminal 80 wide
+    for name in names:
+        short = group.commands[name].get_short_help_str(limit)  # type: ignore[attr-defined]
+        assert re.search(rf"^  {name} +{re.escape(short)}$", result.output, re.M), name
     result = runner.invoke(app, ["train", "--help"])
     assert result.exit_code == 0
     for flag in ("--optimizer", "--unbiased", "--schedule", "--resume", "--subset", "--norm"):
         assert flag in result.output
+
+
+def panels(output: str) -> dict[str, str]:
+    """The boxes of a command's --help, by title: ``╭─ Trial ──╮ … ╰──╯``."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", output)  # colours, where a CI forces a terminal
+    found = {}
+    for match in re.finditer(r"╭─ (\w+) ─+╮\n(.*?)╰", text, re.S):
+        found[match[1]] = found.get(match[1], "") + match[2]
+    return found
+
+
+def test_grid_help_shows_its_options_in_panels():
+    result = runner.invoke(app, ["grid", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    boxes = panels(result.output)
+    assert {"Trial", "Study", "Dispatch", "Storage"} <= set(boxes)
+    expected = {
+        "Trial": ("--optimizer", "--epochs", "--batch-size", "--device", "--data-dir", "--seed"),
+        "Study": ("--param", "--values", "--study", "--seeds", "--set", "--queue-only",
+                  "--dry-run"),
+        "Dispatch": ("--gpus", "--workers", "--per-gpu", "--max-retries",
+                     "--heartbeat-interval", "--stack", "--cold-starts", "--tensorboard",
+                     "--quiet"),
+        "Storage": ("--storage", "--checkpoint-dir"),
+    }  # fmt: skip
+    for title, options in expected.items():
+        for option in options:
+            assert re.search(rf"{option}\b(?!-)", boxes[title]), (title, option)
+            others = [box for name, box in boxes.items() if name != title]
+            assert not any(re.search(rf"{option}\b(?!-)", box) for box in others), option
+
+
+def test_every_option_of_every_command_is_in_a_panel():
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        for param in command.params:
+            if param.param_type_name == "option":
+                assert param.rich_help_panel in PANELS, (name, param.name)
+
+
+def test_help_texts_survive_rich_markup():
+    """Command help is Rich markup: a [word] in a help text would vanish from it."""
+    from rich.text import Text
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        for text in texts:
+            assert Text.from_markup(text).plain == text, (name, text)
 
 
 def test_train_writes_metrics_steps_and_checkpoint(small_cifar_dir, tmp_path):

@@ -8,8 +8,9 @@
 * :mod:`~bopsweep.cli.inspect`: ``status``, ``studies``, ``table``, ``export``, ``plot``;
 * :mod:`~bopsweep.cli.manage`: ``delete``.
 
-Heavy packages (torch, optuna, matplotlib) are imported inside the commands, so ``--help``
-stays instant.
+Heavy packages (torch, optuna, matplotlib, and :mod:`bopsweep.studies`) are imported inside
+the commands, so ``--help`` stays instant; Rich, which draws a command's ``--help`` in panels
+(Trial, Study, Dispatch, Storage, Output), only by that ``--help``.
 """
 
 # registers the commands, in the order --help lists them

@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from bopsweep.cli.app import Command, app, console, user_errors
-from bopsweep.cli.options import Database, Storage, StudyName
+from bopsweep.cli.app import command, console
+from bopsweep.cli.options import PANEL_OUTPUT, PANEL_STUDY, Database, Storage, StudyName
 from bopsweep.defaults import (
     ExportFormat,
     FigureFormat,
@@ -36,8 +36,7 @@ def _print_json(document: object) -> None:
     typer.echo(json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False))
 
 
-@app.command(cls=Command)
-@user_errors
+@command(panel=PANEL_OUTPUT)
 def status(
     database: Database = None,
     storage: Storage = None,
@@ -96,8 +95,7 @@ def status(
         out.print(report.param_importances(searched))
 
 
-@app.command(cls=Command)
-@user_errors
+@command(panel=PANEL_OUTPUT)
 def studies(
     database: Database = None, storage: Storage = None, format: FormatOption = InspectFormat.TABLE
 ) -> None:
@@ -120,8 +118,7 @@ def studies(
     console().print(table)
 
 
-@app.command(cls=Command)
-@user_errors
+@command(panel=PANEL_OUTPUT)
 def table(
     database: Database = None,
     storage: Storage = None,
@@ -180,8 +177,7 @@ def table(
     typer.echo(f"wrote the table of {len(arms)} configurations to {output}")
 
 
-@app.command(cls=Command)
-@user_errors
+@command(panel=PANEL_OUTPUT)
 def export(
     database: Database = None,
     storage: Storage = None,
@@ -276,13 +272,15 @@ def export(
     typer.echo(f"wrote {len(frame)} rows to {output}")
 
 
-@app.command(cls=Command)
-@user_errors
+@command(panel=PANEL_OUTPUT)
 def plot(
     database: Database = None,
     storage: Storage = None,
     study: Annotated[
-        str | None, typer.Option(help="Study name. (default: every study in the database)")
+        str | None,
+        typer.Option(
+            help="Study name. (default: every study in the database)", rich_help_panel=PANEL_STUDY
+        ),
     ] = None,
     out: Annotated[Path, typer.Option(help="Folder for the figures and index.md.")] = Path(
         "figures"

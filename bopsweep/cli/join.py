@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from bopsweep.cli.app import Command, app, user_errors
+from bopsweep.cli.app import command
 from bopsweep.cli.options import Database, JoinOptions, Placement, Storage, StudyName, with_groups
 from bopsweep.cli.studies import preview, study_display
 
@@ -35,10 +35,9 @@ def _join(
 
 
 def _join_command(name: str, help: str, worker: bool) -> None:
-    @app.command(name, cls=Command, help=help)
-    @user_errors
+    @command(name, help=help)
     @with_groups(local=JoinOptions, where=Placement)
-    def command(
+    def join(
         database: Database = None,
         storage: Storage = None,
         study: StudyName = None,

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from bopsweep.cli.app import Command, app, fail, user_errors
-from bopsweep.cli.options import CHECKPOINT_HELP, Database, Storage
+from bopsweep.cli.app import command, fail
+from bopsweep.cli.options import PANEL_STORAGE, PANEL_STUDY, CheckpointDir, Database, Storage
 
 
-@app.command(cls=Command)
-@user_errors
+@command(panel=PANEL_STUDY)
 def delete(
     database: Database = None,
     storage: Storage = None,
     study: Annotated[str, typer.Option(help="The study to delete (required).")] = "",
     checkpoints: Annotated[
         bool,
-        typer.Option("--checkpoints", help="Also delete the study's trial folders."),
+        typer.Option(
+            "--checkpoints",
+            help="Also delete the study's trial folders.",
+            rich_help_panel=PANEL_STORAGE,
+        ),
     ] = False,
-    checkpoint_dir: Annotated[Path | None, typer.Option(help=CHECKPOINT_HELP)] = None,
+    checkpoint_dir: CheckpointDir = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a study: its trials, their metrics and (with --checkpoints) its trial folders.

@@ -6,20 +6,27 @@ declared settings, :class:`StudyOptions`, :class:`Placement`, :class:`JoinOption
 :func:`with_groups` adds a group's fields to a command's parameters and hands the command one
 typed instance per group. Choices are the enums of :mod:`bopsweep.defaults`, so ``--help``
 lists them and Click refuses anything else; defaults and their help texts come from there too.
+
+Every option is in one of the ``--help`` panels below (Typer's ``rich_help_panel``): a group's
+fields in its group's panel unless a field names its own, a command's own options where they
+say.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from copy import copy
 from dataclasses import MISSING, dataclass, fields
-from functools import wraps
+from functools import cache, wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_args, get_origin, get_type_hints
 
 import typer
+from typer.models import OptionInfo
 
 from bopsweep import defaults as d
+from bopsweep.cli.trial_options import PANEL_TRIAL, TrialOptions
 from bopsweep.defaults import Optimizer
 from bopsweep.errors import UserError
 
@@ -27,6 +34,14 @@ if TYPE_CHECKING:
     from bopsweep.driver import DispatchOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The panels of a command's --help
+PANEL_STUDY = "Study"  # which study, its points, how it is made
+PANEL_DISPATCH = "Dispatch"  # where and how this machine runs the trials
+PANEL_STORAGE = "Storage"  # the database and the trial folders
+PANEL_OUTPUT = "Output"  # what a reading command writes, and in which form
+PANELS = (PANEL_TRIAL, PANEL_STUDY, PANEL_DISPATCH, PANEL_STORAGE, PANEL_OUTPUT)
+
 _bop, _bop2 = d.OPTIMIZER_DEFAULTS[Optimizer.BOP], d.OPTIMIZER_DEFAULTS[Optimizer.BOP2]
 
 
@@ -35,6 +50,10 @@ STORAGE_HELP = (
     f"{d.DEFAULT_STORAGE})"
 )
 CHECKPOINT_HELP = "Trial folders and checkpoints. (default: next to the database, e.g. study.ckpt/)"
+Storage = Annotated[str | None, typer.Option(help=STORAGE_HELP, rich_help_panel=PANEL_STORAGE)]
+CheckpointDir = Annotated[
+    Path | None, typer.Option(help=CHECKPOINT_HELP, rich_help_panel=PANEL_STORAGE)
+]
 
 
 @dataclass
@@ -75,7 +94,7 @@ class Placement:
             "(at least twice the interval)."
         ),
     ] = d.GRACE_PERIOD
-    checkpoint_dir: Annotated[Path | None, typer.Option(help=CHECKPOINT_HELP)] = None
+    checkpoint_dir: CheckpointDir = None
     max_trials: Annotated[
         int,
         typer.Option(
@@ -149,7 +168,7 @@ class Placement:
 class StudyOptions:
     """The study a study command makes (or tops up)."""
 
-    storage: Annotated[str | None, typer.Option(help=STORAGE_HELP)] = None
+    storage: Storage = None
     study: Annotated[
         str | None, typer.Option(help="Study name. (default: from the command or file)")
     ] = None
@@ -203,6 +222,7 @@ class JoinOptions:
         typer.Option(
             "--dry-run",
             help="Check everything, then print what is left to run and exit, changing nothing.",
+            rich_help_panel=PANEL_STUDY,
         ),
     ] = False
 
@@ -214,9 +234,11 @@ Database = Annotated[
         help="A SQLite database file (same as --storage sqlite:///FILE).", show_default=False
     ),
 ]
-Storage = Annotated[str | None, typer.Option(help=STORAGE_HELP)]
 StudyName = Annotated[
-    str | None, typer.Option(help="Study name. (default: the database's only study)")
+    str | None,
+    typer.Option(
+        help="Study name. (default: the database's only study)", rich_help_panel=PANEL_STUDY
+    ),
 ]
 
 
@@ -231,25 +253,68 @@ SigmaHelp = f"Second-moment rate σ (bop2). (default: {_sci(_bop2['sigma'])})"
 TauHelp = f"Threshold τ. (default: bop {_sci(_bop['tau'])}, bop2 {_sci(_bop2['tau'])})"
 
 
+# each group's panel, that of its fields that name none
+_GROUP_PANELS: dict[type, str] = {
+    TrialOptions: PANEL_TRIAL,
+    StudyOptions: PANEL_STUDY,
+    Placement: PANEL_DISPATCH,
+    JoinOptions: PANEL_TRIAL,
+}
+
+
+def in_panel(annotation: Any, panel: str) -> Any:
+    """``annotation`` (``Annotated[type, typer.Option(…)]``) with its option in ``panel``,
+    unless the option names a panel of its own. Arguments stay in Typer's "Arguments" panel:
+    Typer draws a panel's arguments in a box apart from its options, two boxes of one title."""
+    if get_origin(annotation) is not Annotated:
+        return annotation
+    base, *extras = get_args(annotation)
+    placed = []
+    for extra in extras:
+        if isinstance(extra, OptionInfo) and extra.rich_help_panel is None:
+            extra = copy(extra)  # the group's own stays as written
+            extra.rich_help_panel = panel
+        placed.append(extra)
+    args = (base, *placed)
+    return Annotated[args]
+
+
+@cache  # once per group, not per command: evaluating the annotations is start-up time
+def _group_parameters(group: type) -> tuple[inspect.Parameter, ...]:
+    """A group's fields as keyword-only parameters, each option in its panel."""
+    hints = get_type_hints(group, include_extras=True)
+    parameters = []
+    for f in fields(group):
+        assert f.default is not MISSING, f"{group.__name__}.{f.name} needs a default"
+        annotation = in_panel(hints[f.name], _GROUP_PANELS[group])
+        parameters.append(
+            inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=annotation
+            )
+        )
+    return tuple(parameters)
+
+
+def _panel_rank(parameter: inspect.Parameter) -> int:
+    """Where ``parameter``'s panel comes in :data:`PANELS`."""
+    info = next(e for e in get_args(parameter.annotation) if isinstance(e, OptionInfo))
+    return PANELS.index(info.rich_help_panel)
+
+
 def with_groups(**groups: type) -> Callable[[F], F]:
-    """Add each group's fields to a command's options; the command receives, for each keyword,
-    one instance of its group (e.g. ``trial: TrialOptions``)."""
+    """Add each group's fields to a command's options, after its own, panel by panel; the
+    command receives, for each keyword, one instance of its group (e.g. ``trial:
+    TrialOptions``)."""
 
     def decorate(command: F) -> F:
         sig = inspect.signature(command, eval_str=True)
         own = [p for p in sig.parameters.values() if p.name not in groups]
         added, owners = [], {}
         for into, group in groups.items():
-            hints = get_type_hints(group, include_extras=True)
-            for f in fields(group):
-                assert f.default is not MISSING, f"{group.__name__}.{f.name} needs a default"
-                owners[f.name] = into
-                added.append(
-                    inspect.Parameter(
-                        f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
-                        annotation=hints[f.name],
-                    )
-                )  # fmt: skip
+            for parameter in _group_parameters(group):
+                owners[parameter.name] = into
+                added.append(parameter)
+        added.sort(key=_panel_rank)  # --help shows the panels in the order of their first options
 
         @wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -13,16 +13,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from bopsweep import defaults as d
-from bopsweep.cli.app import Command, app, user_errors
-from bopsweep.cli.options import F, Placement, StudyOptions, with_groups
-from bopsweep.cli.trial_options import TrialOptions
+from bopsweep.cli.app import command
+from bopsweep.cli.options import PANEL_STUDY, F, Placement, StudyOptions, TrialOptions, with_groups
 from bopsweep.defaults import Pruner, Sampler, ScheduleKind
-from bopsweep.studies.spec import StudySpec
-from bopsweep.trial.config import TrialConfig
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # in hints only: bopsweep.studies costs every start-up (--help) ~25 ms
     from bopsweep.cli.display import StudyDisplay
     from bopsweep.driver import DispatchOptions
+    from bopsweep.studies.spec import StudySpec
+    from bopsweep.trial.config import TrialConfig
 
 
 def dispatch(spec: StudySpec, where: Placement, study: StudyOptions, trial: TrialOptions) -> None:
@@ -66,10 +65,12 @@ def _base(given: dict[str, Any], study: StudyOptions) -> TrialConfig:
     return base_point(given, parse_assignments(study.set_ or []))
 
 
-def study_command(command: F) -> F:
-    """A study command: its own options, then the trial, study and placement options."""
-    grouped = with_groups(trial=TrialOptions, study=StudyOptions, where=Placement)(command)
-    return app.command(cls=Command)(user_errors(grouped))
+def study_command(function: F) -> F:
+    """A study command: its own options (in the Study panel), then the trial, study and
+    placement options."""
+    return command(panel=PANEL_STUDY)(
+        with_groups(trial=TrialOptions, study=StudyOptions, where=Placement)(function)
+    )
 
 
 @study_command
@@ -191,7 +192,8 @@ def run(
     study: StudyOptions,
     where: Placement,
 ) -> None:
-    """Run a study file: its [base] settings, changed by any trial option or --set given here."""
+    """Run a study file: the settings of its base table, changed by any trial option or --set
+    given here."""
     from dataclasses import replace
 
     from bopsweep.studies import load_study_file

@@ -11,13 +11,20 @@ from typing import Annotated, Any
 import typer
 
 from bopsweep import defaults as d
-from bopsweep.cli.app import Command, app, fail, user_errors
-from bopsweep.cli.options import GammaHelp, SigmaHelp, TauHelp, with_groups
-from bopsweep.cli.trial_options import TrialOptions
+from bopsweep.cli.app import command, fail
+from bopsweep.cli.options import (
+    PANEL_DISPATCH,
+    PANEL_STORAGE,
+    PANEL_TRIAL,
+    GammaHelp,
+    SigmaHelp,
+    TauHelp,
+    TrialOptions,
+    with_groups,
+)
 
 
-@app.command(cls=Command)
-@user_errors
+@command(panel=PANEL_TRIAL)
 @with_groups(trial=TrialOptions)
 def train(
     gamma: Annotated[float | None, typer.Option(help=GammaHelp)] = None,
@@ -32,18 +39,11 @@ def train(
             "'tau=polynomial(end=1e-2, epochs=500, power=1)'. NAME: gamma, sigma, tau, lr.",
         ),
     ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Output folder. (default: runs/train-TIMESTAMP)")
-    ] = None,
-    resume: Annotated[
-        Path | None,
-        typer.Option(
-            help="Continue the run in this folder from its last checkpoint "
-            "(its saved settings are used; --epochs may extend it)."
-        ),
-    ] = None,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Plain lines, one per epoch.")
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Plain lines, one per epoch.", rich_help_panel=PANEL_DISPATCH
+        ),
     ] = False,
     tensorboard: Annotated[
         Path | None,
@@ -51,6 +51,21 @@ def train(
             metavar="DIR",
             help="Also write a TensorBoard run, DIR/NAME (NAME: the output folder's), epoch "
             "by epoch; give it again with --resume to continue that run.",
+            rich_help_panel=PANEL_DISPATCH,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output folder. (default: runs/train-TIMESTAMP)", rich_help_panel=PANEL_STORAGE
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue the run in this folder from its last checkpoint "
+            "(its saved settings are used; --epochs may extend it).",
+            rich_help_panel=PANEL_STORAGE,
         ),
     ] = None,
     *,

@@ -18,7 +18,7 @@ import typer
 
 from bopsweep.trial.settings import OPTIONS, SETTINGS, Setting
 
-PANEL_TRIAL = "Trial"
+PANEL_TRIAL = "Trial"  # the settings of every trial (the other panels: bopsweep.cli.options)
 
 
 def plain(values: dict[str, Any]) -> dict[str, Any]:
