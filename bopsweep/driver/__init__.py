@@ -10,8 +10,8 @@
 * :mod:`~bopsweep.driver.recorder`: the driver's writes to the database.
 """
 
-from bopsweep.driver.loop import Driver, Search
+from bopsweep.driver.loop import Driver
 from bopsweep.driver.process import Slot, make_slots
 from bopsweep.driver.study import DispatchOptions, run_study, search_of
 
-__all__ = ["DispatchOptions", "Driver", "Search", "Slot", "make_slots", "run_study", "search_of"]
+__all__ = ["DispatchOptions", "Driver", "Slot", "make_slots", "run_study", "search_of"]

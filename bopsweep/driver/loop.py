@@ -21,7 +21,6 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,21 +41,10 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from bopsweep.store import Store
-    from bopsweep.studies import TrialConfig
-    from bopsweep.studies.search import SearchSpace
+    from bopsweep.studies.search import Search
 
 FLUSH_SECONDS = 2.0
 SNAPSHOT_SHARE = 10  # a live snapshot at most every 10 times the time it took
-
-
-@dataclass(frozen=True)
-class Search:
-    """What an Optuna study samples from: a space around a base configuration, and its total."""
-
-    space: SearchSpace
-    base: TrialConfig
-    trials: int
-    seeds: int = 1  # runs per configuration, averaged (bopsweep.driver.seed_average)
 
 
 class Driver:
