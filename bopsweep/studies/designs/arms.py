@@ -4,10 +4,10 @@ settings), optionally × a ``[grid]``; e.g. the paper's Table 1 and Fig. 5/6 com
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from bopsweep.errors import UserError
-from bopsweep.studies.designs.base import Design, FigureName, FileStudy, read_meta, stored_swept
+from bopsweep.studies.designs.base import Design, FigureName, FileStudy
 from bopsweep.studies.spec import StudySpec
 
 
@@ -22,13 +22,6 @@ class ArmsDesign(Design):
         FigureName.PI,
         FigureName.WEIGHTS,
     )
-
-    def to_meta(self) -> dict[str, Any]:
-        return self.swept_meta()
-
-    @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> ArmsDesign:
-        return cls(stored_swept(read_meta(meta, cls.kind, {}, {"swept": list})))
 
     @classmethod
     def from_file(cls, file: FileStudy) -> StudySpec:

@@ -63,15 +63,15 @@ class Design(ABC):
 
     swept: tuple[Any, ...] | None
 
-    @abstractmethod
     def to_meta(self) -> dict[str, Any]:
-        """The stored ``meta`` of a definition of this design."""
+        """The stored ``meta`` of a definition of this design (here: ``swept`` alone)."""
+        return self.swept_meta()
 
     @classmethod
-    @abstractmethod
     def from_meta(cls: type[D], meta: dict[str, Any]) -> D:
         """The design of a stored definition's ``meta`` (another tool may have written it):
-        one that is not of its shape is one line."""
+        one that is not of its shape is one line. Here: a design of ``swept`` alone."""
+        return cls(stored_swept(read_meta(meta, cls.kind, {}, {"swept": list})))
 
     @classmethod
     @abstractmethod

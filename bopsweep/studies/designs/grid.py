@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from bopsweep.errors import UserError
 from bopsweep.studies.config import TrialConfig
-from bopsweep.studies.designs.base import Design, FigureName, FileStudy, read_meta, stored_swept
+from bopsweep.studies.designs.base import Design, FigureName, FileStudy
 from bopsweep.studies.spec import StudySpec
 
 
@@ -23,13 +23,6 @@ class GridDesign(Design):
         FigureName.PI,
         FigureName.WEIGHTS,
     )
-
-    def to_meta(self) -> dict[str, Any]:
-        return self.swept_meta()
-
-    @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> GridDesign:
-        return cls(stored_swept(read_meta(meta, cls.kind, {}, {"swept": list})))
 
     @classmethod
     def from_file(cls, file: FileStudy) -> StudySpec:

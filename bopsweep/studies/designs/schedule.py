@@ -56,7 +56,13 @@ class ScheduleDesign(Design):
     def from_meta(cls, meta: dict[str, Any]) -> ScheduleDesign:
         needed = {"schedule_param": str, "schedule_kind": str, "every": NUMBER, "factor": NUMBER}
         meta = read_meta(meta, cls.kind, needed, {"swept": list})
-        return cls(stored_swept(meta), *(meta[key] for key in needed))
+        return cls(
+            stored_swept(meta),
+            meta["schedule_param"],
+            meta["schedule_kind"],
+            meta["every"],
+            meta["factor"],
+        )
 
     @classmethod
     def from_file(cls, file: FileStudy) -> StudySpec:
