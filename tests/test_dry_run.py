@@ -173,7 +173,7 @@ def test_render_preview_is_pure_and_labels_cuda_time_unknown():
         name="s", kind="optuna", storage="postgresql://u:***@h/db", database_exists=True,
         study_exists=True, total=50, planned=[], held=set(), existing=10, to_run=40,
         epochs=100, device="cuda", slots=["gpu0", "gpu1"], root="/ck/s", data_dir="/d",
-        download=False, queue_only=False, seconds=None,
+        download=False, queue_only=False, seconds=None, sampled=True,
     )  # fmt: skip
     lines = render_preview(preview)
     assert "50 trials in total, 10 exist (the study exists)" in lines[2]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bopsweep.defaults import Pruner
 from bopsweep.errors import UserError
 from bopsweep.studies import (
     StudySpec,
@@ -20,6 +21,7 @@ from bopsweep.studies import (
     pow10_study,
     schedule_study,
 )
+from bopsweep.studies.designs import SearchDesign
 from bopsweep.trial.schedules import Schedule
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
@@ -57,9 +59,10 @@ def test_every_shipped_study_file_loads_and_expands():
         assert spec.kind == kind and len(planned) == n, name
         assert spec.description, f"{name} says what it is"
         assert len({p.config_id for p in planned}) == n
-    search = load_study_file(STUDIES / "optuna_search.toml")
-    assert search.meta["trials"] == 50 and search.meta["pruner"] == "median"
-    assert search.meta["space"]["variants"] == ["bop2-biased", "bop2-unbiased"]
+    search = load_study_file(STUDIES / "optuna_search.toml").design
+    assert isinstance(search, SearchDesign)
+    assert search.settings.trials == 50 and search.settings.pruner == Pruner.MEDIAN
+    assert search.settings.space.variants == ("bop2-biased", "bop2-unbiased")
 
 
 def test_fig3_ablations_sweep_two_decades_around_the_optimum():

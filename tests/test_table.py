@@ -38,6 +38,7 @@ from bopsweep.readers.table_render import render
 from bopsweep.store import Store
 from bopsweep.store.trial_config import study_base
 from bopsweep.studies import StudySpec, TrialConfig, expand, grid_study
+from bopsweep.studies.designs import ArmsDesign
 from tests.helpers import one_line_error
 
 runner = CliRunner()
@@ -182,8 +183,9 @@ def db(tmp_path_factory):
     two seeds; ``shift``: the same difference on every seed."""
     path = tmp_path_factory.mktemp("table") / "study.db"
     store = Store(f"sqlite:///{path}", create=True)
-    study, _ = store.create(StudySpec("t1", "arms", BASE, arms=ARMS, seeds=3))
-    for p in expand(StudySpec("t1", "arms", BASE, arms=ARMS, seeds=3)):
+    spec = StudySpec("t1", ArmsDesign(swept=None), BASE, arms=ARMS, seeds=3)
+    study, _ = store.create(spec)
+    for p in expand(spec):
         final = FINAL[p.label][p.config.seed % 10]
         if p.label == "Bop" and p.config.seed == 1:  # crashed, then retried
             add_trial(store, study, p, state=State.FAIL)

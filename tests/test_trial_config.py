@@ -32,6 +32,7 @@ from bopsweep.studies import (
     load_study_file,
     schedule_study,
 )
+from bopsweep.studies.designs import ArmsDesign
 from bopsweep.trial.settings import LOCAL as LOCAL_FIELDS
 from tests.test_dispatch import bopsweep
 
@@ -136,7 +137,8 @@ def test_a_grid_trial_stores_a_short_difference_and_the_whole_configuration_is_r
         grid_study("grid", TrialConfig(), {"gamma": [1e-9, 1e-7], "norm": ["batch", "layer"]}),
         schedule_study("sched", TrialConfig(optimizer="bop2", epochs=300), "tau",
                        "exponential", every=100, factor=10.0, variants=["biased", "unbiased"]),
-        StudySpec("arms", "arms", TrialConfig(device="cpu", data_dir="/data"), seeds=2, arms=[
+        StudySpec("arms", ArmsDesign(swept=None), TrialConfig(device="cpu", data_dir="/data"),
+                  seeds=2, arms=[
             {"label": "Bop", "optimizer": "bop", "gamma": 1e-4, "tau": 1e-8},
             {"label": "latent", "optimizer": "latent", "weight_decay": 5e-6, "two_step": 1,
              "epochs": 2},
@@ -165,7 +167,7 @@ def test_a_sampled_trial_stores_its_difference_from_the_stored_base(
     rebuilt from, the base stored in the study: the two agree, and the rebuilt configuration is
     the sampled one."""
     from bopsweep.studies import config_id
-    from bopsweep.studies.search import SearchSpace, suggest
+    from bopsweep.studies.search import suggest
 
     monkeypatch.chdir(tmp_path)
     args = ["optuna", "--trials", "3", "--epochs", "1", "--sampler-seed", "0", "--queue-only"]
@@ -181,9 +183,7 @@ def test_a_sampled_trial_stores_its_difference_from_the_stored_base(
     for _ in range(3):
         t = driver.launcher.sample()
         assert t is not None and "config" not in t.user_attrs
-        sampled = suggest(
-            optuna.trial.FixedTrial(t.params), SearchSpace.from_dict(spec.meta["space"]), spec.base
-        )
+        sampled = suggest(optuna.trial.FixedTrial(t.params), search.space, spec.base)
         assert config_id(sampled) == t.user_attrs["config_id"]
         rebuilt = trial_config(t.user_attrs, study_base(study.user_attrs))
         assert what_it_computes(rebuilt) == what_it_computes(sampled.to_dict())

@@ -56,6 +56,7 @@ def status(
     from bopsweep.driver.seed_average import configurations, means_study
     from bopsweep.readers import report
     from bopsweep.store import SPEC_ATTR, Store, redact, storage_url
+    from bopsweep.studies.designs import SearchDesign, stored_design
 
     url = storage_url(storage, database)
     store = Store.open_readonly(url)
@@ -89,7 +90,7 @@ def status(
     best = report.best_line(records) if means is None else report.best_mean_line(means)
     if best is not None:
         out.print(best, markup=False)
-    if optuna_study.user_attrs[SPEC_ATTR]["kind"] == "optuna":
+    if isinstance(stored_design(optuna_study.user_attrs[SPEC_ATTR]), SearchDesign):
         # a seed-averaged search's importances: of its configurations' means, one each
         searched = optuna_study if means is None else means_study(optuna_study)
         out.print(report.param_importances(searched))

@@ -13,7 +13,7 @@
 * :mod:`~bopsweep.driver.recorder`: the driver's writes to the database.
 """
 
-from bopsweep.driver.loop import Driver, LoopSettings, Search
+from bopsweep.driver.loop import Driver, LoopSettings
 from bopsweep.driver.process import Slot, make_slots
 from bopsweep.driver.study import DispatchOptions, run_study, search_of
 
@@ -21,7 +21,6 @@ __all__ = [
     "DispatchOptions",
     "Driver",
     "LoopSettings",
-    "Search",
     "Slot",
     "make_slots",
     "run_study",

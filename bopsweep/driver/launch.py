@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-    from bopsweep.driver.loop import Search
+    from bopsweep.studies.search import Search
     from bopsweep.driver.queue import TrialQueue
     from bopsweep.driver.warm import Zygotes
 

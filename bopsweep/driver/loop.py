@@ -42,20 +42,9 @@ if TYPE_CHECKING:
     import optuna
 
     from bopsweep.store import Store
-    from bopsweep.studies import TrialConfig
-    from bopsweep.studies.search import SearchSpace
+    from bopsweep.studies.search import Search
 
 FLUSH_SECONDS = 2.0
-
-
-@dataclass(frozen=True)
-class Search:
-    """What an Optuna study samples from: a space around a base configuration, and its total."""
-
-    space: SearchSpace
-    base: TrialConfig
-    trials: int
-    seeds: int = 1  # runs per configuration, averaged (bopsweep.driver.seed_average)
 
 
 @dataclass(frozen=True)

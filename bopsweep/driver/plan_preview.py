@@ -34,7 +34,7 @@ class Preview:
     """What a study command would do: the plan, what the database holds of it, a guess of time."""
 
     name: str
-    kind: str
+    kind: str  # the study's design, as stored and shown
     storage: str  # passwords masked
     database_exists: bool  # a study database with Optuna's tables
     study_exists: bool
@@ -53,6 +53,7 @@ class Preview:
     seconds: float | None  # rough estimate of the training time; None where unknown
     varying: list[str] = field(default_factory=list)  # params that differ between trials
     n_slots: int = 0  # all of them (more than ``slots`` names)
+    sampled: bool = False  # an Optuna search: its trials are sampled as it runs
 
 
 def epoch_seconds(config: TrialConfig, device: str) -> float | None:
@@ -71,6 +72,7 @@ def preview_study(spec: StudySpec, options: DispatchOptions) -> Preview:
     from bopsweep.driver.study import check_run
     from bopsweep.store import Store, redact
     from bopsweep.studies import count_trials
+    from bopsweep.studies.designs import SearchDesign
 
     checked = check_run(spec, options, dry_run=True)
     store = Store.open_if_made(options.storage)
@@ -79,7 +81,8 @@ def preview_study(spec: StudySpec, options: DispatchOptions) -> Preview:
     device = checked.slots[0].device
     planned = checked.planned
     total = count_trials(spec)
-    if spec.kind == "optuna":
+    sampled = isinstance(spec.design, SearchDesign)
+    if sampled:
         existing = queue.counted() if queue is not None else 0
         finished = len(queue.finished_configs()) if queue is not None else 0
         per_trial = _trial_seconds(spec.base, device)
@@ -115,6 +118,7 @@ def preview_study(spec: StudySpec, options: DispatchOptions) -> Preview:
         queue_only=options.queue_only,
         seconds=seconds,
         varying=varying_params(planned),
+        sampled=sampled,
     )
 
 
@@ -139,7 +143,7 @@ def render_preview(preview: Preview, shown: int = SHOWN) -> list[str]:
         where = "the database exists; the study is new"
     else:
         where = "the study exists"
-    if p.kind == "optuna":
+    if p.sampled:
         lines.append(
             f"{p.total} trials in total, {p.existing} exist ({where}); the others are sampled "
             "by the study's sampler as it runs, so none can be listed"

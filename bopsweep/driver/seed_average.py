@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-    from bopsweep.driver.loop import Search
+    from bopsweep.studies.search import Search
 
 SUFFIX = ":seed-means"
 SEED_OF = "seed_of"  # on a seed run: its configuration's trial number in the companion study

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bopsweep import defaults as d
-from bopsweep.driver.loop import Driver, LoopSettings, Search
+from bopsweep.driver.loop import Driver, LoopSettings
 from bopsweep.driver.outage import database_errors
 from bopsweep.driver.process import Slot, make_slots
 from bopsweep.errors import UserError
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from bopsweep.driver.queue import TrialQueue
     from bopsweep.driver.state import Display
     from bopsweep.studies import PlannedTrial, StudySpec
+    from bopsweep.studies.search import Search
 
 
 @dataclass
@@ -274,20 +275,22 @@ def check_run(spec: StudySpec, options: DispatchOptions, dry_run: bool = False) 
 
 def search_of(spec: StudySpec, study: optuna.Study, worker_index: int) -> Search | None:
     """For an Optuna study: what to sample; gives the study its sampler and pruner."""
-    if spec.kind != "optuna":
-        return None
-    from bopsweep.studies.search import SearchSpace, make_pruner, make_sampler
+    from bopsweep.studies.designs import SearchDesign
+    from bopsweep.studies.samplers import make_pruner, make_sampler
+    from bopsweep.studies.search import Search
 
-    meta = spec.meta
-    seed = meta["sampler_seed"]
+    if not isinstance(spec.design, SearchDesign):
+        return None
+    settings = spec.design.settings
+    seed = settings.sampler_seed
     if seed is not None:
         # Deterministic from scratch, yet new draws when resumed (a sampler seeded as before
         # would repeat its first suggestions), and different for each worker of a study.
         seed += 1_000_003 * worker_index + len(study.get_trials(deepcopy=False))
         seed %= 2**32  # what numpy's generators, behind Optuna's samplers, accept
-    study.sampler = make_sampler(meta["sampler"], seed)
-    study.pruner = make_pruner(meta["pruner"], spec.base.epochs)
-    return Search(SearchSpace.from_dict(meta["space"]), spec.base, meta["trials"], spec.seeds)
+    study.sampler = make_sampler(settings.sampler, seed)
+    study.pruner = make_pruner(settings.pruner, spec.base.epochs)
+    return Search(settings.space, spec.base, settings.trials, spec.seeds)
 
 
 def _raise_interrupt(*_: Any) -> None:

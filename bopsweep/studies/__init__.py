@@ -1,21 +1,25 @@
 """What to run: a trial's configuration, study definitions and files, their plan, and searches.
 
 * :mod:`~bopsweep.trial.config`: :class:`TrialConfig`, one training run, checked;
-* :mod:`~bopsweep.studies.spec`: :class:`StudySpec`, base × arms × grid × seeds;
-* :mod:`~bopsweep.studies.builders`: one builder per study kind (grid, pow10, schedule, optuna);
-* :mod:`~bopsweep.studies.study_file`: TOML study files;
+* :mod:`~bopsweep.studies.spec`: :class:`StudySpec`, base × arms × grid × seeds, of a design;
+* :mod:`~bopsweep.studies.designs`: the designs (grid, pow10, schedule, arms, Optuna search),
+  each with its builder, study-file sections, stored form and figures;
+* :mod:`~bopsweep.studies.builders`: what the builders and study commands share;
+* :mod:`~bopsweep.studies.study_file`: TOML study files (:mod:`~bopsweep.studies.tables`);
 * :mod:`~bopsweep.studies.plan`: a spec's trials, their ids and Optuna params;
-* :mod:`~bopsweep.studies.search`: the Optuna search space, samplers and pruners.
+* :mod:`~bopsweep.studies.search`: the Optuna search space and settings;
+* :mod:`~bopsweep.studies.samplers`: Optuna's samplers and pruners, name → factory.
 """
 
-from bopsweep.studies.builders import (
-    decades_around,
+from bopsweep.studies.builders import decades_around, parse_axis
+from bopsweep.studies.designs import (
+    Design,
     grid_study,
     optuna_study,
-    parse_axis,
     parse_pow10_range,
     pow10_study,
     schedule_study,
+    stored_design,
 )
 from bopsweep.studies.plan import (
     PlannedTrial,
@@ -33,6 +37,7 @@ from bopsweep.studies.study_file import load_study_file
 from bopsweep.trial.config import TrialConfig
 
 __all__ = [
+    "Design",
     "PlannedTrial",
     "StudySpec",
     "TrialConfig",
@@ -51,5 +56,6 @@ __all__ = [
     "plan_distributions",
     "pow10_study",
     "schedule_study",
+    "stored_design",
     "trial_params",
 ]

@@ -29,6 +29,7 @@ from bopsweep.defaults import (
     variant_of,
 )
 from bopsweep.errors import UserError
+from bopsweep.studies.designs import SearchDesign
 from bopsweep.studies.spec import StudySpec
 from bopsweep.trial.config import TrialConfig
 from bopsweep.trial.settings import FIELDS, LATER, LOCAL, SETTINGS
@@ -61,9 +62,10 @@ class PlannedTrial:
 
 
 def count_trials(spec: StudySpec) -> int:
-    """The number of trials ``spec`` plans, computed without expanding it."""
-    if spec.kind == "optuna":
-        return int(spec.meta["trials"])
+    """The number of trials ``spec`` plans, computed without expanding it (a search: its
+    total)."""
+    if isinstance(spec.design, SearchDesign):
+        return spec.design.settings.trials
     return len(spec.arms or [{}]) * math.prod(len(v) for v in spec.grid.values()) * spec.seeds
 
 
@@ -81,7 +83,7 @@ def expand(spec: StudySpec, max_trials: int = MAX_TRIALS) -> list[PlannedTrial]:
     """Every trial of the study, in a stable order, validated. (An Optuna study samples its
     trials as it runs: none are planned.) A study over ``max_trials`` is refused first."""
     check_size(spec, max_trials)
-    if spec.kind == "optuna":
+    if isinstance(spec.design, SearchDesign):
         return []
     base = spec.base.to_dict()
     axes = list(spec.grid.items())

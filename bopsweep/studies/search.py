@@ -1,5 +1,6 @@
 """Optuna search studies: a search space over γ, σ, τ, the optimizer variant, the norm and
-per-hyperparameter schedules, with Optuna's samplers and pruners.
+per-hyperparameter schedules, and the search's settings as its study keeps them (its sampler
+and pruner named in :mod:`bopsweep.studies.samplers`).
 
 The space (defaults: the paper's ablation ranges widened by a decade)::
 
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import math
 import sys
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,13 +40,15 @@ from bopsweep import defaults
 from bopsweep.defaults import (
     OPTIMIZER,
     SEARCH_RANGES,
-    SEED_LIMIT,
+    Pruner,
+    Sampler,
     Variant,
     optimizer_of,
     variant_of,
 )
 from bopsweep.errors import UserError
-from bopsweep.studies.study_file import read_toml
+from bopsweep.studies.samplers import PRUNERS, SAMPLERS, check_sampler_seed, named
+from bopsweep.studies.tables import read_toml
 from bopsweep.trial.config import HYPERPARAMETERS, TrialConfig
 from bopsweep.trial.schedules import Schedule
 from bopsweep.trial.settings import SETTINGS, Range
@@ -58,8 +60,6 @@ if TYPE_CHECKING:
 VARIANTS = (Variant.BOP.value, Variant.BOP2_BIASED.value, Variant.BOP2_UNBIASED.value)
 KINDS = defaults.values(defaults.ScheduleKind)
 NORMS = defaults.values(defaults.Norm)
-SAMPLERS = defaults.values(defaults.Sampler)
-PRUNERS = defaults.values(defaults.Pruner)
 _SPACE_KEYS = {"gamma", "sigma", "tau", "variants", "norms", "schedules", "rate", "fixed"}
 _FIXABLE = {"variant", "norm", *HYPERPARAMETERS, *(f"{h}_schedule" for h in HYPERPARAMETERS)}
 
@@ -267,52 +267,63 @@ def _pick(trial: optuna.Trial, name: str, choices: tuple[str, ...], fixed: dict[
     return trial.suggest_categorical(name, list(choices))
 
 
-# --- samplers and pruners ----------------------------------------------------------------------
-def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    """Optuna 5's samplers; the experimental-feature warnings of TPE's options are silenced
-    on purpose (multivariate, grouped TPE handles the conditional space best)."""
-    import optuna
+# --- the search as its study keeps it ---------------------------------------------------------
+@dataclass(frozen=True)
+class SearchSettings:
+    """An Optuna search as its study keeps it: the space, the study's total of trials (however
+    often it is resumed), the sampler, its seed and the pruner. Made by :meth:`checked`."""
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if name == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                              constant_liar=True)  # fmt: skip
-        if name == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        if name == "cmaes":
-            return optuna.samplers.CmaEsSampler(
-                seed=seed, warn_independent_sampling=False,
-                independent_sampler=optuna.samplers.RandomSampler(seed=seed),
-            )  # fmt: skip
-        if name == "qmc":
-            return optuna.samplers.QMCSampler(seed=seed, scramble=True,
-                                              warn_independent_sampling=False)  # fmt: skip
-    raise UserError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
+    space: SearchSpace
+    trials: int
+    sampler: Sampler = Sampler.TPE
+    sampler_seed: int | None = None
+    pruner: Pruner = Pruner.NONE
+
+    @classmethod
+    def checked(
+        cls, space: SearchSpace, trials: Any, sampler: Any, sampler_seed: Any, pruner: Any
+    ) -> SearchSettings:
+        """The settings, each refused (one line) before any study is touched if it could not
+        run: a total below 1, an unknown sampler or pruner, a seed out of range."""
+        if not (isinstance(trials, int) and not isinstance(trials, bool) and trials >= 1):
+            raise UserError(f"--trials must be an integer >= 1 (the study's total), got {trials!r}")
+        chosen = named(SAMPLERS, sampler, "sampler")
+        check_sampler_seed(sampler_seed)
+        return cls(space, trials, chosen, sampler_seed, named(PRUNERS, pruner, "pruner"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "space": self.space.to_dict(),
+            "trials": self.trials,
+            "sampler": self.sampler.value,
+            "sampler_seed": self.sampler_seed,
+            "pruner": self.pruner.value,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSettings:
+        """The settings of a stored definition (:meth:`to_dict`'s keys, checked present)."""
+        try:
+            space = SearchSpace.from_dict(data["space"])
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            what = f"{type(e).__name__}: {e}"
+            raise UserError(
+                f"the study's definition (bopsweep_spec) holds a search space that cannot be read "
+                f"({what})"
+            ) from None
+        return cls.checked(
+            space, data["trials"], data["sampler"], data["sampler_seed"], data["pruner"]
+        )
 
 
-def check_sampler(name: str, seed: int | None) -> None:
-    """Refuse, before any study is touched, a sampler that could not run: unknown, or a seed
-    its random generator would reject. (The packages Optuna leaves optional, cmaes for CMA-ES
-    and scipy for QMC, are bopsweep's own dependencies, so every sampler can run.)"""
-    if name not in SAMPLERS:
-        raise UserError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
-    if seed is not None and not (
-        isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < SEED_LIMIT
-    ):
-        raise UserError(f"the sampler seed must be an integer in [0, 2^32), got {seed!r}")
+@dataclass(frozen=True)
+class Search:
+    """What an Optuna study samples from: a space around a base configuration, and its total."""
 
-
-def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    import optuna
-
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(1, epochs // 10))
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, epochs))
-    raise UserError(f"unknown pruner {name!r}; use one of {', '.join(PRUNERS)}")
+    space: SearchSpace
+    base: TrialConfig
+    trials: int
+    seeds: int = 1  # runs per configuration, averaged (bopsweep.driver.seed_average)
 
 
 def _range(name: str) -> Range:

@@ -1,17 +1,20 @@
-"""A study's definition: a base configuration, explicit arms × a cartesian grid × seeds."""
+"""A study's definition: a base configuration, explicit arms × a cartesian grid × seeds, of a
+design (:mod:`bopsweep.studies.designs`)."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from bopsweep.errors import UserError
 from bopsweep.trial.config import FIELDS, TrialConfig, check_field
 from bopsweep.trial.schedules import Schedule
 from bopsweep.trial.settings import SETTINGS
 
-STUDY_KINDS = ("grid", "pow10", "schedule", "arms", "optuna")
+if TYPE_CHECKING:
+    from bopsweep.studies.designs import Design
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -19,29 +22,25 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 class StudySpec:
     """A study: a base configuration, explicit arms × a cartesian grid of values × seeds.
 
-    Every study kind compiles to this form (see :mod:`bopsweep.studies`): a one-factor grid is
-    one grid axis, a power-of-ten search several, a schedule study a list of arms. ``meta``
-    keeps what the kind needs to be drawn and described (the swept parameter, the schedule).
+    Every design compiles to this form (see :mod:`bopsweep.studies.designs`): a one-factor
+    grid is one grid axis, a power-of-ten search several, a schedule study a list of arms.
+    ``design`` keeps what its kind adds (the schedule, the search's settings); it is stored as
+    the definition's ``kind`` and ``meta``.
     """
 
     name: str
-    kind: str
+    design: Design
     base: TrialConfig
     grid: dict[str, list[Any]] = field(default_factory=dict)
     arms: list[dict[str, Any]] = field(default_factory=list)
     seeds: int = 1
     description: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise UserError(
                 f"study name {self.name!r} must start with a letter or digit and hold only "
                 "letters, digits, '.', '_' and '-'"
-            )
-        if self.kind not in STUDY_KINDS:
-            raise UserError(
-                f"unknown study kind {self.kind!r}; use one of {', '.join(STUDY_KINDS)}"
             )
         if not (
             isinstance(self.seeds, int) and not isinstance(self.seeds, bool) and self.seeds >= 1
@@ -66,6 +65,11 @@ class StudySpec:
                 if key != "label":
                     check_field(key, value, f"arm {arm.get('label', '')!r}".strip())
 
+    @property
+    def kind(self) -> str:
+        """The design's name, as stored and shown."""
+        return self.design.kind
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -75,31 +79,33 @@ class StudySpec:
             "arms": [_plain_arm(a) for a in self.arms],
             "seeds": self.seeds,
             "description": self.description,
-            "meta": self.meta,
+            "meta": self.design.to_meta(),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudySpec:
         """A definition as stored (a study's ``bopsweep_spec``, which another tool may have
         written): one that is not of this shape is one line, never a traceback."""
-        known = {f.name for f in fields(cls)}
+        from bopsweep.studies.designs import stored_design
+
         if not isinstance(data, dict) or not isinstance(data.get("base"), dict):
             raise UserError("the study's definition (bopsweep_spec) holds no base configuration")
         if missing := {"name", "kind"} - set(data):
             raise UserError(f"the study's definition (bopsweep_spec) lacks {sorted(missing)}")
-        if unknown := set(data) - known:
+        if unknown := set(data) - _STORED_KEYS:
             raise UserError(f"the study's definition (bopsweep_spec) has unknown {sorted(unknown)}")
-        for key, kind in _STORED_TYPES.items():
+        for key, typ in _STORED_TYPES.items():
             value = data.get(key)
             items_ok = not isinstance(value, list) or all(isinstance(a, dict) for a in value)
-            if key in data and not (isinstance(value, kind) and items_ok):
-                what = f"{type(value).__name__}, not {kind.__name__}" if items_ok else "non-dicts"
+            if key in data and not (isinstance(value, typ) and items_ok):
+                what = f"{type(value).__name__}, not {typ.__name__}" if items_ok else "non-dicts"
                 raise UserError(f"the study's definition (bopsweep_spec) holds {key} of {what}")
-        values = dict(data)
+        values = {k: v for k, v in data.items() if k not in ("kind", "meta")}
         values["base"] = TrialConfig.from_dict(values["base"], "the study's base")
-        return cls(**values)
+        return cls(design=stored_design(data), **values)
 
 
+_STORED_KEYS = {"name", "kind", "base", "grid", "arms", "seeds", "description", "meta"}
 # what each part of a stored definition is (arms: a list of dicts), checked on reading
 _STORED_TYPES: dict[str, type] = {
     "name": str,

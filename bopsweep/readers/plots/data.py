@@ -7,6 +7,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from bopsweep.store import Store
+    from bopsweep.studies.designs import Design
 
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "fc1", "fc2", "fc3")
@@ -89,9 +91,12 @@ class StudyData:
     study: Any = None  # the optuna.Study, for Optuna's own plots
     colours: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def kind(self) -> str:
-        return self.spec["kind"]
+    @cached_property
+    def design(self) -> Design:
+        """The study's design, read from its stored definition."""
+        from bopsweep.studies.designs import stored_design
+
+        return stored_design(self.spec)
 
 
 def load_study_data(store: Store, study: optuna.Study, layers: Sequence[str] = LAYERS) -> StudyData:
@@ -152,14 +157,16 @@ def _by_trial(frame: pd.DataFrame) -> tuple[dict[int, dict[str, Any]], dict[str,
 
 
 def swept_params(data: StudyData) -> list[str]:
-    """The numeric settings a grid or pow10 study varies. Only settings of a trial: the
+    """The numeric settings a study varies, where its design sweeps them (a grid or pow10
+    study: :attr:`~bopsweep.studies.designs.FigureName.SWEEP`). Only settings of a trial: the
     definition is read from the database, where another tool may have written any key (which
     then names no setting to draw, nor a figure's file)."""
     from dataclasses import fields
 
+    from bopsweep.studies.designs import FigureName
     from bopsweep.trial.config import TrialConfig
 
-    if data.kind not in ("grid", "pow10"):
+    if FigureName.SWEEP not in data.design.figures:
         return []
     settings = {f.name for f in fields(TrialConfig)}
     return [

@@ -39,6 +39,7 @@ from bopsweep.readers.plots.style import (
     seeds_note,
     variant_label,
 )
+from bopsweep.studies.designs import ScheduleDesign
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -161,7 +162,9 @@ def schedule_figure(data: StudyData) -> Figure:
     """Fig. 4: the increasing, decreasing and constant arms' accuracy, and a small panel of the
     scheduled hyperparameter's value against epoch."""
     plt = pyplot()
-    param = data.spec["meta"]["schedule_param"]
+    design = data.design
+    assert isinstance(design, ScheduleDesign), f"{data.name} is a {design.kind} study"
+    param = design.schedule_param
     groups = group_by_point(data.runs)
     labels = {k: arm_label(g[0]) for k, g in groups.items()}
     # colour by direction, line style by variant (solid unbiased, dash-dot biased), as Fig. 4
@@ -183,10 +186,9 @@ def schedule_figure(data: StudyData) -> Figure:
     bottom.set_xlabel("epoch")
     bottom.set_ylabel(f"{SYMBOLS[param]} in force")
     bottom.grid(alpha=0.3)
-    meta = data.spec["meta"]
-    factor = fmt_value(meta["factor"])
-    if meta["schedule_kind"] == "exponential":
-        how = f"×{factor} or ÷{factor} every {fmt_value(meta['every'])} epochs"
+    factor = fmt_value(design.factor)
+    if design.schedule_kind == "exponential":
+        how = f"×{factor} or ÷{factor} every {fmt_value(design.every)} epochs"
     else:
         how = f"polynomial to ×{factor} or ÷{factor}"
     fig.suptitle(

@@ -3,6 +3,7 @@ command's ``--format`` and ``--layer`` choices."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from bopsweep.readers.plots.figures import (
 from bopsweep.readers.plots.optuna_plots import optuna_figures
 from bopsweep.readers.plots.style import drop_titles, pyplot
 from bopsweep.readers.plots.weights import has_weight_metrics, weights_figure
+from bopsweep.studies.designs import FigureName, ScheduleDesign
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -57,9 +59,10 @@ def study_figures(
     layers: list[str] | None = None,
     titles: bool = True,
 ) -> list[Drawn]:
-    """Every figure that fits ``data``, drawn (open: the caller closes them). Without
-    ``titles`` no figure keeps a title (:func:`~bopsweep.readers.plots.style.drop_titles`)."""
-    figures: list[Drawn] = []
+    """Every figure that fits ``data``: those its design names (:attr:`Design.figures
+    <bopsweep.studies.designs.Design.figures>`), drawn in :data:`DRAWERS`' order (open: the
+    caller closes them). Without ``titles`` no figure keeps a title
+    (:func:`~bopsweep.readers.plots.style.drop_titles`)."""
     swept = swept_params(data)
     for param in params or []:
         if param not in swept:
@@ -67,31 +70,67 @@ def study_figures(
                 f"--param {param!r} is not swept in study {data.name}"
                 + (f"; it sweeps {', '.join(swept)}" if swept else "")
             )
-    if data.kind == "optuna":  # first: the variants take a study's first colours
-        for name, fig in optuna_figures(data).items():
-            figures.append(Drawn(name, fig, OPTUNA_FIGURES[name]))
-    if data.runs:
-        for param in params or swept:
-            what = f"accuracy and π_t per value of {param} (Fig. 3)"
-            figures.append(Drawn(f"ablation_{param}", ablation_figure(data, param), what))
-            what = f"final and best validation accuracy against {param}"
-            figures.append(Drawn(f"summary_{param}", summary_figure(data, param), what))
-        if data.kind == "schedule":
-            param = data.spec["meta"]["schedule_param"]
-            what = f"{param} scheduled up, down and constant (Fig. 4)"
-            figures.append(Drawn("schedule", schedule_figure(data), what))
-        if data.kind in ("arms", "schedule") or (data.kind == "grid" and not swept):
-            what = "training and validation accuracy per configuration (Fig. 5/6)"
-            figures.append(Drawn("comparison", comparison_figure(data), what))
-        what = "flip metric π_t per step" + (f", layers {', '.join(layers)}" if layers else "")
-        figures.append(Drawn("pi", pi_figure(data, layers), what))
-        if has_weight_metrics(data):
-            what = ", ".join(["FF and C2I ratios per epoch", *(f"layer {n}" for n in layers or [])])
-            figures.append(Drawn("weights", weights_figure(data, layers), what))
+    figures: list[Drawn] = []
+    for name, draw in DRAWERS.items():
+        if name in data.design.figures and (data.runs or name in WITHOUT_RUNS):
+            figures.extend(draw(data, params or swept, layers))
     if not titles:
         for drawn in figures:
             drop_titles(drawn.figure)
     return figures
+
+
+def _optuna(data: StudyData, params: list[str], layers: list[str] | None) -> list[Drawn]:
+    return [Drawn(name, fig, OPTUNA_FIGURES[name]) for name, fig in optuna_figures(data).items()]
+
+
+def _sweep(data: StudyData, params: list[str], layers: list[str] | None) -> list[Drawn]:
+    figures = []
+    for param in params:
+        what = f"accuracy and π_t per value of {param} (Fig. 3)"
+        figures.append(Drawn(f"ablation_{param}", ablation_figure(data, param), what))
+        what = f"final and best validation accuracy against {param}"
+        figures.append(Drawn(f"summary_{param}", summary_figure(data, param), what))
+    return figures
+
+
+def _schedule(data: StudyData, params: list[str], layers: list[str] | None) -> list[Drawn]:
+    assert isinstance(data.design, ScheduleDesign)  # the one design that names it
+    what = f"{data.design.schedule_param} scheduled up, down and constant (Fig. 4)"
+    return [Drawn("schedule", schedule_figure(data), what)]
+
+
+def _comparison(data: StudyData, params: list[str], layers: list[str] | None) -> list[Drawn]:
+    if swept_params(data):  # a grid over numbers: its ablations compare its points
+        return []
+    what = "training and validation accuracy per configuration (Fig. 5/6)"
+    return [Drawn("comparison", comparison_figure(data), what)]
+
+
+def _pi(data: StudyData, params: list[str], layers: list[str] | None) -> list[Drawn]:
+    what = "flip metric π_t per step" + (f", layers {', '.join(layers)}" if layers else "")
+    return [Drawn("pi", pi_figure(data, layers), what)]
+
+
+def _weights(data: StudyData, params: list[str], layers: list[str] | None) -> list[Drawn]:
+    if not has_weight_metrics(data):
+        return []
+    what = ", ".join(["FF and C2I ratios per epoch", *(f"layer {n}" for n in layers or [])])
+    return [Drawn("weights", weights_figure(data, layers), what)]
+
+
+# Each figure a design may name, drawn by its function, in this order (a search's first: its
+# variants take a study's first colours); only those in WITHOUT_RUNS are drawn before any run
+# has an epoch.
+DRAWERS: dict[FigureName, Callable[[StudyData, list[str], list[str] | None], list[Drawn]]] = {
+    FigureName.OPTUNA: _optuna,
+    FigureName.SWEEP: _sweep,
+    FigureName.SCHEDULE: _schedule,
+    FigureName.COMPARISON: _comparison,
+    FigureName.PI: _pi,
+    FigureName.WEIGHTS: _weights,
+}
+WITHOUT_RUNS = {FigureName.OPTUNA}
 
 
 def study_folders(out: Path, names: list[str], database: Path | None = None) -> dict[str, Path]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from bopsweep.defaults import variant_name
 from bopsweep.readers.plots.data import arm_label, group_by_point, held
+from bopsweep.studies.designs import SearchDesign
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -71,7 +72,7 @@ def fixed_description(data: StudyData, exclude: set[str]) -> str:
     """The study's fixed settings for a title: variant, hyperparameters, norm, batch, epochs."""
     base = data.spec["base"]
     varying = set(data.spec["grid"]) | exclude | {k for a in data.spec["arms"] for k in a}
-    if data.kind == "optuna":  # the search space's dimensions are not fixed
+    if isinstance(data.design, SearchDesign):  # the search space's dimensions are not fixed
         varying |= {"optimizer", "unbiased", "norm", "gamma", "sigma", "tau"}
     parts = []
     if not {"optimizer", "unbiased"} & varying:
