@@ -11,15 +11,13 @@ from collections.abc import Iterator
 
 import optuna
 import pytest
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.errors import UserError
 from bopsweep.store import Store, checkpoint_base, driver_lock, redact, scrub, storage_url
 from bopsweep.store.database import OWN_TABLES
 from bopsweep.store.optuna_adapter import all_trials, study_id, trial_id
 from bopsweep.studies import TrialConfig, grid_study
-from tests.helpers import leave_hot_journal, one_line_error
+from tests.helpers import invoke, leave_hot_journal, one_line_error
 
 
 def test_storage_url_sources_in_order(tmp_path, monkeypatch):
@@ -472,7 +470,7 @@ def test_a_half_done_write_on_a_read_only_file_system_is_one_clear_line(read_onl
     leave_hot_journal(read_only_folder / "s.db")
     before = (read_only_folder / "s.db").read_bytes()
     subprocess.run(["mount", "-o", "remount,ro", str(read_only_folder)], check=True)
-    result = CliRunner().invoke(app, ["studies", str(read_only_folder / "s.db")])
+    result = invoke(["studies", str(read_only_folder / "s.db")])
     one_line_error(result, "left unfinished (s.db-journal)")
     assert (read_only_folder / "s.db").read_bytes() == before
 
@@ -529,7 +527,7 @@ def test_a_study_whose_making_was_cut_short_is_made_by_the_next_run(
     assert optuna.get_all_study_names(url) == ["grid-tau"]
     with pytest.raises(UserError, match=r"'grid-tau' .* was left half made"):
         Store(url).load("grid-tau")
-    again = CliRunner().invoke(app, args)
+    again = invoke(args)
     assert again.exit_code == 0, again.output
     study = optuna.load_study(study_name="grid-tau", storage=url)
     assert study.user_attrs["bopsweep_spec"]["name"] == "grid-tau"
