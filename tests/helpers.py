@@ -21,6 +21,7 @@ import optuna
 
 if TYPE_CHECKING:
     import numpy as np
+    from click.testing import Result
 
     from bopsweep.store import Store
     from bopsweep.studies import TrialConfig
@@ -34,7 +35,7 @@ TINY = [
 ]
 
 
-def invoke(args: list[str], **kwargs: Any) -> Any:
+def invoke(args: list[str], **kwargs: Any) -> Result:
     """``bopsweep ARGS`` in this process (Click's runner; ``input=`` etc. pass through)."""
     from typer.testing import CliRunner
 

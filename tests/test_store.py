@@ -66,8 +66,8 @@ def running_trial(store: Store, study_name: str = "s") -> optuna.Trial:
     return study.ask()
 
 
-def test_metric_rows_are_written_once_per_trial_and_epoch(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 's.db'}", create=True)
+def test_metric_rows_are_written_once_per_trial_and_epoch(storage):
+    store = Store(storage, create=True)
     trial = running_trial(store)
     study = optuna.load_study(study_name="s", storage=store.storage)
     rows = [{"epoch": 1, "val_acc": 0.5, "pi": -3.0}, {"epoch": 2, "val_acc": 0.6, "pi": -4.0}]
@@ -83,8 +83,8 @@ def test_metric_rows_are_written_once_per_trial_and_epoch(tmp_path):
     assert store.metrics.epochs_frame(other).empty
 
 
-def test_epoch_progress_counts_each_trials_epochs_and_reads_its_last_row(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 's.db'}", create=True)
+def test_epoch_progress_counts_each_trials_epochs_and_reads_its_last_row(storage):
+    store = Store(storage, create=True)
     study = optuna.create_study(study_name="s", storage=store.storage)
     first, second = study.ask(), study.ask()
     rows = [{"epoch": e, "val_acc": e / 10} for e in (2, 3, 1)]  # written out of order
@@ -96,8 +96,8 @@ def test_epoch_progress_counts_each_trials_epochs_and_reads_its_last_row(tmp_pat
     }
 
 
-def test_a_frame_of_rows_with_different_columns_holds_them_all(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 's.db'}", create=True)
+def test_a_frame_of_rows_with_different_columns_holds_them_all(storage):
+    store = Store(storage, create=True)
     study = optuna.create_study(study_name="s", storage=store.storage)
     trial = study.ask()
     rows = [{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.6, "c2i": 0.1}]
