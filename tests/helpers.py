@@ -1,13 +1,137 @@
-"""Assertions and process look-ups shared by the tests."""
+"""What the tests share besides fixtures (those are in conftest.py): the tiny trial
+configuration, ``bopsweep`` run in-process or as a child process, assertions, process
+look-ups, studies written directly to a database, and the PostgreSQL test server's workers.
+
+Test modules import from here, never from one another."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import sqlite3
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+if TYPE_CHECKING:
+    import numpy as np
+    from click.testing import Result
+
+    from bopsweep.store import Store
+    from bopsweep.studies import TrialConfig
+
+# --- the tiny trial: a network 1/16 wide on the CPU, so a test trains in seconds -------------
+TINY_SETTINGS: dict[str, Any] = {"width": 0.0625, "batch_size": 20, "device": "cpu"}
+# the same as command-line options, quiet
+TINY = [
+    *(a for k, v in TINY_SETTINGS.items() for a in (f"--{k.replace('_', '-')}", str(v))),
+    "--quiet",
+]
+
+
+def invoke(args: list[str], **kwargs: Any) -> Result:
+    """``bopsweep ARGS`` in this process (Click's runner; ``input=`` etc. pass through)."""
+    from typer.testing import CliRunner
+
+    from bopsweep.cli import app
+
+    return CliRunner().invoke(app, args, **kwargs)
+
+
+def bopsweep(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``bopsweep ARGS`` as a child process in ``cwd``, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "bopsweep", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen:
+    """``bopsweep ARGS`` started in ``cwd`` and left running (its output piped)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bopsweep", *args],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def grid_args(param: str, values: str, epochs: int, data: Path, workers: int = 2) -> list[str]:
+    """A grid study of tiny trials on the CPU."""
+    return [
+        "grid",
+        "--param",
+        param,
+        "--values",
+        values,
+        "--workers",
+        str(workers),
+        "--epochs",
+        str(epochs),
+        "--data-dir",
+        str(data),
+        *TINY,
+    ]
+
+
+def wait_until(condition, timeout: float = 120, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def trials(cwd: Path, study: str) -> list[optuna.trial.FrozenTrial]:
+    """The trials of ``study`` in ``cwd/study.db``."""
+    return optuna.load_study(study_name=study, storage=f"sqlite:///{cwd / 'study.db'}").trials
+
+
+def assert_one_complete_per_configuration(ts, n_configs: int, epochs: int, cwd: Path) -> None:
+    """Each configuration COMPLETE once in ``cwd/study.db``, nothing RUNNING, and every complete
+    trial with its whole curve, each epoch's metric row once."""
+    from bopsweep.store.optuna_adapter import trial_id
+
+    complete = [t for t in ts if t.state == optuna.trial.TrialState.COMPLETE]
+    per_config = Counter(t.user_attrs["config_id"] for t in complete)
+    assert len(per_config) == n_configs and set(per_config.values()) == {1}, per_config
+    assert not [t for t in ts if t.state == optuna.trial.TrialState.RUNNING]
+    with sqlite3.connect(cwd / "study.db") as conn:
+        rows = conn.execute("SELECT trial_id, epoch FROM bopsweep_epochs").fetchall()
+    assert len(rows) == len(set(rows))  # no duplicate metric rows
+    stored = Counter(tid for tid, _ in rows)
+    for t in complete:
+        assert stored[trial_id(t)] == epochs, "a complete trial carries its whole curve"
+        assert sorted(t.intermediate_values) == list(range(1, epochs + 1))
+
+
+def epochs_in(run_dir: Path) -> int:
+    """Epochs in a run's metrics.csv. A row is written just before its epoch's checkpoint, so
+    n rows mean a checkpoint of at least n - 1 epochs."""
+    metrics = run_dir / "metrics.csv"
+    return max(0, len(metrics.read_text().splitlines()) - 1) if metrics.exists() else 0
+
+
+def run_dirs(cwd: Path, study: str) -> list[Path]:
+    """The trial folders of ``study`` in ``cwd/study.ckpt`` (by the marker of its folder)."""
+    from bopsweep.folders import read_marker
+
+    root = cwd / "study.ckpt"
+    for folder in root.iterdir() if root.exists() else []:
+        if (read_marker(folder) or {}).get("study") == study:
+            return sorted(d for d in folder.iterdir() if d.is_dir())
+    return []
 
 
 def one_line_error(result: Any, fragment: str) -> None:
@@ -47,6 +171,31 @@ def zygotes(driver_pid: int) -> list[int]:
                 if os.getsid(pid) == pid:
                     found.append(pid)
     return found
+
+
+def trial_processes(driver_pid: int | None = None) -> dict[int, str]:
+    """pid → command line of live bopsweep trial processes (optionally: of one driver)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if "bopsweep.driver.child" in cmd and (driver_pid is None or ppid == driver_pid):
+            found[int(entry.name)] = cmd
+    return found
+
+
+def trial_processes_in(folder: Path) -> list[int]:
+    """Pids of trial processes working in ``folder`` (their run folders lie below it)."""
+    return [
+        pid
+        for pid, argv in command_lines().items()
+        if "bopsweep.driver.child" in argv and any(str(folder) in a for a in argv)
+    ]
 
 
 def warm_started(pid: int) -> bool:
@@ -106,3 +255,185 @@ def at_once(work, inputs: list) -> tuple[list, list]:
     for t in threads:
         t.join()
     return results, errors
+
+
+# --- studies written directly to a database (no training, no driver) -------------------------
+def make_study(path: Path, name: str = "grid-gamma", epochs: int = 3, acc: float = 0.5) -> int:
+    """A finished one-trial bopsweep study with ``epochs`` metric rows in the SQLite file
+    ``path``; the trial's id."""
+    from bopsweep.store import Store
+    from bopsweep.store.optuna_adapter import study_id, trial_id
+    from bopsweep.studies import TrialConfig, grid_study
+
+    store = Store(f"sqlite:///{path}", create=True)
+    study, _ = store.create(grid_study(name, TrialConfig(), {"gamma": [1e-7]}))
+    trial = study.ask()
+    trial.set_user_attr("config_id", "c0")
+    rows = [{"epoch": e, "val_acc": acc + e / 100, "pi": -3.0} for e in range(1, epochs + 1)]
+    store.metrics.write(study_id(study), trial_id(trial), rows, {})
+    study.tell(trial, rows[-1]["val_acc"])
+    store.engine.dispose()
+    return trial_id(trial)
+
+
+EPOCHS, STEPS_PER_EPOCH, LOG_EVERY = 3, 10, 5  # of a fake trial
+HYPER_COLUMNS = ("gamma", "sigma", "tau", "lr")  # the scheduled values train writes per epoch
+
+
+def flip_row(rng: np.random.Generator) -> dict[str, float]:
+    """π and flip fraction, network-wide and per layer, as :class:`bopsweep.trial.flips.FlipLog`."""
+    from bopsweep.readers.plots import LAYERS
+
+    pis = {"pi": rng.uniform(-9, 0), **{f"pi_{n}": rng.uniform(-9, 0) for n in LAYERS}}
+    return {**pis, **{k.replace("pi", "flip_frac", 1): math.exp(v) for k, v in pis.items()}}
+
+
+def fake_curve(
+    config: TrialConfig, rng: np.random.Generator, epochs: int = EPOCHS
+) -> tuple[list[dict[str, Any]], dict[int, list[dict[str, Any]]]]:
+    """Per-epoch rows and per-epoch logged-step rows with the keys ``bopsweep.trial.train`` writes;
+    scheduled values as in force at each epoch's last step."""
+    rows, steps = [], {}
+    for epoch in range(1, epochs + 1):
+        last = epoch * STEPS_PER_EPOCH
+        hyper = {name: getattr(config, name) for name in HYPER_COLUMNS}
+        for name, schedule in config.schedules.items():
+            hyper[name] = schedule.value(
+                config.initial(name), last - 1, STEPS_PER_EPOCH, config.epochs
+            )
+        val_acc, train_acc = rng.uniform(0.1, 0.9, size=2)
+        rows.append(
+            {
+                "epoch": epoch,
+                "step": last,
+                "train_loss": rng.uniform(0.5, 2.5),
+                "train_acc": train_acc,
+                "val_loss": rng.uniform(0.5, 2.5),
+                "val_acc": val_acc,
+                **hyper,
+                **flip_row(rng),
+            }
+        )
+        steps[epoch] = [
+            {"epoch": epoch, "step": s, "steps": LOG_EVERY, **flip_row(rng)}
+            for s in range(last - STEPS_PER_EPOCH + LOG_EVERY, last + 1, LOG_EVERY)
+        ]
+    return rows, steps
+
+
+def add_trial(
+    store: Store,
+    study: optuna.Study,
+    config: TrialConfig,
+    label: str,
+    params: dict[str, Any],
+    distributions: dict[str, Any],
+    rng: np.random.Generator,
+    epochs: int = EPOCHS,
+    state: optuna.trial.TrialState = optuna.trial.TrialState.COMPLETE,
+    attempt: int = 0,
+) -> dict[str, Any]:
+    """A trial as the driver leaves it (its configuration as its difference from the study's
+    base, results, metric rows)."""
+    from bopsweep.store.optuna_adapter import study_id, trial_id
+    from bopsweep.store.trial_config import config_attrs, study_base
+    from bopsweep.studies import config_id
+
+    rows, steps = fake_curve(config, rng, epochs)
+    best = max(rows, key=lambda r: r["val_acc"])
+    complete = state == optuna.trial.TrialState.COMPLETE
+    attrs = {
+        "config_id": config_id(config),
+        "label": label,
+        **config_attrs(config.to_dict(), study_base(study.user_attrs)),
+        "attempt": attempt,
+        "epochs_done": epochs,
+    }
+    if complete:
+        attrs.update(best_val_acc=best["val_acc"], best_epoch=best["epoch"], seconds=1.0)
+        attrs["final_train_acc"] = rows[-1]["train_acc"]
+    else:
+        attrs.update(failure="crash", fail_reason="killed by signal 9")
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=state,
+            value=rows[-1]["val_acc"] if complete else None,
+            params=params,
+            distributions=distributions,
+            user_attrs=attrs,
+        )
+    )
+    trial = study.get_trials(deepcopy=False)[-1]
+    store.metrics.write(study_id(study), trial_id(trial), rows, steps)
+    return {"number": trial.number, "label": label, "params": params, "rows": rows, "steps": steps}
+
+
+# --- the PostgreSQL test server (.ci/postgres.sh; the ``pg`` fixture makes its databases) -----
+PG_URL = os.environ.get("BOPSWEEP_TEST_POSTGRES")
+PG_CTL = os.environ.get("BOPSWEEP_TEST_PG_CTL")  # stops and starts that server
+PASSWORD = "s3cret-pw"  # the test role's, in PG_URL
+BEAT = ["--heartbeat-interval", "1", "--grace-period", "4"]  # a dead worker is noticed fast
+
+
+def queue(url: str, data: Path, cwd: Path, values: dict[str, str], epochs: int) -> None:
+    """Queue (not run) the tiny grid ``values`` as study ``s`` in ``url``."""
+    args = ["grid"]
+    for param, vals in values.items():
+        args += ["--param", param, "--values", vals]
+    result = bopsweep(
+        *args,
+        "--storage",
+        url,
+        "--study",
+        "s",
+        "--queue-only",
+        "--epochs",
+        str(epochs),
+        "--data-dir",
+        str(data),
+        *TINY,
+        cwd=cwd,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def worker(url: str, cwd: Path, *extra: str, beat: list[str] = BEAT) -> subprocess.Popen:
+    """A ``bopsweep worker`` on study ``s`` of ``url``, started and left running."""
+    return start(
+        "worker",
+        "--storage",
+        url,
+        "--study",
+        "s",
+        *beat,
+        "--checkpoint-dir",
+        str(cwd / "ckpt"),
+        "--quiet",
+        *extra,
+        cwd=cwd,
+    )
+
+
+def check_integrity(url: str, n_configs: int, epochs: int) -> list[optuna.trial.FrozenTrial]:
+    """Every configuration COMPLETE exactly once with its whole curve; nothing RUNNING; metric
+    rows only of existing trials, one per (trial, epoch)."""
+    import sqlalchemy as sa
+
+    from bopsweep.store.optuna_adapter import trial_id
+    from bopsweep.store.urls import engine_url
+
+    trials = optuna.load_study(study_name="s", storage=engine_url(url)).trials
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    per_config = Counter(t.user_attrs["config_id"] for t in complete)
+    assert len(per_config) == n_configs and set(per_config.values()) == {1}, per_config
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    engine = sa.create_engine(engine_url(url))
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT trial_id, epoch FROM bopsweep_epochs")).all()
+        ids = {r[0] for r in conn.execute(sa.text("SELECT trial_id FROM trials")).all()}
+    engine.dispose()
+    assert {t for t, _ in rows} <= ids
+    assert len(rows) == len(set(rows))
+    stored = Counter(t for t, _ in rows)
+    assert all(stored[trial_id(t)] == epochs for t in complete)
+    return trials

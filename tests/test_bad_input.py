@@ -11,15 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.studies import TrialConfig
 from bopsweep.trial.run_dir import RunDir
-from tests.helpers import one_line_error
-
-runner = CliRunner()
-TINY = ["--width", "0.0625", "--batch-size", "20", "--device", "cpu", "--quiet"]
+from tests.helpers import TINY, invoke, one_line_error
 
 
 @pytest.fixture
@@ -31,7 +26,7 @@ def empty_cwd(tmp_path, monkeypatch) -> Path:
 
 
 def refused(args: list[str], fragment: str, folder: Path) -> None:
-    one_line_error(runner.invoke(app, args), fragment)
+    one_line_error(invoke(args), fragment)
     assert sorted(p.name for p in folder.iterdir()) == [], "something was created first"
 
 
@@ -84,7 +79,7 @@ def test_a_study_whose_schedule_leaves_its_range_is_refused_before_it_exists(
 def test_train_out_naming_a_file_is_refused(empty_cwd, small_cifar_dir):
     (empty_cwd / "notes.txt").write_text("mine\n")
     args = ["train", "--data-dir", str(small_cifar_dir), "--out", "notes.txt", *TINY]
-    one_line_error(runner.invoke(app, args), "is a file")
+    one_line_error(invoke(args), "is a file")
     assert (empty_cwd / "notes.txt").read_text() == "mine\n"
 
 
@@ -99,7 +94,7 @@ def test_train_out_naming_a_file_is_refused(empty_cwd, small_cifar_dir):
 def test_resume_of_a_folder_with_a_bad_config_is_refused(config, fragment, tmp_path):
     (tmp_path / "config.json").write_text(config)
     before = sorted(p.name for p in tmp_path.iterdir())
-    one_line_error(runner.invoke(app, ["train", "--resume", str(tmp_path)]), fragment)
+    one_line_error(invoke(["train", "--resume", str(tmp_path)]), fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
@@ -115,7 +110,7 @@ def test_resume_from_a_checkpoint_of_the_wrong_shape_is_refused(state, tmp_path,
     config = TrialConfig(data_dir=str(small_cifar_dir), width=0.0625, device="cpu")
     config.save(tmp_path / "config.json")
     torch.save(state, tmp_path / "checkpoint.pt")
-    result = runner.invoke(app, ["train", "--resume", str(tmp_path)])
+    result = invoke(["train", "--resume", str(tmp_path)])
     one_line_error(result, "is not a bopsweep checkpoint")
 
 
@@ -230,12 +225,12 @@ def test_space_files_of_the_wrong_shape_are_refused(space, fragment, empty_cwd):
 def test_resume_with_an_unknown_device_changes_nothing(tmp_path):
     import hashlib
 
-    from tests.test_integrity import make_study
+    from tests.helpers import make_study
 
     make_study(tmp_path / "study.db")
     before = hashlib.sha256((tmp_path / "study.db").read_bytes()).hexdigest()
     files = sorted(p.name for p in tmp_path.iterdir())
-    result = runner.invoke(app, ["resume", str(tmp_path / "study.db"), "--device", "tpu"])
+    result = invoke(["resume", str(tmp_path / "study.db"), "--device", "tpu"])
     one_line_error(result, "unknown device 'tpu'")
     assert hashlib.sha256((tmp_path / "study.db").read_bytes()).hexdigest() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == files

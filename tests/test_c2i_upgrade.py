@@ -15,9 +15,7 @@ import pandas as pd
 import pytest
 import torch
 from optuna.distributions import FloatDistribution
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.store import Store
 from bopsweep.store.c2i_upgrade import C2I_ATTR
 from bopsweep.store.optuna_adapter import study_id, trial_id
@@ -25,8 +23,8 @@ from bopsweep.store.trial_config import config_attrs, study_base
 from bopsweep.studies import TrialConfig, grid_study
 from bopsweep.trial.run_dir import C2I_KEY, PENDING_METRICS, read_rows
 from bopsweep.trial.train import run_trial
+from tests.helpers import invoke
 
-runner = CliRunner()
 KEPT = {1: 0.875, 2: 0.75}  # the paper's C2I of epochs 1 and 2
 LAYER = {1: 0.5, 2: 0.25}
 
@@ -73,11 +71,11 @@ def test_read_only_commands_read_an_old_study_with_the_papers_c2i_and_change_not
     db = tmp_path / "study.db"
     old_study(db)
     before = digest(db)
-    status = runner.invoke(app, ["status", str(db), "--format", "json"])
+    status = invoke(["status", str(db), "--format", "json"])
     assert status.exit_code == 0, status.output
     [trial] = json.loads(status.output)["trials"]
     assert trial["last_c2i"] == pytest.approx(KEPT[2])
-    exported = runner.invoke(app, ["export", str(db), "--metrics", "-o", "-"])
+    exported = invoke(["export", str(db), "--metrics", "-o", "-"])
     assert exported.exit_code == 0, exported.output
     metrics = pd.read_csv(io.StringIO(exported.output))
     assert metrics["c2i"].tolist() == pytest.approx([KEPT[1], KEPT[2]])
@@ -99,7 +97,7 @@ def test_the_first_writing_command_converts_an_old_study_once(tmp_path):
         assert [r["c2i_fc3"] for r in rows] == pytest.approx([LAYER[1], LAYER[2]])
         assert [r["pi"] for r in rows] == [-9.0, -9.0]  # other columns as they were
         store.engine.dispose()
-    status = runner.invoke(app, ["status", str(db), "--format", "json"])
+    status = invoke(["status", str(db), "--format", "json"])
     assert json.loads(status.output)["trials"][0]["last_c2i"] == pytest.approx(KEPT[2])
 
 
@@ -200,11 +198,11 @@ def test_an_old_two_step_trials_best_counts_binary_weight_epochs_read_and_conver
     db = tmp_path / "study.db"
     old_two_step_study(db)
     before = digest(db)
-    status = runner.invoke(app, ["status", str(db), "--format", "json"])
+    status = invoke(["status", str(db), "--format", "json"])
     [trial] = json.loads(status.output)["trials"]
     assert (trial["best_val_acc"], trial["best_epoch"]) == (0.45, 4)  # step 2's best
     assert (trial["step1_best_val_acc"], trial["step1_best_epoch"]) == (0.60, 2)
-    table = runner.invoke(app, ["table", str(db), "--metric", "best", "--format", "csv"])
+    table = invoke(["table", str(db), "--metric", "best", "--format", "csv"])
     assert table.exit_code == 0, table.output
     assert pd.read_csv(io.StringIO(table.output))["best_mean"].tolist() == [45.0]
     assert digest(db) == before  # read, not written

@@ -12,17 +12,13 @@ import time
 
 import pytest
 import typer.main
-from typer.testing import CliRunner
 
 from bopsweep.cli import app
 from bopsweep.cli.options import PANELS
 from bopsweep.studies import TrialConfig
 from bopsweep.trial.run_dir import read_rows
 from bopsweep.trial.train import run_trial
-from tests.helpers import one_line_error
-
-runner = CliRunner()
-TINY = ["--width", "0.0625", "--device", "cpu", "--batch-size", "20", "--quiet"]
+from tests.helpers import TINY, invoke, one_line_error
 
 
 def bopsweep(*args: str) -> subprocess.CompletedProcess:
@@ -74,7 +70,7 @@ def test_importing_the_cli_imports_no_heavy_package():
 
 
 def test_every_command_has_help():
-    result = runner.invoke(app, ["--help"], terminal_width=80)
+    result = invoke(["--help"], terminal_width=80)
     assert result.exit_code == 0 and "train" in result.output
     # listed without being built, each as it would list itself built
     group = typer.main.get_command(app)
@@ -84,7 +80,7 @@ def test_every_command_has_help():
     for name in names:
         short = group.commands[name].get_short_help_str(limit)  # type: ignore[attr-defined]
         assert re.search(rf"^  {name} +{re.escape(short)}$", result.output, re.M), name
-    result = runner.invoke(app, ["train", "--help"])
+    result = invoke(["train", "--help"])
     assert result.exit_code == 0
     for flag in ("--optimizer", "--unbiased", "--schedule", "--resume", "--subset", "--norm"):
         assert flag in result.output
@@ -100,7 +96,7 @@ def panels(output: str) -> dict[str, str]:
 
 
 def test_grid_help_shows_its_options_in_panels():
-    result = runner.invoke(app, ["grid", "--help"], env={"COLUMNS": "200"})
+    result = invoke(["grid", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     boxes = panels(result.output)
     assert {"Trial", "Study", "Dispatch", "Storage"} <= set(boxes)
@@ -141,8 +137,7 @@ def test_help_texts_survive_rich_markup():
 
 def test_train_writes_metrics_steps_and_checkpoint(small_cifar_dir, tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(
-        app,
+    result = invoke(
         ["train", "--data-dir", str(small_cifar_dir), "--epochs", "2", "--out", str(out), *TINY],
     )
     assert result.exit_code == 0, result.output
@@ -159,7 +154,7 @@ def test_schedule_and_subset_options_reach_the_trial(small_cifar_dir, tmp_path):
     schedule = "gamma=exponential(rate=0.1, every=1)"
     args = ["--subset", "100", "--optimizer", "bop", "--schedule", schedule]
     data = ["--data-dir", str(small_cifar_dir), "--epochs", "2", "--out", str(out)]
-    result = runner.invoke(app, ["train", *data, *args, *TINY])
+    result = invoke(["train", *data, *args, *TINY])
     assert result.exit_code == 0, result.output
     config = TrialConfig.load(out / "config.json")
     assert config.subset == 100 and config.optimizer == "bop" and config.gamma == 1e-4
@@ -177,7 +172,7 @@ def test_schedule_lr_every_queues_the_reference_lr_decay_in_every_arm(
     args = ["schedule", "--param", "sigma", "--epochs", "350", "--queue-only"]
     data = ["--data-dir", str(small_cifar_dir), *TINY]
     for name, more in (("decay", ["--lr-every", "100"]), ("constant", [])):
-        result = runner.invoke(app, [*args, "--study", name, *more, *data])
+        result = invoke([*args, "--study", name, *more, *data])
         assert result.exit_code == 0, result.output
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     decay = optuna.load_study(study_name="decay", storage=storage).trials
@@ -210,19 +205,18 @@ def test_schedule_lr_every_queues_the_reference_lr_decay_in_every_arm(
     ],
 )
 def test_bad_values_get_one_line_and_exit_2(small_cifar_dir, tmp_path, args, fragment):
-    result = runner.invoke(
-        app,
+    result = invoke(
         ["train", "--data-dir", str(small_cifar_dir), "--out", str(tmp_path / "r"), *TINY, *args],
     )
     one_line_error(result, fragment)
 
 
 def test_missing_and_malformed_data_dirs_get_one_line(tmp_path):
-    result = runner.invoke(app, ["train", "--data-dir", str(tmp_path / "absent"), *TINY])
+    result = invoke(["train", "--data-dir", str(tmp_path / "absent"), *TINY])
     one_line_error(result, "does not exist")
     (tmp_path / "cifar-10-batches-py").mkdir()
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"\x80\x02garbage")
-    result = runner.invoke(app, ["train", "--data-dir", str(tmp_path), *TINY])
+    result = invoke(["train", "--data-dir", str(tmp_path), *TINY])
     one_line_error(result, "batches.meta is missing")
 
 
@@ -230,9 +224,9 @@ def test_unreadable_checkpoint_gets_one_line(small_cifar_dir, tmp_path):
     out = tmp_path / "run"
     run_trial(TrialConfig(data_dir=str(small_cifar_dir), epochs=1, width=1 / 16, device="cpu"), out)
     (out / "checkpoint.pt").write_bytes(b"this is not a checkpoint")
-    result = runner.invoke(app, ["train", "--resume", str(out), "--quiet"])
+    result = invoke(["train", "--resume", str(out), "--quiet"])
     one_line_error(result, "cannot read checkpoint")
-    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "nothing"), "--quiet"])
+    result = invoke(["train", "--resume", str(tmp_path / "nothing"), "--quiet"])
     one_line_error(result, "holds no bopsweep run to resume")
 
 
@@ -252,13 +246,13 @@ def test_ctrl_c_exits_130_and_resume_matches_an_uninterrupted_run(small_cifar_di
 
     args = ["train", "--data-dir", str(small_cifar_dir), "--epochs", str(epochs), "--out", str(out)]
     threading.Thread(target=interrupt_after_two_epochs, daemon=True).start()
-    result = runner.invoke(app, [*args, *TINY])
+    result = invoke([*args, *TINY])
     assert result.exit_code == 130, result.output
     assert f"bopsweep train --resume {out}" in result.output
     done = len(metrics.read_text().splitlines()) - 1
     assert 2 <= done < epochs  # interrupted mid-run, finished epochs kept
 
-    resumed = runner.invoke(app, ["train", "--resume", str(out), "--quiet"])
+    resumed = invoke(["train", "--resume", str(out), "--quiet"])
     assert resumed.exit_code == 0, resumed.output
     reference = tmp_path / "reference"
     run_trial(TrialConfig.load(out / "config.json"), reference)

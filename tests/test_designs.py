@@ -10,9 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.defaults import Pruner, Sampler
 from bopsweep.driver.study import stored_spec
 from bopsweep.errors import UserError
@@ -38,9 +36,8 @@ from bopsweep.studies.designs import (
 )
 from bopsweep.studies.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from bopsweep.studies.search import SearchSettings, SearchSpace, space_for
-from tests.helpers import one_line_error
+from tests.helpers import invoke, one_line_error
 
-runner = CliRunner()
 STUDIES = Path(__file__).parent.parent / "studies"
 # Definitions as bopsweep stored them before its designs were types (one JSON document a line,
 # byte for byte as in a database): the studies BUILT below, and studies/adam_lr.toml.
@@ -140,7 +137,7 @@ def foreign_db(tmp_path: Path, change: dict) -> Path:
 def test_a_definition_another_tool_wrote_is_one_line(tmp_path, change, message):
     db = foreign_db(tmp_path, change)
     for command in (["status"], ["resume"], ["plot", "--out", str(tmp_path / "figures")]):
-        result = runner.invoke(app, [command[0], str(db), *command[1:]])
+        result = invoke([command[0], str(db), *command[1:]])
         one_line_error(result, message)
         assert "study 'o'" in result.output
 

@@ -12,70 +12,26 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections import Counter
 from pathlib import Path
 
 import optuna
 import pytest
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
-from bopsweep.store.optuna_adapter import trial_id
-from tests.helpers import one_line_error, zygotes
-
-TINY = ["--width", "0.0625", "--batch-size", "20", "--device", "cpu", "--quiet"]
-
-
-def bopsweep(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bopsweep", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def start(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bopsweep", *args],
-        cwd=cwd,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def grid_args(param: str, values: str, epochs: int, data: Path, workers: int = 2) -> list[str]:
-    """A grid study of tiny trials on the CPU."""
-    return [
-        "grid",
-        "--param",
-        param,
-        "--values",
-        values,
-        "--workers",
-        str(workers),
-        "--epochs",
-        str(epochs),
-        "--data-dir",
-        str(data),
-        *TINY,
-    ]
-
-
-def wait_until(condition, timeout: float = 120, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def trials(cwd: Path, study: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=study, storage=f"sqlite:///{cwd / 'study.db'}").trials
+from tests.helpers import (
+    TINY,
+    assert_one_complete_per_configuration,
+    bopsweep,
+    epochs_in,
+    grid_args,
+    invoke,
+    one_line_error,
+    run_dirs,
+    start,
+    trial_processes,
+    trials,
+    wait_until,
+    zygotes,
+)
 
 
 def count(cwd: Path, study: str, state: str) -> int:
@@ -91,54 +47,6 @@ def count(cwd: Path, study: str, state: str) -> int:
             ).fetchone()[0]
     except sqlite3.OperationalError:  # tables not created yet
         return 0
-
-
-def epochs_in(run_dir: Path) -> int:
-    """Epochs in a run's metrics.csv. A row is written just before its epoch's checkpoint, so
-    n rows mean a checkpoint of at least n - 1 epochs."""
-    metrics = run_dir / "metrics.csv"
-    return max(0, len(metrics.read_text().splitlines()) - 1) if metrics.exists() else 0
-
-
-def run_dirs(cwd: Path, study: str) -> list[Path]:
-    """The trial folders of ``study`` in ``cwd/study.ckpt`` (by the marker of its folder)."""
-    from bopsweep.folders import read_marker
-
-    root = cwd / "study.ckpt"
-    for folder in root.iterdir() if root.exists() else []:
-        if (read_marker(folder) or {}).get("study") == study:
-            return sorted(d for d in folder.iterdir() if d.is_dir())
-    return []
-
-
-def trial_processes(driver_pid: int | None = None) -> dict[int, str]:
-    """pid → command line of live bopsweep trial processes (optionally: of one driver)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if "bopsweep.driver.child" in cmd and (driver_pid is None or ppid == driver_pid):
-            found[int(entry.name)] = cmd
-    return found
-
-
-def assert_one_complete_per_configuration(ts, n_configs: int, epochs: int, cwd: Path) -> None:
-    complete = [t for t in ts if t.state == optuna.trial.TrialState.COMPLETE]
-    per_config = Counter(t.user_attrs["config_id"] for t in complete)
-    assert len(per_config) == n_configs and set(per_config.values()) == {1}, per_config
-    assert not [t for t in ts if t.state == optuna.trial.TrialState.RUNNING]
-    with sqlite3.connect(cwd / "study.db") as conn:
-        rows = conn.execute("SELECT trial_id, epoch FROM bopsweep_epochs").fetchall()
-    assert len(rows) == len(set(rows))  # no duplicate metric rows
-    stored = Counter(trial_id for trial_id, _ in rows)
-    for t in complete:
-        assert stored[trial_id(t)] == epochs, "a complete trial carries its whole curve"
-        assert sorted(t.intermediate_values) == list(range(1, epochs + 1))
 
 
 @pytest.mark.slow
@@ -287,7 +195,7 @@ def test_ctrl_c_exits_130_refuses_a_second_driver_and_resumes_cleanly(small_cifa
     )
 
     # in-process: no interpreter start-up between the check and the Ctrl-C
-    second = CliRunner().invoke(app, ["resume", str(tmp_path / "study.db")])
+    second = invoke(["resume", str(tmp_path / "study.db")])
     one_line_error(second, "another bopsweep driver is running")
     assert all(epochs_in(d) < epochs for d in run_dirs(tmp_path, "grid-sigma"))
 
@@ -346,9 +254,6 @@ def test_a_diverging_trial_fails_with_its_reason_and_is_not_retried(small_cifar_
     assert "FAIL (diverged)" in status.stdout
 
 
-runner = CliRunner()
-
-
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -376,8 +281,7 @@ def test_bad_study_input_gets_one_line_and_exit_2(
     small_cifar_dir, tmp_path, monkeypatch, args, fragment
 ):
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(
-        app,
+    result = invoke(
         [*args, "--data-dir", str(small_cifar_dir), *TINY]
         if args[0] in ("grid", "pow10", "schedule")
         else args,
@@ -413,4 +317,4 @@ def test_databases_and_files_of_other_programs_are_refused(small_cifar_dir, tmp_
         (["run", "odd.toml"], "unknown key 'extra'"),
     ]
     for args, fragment in cases:
-        one_line_error(runner.invoke(app, args), fragment)
+        one_line_error(invoke(args), fragment)

@@ -23,17 +23,14 @@ from optuna.distributions import (
     IntDistribution,
     check_distribution_compatibility,
 )
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.driver.queue import TrialQueue, fit_stored
 from bopsweep.store import Store
 from bopsweep.studies import TrialConfig, expand, grid_study, pow10_study, schedule_study
-from tests.helpers import one_line_error
+from tests.helpers import TINY, invoke, one_line_error
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-runner = CliRunner()
-TINY = ["--width", "0.0625", "--device", "cpu", "--batch-size", "20", "--quiet", "--epochs", "3"]
+THREE_EPOCHS = [*TINY, "--epochs", "3"]  # of the tiny trial
 GAMMAS = [1e-9, 1e-8, 1e-7, 1e-6, 1e-5]
 
 
@@ -47,7 +44,7 @@ def gamma_study(tmp_path: Path, data_dir: Path, *more: str) -> optuna.Study:
     Store.create, TrialQueue.enqueue_missing), its trials then run to COMPLETE by hand."""
     values = ",".join(f"{g:g}" for g in GAMMAS)
     args = ["grid", "--param", "gamma", "--values", values, "--study", "g", "--queue-only"]
-    result = runner.invoke(app, [*args, *more, "--data-dir", str(data_dir), *TINY])
+    result = invoke([*args, *more, "--data-dir", str(data_dir), *THREE_EPOCHS])
     assert result.exit_code == 0, result.output
     study = optuna.load_study(study_name="g", storage=f"sqlite:///{tmp_path / 'study.db'}")
     queue = TrialQueue(study)
@@ -161,9 +158,9 @@ def test_a_study_topped_up_or_queued_by_an_earlier_bopsweep_takes_new_trials(
     monkeypatch.chdir(tmp_path)
     data = str(small_cifar_dir)
     common = ["--param", "gamma", "--study", "g", "--queue-only", "--data-dir", data]
-    assert runner.invoke(app, ["grid", *common, "--values", "1e-8,1e-7", *TINY]).exit_code == 0
+    assert invoke(["grid", *common, "--values", "1e-8,1e-7", *THREE_EPOCHS]).exit_code == 0
     for more in (["--values", "1e-8,1e-7,1e-6"], ["--values", "1e-8,1e-7", "--seeds", "2"]):
-        result = runner.invoke(app, ["grid", *common, *more, *TINY])
+        result = invoke(["grid", *common, *more, *THREE_EPOCHS])
         one_line_error(result, "already exists with a different definition")
 
 

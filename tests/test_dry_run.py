@@ -6,15 +6,12 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.driver.plan_preview import Preview, render_preview
 from bopsweep.driver.queue import TrialQueue
 from bopsweep.store import Store
-from tests.helpers import one_line_error
+from tests.helpers import invoke, one_line_error
 
-runner = CliRunner()
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
 
@@ -36,7 +33,7 @@ COMMANDS = {
 def test_dry_run_prints_the_plan_and_creates_nothing(command, small_cifar_dir, tmp_path):
     folder = tmp_path / "empty"
     folder.mkdir()
-    result = runner.invoke(app, [*COMMANDS[command], *where(folder, small_cifar_dir), "--dry-run"])
+    result = invoke([*COMMANDS[command], *where(folder, small_cifar_dir), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert list(folder.iterdir()) == []  # no database, lock file or checkpoint folder
     out = result.output
@@ -51,9 +48,7 @@ def test_dry_run_prints_the_plan_and_creates_nothing(command, small_cifar_dir, t
 
 
 def test_a_long_plan_lists_twenty_trials_and_counts_the_rest(small_cifar_dir, tmp_path):
-    result = runner.invoke(
-        app, [*COMMANDS["pow10"], *where(tmp_path, small_cifar_dir), "--dry-run"]
-    )
+    result = invoke([*COMMANDS["pow10"], *where(tmp_path, small_cifar_dir), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "25 trials planned" in result.output
     listed = [line for line in result.output.splitlines() if line.startswith("  ")]
@@ -66,10 +61,10 @@ def test_dry_run_counts_the_trials_an_existing_study_holds(small_cifar_dir, tmp_
     opts = where(tmp_path, small_cifar_dir)
     grid = ["grid", "--param", "gamma", "--values", "1e-8,1e-7,1e-6", *opts]
     two = ["grid", "--param", "gamma", "--values", "1e-8,1e-7", *opts, "--study", "g"]
-    assert runner.invoke(app, [*two, "--queue-only"]).exit_code == 0
+    assert invoke([*two, "--queue-only"]).exit_code == 0
     db = tmp_path / "study.db"
     # a study of the same definition: queued, one of its trials complete
-    result = runner.invoke(app, [*grid, "--study", "h", "--queue-only"])
+    result = invoke([*grid, "--study", "h", "--queue-only"])
     assert result.exit_code == 0, result.output
     store = Store(f"sqlite:///{db}")
     study = store.load("h")
@@ -80,21 +75,21 @@ def test_dry_run_counts_the_trials_an_existing_study_holds(small_cifar_dir, tmp_
     store.engine.dispose()
     before = sorted(p.name for p in tmp_path.iterdir()), digest(db)
 
-    result = runner.invoke(app, [*grid, "--study", "h", "--dry-run"])
+    result = invoke([*grid, "--study", "h", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "3 trials planned, 3 already in the study, 0 would be queued" in result.output
     assert result.output.count("(in the study)") == 3
     assert "2 trials to train × 100 epochs" in result.output
 
     # the other study's database holds 2 of these 3 under another name: counted per study
-    result = runner.invoke(app, [*two, "--dry-run"])
+    result = invoke([*two, "--dry-run"])
     assert "2 trials planned, 2 already in the study, 0 would be queued" in result.output
-    result = runner.invoke(app, [*grid, "--study", "new", "--dry-run"])
+    result = invoke([*grid, "--study", "new", "--dry-run"])
     assert "3 trials planned, 0 already in the study, 3 would be queued" in result.output
     assert "the database exists; the study is new" in result.output
     assert (sorted(p.name for p in tmp_path.iterdir()), digest(db)) == before
 
-    resume = runner.invoke(app, ["resume", str(db), "--study", "h", "--device", "cpu",
+    resume = invoke(["resume", str(db), "--study", "h", "--device", "cpu",
                                  "--dry-run"])  # fmt: skip
     assert resume.exit_code == 0, resume.output
     assert "3 already in the study" in resume.output and "2 trials to train" in resume.output
@@ -103,12 +98,12 @@ def test_dry_run_counts_the_trials_an_existing_study_holds(small_cifar_dir, tmp_
 
 def test_dry_run_counts_an_optuna_studys_trials(small_cifar_dir, tmp_path):
     search = ["optuna", "--trials", "6", "--study", "s", *where(tmp_path, small_cifar_dir)]
-    assert runner.invoke(app, [*search, "--queue-only"]).exit_code == 0
+    assert invoke([*search, "--queue-only"]).exit_code == 0
     store = Store(f"sqlite:///{tmp_path / 'study.db'}")
     TrialQueue(store.load("s")).enqueue({"gamma": 1e-7}, "c1", "x", {}, attempt=0)
     store.engine.dispose()
     before = digest(tmp_path / "study.db")
-    result = runner.invoke(app, [*search, "--dry-run"])
+    result = invoke([*search, "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "6 trials in total, 1 exist (the study exists)" in result.output
     assert digest(tmp_path / "study.db") == before
@@ -125,7 +120,7 @@ def test_dry_run_counts_an_optuna_studys_trials(small_cifar_dir, tmp_path):
     ],
 )
 def test_bad_input_is_still_one_line_and_exit_2(args, fragment, small_cifar_dir, tmp_path):
-    result = runner.invoke(app, [*args, *where(tmp_path, small_cifar_dir), "--dry-run"])
+    result = invoke([*args, *where(tmp_path, small_cifar_dir), "--dry-run"])
     one_line_error(result, fragment)
     assert list(tmp_path.iterdir()) == []
 
@@ -134,21 +129,21 @@ def test_bad_storage_and_data_are_refused_as_a_run_refuses_them(small_cifar_dir,
     grid = ["grid", "--param", "gamma", "--device", "cpu", "--dry-run"]
     data = ["--data-dir", str(small_cifar_dir)]
     missing = f"sqlite:///{tmp_path / 'no' / 'study.db'}"
-    one_line_error(runner.invoke(app, [*grid, *data, "--storage", missing]), "does not exist")
+    one_line_error(invoke([*grid, *data, "--storage", missing]), "does not exist")
     (tmp_path / "notes.db").write_text("not a database")
     notes = f"sqlite:///{tmp_path / 'notes.db'}"
-    one_line_error(runner.invoke(app, [*grid, *data, "--storage", notes]), "not a SQLite")
+    one_line_error(invoke([*grid, *data, "--storage", notes]), "not a SQLite")
     storage = ["--storage", f"sqlite:///{tmp_path / 'study.db'}"]
     nodata = ["--data-dir", str(tmp_path / "nodata")]
-    one_line_error(runner.invoke(app, [*grid, *storage, *nodata]), "nodata")
+    one_line_error(invoke([*grid, *storage, *nodata]), "nodata")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
 
     # a study of that name with another definition: refused, as a run refuses it
     where_ = where(tmp_path, small_cifar_dir)
-    assert runner.invoke(app, ["grid", "--param", "tau", *where_, "--study", "x",
+    assert invoke(["grid", "--param", "tau", *where_, "--study", "x",
                                "--queue-only"]).exit_code == 0  # fmt: skip
     before = digest(tmp_path / "study.db")
-    result = runner.invoke(app, ["grid", "--param", "gamma", *where_, "--study", "x", "--dry-run"])
+    result = invoke(["grid", "--param", "gamma", *where_, "--study", "x", "--dry-run"])
     one_line_error(result, "different definition")
     assert digest(tmp_path / "study.db") == before
 
@@ -156,13 +151,11 @@ def test_bad_storage_and_data_are_refused_as_a_run_refuses_them(small_cifar_dir,
 def test_the_storage_env_var_is_used_and_shown_in_help(small_cifar_dir, tmp_path):
     url = f"sqlite:///{tmp_path / 'env.db'}"
     data = ["--data-dir", str(small_cifar_dir), "--device", "cpu"]
-    result = runner.invoke(
-        app, ["grid", "--param", "gamma", *data, "--dry-run"], env={"BOPSWEEP_STORAGE": url}
-    )
+    result = invoke(["grid", "--param", "gamma", *data, "--dry-run"], env={"BOPSWEEP_STORAGE": url})
     assert result.exit_code == 0, result.output
     assert f"in {url}" in result.output and list(tmp_path.iterdir()) == []
     for command in ("grid", "pow10", "schedule", "run", "optuna", "status", "resume"):
-        help_text = runner.invoke(app, [command, "--help"], terminal_width=200).output
+        help_text = invoke([command, "--help"], terminal_width=200).output
         assert "$BOPSWEEP_STORAGE" in help_text, command
         if command not in ("status",):
             assert "--dry-run" in help_text, command

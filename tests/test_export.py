@@ -20,15 +20,12 @@ import optuna
 import pandas as pd
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.store import Store
 from bopsweep.store.optuna_adapter import study_id, trial_id
 from bopsweep.studies import TrialConfig, grid_study
-from tests.helpers import one_line_error
+from tests.helpers import invoke, one_line_error
 
-runner = CliRunner()
 GAMMA = 7.246e-10
 THIRD = 1 / 3
 OPTUNA_SHARED = ["number", "value", "datetime_start", "datetime_complete", "duration"]
@@ -86,7 +83,7 @@ def study(tmp_path, monkeypatch) -> optuna.Study:
 
 
 def export(*args: str) -> None:
-    result = runner.invoke(app, ["export", "study.db", *args])
+    result = invoke(["export", "study.db", *args])
     assert result.exit_code == 0, result.output
 
 
@@ -202,7 +199,7 @@ def test_the_suffix_is_the_format_and_a_contradiction_is_refused(study, tmp_path
         (["-o", "trials"], "cannot tell the format of trials"),
         (["-o", "t.csv", "--format", "xlsx"], "xlsx"),
     ):
-        one_line_error(runner.invoke(app, ["export", "study.db", *args]), fragment)
+        one_line_error(invoke(["export", "study.db", *args]), fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
 
 

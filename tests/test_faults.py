@@ -27,14 +27,13 @@ import pytest
 
 from bopsweep.store.optuna_adapter import trial_id
 from bopsweep.trial.run_dir import read_rows
-from tests.helpers import command_lines, study_folder, zygotes
+from tests.helpers import TINY, study_folder, trial_processes_in, zygotes
 
 SEED = 20261122
 FAULTS = 30
 # long enough that the study outlasts its 30 faults on an idle machine too (20 and 60 did not:
 # a tiny epoch takes a fraction of a second)
 CONFIGS, EPOCHS = ("1e-6", "1e-5", "1e-4"), 200
-TINY = ["--width", "0.0625", "--batch-size", "20", "--device", "cpu", "--quiet"]
 # (who, signal, the driver's exit code when it was running)
 KINDS = [
     ("driver", signal.SIGKILL, -signal.SIGKILL),
@@ -59,15 +58,6 @@ def start(cwd: Path, *args: str) -> subprocess.Popen:
     )
     DRIVERS.append(driver.pid)
     return driver
-
-
-def trial_processes(folder: Path) -> list[int]:
-    """Pids of trial processes working in ``folder`` (their run folders lie below it)."""
-    return [
-        pid
-        for pid, argv in command_lines().items()
-        if "bopsweep.driver.child" in argv and any(str(folder) in a for a in argv)
-    ]
 
 
 def study_exists(db: Path) -> bool:
@@ -138,7 +128,7 @@ def test_a_study_survives_random_kills_of_its_driver_and_trials(small_cifar_dir,
             break
         who, sig, expected = rng.choice(KINDS)
         if who == "trial":
-            pids = trial_processes(tmp_path)
+            pids = trial_processes_in(tmp_path)
             if not pids:  # between trials: hit the driver instead
                 who, sig, expected = "driver", signal.SIGKILL, -signal.SIGKILL
             else:
@@ -165,7 +155,7 @@ def test_a_study_survives_random_kills_of_its_driver_and_trials(small_cifar_dir,
 
     # --- the study is whole --------------------------------------------------------------------
     db = tmp_path / "study.db"
-    assert not trial_processes(tmp_path), "a trial process outlived its driver"
+    assert not trial_processes_in(tmp_path), "a trial process outlived its driver"
     assert not [z for pid in DRIVERS for z in zygotes(pid)], "a zygote outlived its driver"
     trials = optuna.load_study(study_name="grid-tau", storage=f"sqlite:///{db}").trials
     assert not [t.number for t in trials if t.state.name in ("RUNNING", "WAITING")], context()

@@ -2,8 +2,8 @@
 retry takes its folder over from a process that lost the trial, and drivers that queue or make
 a study at once do it once. Real SQLite and PostgreSQL, real trial processes.
 
-The PostgreSQL tests use the ``pg`` fixture of :mod:`tests.test_postgres` (they skip without a
-server, and fail in CI).
+The PostgreSQL tests use conftest's ``pg`` fixture, and those on both backends its ``storage``
+(they skip without a server, and fail in CI).
 """
 
 from __future__ import annotations
@@ -29,9 +29,15 @@ from bopsweep.store.optuna_adapter import study_id, trial_id
 from bopsweep.store.urls import engine_url
 from bopsweep.studies import TrialConfig, expand, grid_study
 from bopsweep.trial.run_dir import read_rows
-from tests.helpers import at_once
-from tests.test_dispatch import wait_until
-from tests.test_postgres import check_integrity, pg, queue, worker  # noqa: F401 (a fixture)
+from tests.helpers import (
+    TINY_SETTINGS,
+    at_once,
+    check_integrity,
+    queue,
+    trial_processes,
+    wait_until,
+    worker,
+)
 
 GRID = {"gamma": [1e-8, 1e-7, 1e-6, 1e-5, 1e-4], "tau": [1e-6, 1e-5, 1e-4]}  # 15 trials
 
@@ -40,17 +46,10 @@ def spec(name: str = "s"):
     return grid_study(name, TrialConfig(epochs=2), GRID)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'study.db'}"
-    return request.getfixturevalue("pg")
-
-
-def test_the_rows_of_a_trial_taken_over_are_refused_and_nothing_is_written(url):
+def test_the_rows_of_a_trial_taken_over_are_refused_and_nothing_is_written(storage):
     """The owner's late rows (it was stopped; another driver failed and re-queued its trial)
     are refused in the write's own transaction: the failed trial keeps the epochs it had."""
-    store = Store(url, create=True)
+    store = Store(storage, create=True)
     study, _ = store.create(spec())
     q = TrialQueue(study)
     q.enqueue_missing(expand(spec()))
@@ -62,7 +61,7 @@ def test_the_rows_of_a_trial_taken_over_are_refused_and_nothing_is_written(url):
     store.metrics.write(sid, tid, [row], {}, owner)
     assert store.metrics.stored_epochs(tid) == [1]
     # another driver judges it stale: FAIL and a retry, as Optuna's stale-trial callback does
-    other = TrialQueue(Store(url).load("s"))
+    other = TrialQueue(Store(storage).load("s"))
     other.fail(other.trial(tid), "stale", "no heartbeat", requeue=0)
     late = [{"epoch": e, "val_acc": 0.6} for e in (2, 3)]
     with pytest.raises(TrialTakenOver):
@@ -77,7 +76,7 @@ def test_the_rows_of_a_trial_taken_over_are_refused_and_nothing_is_written(url):
     assert store.metrics.stored_epochs(trial_id(retry)) == []
 
 
-def test_drivers_that_queue_one_study_at_once_queue_each_configuration_once(pg):  # noqa: F811
+def test_drivers_that_queue_one_study_at_once_queue_each_configuration_once(pg):
     """Eight drivers start together on a new study: each reads what it holds and queues what
     is missing, under the study's lock; 15 configurations give 15 trials, not 15 × k."""
     Store(pg, create=True).create(spec())
@@ -91,7 +90,7 @@ def test_drivers_that_queue_one_study_at_once_queue_each_configuration_once(pg):
     assert sum(added) == 0  # the last round found everything queued
 
 
-def test_commands_that_make_one_study_at_once_all_succeed(pg):  # noqa: F811
+def test_commands_that_make_one_study_at_once_all_succeed(pg):
     """Six commands make the same new study at the same moment: one makes it, the others
     find it whole (no DuplicatedStudyError, no traceback), and it has one identity."""
     for n in range(3):
@@ -102,19 +101,19 @@ def test_commands_that_make_one_study_at_once_all_succeed(pg):  # noqa: F811
         assert len({study.user_attrs["bopsweep_study_uuid"] for study, _ in made}) == 1
 
 
-def test_a_worker_never_makes_a_study_deleted_after_it_read_it(url, small_cifar_dir):
+def test_a_worker_never_makes_a_study_deleted_after_it_read_it(storage, small_cifar_dir):
     """``worker`` and ``resume`` read the study's definition, then run it: deleted in between
     (``delete --yes``), the study is refused in one line, and not made again."""
     from bopsweep.driver import run_study
     from bopsweep.driver.study import DispatchOptions
 
-    store = Store(url, create=True)
+    store = Store(storage, create=True)
     store.create(spec())
     store.delete_study("s")
     with pytest.raises(UserError, match="no bopsweep study named 's'"):
-        options = DispatchOptions(url, join=True, data_dir=str(small_cifar_dir))
+        options = DispatchOptions(storage, join=True, data_dir=str(small_cifar_dir))
         run_study(spec(), options)
-    assert "s" not in Store(url).study_names()
+    assert "s" not in Store(storage).study_names()
 
 
 # --- the trial process side: its checkpoint folder -----------------------------------------------
@@ -123,9 +122,7 @@ def start_child(
 ) -> subprocess.Popen:
     """A trial process as the driver starts one (cold), for ``run_dir``, owned by ``owner``;
     ``take_over``: the retry of an attempt the database failed as lost."""
-    config = TrialConfig(
-        epochs=epochs, width=0.0625, batch_size=20, device="cpu", data_dir=str(data)
-    ).to_dict()
+    config = TrialConfig(epochs=epochs, data_dir=str(data), **TINY_SETTINGS).to_dict()
     child = subprocess.Popen(
         [sys.executable, "-m", "bopsweep.driver.child", str(run_dir), "1"],
         stdin=subprocess.PIPE,
@@ -200,7 +197,7 @@ def test_a_live_attempt_of_the_same_configuration_is_never_asked_to_leave(
 
 @pytest.mark.slow
 def test_a_stopped_trial_process_is_failed_and_its_trial_finished_by_a_retry(
-    pg,  # noqa: F811
+    pg,
     small_cifar_dir,
     tmp_path,
 ):
@@ -215,8 +212,6 @@ def test_a_stopped_trial_process_is_failed_and_its_trial_finished_by_a_retry(
         240,
         "the trial mid-run",
     )
-    from tests.test_dispatch import trial_processes
-
     (victim,) = trial_processes(w.pid)
     os.kill(victim, signal.SIGSTOP)
     _, err = w.communicate(timeout=300)
@@ -242,7 +237,7 @@ def test_a_configuration_is_claimed_once_at_a_time(tmp_path):
     assert queue.claim() is not None  # and runs once it has ended
 
 
-def test_a_trial_claimed_without_a_heartbeat_is_judged_stale_all_the_same(pg):  # noqa: F811
+def test_a_trial_claimed_without_a_heartbeat_is_judged_stale_all_the_same(pg):
     """A driver cut off (an outage, a kill) between claiming a trial and its first heartbeat
     left it RUNNING forever: Optuna judges only trials with a heartbeat. Now it gets one from
     whoever looks for stale trials, and is failed and re-queued after the grace period."""

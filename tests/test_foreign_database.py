@@ -7,16 +7,12 @@ from pathlib import Path
 
 import optuna
 import pytest
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.driver.queue import TrialQueue
 from bopsweep.store import SPEC_ATTR, Store
 from bopsweep.studies import TrialConfig, expand, grid_study
-from tests.helpers import one_line_error
-from tests.test_dispatch import bopsweep
+from tests.helpers import bopsweep, invoke, one_line_error
 
-runner = CliRunner()
 BAD_DELTAS = ["not json{", [1, 2], {"gamma": "high"}]
 
 
@@ -57,10 +53,8 @@ def test_a_study_definition_without_its_base_is_one_line(tmp_path, spec):
     storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
     storage.set_study_user_attr(storage.get_study_id_from_name("s"), SPEC_ATTR, spec)
     storage.engine.dispose()
-    one_line_error(runner.invoke(app, ["resume", str(db)]), "bopsweep_spec")
+    one_line_error(invoke(["resume", str(db)]), "bopsweep_spec")
     for command in (["status"], ["table"], ["export", "-o", str(tmp_path / "t.csv")], ["plot"]):
-        result = runner.invoke(
-            app, [*command, str(db), *(["--out", str(tmp_path)] * (command == ["plot"]))]
-        )
+        result = invoke([*command, str(db), *(["--out", str(tmp_path)] * (command == ["plot"]))])
         if result.exit_code != 0:  # what needs no base reads on; the rest is one line
             one_line_error(result, "")

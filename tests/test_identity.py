@@ -13,9 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.errors import UserError
 from bopsweep.folders import (
     MARKER,
@@ -30,10 +28,8 @@ from bopsweep.studies import TrialConfig, grid_study
 from bopsweep.trial.data import fingerprint, make_synthetic
 from bopsweep.trial.run_dir import CHECKPOINT, METRICS, RunDir
 from bopsweep.trial.train import run_trial
-from tests.helpers import one_line_error, study_folder
-from tests.test_dispatch import TINY, bopsweep
+from tests.helpers import TINY, bopsweep, invoke, one_line_error, study_folder
 
-runner = CliRunner()
 GRID = ["grid", "--param", "tau", "--values", "1e-6", "--epochs", "1", *TINY]
 
 
@@ -149,13 +145,13 @@ def test_delete_of_a_study_named_like_a_path_removes_no_folder_but_its_own(tmp_p
         impostor.set_user_attr(SPEC_ATTR, real.user_attrs[SPEC_ATTR])
         impostor.set_user_attr(UUID_ATTR, identity)  # even its identity copied
         store.engine.dispose()
-        result = runner.invoke(app, ["delete", str(db), "--study", name, "--checkpoints", "-y"])
+        result = invoke(["delete", str(db), "--study", name, "--checkpoints", "-y"])
         assert result.exit_code == 0, result.output
         assert "no trial folder there to delete" in result.output
     assert db.exists() and (tmp_path / "unrelated.txt").read_text() == "mine"
     assert (folder / "c0" / CHECKPOINT).exists()
 
-    result = runner.invoke(app, ["delete", str(db), "--study", "s", "--checkpoints", "--yes"])
+    result = invoke(["delete", str(db), "--study", "s", "--checkpoints", "--yes"])
     assert result.exit_code == 0, result.output
     assert not folder.exists() and (tmp_path / "study.ckpt" / MARKER).exists()
 
@@ -183,7 +179,7 @@ def test_a_checkpoint_dir_that_cannot_be_made_is_one_line_and_creates_nothing(
 ):
     monkeypatch.chdir(tmp_path)
     args = [*GRID, "--data-dir", str(small_cifar_dir), "--checkpoint-dir", "/proc/bopsweep"]
-    one_line_error(runner.invoke(app, args), "cannot keep trial folders in /proc/bopsweep")
+    one_line_error(invoke(args), "cannot keep trial folders in /proc/bopsweep")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -10,14 +10,12 @@ from pathlib import Path
 import optuna
 import pandas as pd
 from optuna.distributions import FloatDistribution
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.store import Store
 from bopsweep.store.optuna_adapter import study_id, trial_id
 from bopsweep.studies import TrialConfig, grid_study
+from tests.helpers import invoke
 
-runner = CliRunner()
 GAMMA = 7.246e-10
 ACC = 0.8123456789012345
 
@@ -49,7 +47,7 @@ def make_study(path: Path) -> None:
 
 def test_status_json_holds_every_trial_with_the_stored_floats(tmp_path):
     make_study(tmp_path / "study.db")
-    result = runner.invoke(app, ["status", str(tmp_path / "study.db"), "--format", "json"])
+    result = invoke(["status", str(tmp_path / "study.db"), "--format", "json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
     assert doc["study"] == "g" and doc["kind"] == "grid"
@@ -73,7 +71,7 @@ def test_status_json_holds_every_trial_with_the_stored_floats(tmp_path):
 
 def test_studies_json_has_one_object_per_study(tmp_path):
     make_study(tmp_path / "study.db")
-    result = runner.invoke(app, ["studies", str(tmp_path / "study.db"), "--format", "json"])
+    result = invoke(["studies", str(tmp_path / "study.db"), "--format", "json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
     [study] = doc["studies"]
@@ -83,13 +81,13 @@ def test_studies_json_has_one_object_per_study(tmp_path):
 
 def test_the_table_and_the_json_come_from_the_same_records(tmp_path):
     make_study(tmp_path / "study.db")
-    table = runner.invoke(app, ["status", str(tmp_path / "study.db")], terminal_width=200)
+    table = invoke(["status", str(tmp_path / "study.db")], terminal_width=200)
     assert table.exit_code == 0, table.output
     assert "1 complete, 1 fail" in table.output and "FAIL (diverged)" in table.output
     assert "0.8123" in table.output and "best: trial 0" in table.output
-    listing = runner.invoke(app, ["studies", str(tmp_path / "study.db")])
+    listing = invoke(["studies", str(tmp_path / "study.db")])
     assert listing.exit_code == 0 and "grid" in listing.output
-    bad = runner.invoke(app, ["status", str(tmp_path / "study.db"), "--format", "yaml"])
+    bad = invoke(["status", str(tmp_path / "study.db"), "--format", "yaml"])
     assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1
 
 
@@ -116,13 +114,13 @@ def test_the_table_shows_the_first_trials_and_all_with_all_while_the_json_has_ev
     def labels(output: str) -> set[str]:
         return {w for w in output.split() if w.startswith("cfg")}
 
-    short = runner.invoke(app, ["status", str(path)], terminal_width=200)
+    short = invoke(["status", str(path)], terminal_width=200)
     assert short.exit_code == 0, short.output
     assert labels(short.output) == {f"cfg{k}" for k in range(STATUS_ROWS)}
     assert f"{n} waiting" in short.output
     assert "… 3 more trials; --all shows every one" in short.output
-    full = runner.invoke(app, ["status", str(path), "--all"], terminal_width=200)
+    full = invoke(["status", str(path), "--all"], terminal_width=200)
     assert full.exit_code == 0, full.output
     assert labels(full.output) == {f"cfg{k}" for k in range(n)} and "more trials" not in full.output
-    doc = json.loads(runner.invoke(app, ["status", str(path), "--format", "json"]).output)
+    doc = json.loads(invoke(["status", str(path), "--format", "json"]).output)
     assert len(doc["trials"]) == n

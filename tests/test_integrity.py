@@ -14,29 +14,10 @@ from pathlib import Path
 
 import optuna
 import pytest
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.folders import open_study_folder
 from bopsweep.store import Store, driver_lock
-from bopsweep.store.optuna_adapter import study_id, trial_id
-from bopsweep.studies import TrialConfig, grid_study
-from tests.helpers import one_line_error, study_folder
-
-runner = CliRunner()
-
-
-def make_study(path: Path, name: str = "grid-gamma", epochs: int = 3, acc: float = 0.5) -> int:
-    """A finished one-trial bopsweep study with ``epochs`` metric rows; the trial's id."""
-    store = Store(f"sqlite:///{path}", create=True)
-    study, _ = store.create(grid_study(name, TrialConfig(), {"gamma": [1e-7]}))
-    trial = study.ask()
-    trial.set_user_attr("config_id", "c0")
-    rows = [{"epoch": e, "val_acc": acc + e / 100, "pi": -3.0} for e in range(1, epochs + 1)]
-    store.metrics.write(study_id(study), trial_id(trial), rows, {})
-    study.tell(trial, rows[-1]["val_acc"])
-    store.engine.dispose()
-    return trial_id(trial)
+from tests.helpers import invoke, make_study, one_line_error, study_folder
 
 
 def digest(path: Path) -> str:
@@ -56,9 +37,7 @@ def test_export_refuses_to_overwrite_the_study_database(tmp_path, monkeypatch, f
     before = digest(tmp_path / "study.db")
     for target in ("study.db", str(tmp_path / "study.db")):
         for force in ([], ["--force"]):
-            result = runner.invoke(
-                app, ["export", "study.db", "-o", target, "--format", fmt, *force]
-            )
+            result = invoke(["export", "study.db", "-o", target, "--format", fmt, *force])
             one_line_error(result, "is the study's database")
     assert digest(tmp_path / "study.db") == before
 
@@ -69,20 +48,18 @@ def test_export_refuses_any_database_and_existing_files_without_force(tmp_path, 
     make_study(tmp_path / "other.db")
     other = digest(tmp_path / "other.db")
     for force in ([], ["--force"]):
-        result = runner.invoke(app, ["export", "study.db", "-o", "other.db", *force])
+        result = invoke(["export", "study.db", "-o", "other.db", *force])
         one_line_error(result, "bopsweep never overwrites a database")
     assert digest(tmp_path / "other.db") == other
 
     (tmp_path / "notes.csv").write_text("my notes\n")
-    one_line_error(runner.invoke(app, ["export", "study.db", "-o", "notes.csv"]), "--force")
+    one_line_error(invoke(["export", "study.db", "-o", "notes.csv"]), "--force")
     assert (tmp_path / "notes.csv").read_text() == "my notes\n"
-    one_line_error(runner.invoke(app, ["export", "study.db", "-o", str(tmp_path)]), "is a folder")
-    one_line_error(
-        runner.invoke(app, ["export", "study.db", "-o", "no/such/dir/t.csv"]), "does not exist"
-    )
+    one_line_error(invoke(["export", "study.db", "-o", str(tmp_path)]), "is a folder")
+    one_line_error(invoke(["export", "study.db", "-o", "no/such/dir/t.csv"]), "does not exist")
     assert not (tmp_path / "no").exists()
 
-    result = runner.invoke(app, ["export", "study.db", "-o", "notes.csv", "--force"])
+    result = invoke(["export", "study.db", "-o", "notes.csv", "--force"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "notes.csv").read_text().startswith("number,")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left
@@ -100,7 +77,7 @@ def test_an_interrupted_export_leaves_the_old_file(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", interrupted)
-    result = runner.invoke(app, ["export", "study.db", "--force"])
+    result = invoke(["export", "study.db", "--force"])
     assert result.exit_code == 130  # Ctrl-C
     assert (tmp_path / "trials.csv").read_text() == "the previous export\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.db", "trials.csv"]
@@ -117,7 +94,7 @@ def test_read_only_commands_leave_the_database_byte_for_byte(tmp_path, monkeypat
         ["export", "study.db", "-o", "out.csv"],
         ["plot", "study.db", "--out", "figs"],
     ):
-        result = runner.invoke(app, command)
+        result = invoke(command)
         assert result.exit_code == 0, (command, result.output)
     after = (
         digest(tmp_path / "study.db"),
@@ -130,16 +107,16 @@ def test_read_only_commands_do_not_touch_an_empty_file_or_a_plain_optuna_databas
     empty = tmp_path / "empty.db"
     empty.touch()
     for command in ("status", "studies", "plot", "export"):
-        one_line_error(runner.invoke(app, [command, str(empty)]), "empty file")
+        one_line_error(invoke([command, str(empty)]), "empty file")
     assert empty.stat().st_size == 0
 
     plain = tmp_path / "optuna.db"
     optuna.create_study(study_name="theirs", storage=f"sqlite:///{plain}")
     before = digest(plain), tables(plain)
-    one_line_error(runner.invoke(app, ["status", str(plain)]), "holds no bopsweep study")
-    result = runner.invoke(app, ["studies", str(plain)])
+    one_line_error(invoke(["status", str(plain)]), "holds no bopsweep study")
+    result = invoke(["studies", str(plain)])
     assert result.exit_code == 0 and "theirs" not in result.output
-    one_line_error(runner.invoke(app, ["plot", str(plain)]), "holds no bopsweep study")
+    one_line_error(invoke(["plot", str(plain)]), "holds no bopsweep study")
     assert (digest(plain), tables(plain)) == before
     assert not {"bopsweep_epochs", "bopsweep_steps"} & tables(plain)
 
@@ -153,7 +130,7 @@ def test_a_database_whose_making_was_killed_is_named_so_and_left_alone(tmp_path)
         conn.execute("DELETE FROM version_info")
     before = digest(path)
     for command in ("status", "resume", "plot"):
-        one_line_error(runner.invoke(app, [command, str(path)]), "holds no bopsweep study")
+        one_line_error(invoke([command, str(path)]), "holds no bopsweep study")
     assert digest(path) == before
 
 
@@ -166,7 +143,7 @@ def test_status_works_on_a_read_only_file_system(tmp_path):
     try:
         make_study(folder / "study.db")
         subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
-        result = runner.invoke(app, ["status", str(folder / "study.db")])
+        result = invoke(["status", str(folder / "study.db")])
         assert result.exit_code == 0, result.output
         assert "1 complete" in result.output
     finally:
@@ -186,7 +163,7 @@ def test_a_study_deleted_by_the_optuna_cli_leaves_nothing_behind_in_a_new_one(tm
     new_id = make_study(db, "second", epochs=2, acc=0.8)
     assert new_id == old_id  # SQLite gave the new trial the deleted one's id
 
-    result = runner.invoke(app, ["export", str(db), "--metrics", "-o", str(tmp_path / "m.csv")])
+    result = invoke(["export", str(db), "--metrics", "-o", str(tmp_path / "m.csv")])
     assert result.exit_code == 0, result.output
     import pandas as pd
 
@@ -206,7 +183,7 @@ def test_delete_removes_the_study_its_rows_and_its_checkpoints(tmp_path):
     (drop / "c0").mkdir()
     (drop / "c0" / "checkpoint.pt").write_bytes(b"x")
 
-    result = runner.invoke(app, ["delete", str(db), "--study", "drop", "--checkpoints", "--yes"])
+    result = invoke(["delete", str(db), "--study", "drop", "--checkpoints", "--yes"])
     assert result.exit_code == 0, result.output
     assert "deleted study drop" in result.output
     assert optuna.get_all_study_names(f"sqlite:///{db}") == ["keep"]
@@ -220,13 +197,13 @@ def test_delete_asks_first_and_refuses_while_a_driver_runs(tmp_path):
     db = tmp_path / "study.db"
     make_study(db, "s")
     before = digest(db)
-    one_line_error(runner.invoke(app, ["delete", str(db), "--study", "s"]), "pass --yes")
-    result = runner.invoke(app, ["delete", str(db), "--study", "s"], input="n\n")
+    one_line_error(invoke(["delete", str(db), "--study", "s"]), "pass --yes")
+    result = invoke(["delete", str(db), "--study", "s"], input="n\n")
     assert result.exit_code != 0  # CliRunner's stdin is no TTY: still refused, nothing deleted
-    one_line_error(runner.invoke(app, ["delete", str(db)]), "--study NAME")
-    one_line_error(runner.invoke(app, ["delete", str(db), "--study", "nope", "--yes"]), "nope")
+    one_line_error(invoke(["delete", str(db)]), "--study NAME")
+    one_line_error(invoke(["delete", str(db), "--study", "nope", "--yes"]), "nope")
     with driver_lock(f"sqlite:///{db}"):
-        result = runner.invoke(app, ["delete", str(db), "--study", "s", "--yes"])
+        result = invoke(["delete", str(db), "--study", "s", "--yes"])
         one_line_error(result, "another bopsweep driver is running")
     assert digest(db) == before
 
@@ -236,7 +213,7 @@ def test_delete_takes_a_study_a_killed_driver_left_running_trials_in(tmp_path):
     make_study(db, "s")
     store = Store(f"sqlite:///{db}")
     optuna.load_study(study_name="s", storage=store.storage).ask()  # its driver was killed
-    result = runner.invoke(app, ["delete", str(db), "--study", "s", "--yes"])
+    result = invoke(["delete", str(db), "--study", "s", "--yes"])
     assert result.exit_code == 0, result.output
     assert "1 left running by a driver that stopped" in result.output
     assert optuna.get_all_study_names(f"sqlite:///{db}") == []
@@ -252,7 +229,7 @@ def test_a_second_driver_through_a_symlink_or_url_options_is_refused(
     with driver_lock("sqlite:///study.db"):
         for target in (["link.db"], ["--storage", "sqlite:///study.db?timeout=30"]):
             data = ["--data-dir", str(small_cifar_dir), "--device", "cpu"]
-            result = runner.invoke(app, ["resume", *target, *data])
+            result = invoke(["resume", *target, *data])
             one_line_error(result, "another bopsweep driver is running")
     assert digest(tmp_path / "study.db") == before
 
@@ -316,7 +293,7 @@ def test_export_never_replaces_a_device_a_fifo_a_broken_link_or_sqlite_s_own_fil
         ("study.db-wal", "SQLite keeps beside the database"),
     ):
         for force in ([], ["--force"]):
-            result = runner.invoke(app, ["export", "study.db", "-o", target, *force])
+            result = invoke(["export", "study.db", "-o", target, *force])
             one_line_error(result, fragment)
     assert (tmp_path / "null").is_char_device() and (tmp_path / "fifo").is_fifo()
     assert not (tmp_path / "study.db-journal").exists() and not (tmp_path / "nowhere.csv").exists()

@@ -8,7 +8,7 @@ import signal
 from bopsweep.driver import Driver, make_slots
 from bopsweep.store import Store
 from bopsweep.studies import TrialConfig, expand, grid_study
-from tests.helpers import zygotes
+from tests.helpers import TINY_SETTINGS, zygotes
 
 
 class Finalizer:
@@ -34,7 +34,7 @@ class SwallowsCtrlC:
 
 
 def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study(small_cifar_dir, tmp_path, capsys):
-    base = TrialConfig(epochs=50, width=0.0625, batch_size=20, device="cpu")
+    base = TrialConfig(epochs=50, **TINY_SETTINGS)
     spec = grid_study("s", base, {"gamma": [1e-7]})
     store = Store(f"sqlite:///{tmp_path / 'study.db'}", create=True)
     study, _ = store.create(spec)

@@ -18,9 +18,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.models import BinaryNet
 from bopsweep.optim import LatentAdam
 from bopsweep.readers.plots.data import Run, StudyData
@@ -31,10 +29,8 @@ from bopsweep.trial.run_dir import read_rows
 from bopsweep.trial.schedules import Schedule
 from bopsweep.trial.train import build_optimizers, run_trial
 from bopsweep.trial.two_step import TwoStep
-from tests.helpers import one_line_error
+from tests.helpers import TINY, invoke, one_line_error
 
-runner = CliRunner()
-TINY = ["--width", "0.0625", "--batch-size", "20", "--device", "cpu", "--quiet"]
 LINEAR_TO_ZERO = Schedule(kind="polynomial", end=0.0, power=1.0)
 
 
@@ -433,7 +429,7 @@ def test_a_linear_lr_decay_to_0_over_the_run_stays_positive_at_every_step():
 def test_bad_recipe_values_get_one_line_and_create_nothing(args, fragment, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = ["--data-dir", str(tmp_path / "absent"), "--epochs", "3"]  # refused before the data
-    one_line_error(runner.invoke(app, ["train", *data, *TINY, *args]), fragment)
+    one_line_error(invoke(["train", *data, *TINY, *args]), fragment)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -448,13 +444,13 @@ def test_the_recipe_round_trips_through_json_and_toml_and_is_type_checked(tmp_pa
         '[[arms]]\nlabel = "adam"\noptimizer = "latent"\nweight_decay = 0\ntwo_step = "half"\n'
     )
     one_line_error(
-        runner.invoke(app, ["run", str(study), "--storage", f"sqlite:///{tmp_path / 'x.db'}"]),
+        invoke(["run", str(study), "--storage", f"sqlite:///{tmp_path / 'x.db'}"]),
         "two_step in arm",
     )
     text = study.read_text().replace('"half"', "2")
     study.write_text(text.replace('"bop"\n[[', '"bop"\nweight_decay = 1e-5\n[['))
     one_line_error(
-        runner.invoke(app, ["run", str(study), "--storage", f"sqlite:///{tmp_path / 'x.db'}"]),
+        invoke(["run", str(study), "--storage", f"sqlite:///{tmp_path / 'x.db'}"]),
         "weight-decay is for the latent optimizer's real kernels; bop",
     )
     assert not (tmp_path / "x.db").exists()
@@ -549,18 +545,18 @@ def test_an_adam_vs_bop_study_runs_end_to_end(small_cifar_dir, tmp_path, monkeyp
     (tmp_path / "small.toml").write_text(small)
     monkeypatch.chdir(tmp_path)
     data = ["--data-dir", str(small_cifar_dir), "--subset", "100", "--workers", "2"]
-    result = runner.invoke(app, ["run", "small.toml", *data, *TINY])
+    result = invoke(["run", "small.toml", *data, *TINY])
     assert result.exit_code == 0, result.output
-    status = runner.invoke(app, ["status", "study.db"])
+    status = invoke(["status", "study.db"])
     assert status.exit_code == 0 and status.output.count("COMPLETE") == 5, status.output
     assert "c2i" in status.output
-    exported = runner.invoke(app, ["export", "study.db", "--metrics", "-o", "m.csv"])
+    exported = invoke(["export", "study.db", "--metrics", "-o", "m.csv"])
     assert exported.exit_code == 0, exported.output
     metrics = pd.read_csv(tmp_path / "m.csv")
     assert len(metrics) == 4 * 2 + 3 and metrics["c2i"].between(0, 1).all()
     assert {"flip_frac_fc3", "c2i_fc3"} <= set(metrics)
     recipe_rows = metrics[metrics["label"] == "latent Adam, AdamBNN recipe"]
-    trials = runner.invoke(app, ["export", "study.db", "-o", "t.csv"])
+    trials = invoke(["export", "study.db", "-o", "t.csv"])
     assert trials.exit_code == 0, trials.output
     recipe = pd.read_csv(tmp_path / "t.csv").set_index("label").loc["latent Adam, AdamBNN recipe"]
     assert recipe["best_epoch"] in (2, 3) and recipe["step1_best_epoch"] == 1  # kept apart
@@ -568,6 +564,6 @@ def test_an_adam_vs_bop_study_runs_end_to_end(small_cifar_dir, tmp_path, monkeyp
     assert recipe["best_val_acc"] == step2["val_acc"].max()  # the binary network's best
     lr = recipe_rows["lr"].tolist()  # at each epoch's last batch: step 2 decays from lr0 again
     assert lr[1] > lr[0] and lr[2] < lr[1] and max(lr) < 1e-3
-    drawn = runner.invoke(app, ["plot", "study.db", "--out", "figs", "--layer", "last"])
+    drawn = invoke(["plot", "study.db", "--out", "figs", "--layer", "last"])
     assert drawn.exit_code == 0, drawn.output
     assert (tmp_path / "figs" / "adam-vs-bop" / "weights.png").exists()

@@ -15,7 +15,6 @@ import pytest
 from bopsweep.store import Store
 from bopsweep.store.metric_columns import projected, select_frame
 from bopsweep.store.optuna_adapter import study_id, trial_id
-from tests.test_postgres import pg  # noqa: F401  (the fixture)
 
 EPOCH_COLUMNS = ["val_acc", "c2i", "tau", "missing"]
 STEP_COLUMNS = ["pi", "pi_fc3", "missing"]
@@ -61,8 +60,8 @@ def both_ways(store: Store, study: optuna.Study, legacy: bool = False) -> None:
         pd.testing.assert_frame_equal(by_db, projected(decoded, columns, steps), check_exact=True)
 
 
-def test_the_database_picks_out_the_columns_python_decodes_every_digit_kept(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 's.db'}", create=True)
+def test_the_database_picks_out_the_columns_python_decodes_every_digit_kept(storage):
+    store = Store(storage, create=True)
     study = write_study(store)
     both_ways(store, study)
     epochs = store.metrics.epochs_frame(study, columns=EPOCH_COLUMNS)
@@ -112,12 +111,6 @@ def test_what_a_json_path_cannot_pick_out_as_written_is_decoded_in_python(tmp_pa
     frame = m.epochs_frame(study, columns=[name, "b"])
     assert frame["epoch"].tolist() == [1, 2] and frame["b"].tolist() == [0.1, 0.2]
     assert frame[name].tolist()[1] == 0.5
-
-
-@pytest.mark.postgres
-def test_postgresql_picks_out_the_same_columns(pg):  # noqa: F811
-    store = Store(pg, create=True)
-    both_ways(store, write_study(store))
 
 
 def test_rows_of_a_deleted_trial_are_not_picked_for_the_trial_that_reuses_its_id(tmp_path):

@@ -2,7 +2,7 @@
 bopsweep's own state (the database, its SQLite siblings and lock, its checkpoint folders); a
 ``--force`` replaces only what bopsweep wrote; ``export -o -`` writes to standard output.
 
-The studies are real SQLite studies with trials and metric rows (``test_tensorboard``'s
+The studies are real SQLite studies with trials and metric rows (conftest's
 ``study_db``: a grid ``abl``). A study "made by another tool" under a name bopsweep would
 refuse is that study renamed in the database, as Optuna (or any SQL client) can.
 """
@@ -20,14 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.folders import NAME_MAX, name_component, write_marker
-from tests.helpers import one_line_error
-from tests.test_tensorboard import TINY, study_db  # noqa: F401 (a fixture)
-
-runner = CliRunner()
+from tests import helpers
+from tests.helpers import TINY, one_line_error
 
 
 def rename(db: Path, old: str, new: str) -> None:
@@ -63,7 +59,7 @@ def tree(folder: Path) -> dict[str, str]:
 
 
 def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
+    return helpers.invoke([str(a) for a in args])
 
 
 # --- 1. names read from a database are data -----------------------------------------------------
@@ -72,7 +68,7 @@ HOSTILE = ["..", "../../x", "/ABS", "a/../../b", ".hidden", "sp ace"]
 
 @pytest.mark.parametrize("name", HOSTILE)
 def test_a_study_named_like_a_path_is_plotted_and_exported_inside_the_output_folder(
-    study_db,  # noqa: F811
+    study_db,
     name,
 ):
     folder, _, _ = study_db
@@ -97,7 +93,7 @@ def test_a_study_named_like_a_path_is_plotted_and_exported_inside_the_output_fol
     assert any(run_root.glob("*/events.out.tfevents.*"))
 
 
-def test_two_names_that_would_collapse_onto_one_folder_get_distinct_ones(study_db):  # noqa: F811
+def test_two_names_that_would_collapse_onto_one_folder_get_distinct_ones(study_db):
     folder, _, _ = study_db
     db = folder / "study.db"
     copy_study(db, "abl", "a_b")
@@ -115,7 +111,7 @@ def test_two_names_that_would_collapse_onto_one_folder_get_distinct_ones(study_d
     assert name_component("a/b") != "a_b"
 
 
-def test_a_study_named_like_the_index_gets_a_folder_of_its_own(study_db):  # noqa: F811
+def test_a_study_named_like_the_index_gets_a_folder_of_its_own(study_db):
     folder, _, _ = study_db
     db = folder / "study.db"
     rename(db, "abl", "index.md")  # a name bopsweep itself accepts
@@ -124,7 +120,7 @@ def test_a_study_named_like_the_index_gets_a_folder_of_its_own(study_db):  # noq
     assert (folder / "figs" / "index.md").is_file()
 
 
-def test_studies_whose_folders_differ_only_in_case_are_refused_by_plot(study_db):  # noqa: F811
+def test_studies_whose_folders_differ_only_in_case_are_refused_by_plot(study_db):
     folder, _, _ = study_db
     db = folder / "study.db"
     copy_study(db, "abl", "ABL")  # one folder on a file system that ignores case (macOS)
@@ -132,7 +128,7 @@ def test_studies_whose_folders_differ_only_in_case_are_refused_by_plot(study_db)
     assert not (folder / "figs").exists()
 
 
-def test_a_swept_parameter_named_like_a_path_is_refused_before_anything_is_drawn(study_db):  # noqa: F811
+def test_a_swept_parameter_named_like_a_path_is_refused_before_anything_is_drawn(study_db):
     folder, _, _ = study_db
     db = folder / "study.db"
     with sqlite3.connect(db) as conn:  # another tool wrote the definition
@@ -168,7 +164,7 @@ def own_state(folder: Path) -> dict[str, Path]:
     return {"db": db, "ckpt": folder / "study.ckpt", "marked": folder / "mine"}
 
 
-def test_no_output_lands_on_the_database_its_lock_or_any_checkpoint_folder(study_db):  # noqa: F811
+def test_no_output_lands_on_the_database_its_lock_or_any_checkpoint_folder(study_db):
     folder, _, _ = study_db
     state = own_state(folder)
     db, ckpt, marked = state["db"], state["ckpt"], state["marked"]
@@ -198,7 +194,7 @@ def test_no_output_lands_on_the_database_its_lock_or_any_checkpoint_folder(study
     assert tree(folder) == before
 
 
-def test_a_folder_holding_the_checkpoints_is_never_replaced_by_an_export(study_db):  # noqa: F811
+def test_a_folder_holding_the_checkpoints_is_never_replaced_by_an_export(study_db):
     folder, _, _ = study_db
     state = own_state(folder)
     db = state["db"]
@@ -212,7 +208,7 @@ def test_a_folder_holding_the_checkpoints_is_never_replaced_by_an_export(study_d
 
 
 def test_a_study_command_and_train_refuse_tensorboard_runs_among_checkpoints(
-    study_db,  # noqa: F811
+    study_db,
     small_cifar_dir,
 ):
     folder, _, _ = study_db
@@ -230,7 +226,7 @@ def test_a_study_command_and_train_refuse_tensorboard_runs_among_checkpoints(
     assert tree(folder) == before
 
 
-def test_force_replaces_an_earlier_export_but_never_a_users_own_folder(study_db):  # noqa: F811
+def test_force_replaces_an_earlier_export_but_never_a_users_own_folder(study_db):
     folder, _, _ = study_db
     db, logdir = folder / "study.db", folder / "tb"
     mine = logdir / "abl"
@@ -257,7 +253,7 @@ def export_to_stdout(folder: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_export_to_standard_output_is_csv_or_the_format_asked_and_reads_back(
-    study_db,  # noqa: F811
+    study_db,
 ):
     folder, _, written = study_db
     before = tree(folder)
@@ -273,7 +269,7 @@ def test_export_to_standard_output_is_csv_or_the_format_asked_and_reads_back(
     assert tree(folder) == before  # no file called "-", nothing else written
 
 
-def test_parquet_to_a_pipe_reads_back(study_db):  # noqa: F811
+def test_parquet_to_a_pipe_reads_back(study_db):
     pytest.importorskip("pyarrow")
     folder, _, written = study_db
     piped = export_to_stdout(folder, "--format", "parquet")
@@ -281,7 +277,7 @@ def test_parquet_to_a_pipe_reads_back(study_db):  # noqa: F811
     assert len(pd.read_parquet(io.BytesIO(piped.stdout))) == len(written)
 
 
-def test_parquet_is_refused_on_a_terminal_with_one_line(study_db):  # noqa: F811
+def test_parquet_is_refused_on_a_terminal_with_one_line(study_db):
     import pty
 
     folder, _, _ = study_db

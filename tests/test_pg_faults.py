@@ -26,9 +26,16 @@ from pathlib import Path
 import pytest
 
 from bopsweep.store.urls import engine_url
-from tests.test_dispatch import TINY, bopsweep, start, wait_until
-from tests.test_faults import trial_processes
-from tests.test_postgres import PG_CTL, check_integrity, pg, worker  # noqa: F401 (a fixture)
+from tests.helpers import (
+    PG_CTL,
+    TINY,
+    bopsweep,
+    check_integrity,
+    start,
+    trial_processes_in,
+    wait_until,
+    worker,
+)
 
 pytestmark = pytest.mark.postgres
 SEED = 20261207
@@ -97,7 +104,7 @@ def pg_ctl(action: str) -> None:
 
 @pytest.mark.slow
 def test_three_workers_survive_stops_outages_and_racing_commands(
-    pg,  # noqa: F811
+    pg,
     small_cifar_dir,
     tmp_path,
 ):
@@ -150,7 +157,7 @@ def test_three_workers_survive_stops_outages_and_racing_commands(
 
     # the faults start once the study is under way (a worker that cannot reach the database
     # while it starts exits with one line: not what is tested here)
-    wait_until(lambda: len(trial_processes(tmp_path)) >= 2, 240, "the workers' first trials")
+    wait_until(lambda: len(trial_processes_in(tmp_path)) >= 2, 240, "the workers' first trials")
     made, races = 0, dict.fromkeys(RACES, 0)
     during = 0  # faults that found a worker still running
     while len(log) < FAULTS:
@@ -159,7 +166,7 @@ def test_three_workers_survive_stops_outages_and_racing_commands(
         running = any(w.poll() is None for w in workers)
         during += running
         live = [w for w in workers if w.poll() is None and w.pid not in stopped]
-        trials = [p for p in trial_processes(tmp_path) if p not in stopped]
+        trials = [p for p in trial_processes_in(tmp_path) if p not in stopped]
         # stops are cheap and need the study running: most of them; a few commands that race
         kind = rng.choices(KINDS, weights=[3, 4, 1, 1, 1])[0]
         if kind in RACES and races[kind] >= RACES[kind] and running:
@@ -207,5 +214,5 @@ def test_three_workers_survive_stops_outages_and_racing_commands(
     assert sql(pg, "SELECT what, trial_id FROM fault_violations") == [], context()
     names = [n for (n,) in sql(pg, "SELECT study_name FROM studies")]
     assert names == ["s"], context()  # every deleted study stayed deleted
-    assert not trial_processes(tmp_path), "a trial process outlived its worker"
+    assert not trial_processes_in(tmp_path), "a trial process outlived its worker"
     assert {p.name for p in tmp_path.iterdir()} <= {"ckpt"}, list(tmp_path.iterdir())

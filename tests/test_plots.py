@@ -13,11 +13,9 @@ import optuna
 import pandas as pd
 import pytest
 from matplotlib.image import imread
-from typer.testing import CliRunner
 
 from bopsweep.defaults import optimizer_of, variant_name
 from bopsweep.readers.plots import (
-    LAYERS,
     ablation_figure,
     comparison_figure,
     load_study_data,
@@ -28,10 +26,8 @@ from bopsweep.readers.plots import (
 )
 from bopsweep.readers.plots.style import param_label, pyplot
 from bopsweep.store import Store
-from bopsweep.store.optuna_adapter import study_id, trial_id
 from bopsweep.studies import (
     TrialConfig,
-    config_id,
     describe_config,
     expand,
     grid_study,
@@ -39,12 +35,7 @@ from bopsweep.studies import (
     schedule_study,
 )
 from bopsweep.studies.search import SearchSpace, suggest
-from tests.helpers import one_line_error
-
-runner = CliRunner()
-
-EPOCHS, STEPS_PER_EPOCH, LOG_EVERY = 3, 10, 5
-HYPER_COLUMNS = ("gamma", "sigma", "tau", "lr")  # the scheduled values train writes per epoch
+from tests.helpers import EPOCHS, add_trial, invoke, one_line_error
 
 
 @pytest.fixture(autouse=True)
@@ -60,90 +51,6 @@ class Database:
     url: str
     # per study: one record per trial whose curve is drawn (number, label, params, rows, steps)
     written: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-
-def flip_row(rng: np.random.Generator) -> dict[str, float]:
-    """π and flip fraction, network-wide and per layer, as :class:`bopsweep.trial.flips.FlipLog`."""
-    pis = {"pi": rng.uniform(-9, 0), **{f"pi_{n}": rng.uniform(-9, 0) for n in LAYERS}}
-    return {**pis, **{k.replace("pi", "flip_frac", 1): math.exp(v) for k, v in pis.items()}}
-
-
-def fake_curve(
-    config: TrialConfig, rng: np.random.Generator, epochs: int = EPOCHS
-) -> tuple[list[dict[str, Any]], dict[int, list[dict[str, Any]]]]:
-    """Per-epoch rows and per-epoch logged-step rows with the keys ``bopsweep.trial.train`` writes;
-    scheduled values as in force at each epoch's last step."""
-    rows, steps = [], {}
-    for epoch in range(1, epochs + 1):
-        last = epoch * STEPS_PER_EPOCH
-        hyper = {name: getattr(config, name) for name in HYPER_COLUMNS}
-        for name, schedule in config.schedules.items():
-            hyper[name] = schedule.value(
-                config.initial(name), last - 1, STEPS_PER_EPOCH, config.epochs
-            )
-        val_acc, train_acc = rng.uniform(0.1, 0.9, size=2)
-        rows.append(
-            {
-                "epoch": epoch,
-                "step": last,
-                "train_loss": rng.uniform(0.5, 2.5),
-                "train_acc": train_acc,
-                "val_loss": rng.uniform(0.5, 2.5),
-                "val_acc": val_acc,
-                **hyper,
-                **flip_row(rng),
-            }
-        )
-        steps[epoch] = [
-            {"epoch": epoch, "step": s, "steps": LOG_EVERY, **flip_row(rng)}
-            for s in range(last - STEPS_PER_EPOCH + LOG_EVERY, last + 1, LOG_EVERY)
-        ]
-    return rows, steps
-
-
-def add_trial(
-    store: Store,
-    study: optuna.Study,
-    config: TrialConfig,
-    label: str,
-    params: dict[str, Any],
-    distributions: dict[str, Any],
-    rng: np.random.Generator,
-    epochs: int = EPOCHS,
-    state: optuna.trial.TrialState = optuna.trial.TrialState.COMPLETE,
-    attempt: int = 0,
-) -> dict[str, Any]:
-    """A trial as the driver leaves it (its configuration as its difference from the study's
-    base, results, metric rows)."""
-    from bopsweep.store.trial_config import config_attrs, study_base
-
-    rows, steps = fake_curve(config, rng, epochs)
-    best = max(rows, key=lambda r: r["val_acc"])
-    complete = state == optuna.trial.TrialState.COMPLETE
-    attrs = {
-        "config_id": config_id(config),
-        "label": label,
-        **config_attrs(config.to_dict(), study_base(study.user_attrs)),
-        "attempt": attempt,
-        "epochs_done": epochs,
-    }
-    if complete:
-        attrs.update(best_val_acc=best["val_acc"], best_epoch=best["epoch"], seconds=1.0)
-        attrs["final_train_acc"] = rows[-1]["train_acc"]
-    else:
-        attrs.update(failure="crash", fail_reason="killed by signal 9")
-    study.add_trial(
-        optuna.trial.create_trial(
-            state=state,
-            value=rows[-1]["val_acc"] if complete else None,
-            params=params,
-            distributions=distributions,
-            user_attrs=attrs,
-        )
-    )
-    trial = study.get_trials(deepcopy=False)[-1]
-    store.metrics.write(study_id(study), trial_id(trial), rows, steps)
-    return {"number": trial.number, "label": label, "params": params, "rows": rows, "steps": steps}
 
 
 # an Optuna search's complete trials: variant, norm, γ, σ, τ (Bop has no σ); enough for importances
@@ -475,12 +382,9 @@ def test_no_titles_leaves_no_title_in_any_figure(db):
 
 
 def test_plot_command_writes_every_figure_and_an_index(db, tmp_path):
-    from bopsweep.cli import app
 
     out = tmp_path / "figs"
-    result = runner.invoke(
-        app, ["plot", str(db.folder / "study.db"), "--out", str(out), "--layer", "last"]
-    )
+    result = invoke(["plot", str(db.folder / "study.db"), "--out", str(out), "--layer", "last"])
     assert result.exit_code == 0, result.output
     expected = {
         "abl": {"ablation_tau.png", "summary_tau.png", "pi.png"},
@@ -496,15 +400,13 @@ def test_plot_command_writes_every_figure_and_an_index(db, tmp_path):
             image = imread(out / study / f)  # a whole PNG, readable
             assert image.ndim == 3 and image.shape[0] > 300 and image.std() > 0
     bare = tmp_path / "bare"
-    result = runner.invoke(
-        app,
+    result = invoke(
         ["plot", str(db.folder / "study.db"), "--study", "opt", "--out", str(bare), "--no-title"],
     )
     assert result.exit_code == 0, result.output
     for f in expected["opt"]:
         assert imread(bare / "opt" / f).shape[2] == imread(out / "opt" / f).shape[2]
-    svg = runner.invoke(
-        app,
+    svg = invoke(
         [
             "plot",
             str(db.folder / "study.db"),
@@ -522,7 +424,6 @@ def test_plot_command_writes_every_figure_and_an_index(db, tmp_path):
 
 
 def test_plot_bad_input_gets_one_line_and_exit_2(db, tmp_path):
-    from bopsweep.cli import app
 
     database = db.folder / "study.db"
     empty = tmp_path / "empty.db"
@@ -543,7 +444,7 @@ def test_plot_bad_input_gets_one_line_and_exit_2(db, tmp_path):
         (["plot", str(database), "--layer", "conv9"], "unknown layer 'conv9'"),
     ]
     for args, fragment in cases:
-        one_line_error(runner.invoke(app, args), fragment)
+        one_line_error(invoke(args), fragment)
     with sqlite3.connect(database) as conn:  # nothing was written to the database
         assert conn.execute("SELECT COUNT(*) FROM studies").fetchone()[0] == 3
 

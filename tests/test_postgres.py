@@ -2,112 +2,35 @@
 restart, and the password kept out of everything.
 
 The server comes from ``.ci/postgres.sh`` (CI runs it); these tests find it through
-``BOPSWEEP_TEST_POSTGRES`` and stop/start it through ``BOPSWEEP_TEST_PG_CTL``. Without them
-they skip on a developer machine, and fail in CI.
+``BOPSWEEP_TEST_POSTGRES`` (the ``pg`` fixture of conftest.py) and stop/start it through
+``BOPSWEEP_TEST_PG_CTL``. Without them they skip on a developer machine, and fail in CI.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
-import uuid
-from collections import Counter
 from pathlib import Path
 
 import optuna
 import pytest
 
-from bopsweep.store.optuna_adapter import trial_id
 from bopsweep.store.urls import engine_url
-from tests.helpers import at_once
-from tests.test_dispatch import TINY, bopsweep, start, wait_until
+from tests.helpers import (
+    PASSWORD,
+    PG_CTL,
+    at_once,
+    bopsweep,
+    check_integrity,
+    invoke,
+    one_line_error,
+    queue,
+    wait_until,
+    worker,
+)
 
 pytestmark = pytest.mark.postgres
-URL = os.environ.get("BOPSWEEP_TEST_POSTGRES")
-PG_CTL = os.environ.get("BOPSWEEP_TEST_PG_CTL")
-PASSWORD = "s3cret-pw"
-BEAT = ["--heartbeat-interval", "1", "--grace-period", "4"]  # a dead worker is noticed fast
-
-
-@pytest.fixture
-def pg() -> str:
-    """A fresh database on the test server, dropped afterwards."""
-    if URL is None:
-        if os.environ.get("CI"):
-            pytest.fail("BOPSWEEP_TEST_POSTGRES is not set: .ci/run must start PostgreSQL")
-        pytest.skip(
-            "no PostgreSQL test server (run .ci/postgres.sh setup and set "
-            "BOPSWEEP_TEST_POSTGRES to the URL it prints)"
-        )
-    import psycopg
-
-    name = f"bopsweep_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(URL, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield URL.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(URL, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
-def queue(url: str, data: Path, cwd: Path, values: dict[str, str], epochs: int) -> None:
-    args = ["grid"]
-    for param, vals in values.items():
-        args += ["--param", param, "--values", vals]
-    result = bopsweep(
-        *args,
-        "--storage",
-        url,
-        "--study",
-        "s",
-        "--queue-only",
-        "--epochs",
-        str(epochs),
-        "--data-dir",
-        str(data),
-        *TINY,
-        cwd=cwd,
-    )
-    assert result.returncode == 0, result.stderr
-
-
-def worker(url: str, cwd: Path, *extra: str, beat: list[str] = BEAT) -> subprocess.Popen:
-    return start(
-        "worker",
-        "--storage",
-        url,
-        "--study",
-        "s",
-        *beat,
-        "--checkpoint-dir",
-        str(cwd / "ckpt"),
-        "--quiet",
-        *extra,
-        cwd=cwd,
-    )
-
-
-def check_integrity(url: str, n_configs: int, epochs: int) -> list[optuna.trial.FrozenTrial]:
-    """Every configuration COMPLETE exactly once with its whole curve; nothing RUNNING; metric
-    rows only of existing trials, one per (trial, epoch)."""
-    import sqlalchemy as sa
-
-    trials = optuna.load_study(study_name="s", storage=engine_url(url)).trials
-    complete = [t for t in trials if t.state.name == "COMPLETE"]
-    per_config = Counter(t.user_attrs["config_id"] for t in complete)
-    assert len(per_config) == n_configs and set(per_config.values()) == {1}, per_config
-    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
-    engine = sa.create_engine(engine_url(url))
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT trial_id, epoch FROM bopsweep_epochs")).all()
-        ids = {r[0] for r in conn.execute(sa.text("SELECT trial_id FROM trials")).all()}
-    engine.dispose()
-    assert {t for t, _ in rows} <= ids
-    assert len(rows) == len(set(rows))
-    stored = Counter(t for t, _ in rows)
-    assert all(stored[trial_id(t)] == epochs for t in complete)
-    return trials
 
 
 @pytest.mark.slow
@@ -222,15 +145,11 @@ def test_drivers_that_make_the_metric_tables_at_once_all_succeed(pg, attempt):
 
 def test_delete_refuses_a_study_whose_trial_a_worker_may_run(pg):
     """On a shared database a running trial may be another machine's worker's: not deleted."""
-    from typer.testing import CliRunner
-
-    from bopsweep.cli import app
     from bopsweep.store import Store
     from bopsweep.studies import TrialConfig, grid_study
-    from tests.helpers import one_line_error
 
     study, _ = Store(pg, create=True).create(grid_study("s", TrialConfig(), {"gamma": [1e-7]}))
     study.ask()
-    result = CliRunner().invoke(app, ["delete", "--storage", pg, "--study", "s", "--yes"])
+    result = invoke(["delete", "--storage", pg, "--study", "s", "--yes"])
     one_line_error(result, "1 running trial")
     assert optuna.get_all_study_names(engine_url(pg)) == ["s"]

@@ -13,10 +13,9 @@ import time
 
 import pytest
 
-from tests.test_dispatch import bopsweep
-from tests.test_postgres import (
+from tests.helpers import (
     PASSWORD,
-    pg,  # noqa: F401  (the fixture)
+    bopsweep,
     queue,
 )
 
@@ -74,7 +73,7 @@ def _one_line_error(result, *words: str) -> str:  # type: ignore[no-untyped-def]
 )
 @pytest.mark.parametrize("command", ["status", "worker"])
 def test_a_database_that_cannot_be_reached_is_one_line_naming_why(
-    pg,  # noqa: F811
+    pg,
     tmp_path,
     change,
     words,
@@ -100,7 +99,7 @@ def _revoke_writes(url: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["worker", "resume"])
 def test_a_role_that_may_only_read_is_refused_at_once(
-    pg,  # noqa: F811
+    pg,
     small_cifar_dir,
     tmp_path,
     command,

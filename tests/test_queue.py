@@ -15,9 +15,10 @@ BASE = TrialConfig(epochs=2, unbiased=True)
 
 
 @pytest.fixture
-def queue(tmp_path) -> TrialQueue:
-    """The queue of a bopsweep study (its base configuration stored in the study)."""
-    store = Store(f"sqlite:///{tmp_path / 'q.db'}", create=True)
+def queue(storage) -> TrialQueue:
+    """The queue of a bopsweep study (its base configuration stored in the study), in SQLite
+    and in PostgreSQL."""
+    store = Store(storage, create=True)
     study, _ = store.create(grid_study("g", BASE, {"gamma": [1e-7]}))
     return TrialQueue(study)
 

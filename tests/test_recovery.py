@@ -12,18 +12,12 @@ from pathlib import Path
 
 import optuna
 import pytest
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.driver import DispatchOptions, run_study
 from bopsweep.store import Store
 from bopsweep.studies import TrialConfig, grid_study
 from bopsweep.trial.run_dir import read_rows
-from tests.helpers import one_line_error, study_folder
-from tests.test_dispatch import bopsweep
-
-runner = CliRunner()
-TINY = ["--width", "0.0625", "--batch-size", "20", "--device", "cpu", "--quiet"]
+from tests.helpers import TINY, bopsweep, invoke, one_line_error, study_folder
 
 
 def trials(db: Path, study: str) -> list[optuna.trial.FrozenTrial]:
@@ -50,7 +44,7 @@ def test_a_checkpoint_dir_that_is_a_file_is_refused_before_the_study_exists(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ckpt").write_text("not a folder")
     args = ["grid", "--param", "tau", "--values", "1e-6", "--data-dir", str(small_cifar_dir)]
-    result = runner.invoke(app, [*args, "--checkpoint-dir", "ckpt", *TINY])
+    result = invoke([*args, "--checkpoint-dir", "ckpt", *TINY])
     one_line_error(result, "is not a folder")
     assert not (tmp_path / "study.db").exists()
 
@@ -212,7 +206,7 @@ def test_train_on_a_full_disk_says_so_in_one_line_and_leaves_no_half_file(
 ):
     with small_disk(tmp_path / "disk", "96k") as disk:
         args = ["train", "--data-dir", str(small_cifar_dir), "--epochs", "3", "--out"]
-        result = runner.invoke(app, [*args, str(disk / "run"), *TINY])
+        result = invoke([*args, str(disk / "run"), *TINY])
         assert result.exit_code == 1, result.output
         assert "No space left on device" in result.output and "--resume" in result.output
         assert "Traceback" not in result.output
@@ -240,7 +234,7 @@ def test_a_checkpoint_write_killed_outright_leaves_no_temporary_once_the_trial_r
 
     run = tmp_path / "run"
     train = ["train", "--data-dir", str(small_cifar_dir), "--epochs", "1", "--out", str(run)]
-    assert runner.invoke(app, [*train, *TINY]).exit_code == 0
+    assert invoke([*train, *TINY]).exit_code == 0
     writer = subprocess.Popen(
         [sys.executable, "-c", HALF_WRITTEN, str(run / "checkpoint.pt")],
         stdout=subprocess.PIPE,
@@ -255,7 +249,7 @@ def test_a_checkpoint_write_killed_outright_leaves_no_temporary_once_the_trial_r
         writer.kill()
         writer.communicate(timeout=60)
     assert temps[0].exists()  # kill -9: nothing cleans up at once
-    result = runner.invoke(app, ["train", "--resume", str(run), "--epochs", "2", "--quiet"])
+    result = invoke(["train", "--resume", str(run), "--epochs", "2", "--quiet"])
     assert result.exit_code == 0, result.output
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
     assert [r["epoch"] for r in read_rows(run / "metrics.csv")] == [1, 2]

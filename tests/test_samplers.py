@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from bopsweep import defaults
-from tests.test_dispatch import TINY, bopsweep, trials
+from tests.helpers import TINY, bopsweep, trials
 
 
 @pytest.mark.slow

@@ -9,17 +9,24 @@ import sys
 
 import optuna
 import pytest
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.driver import Driver, make_slots, search_of
 from bopsweep.errors import UserError
 from bopsweep.store import Store
 from bopsweep.store.optuna_adapter import trial_id
 from bopsweep.studies import TrialConfig, optuna_study
 from bopsweep.studies.search import SearchSpace, load_space_file, parse_fixed, suggest
-from tests.helpers import one_line_error
-from tests.test_dispatch import TINY, bopsweep, epochs_in, run_dirs, start, trials, wait_until
+from tests.helpers import (
+    TINY,
+    bopsweep,
+    epochs_in,
+    invoke,
+    one_line_error,
+    run_dirs,
+    start,
+    trials,
+    wait_until,
+)
 
 BASE = TrialConfig(epochs=10)
 
@@ -230,9 +237,6 @@ def test_a_search_driver_killed_before_it_queued_a_retry_loses_no_trial(small_ci
     assert retry.user_attrs["resumed_from_epoch"] >= 1  # from the lost trial's checkpoint
 
 
-runner = CliRunner()
-
-
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -252,7 +256,7 @@ def test_bad_search_input_gets_one_line_and_exit_2(
     small_cifar_dir, tmp_path, monkeypatch, args, fragment
 ):
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["optuna", *args, "--data-dir", str(small_cifar_dir), *TINY])
+    result = invoke(["optuna", *args, "--data-dir", str(small_cifar_dir), *TINY])
     one_line_error(result, fragment)
 
 
@@ -261,7 +265,5 @@ def test_a_space_file_with_an_unknown_parameter_gets_one_line(
 ):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "space.toml").write_text("[space]\nbeta = [0.1, 0.9]\n")
-    result = runner.invoke(
-        app, ["optuna", "--space", "space.toml", "--data-dir", str(small_cifar_dir), *TINY]
-    )
+    result = invoke(["optuna", "--space", "space.toml", "--data-dir", str(small_cifar_dir), *TINY])
     one_line_error(result, "unknown parameter(s) beta in the space of space.toml")

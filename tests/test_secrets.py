@@ -11,18 +11,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
-from tests.helpers import one_line_error, zygotes
-from tests.test_dispatch import trial_processes, wait_until
-from tests.test_postgres import (
+from tests.helpers import (
     PASSWORD,
-    pg,  # noqa: F401  (the fixture)
+    invoke,
+    one_line_error,
     queue,
+    trial_processes,
+    wait_until,
+    zygotes,
 )
 
-runner = CliRunner()
 UNENCODED = "Qz7@Kx/9#Wv?Jm%Zr"  # 17 characters; a parser cuts it at @, /, # or ?
 
 
@@ -42,7 +41,7 @@ def test_a_password_that_is_not_url_encoded_is_refused_unprinted(password, how, 
         args += ["--storage", url]
     else:
         env["BOPSWEEP_STORAGE"] = url
-    result = runner.invoke(app, args, env=env)
+    result = invoke(args, env=env)
     one_line_error(result, 'urllib.parse.quote(password, safe="")')
     assert not [p for p in _pieces(password) if p in result.output], result.output
 
@@ -56,7 +55,7 @@ def test_a_password_that_is_not_url_encoded_is_refused_unprinted(password, how, 
     ],
 )
 def test_an_encoded_password_or_an_at_in_the_query_is_accepted(url):
-    result = runner.invoke(app, ["status", "--storage", url])
+    result = invoke(["status", "--storage", url])
     assert result.exit_code == 2 and "not URL-encoded" not in result.output  # unreachable
 
 
@@ -75,7 +74,7 @@ def _assert_clean(pid: int, url: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("starts", ["warm", "cold"])
 def test_trial_processes_and_zygotes_get_no_storage_url_or_password(
-    pg,  # noqa: F811
+    pg,
     small_cifar_dir,
     tmp_path,
     starts,

@@ -11,8 +11,7 @@ import pytest
 
 from bopsweep.driver.seed_average import SEED_INDEX, SEED_OF, companion_name
 from bopsweep.store.trial_config import study_base, trial_config
-from tests.test_dispatch import TINY, bopsweep, start, trials, wait_until
-from tests.test_faults import trial_processes
+from tests.helpers import TINY, bopsweep, start, trial_processes_in, trials, wait_until
 
 
 def runs_and_configurations(cwd, name):
@@ -125,7 +124,7 @@ def test_a_seed_run_retried_after_a_kill_stays_its_configurations_and_the_mean_i
     driver.kill()
     driver.communicate()
     # its trial process notices at its next message and exits, leaving the run interrupted
-    wait_until(lambda: not trial_processes(tmp_path), what="the orphaned trial process to exit")
+    wait_until(lambda: not trial_processes_in(tmp_path), what="the orphaned trial process to exit")
     result = bopsweep("resume", "study.db", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     study, means = runs_and_configurations(tmp_path, "optuna-search")

@@ -8,9 +8,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.cli.trial_options import TrialOptions
 from bopsweep.errors import UserError
 from bopsweep.studies.plan import CORE_PARAMS, config_id
@@ -18,6 +16,7 @@ from bopsweep.studies.search import SearchSpace
 from bopsweep.trial.config import TrialConfig, check_field, parse_field, stack_key
 from bopsweep.trial.schedules import SCHEDULABLE, Schedule
 from bopsweep.trial.settings import LATER, LOCAL, SETTINGS, STACK_SHARED, STUDIED, Range
+from tests.helpers import invoke
 
 
 def test_the_trial_config_has_exactly_the_declared_settings_in_order_with_their_defaults():
@@ -155,7 +154,7 @@ def test_the_search_space_bounds_come_from_the_declared_ranges():
 
 
 def test_the_help_shows_each_option_s_declared_help_unit_and_default():
-    result = CliRunner().invoke(app, ["grid", "--help"], env={"COLUMNS": "300"})
+    result = invoke(["grid", "--help"], env={"COLUMNS": "300"})
     assert result.exit_code == 0
     text = " ".join(result.output.split())
     for name in ("epochs", "log_every", "two_step"):
@@ -187,8 +186,7 @@ def _kwargs(config: TrialConfig) -> dict[str, Any]:
 def test_a_grid_cannot_sweep_a_setting_declared_not_sweepable(name: str, tmp_path):
     """Where a trial runs is not part of its identity: its values would be one trial."""
     assert not SETTINGS[name].sweepable
-    result = CliRunner().invoke(
-        app,
+    result = invoke(
         ["grid", "--param", name, "--values", "a,b", "--storage", f"sqlite:///{tmp_path}/s.db"],
     )
     assert result.exit_code == 2, result.output

@@ -11,16 +11,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.driver import process
 from bopsweep.driver.environ import child_environ
 from bopsweep.driver.process import make_slots, slot_capacity
 from bopsweep.errors import UserError
-from tests.helpers import one_line_error
-
-runner = CliRunner()
+from tests.helpers import invoke, one_line_error
 
 
 @pytest.fixture
@@ -60,7 +56,7 @@ def test_gpu_uuids_and_mig_instances_are_passed_on_as_given(gpus):
 
 def test_an_index_beyond_the_visible_gpus_is_refused(gpus):
     gpus("2,3")
-    result = runner.invoke(app, ["grid", "--param", "gamma", "--values", "1e-8", "--gpus", "2",
+    result = invoke(["grid", "--param", "gamma", "--values", "1e-8", "--gpus", "2",
                                  "--dry-run"])  # fmt: skip
     one_line_error(result, "CUDA_VISIBLE_DEVICES=2,3")
     assert "indices 0 to 1" in result.output
@@ -79,18 +75,18 @@ def test_the_inherited_device_order_is_kept(gpus, monkeypatch):
 def test_gpu_options_with_device_cpu_are_refused(gpus, option):
     gpus("0,1")
     args = ["grid", "--param", "gamma", "--values", "1e-8", "--device", "cpu", *option]
-    one_line_error(runner.invoke(app, [*args, "--dry-run"]), "--device cpu")
+    one_line_error(invoke([*args, "--dry-run"]), "--device cpu")
 
 
 def test_workers_beyond_the_machine_are_refused_unless_allowed(tmp_path, small_cifar_dir):
     cap = slot_capacity()
     args = ["grid", "--param", "gamma", "--values", "1e-8", "--device", "cpu", "--dry-run"]
     args += ["--storage", f"sqlite:///{tmp_path / 's.db'}", "--data-dir", str(small_cifar_dir)]
-    result = runner.invoke(app, [*args, "--workers", str(cap + 1)])
+    result = invoke([*args, "--workers", str(cap + 1)])
     one_line_error(result, f"this machine holds {cap}")
     assert "--allow-oversubscribe" in result.output
-    assert runner.invoke(app, [*args, "--workers", str(cap)]).exit_code == 0
-    allowed = runner.invoke(app, [*args, "--workers", str(cap + 1), "--allow-oversubscribe"])
+    assert invoke([*args, "--workers", str(cap)]).exit_code == 0
+    allowed = invoke([*args, "--workers", str(cap + 1), "--allow-oversubscribe"])
     assert allowed.exit_code == 0, allowed.output
 
 
@@ -105,9 +101,9 @@ def test_gpu_slots_beyond_the_machine_are_refused(gpus):
 def test_a_dry_run_of_ten_million_workers_answers_at_once(tmp_path, small_cifar_dir):
     args = ["grid", "--param", "gamma", "--values", "1e-8", "--device", "cpu", "--dry-run"]
     args += ["--storage", f"sqlite:///{tmp_path / 's.db'}", "--data-dir", str(small_cifar_dir)]
-    runner.invoke(app, [*args, "--workers", "1"])  # imports done: the time below is the run's
+    invoke([*args, "--workers", "1"])  # imports done: the time below is the run's
     began = time.monotonic()
-    result = runner.invoke(app, [*args, "--workers", "10000000", "--allow-oversubscribe"])
+    result = invoke([*args, "--workers", "10000000", "--allow-oversubscribe"])
     assert result.exit_code == 0, result.output
     assert time.monotonic() - began < 2
     assert "(10000000 slots)" in result.output and len(result.output) < 5000

@@ -24,7 +24,7 @@ from bopsweep.models import BinaryNet, StackedBinaryNet
 from bopsweep.studies import TrialConfig
 from bopsweep.trial.run_dir import read_rows
 from bopsweep.trial.train import TrialDiverged, run_stack, run_trial
-from tests.test_dispatch import (
+from tests.helpers import (
     assert_one_complete_per_configuration,
     bopsweep,
     epochs_in,

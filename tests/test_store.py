@@ -11,15 +11,13 @@ from collections.abc import Iterator
 
 import optuna
 import pytest
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.errors import UserError
 from bopsweep.store import Store, checkpoint_base, driver_lock, redact, scrub, storage_url
 from bopsweep.store.database import OWN_TABLES
 from bopsweep.store.optuna_adapter import all_trials, study_id, trial_id
 from bopsweep.studies import TrialConfig, grid_study
-from tests.helpers import leave_hot_journal, one_line_error
+from tests.helpers import invoke, leave_hot_journal, one_line_error
 
 
 def test_storage_url_sources_in_order(tmp_path, monkeypatch):
@@ -68,8 +66,8 @@ def running_trial(store: Store, study_name: str = "s") -> optuna.Trial:
     return study.ask()
 
 
-def test_metric_rows_are_written_once_per_trial_and_epoch(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 's.db'}", create=True)
+def test_metric_rows_are_written_once_per_trial_and_epoch(storage):
+    store = Store(storage, create=True)
     trial = running_trial(store)
     study = optuna.load_study(study_name="s", storage=store.storage)
     rows = [{"epoch": 1, "val_acc": 0.5, "pi": -3.0}, {"epoch": 2, "val_acc": 0.6, "pi": -4.0}]
@@ -85,8 +83,8 @@ def test_metric_rows_are_written_once_per_trial_and_epoch(tmp_path):
     assert store.metrics.epochs_frame(other).empty
 
 
-def test_epoch_progress_counts_each_trials_epochs_and_reads_its_last_row(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 's.db'}", create=True)
+def test_epoch_progress_counts_each_trials_epochs_and_reads_its_last_row(storage):
+    store = Store(storage, create=True)
     study = optuna.create_study(study_name="s", storage=store.storage)
     first, second = study.ask(), study.ask()
     rows = [{"epoch": e, "val_acc": e / 10} for e in (2, 3, 1)]  # written out of order
@@ -98,8 +96,8 @@ def test_epoch_progress_counts_each_trials_epochs_and_reads_its_last_row(tmp_pat
     }
 
 
-def test_a_frame_of_rows_with_different_columns_holds_them_all(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 's.db'}", create=True)
+def test_a_frame_of_rows_with_different_columns_holds_them_all(storage):
+    store = Store(storage, create=True)
     study = optuna.create_study(study_name="s", storage=store.storage)
     trial = study.ask()
     rows = [{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.6, "c2i": 0.1}]
@@ -472,7 +470,7 @@ def test_a_half_done_write_on_a_read_only_file_system_is_one_clear_line(read_onl
     leave_hot_journal(read_only_folder / "s.db")
     before = (read_only_folder / "s.db").read_bytes()
     subprocess.run(["mount", "-o", "remount,ro", str(read_only_folder)], check=True)
-    result = CliRunner().invoke(app, ["studies", str(read_only_folder / "s.db")])
+    result = invoke(["studies", str(read_only_folder / "s.db")])
     one_line_error(result, "left unfinished (s.db-journal)")
     assert (read_only_folder / "s.db").read_bytes() == before
 
@@ -529,7 +527,7 @@ def test_a_study_whose_making_was_cut_short_is_made_by_the_next_run(
     assert optuna.get_all_study_names(url) == ["grid-tau"]
     with pytest.raises(UserError, match=r"'grid-tau' .* was left half made"):
         Store(url).load("grid-tau")
-    again = CliRunner().invoke(app, args)
+    again = invoke(args)
     assert again.exit_code == 0, again.output
     study = optuna.load_study(study_name="grid-tau", storage=url)
     assert study.user_attrs["bopsweep_spec"]["name"] == "grid-tau"

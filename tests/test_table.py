@@ -21,9 +21,7 @@ import numpy as np
 import optuna
 import pytest
 from scipy import stats as scipy_stats
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.defaults import TableFormat, TableMetric
 from bopsweep.readers.stats import Summary, compare, holm, summarize
 from bopsweep.readers.table import (
@@ -39,9 +37,8 @@ from bopsweep.store import Store
 from bopsweep.store.trial_config import study_base
 from bopsweep.studies import StudySpec, TrialConfig, expand, grid_study
 from bopsweep.studies.designs import ArmsDesign
-from tests.helpers import one_line_error
+from tests.helpers import invoke, one_line_error
 
-runner = CliRunner()
 State = optuna.trial.TrialState
 
 # --- the statistics ------------------------------------------------------------------------------
@@ -289,7 +286,7 @@ def test_metric_best_compares_the_best_epochs(db):
 
 # --- the command -------------------------------------------------------------------------------
 def table(db, *args):
-    return runner.invoke(app, ["table", str(db), *args])
+    return invoke(["table", str(db), *args])
 
 
 def md_row(output, label):
@@ -473,7 +470,7 @@ def test_table_bad_input_is_one_line_and_exit_2(db, tmp_path):
     for args, fragment in cases:
         one_line_error(table(db, *args), fragment)
     one_line_error(
-        runner.invoke(app, ["table", str(tmp_path / "absent.db")]),
+        invoke(["table", str(tmp_path / "absent.db")]),
         "no such database",
     )
 

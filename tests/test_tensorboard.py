@@ -23,21 +23,16 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.files import temp_folder
 from bopsweep.readers.plots import LAYERS
 from bopsweep.readers.tensorboard import StudyBoard, TrialRun
 from bopsweep.store import Store
 from bopsweep.store.optuna_adapter import trial_id
-from bopsweep.studies import TrialConfig, expand, grid_study
+from bopsweep.studies import TrialConfig
 from bopsweep.trial.run_dir import read_rows
-from tests.helpers import one_line_error
-from tests.test_plots import add_trial
+from tests.helpers import TINY, invoke, one_line_error
 
-runner = CliRunner()
-TINY = ["--width", "0.0625", "--batch-size", "20", "--device", "cpu", "--quiet"]
 HPARAM_NAMES = {
     "variant", "gamma", "sigma", "tau", "eps", "lr", "weight_decay", "two_step", "epochs",
     "batch_size", "width", "norm", "init", "subset", "val_subset", "augment", "compile", "seed",
@@ -105,33 +100,13 @@ def assert_hparams_plugin(plugin: dict[str, Any], status: str | None) -> None:
         assert api_pb2.Status.Name(end.status) == status
 
 
-# --- export ------------------------------------------------------------------------------------
-@pytest.fixture
-def study_db(tmp_path):
-    """A grid of two τ values (one trial crashed after an epoch and was retried) and one trial
-    pruned, written directly (no training), as in test_plots."""
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    base = TrialConfig(width=1 / 16, batch_size=20, epochs=3, device="cpu", unbiased=True)
-    store = Store(url, create=True)
-    spec = grid_study("abl", base, {"tau": [1e-6, 1e-4]})
-    study, _ = store.create(spec)
-    rng = np.random.default_rng(0)
-    written = []
-    for p in expand(spec):
-        args = (store, study, p.config, p.label, p.params, p.distributions, rng)
-        if p.params["tau"] == 1e-4:
-            written.append(add_trial(*args, epochs=1, state=optuna.trial.TrialState.FAIL))
-            written.append(add_trial(*args, epochs=2, state=optuna.trial.TrialState.PRUNED))
-        written.append(add_trial(*args))
-    return tmp_path, url, written
-
-
+# --- export (of conftest's study_db) -----------------------------------------------------------
 def test_export_writes_each_trial_as_a_run_with_its_stored_metrics_and_hparams(study_db):
     folder, url, written = study_db
     db = folder / "study.db"
     before = hashlib.sha256(db.read_bytes()).hexdigest()
     logdir = folder / "tb"
-    result = runner.invoke(app, ["export", str(db), "--tensorboard", str(logdir)])
+    result = invoke(["export", str(db), "--tensorboard", str(logdir)])
     assert result.exit_code == 0, result.output
     assert "wrote 4 TensorBoard runs" in result.output
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # read-only on the database
@@ -159,15 +134,15 @@ def test_export_writes_each_trial_as_a_run_with_its_stored_metrics_and_hparams(s
 def test_export_again_is_refused_without_force_and_replaces_the_study_whole_with_it(study_db):
     folder, _, written = study_db
     db, logdir = folder / "study.db", folder / "tb"
-    assert runner.invoke(app, ["export", str(db), "--tensorboard", str(logdir)]).exit_code == 0
+    assert invoke(["export", str(db), "--tensorboard", str(logdir)]).exit_code == 0
     stray = logdir / "abl" / "stray"
     stray.mkdir()  # a folder only the first export has: gone once replaced
     one_line_error(
-        runner.invoke(app, ["export", str(db), "--tensorboard", str(logdir)]),
+        invoke(["export", str(db), "--tensorboard", str(logdir)]),
         "pass --force to replace it",
     )
     assert stray.exists()
-    result = runner.invoke(app, ["export", str(db), "--tensorboard", str(logdir), "--force"])
+    result = invoke(["export", str(db), "--tensorboard", str(logdir), "--force"])
     assert result.exit_code == 0, result.output
     assert not stray.exists()
     assert [p.name for p in logdir.iterdir()] == ["abl"]  # no temporary folder left
@@ -228,7 +203,7 @@ def test_an_export_killed_outright_leaves_nothing_tensorboard_lists_once_the_nex
     export.communicate(timeout=60)
     assert not (logdir / "abl").exists()
     ours = [p.name for p in logdir.iterdir()]  # a kill -9 cannot clean up: the next export does
-    result = runner.invoke(app, ["export", str(db), "--tensorboard", str(logdir)])
+    result = invoke(["export", str(db), "--tensorboard", str(logdir)])
     assert result.exit_code == 0, result.output
     expected = sorted(f"abl/{t['number']}-{t['label']}" for t in written)
     assert tensorboard_runs(logdir) == expected  # each trial once, not its half copy as well
@@ -256,7 +231,7 @@ def test_an_export_removes_only_the_temporary_folders_of_killed_exports_of_its_s
     killed = logdir / ".abl.old-0123456789ab"  # a replacing export killed between its renames
     (killed / "abl" / "0-old").mkdir(parents=True)
     with temp_folder(logdir, "abl") as live:  # another export, still writing
-        result = runner.invoke(app, ["export", str(db), "--tensorboard", str(logdir)])
+        result = invoke(["export", str(db), "--tensorboard", str(logdir)])
         assert result.exit_code == 0, result.output
         assert live.is_dir()
     assert not killed.exists()
@@ -279,16 +254,16 @@ def test_a_tensorboard_dir_that_is_a_file_is_refused_by_every_command_creating_n
         (["grid", "--param", "tau", *storage, "--tensorboard", str(file), *data], "is a file"),
         (["resume", str(folder / "study.db"), "--tensorboard", str(file / "x")], "not a folder"),
     ):
-        one_line_error(runner.invoke(app, args), fragment)
+        one_line_error(invoke(args), fragment)
     assert sorted(p.name for p in folder.iterdir()) == ["afile", "study.db"]
 
 
 def test_train_refuses_a_new_run_where_the_tensorboard_run_holds_another(small_cifar_dir, tmp_path):
     data = ["--data-dir", str(small_cifar_dir), "--epochs", "1", *TINY]
     first = ["train", "--out", str(tmp_path / "a" / "run"), "--tensorboard", str(tmp_path / "tb")]
-    assert runner.invoke(app, [*first, *data]).exit_code == 0
+    assert invoke([*first, *data]).exit_code == 0
     other = ["train", "--out", str(tmp_path / "b" / "run"), "--tensorboard", str(tmp_path / "tb")]
-    one_line_error(runner.invoke(app, [*other, *data]), "already holds a TensorBoard run")
+    one_line_error(invoke([*other, *data]), "already holds a TensorBoard run")
     assert not (tmp_path / "b").exists()
 
 
@@ -296,7 +271,7 @@ def test_train_refuses_a_new_run_where_the_tensorboard_run_holds_another(small_c
 def test_train_writes_its_epochs_live_as_a_run_named_after_its_folder(small_cifar_dir, tmp_path):
     out, logdir = tmp_path / "quick", tmp_path / "tb"
     args = ["train", "--data-dir", str(small_cifar_dir), "--epochs", "2", "--out", str(out)]
-    result = runner.invoke(app, [*args, "--tensorboard", str(logdir), "--sigma", "1e-2", *TINY])
+    result = invoke([*args, "--tensorboard", str(logdir), "--sigma", "1e-2", *TINY])
     assert result.exit_code == 0, result.output
     rows = read_rows(out / "metrics.csv")
     scalars, plugin = read_run(logdir / "quick")
@@ -315,11 +290,11 @@ def test_train_resume_continues_its_run_without_writing_an_epoch_twice(small_cif
     data = ["--data-dir", str(small_cifar_dir), *TINY]
     # epoch 1 without TensorBoard; epoch 2 on resume with it (epoch 1 written from
     # metrics.csv); epoch 3 on a second resume, continuing the run
-    result = runner.invoke(app, ["train", "--epochs", "1", "--out", str(out), *data])
+    result = invoke(["train", "--epochs", "1", "--out", str(out), *data])
     assert result.exit_code == 0, result.output
     for epochs in ("2", "3"):
         resume = ["train", "--resume", str(out), "--epochs", epochs, "--quiet"]
-        result = runner.invoke(app, [*resume, "--tensorboard", str(logdir)])
+        result = invoke([*resume, "--tensorboard", str(logdir)])
         assert result.exit_code == 0, result.output
     rows = read_rows(out / "metrics.csv")
     assert [r["epoch"] for r in rows] == [1, 2, 3]
@@ -336,9 +311,7 @@ def test_a_run_that_cannot_be_written_is_said_once_and_the_training_goes_on(
     logdir.mkdir()
     (logdir / "quick").write_text("not a folder")  # the run's folder cannot be made
     args = ["train", "--data-dir", str(small_cifar_dir), "--epochs", "2"]
-    result = runner.invoke(
-        app, [*args, "--out", str(tmp_path / "quick"), "--tensorboard", str(logdir), *TINY]
-    )
+    result = invoke([*args, "--out", str(tmp_path / "quick"), "--tensorboard", str(logdir), *TINY])
     assert result.exit_code == 0, result.output
     assert result.output.count("cannot write TensorBoard files") == 1
     assert len(read_rows(tmp_path / "quick" / "metrics.csv")) == 2
@@ -391,11 +364,11 @@ def test_a_study_resumed_with_tensorboard_writes_a_run_per_trial_from_the_driver
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     grid = ["grid", "--param", "gamma", "--values", "1e-7,1e-6", "--epochs", "2", "--seeds", "1"]
     data = ["--data-dir", str(small_cifar_dir), "--storage", storage, *TINY]
-    result = runner.invoke(app, [*grid, *data, "--queue-only"])
+    result = invoke([*grid, *data, "--queue-only"])
     assert result.exit_code == 0, result.output
     logdir = tmp_path / "tb"
-    result = runner.invoke(
-        app, ["resume", "--storage", storage, "--workers", "2", "--tensorboard", str(logdir)]
+    result = invoke(
+        ["resume", "--storage", storage, "--workers", "2", "--tensorboard", str(logdir)]
     )
     assert result.exit_code == 0, result.output
     store = Store.open_readonly(storage)
@@ -420,8 +393,7 @@ def test_a_study_whose_runs_cannot_be_written_says_so_once_and_completes(small_c
     logdir.mkdir()
     (logdir / "grid-gamma").write_text("in the way")  # the study's folder cannot be made
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    result = runner.invoke(
-        app,
+    result = invoke(
         ["grid", "--param", "gamma", "--values", "1e-7,1e-6", "--epochs", "1", "--workers", "2",
          "--data-dir", str(small_cifar_dir), "--storage", storage, "--tensorboard", str(logdir),
          *TINY],

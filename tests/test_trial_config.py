@@ -16,9 +16,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from typer.testing import CliRunner
 
-from bopsweep.cli import app
 from bopsweep.driver.loop import Driver
 from bopsweep.driver.study import search_of, stored_spec
 from bopsweep.readers.table import group_arms
@@ -34,10 +32,8 @@ from bopsweep.studies import (
 )
 from bopsweep.studies.designs import ArmsDesign
 from bopsweep.trial.settings import LOCAL as LOCAL_FIELDS
-from tests.test_dispatch import bopsweep
+from tests.helpers import TINY, bopsweep, invoke
 
-runner = CliRunner()
-TINY = ["--width", "0.0625", "--batch-size", "20", "--device", "cpu", "--quiet"]
 GAMMA = 7.246e-10
 # a grid whose base schedules Adam's lr and τ: the long part a trial must not repeat
 STUDY_FILE = """
@@ -100,9 +96,7 @@ def test_a_grid_trial_stores_a_short_difference_and_the_whole_configuration_is_r
 ):
     monkeypatch.chdir(tmp_path)
     path = study_file(tmp_path, seeds=2)
-    queued = runner.invoke(
-        app, ["run", str(path), "--data-dir", str(small_cifar_dir), "--queue-only", *TINY]
-    )
+    queued = invoke(["run", str(path), "--data-dir", str(small_cifar_dir), "--queue-only", *TINY])
     assert queued.exit_code == 0, queued.output
     rows = optuna_trials(tmp_path, "g")
     assert len(rows) == 4
@@ -171,7 +165,7 @@ def test_a_sampled_trial_stores_its_difference_from_the_stored_base(
 
     monkeypatch.chdir(tmp_path)
     args = ["optuna", "--trials", "3", "--epochs", "1", "--sampler-seed", "0", "--queue-only"]
-    queued = runner.invoke(app, [*args, "--data-dir", str(small_cifar_dir), *TINY])
+    queued = invoke([*args, "--data-dir", str(small_cifar_dir), *TINY])
     assert queued.exit_code == 0, queued.output
     spec = stored_spec("sqlite:///study.db", None)
     store = Store("sqlite:///study.db")

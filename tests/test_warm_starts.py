@@ -24,10 +24,16 @@ from bopsweep.store import Store
 from bopsweep.store.optuna_adapter import trial_id
 from bopsweep.studies import TrialConfig, expand, grid_study
 from bopsweep.trial.data import load_cifar10, make_synthetic, preload_cifar10
-from tests.helpers import command_lines, study_folder, warm_started, zygotes
-from tests.test_dispatch import epochs_in, wait_until
+from tests.helpers import (
+    TINY_SETTINGS,
+    command_lines,
+    epochs_in,
+    study_folder,
+    wait_until,
+    warm_started,
+    zygotes,
+)
 
-TINY = {"width": 0.0625, "batch_size": 20, "device": "cpu"}
 RESUME = ["--workers", "2", "--max-retries", "0", "--quiet"]
 
 
@@ -62,7 +68,7 @@ def arguments(pid: int) -> list[str]:
 
 
 def config(data: Path, epochs: int) -> dict[str, Any]:
-    return TrialConfig(epochs=epochs, data_dir=str(data), **TINY).to_dict()
+    return TrialConfig(epochs=epochs, data_dir=str(data), **TINY_SETTINGS).to_dict()
 
 
 def pool(data: Path, root: Path, notes: list[str]) -> Zygotes:
@@ -145,7 +151,8 @@ def test_a_trial_whose_zygote_died_starts_cold_and_the_zygote_is_replaced(
 def queue_study(cwd: Path, data: Path, taus: list[float], epochs: int) -> list[str]:
     """A grid over τ queued in ``cwd/study.db`` (to be run by ``bopsweep resume``); the
     configurations' ids, in the grid's order."""
-    spec = grid_study("iso", TrialConfig(epochs=epochs, data_dir=str(data), **TINY), {"tau": taus})
+    config = TrialConfig(epochs=epochs, data_dir=str(data), **TINY_SETTINGS)
+    spec = grid_study("iso", config, {"tau": taus})
     storage = f"sqlite:///{cwd / 'study.db'}"
     options = DispatchOptions(storage=storage, device="cpu", queue_only=True)
     assert run_study(spec, options, echo=lambda *_: None) == 0
@@ -262,7 +269,7 @@ def test_the_driver_forks_its_trials_from_a_zygote_unless_told_to_start_cold(
     small_cifar_dir, tmp_path, warm
 ):
     """``DispatchOptions.warm_starts`` (``--cold-starts`` sets it False) reaches the driver."""
-    spec = grid_study("s", TrialConfig(epochs=1, **TINY), {"tau": [1e-6]})
+    spec = grid_study("s", TrialConfig(epochs=1, **TINY_SETTINGS), {"tau": [1e-6]})
     store = Store(f"sqlite:///{tmp_path / 'study.db'}", create=True)
     study, _ = store.create(spec)
     local = {"data_dir": str(small_cifar_dir), "download": False}

@@ -27,9 +27,9 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-    from bopsweep.studies.search import Search
     from bopsweep.driver.queue import TrialQueue
     from bopsweep.driver.warm import Zygotes
+    from bopsweep.studies.search import Search
 
 Events = queue.Queue[tuple[Running, dict[str, Any] | None]]
 

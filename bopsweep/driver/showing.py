@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from bopsweep.driver.state import END_EVENTS, Display, Running, Snapshot, study_progress
 
 if TYPE_CHECKING:
-    from bopsweep.studies.search import Search
     from bopsweep.driver.queue import TrialQueue
+    from bopsweep.studies.search import Search
 
 SNAPSHOT_SHARE = 10  # a live snapshot at most every 10 times the time it took
 
