@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.attr_keys import ATTEMPT, CONFIG_ID, FAILED_TRIAL, LABEL, OWNER_ATTR
 from bopsweep.defaults import MAX_RETRIES, STACK, WARM_STARTS
 from bopsweep.driver.folder_owner import adopt
 from bopsweep.driver.outage import DatabaseLost, Outage, database_errors
@@ -33,7 +34,7 @@ from bopsweep.driver.recorder import Recorder
 from bopsweep.driver.seed_average import queue_for
 from bopsweep.driver.state import END_EVENTS, Running, Snapshot, study_progress
 from bopsweep.driver.warm import Zygotes, available
-from bopsweep.store.fencing import OWNER_ATTR, TrialTakenOver
+from bopsweep.store.fencing import TrialTakenOver
 from bopsweep.store.optuna_adapter import trial_id
 from bopsweep.studies.config import stack_key
 
@@ -273,11 +274,11 @@ class Driver:
         def configure(trial: optuna.Trial) -> dict[str, Any]:
             config = suggest(trial, search.space, search.base)
             return {
-                "config_id": config_id(config),
-                "label": describe_config(config),
+                CONFIG_ID: config_id(config),
+                LABEL: describe_config(config),
                 # against the base the study stores (its trials are rebuilt from that one)
                 **config_attrs(config.to_dict(), self.queue.base),
-                "attempt": 0,
+                ATTEMPT: 0,
             }
 
         return self.queue.ask(configure)
@@ -290,8 +291,8 @@ class Driver:
         jobs: list[dict[str, Any]] = []
         for trial in trials:
             attrs = trial.user_attrs
-            run_dir = self.checkpoint_root / attrs["config_id"]
-            if adopt(run_dir, attrs["config_id"], self.identity):
+            run_dir = self.checkpoint_root / attrs[CONFIG_ID]
+            if adopt(run_dir, attrs[CONFIG_ID], self.identity):
                 self._note(f"{run_dir} held a run on other data (or another study's); started over")
             stored = self.queue.config(trial)
             config = {**stored, **self.local, "device": slot.device}
@@ -299,13 +300,13 @@ class Driver:
                 Running(
                     trial.number,
                     trial_id(trial),
-                    attrs["config_id"],
-                    attrs.get("label", ""),
+                    attrs[CONFIG_ID],
+                    attrs.get(LABEL, ""),
                     stored,
                     slot,
-                    attrs.get("attempt", 0),
+                    attrs.get(ATTEMPT, 0),
                     config["epochs"],
-                    retry_of=trial.system_attrs.get("failed_trial"),
+                    retry_of=trial.system_attrs.get(FAILED_TRIAL),
                     member=len(runs) if len(trials) > 1 else None,
                     run_dir=run_dir,
                     owner=trial.system_attrs.get(OWNER_ATTR),
