@@ -437,3 +437,20 @@ def check_integrity(url: str, n_configs: int, epochs: int) -> list[optuna.trial.
     stored = Counter(t for t, _ in rows)
     assert all(stored[trial_id(t)] == epochs for t in complete)
     return trials
+
+
+def as_of_0_1(db: Path | str) -> None:
+    """Make the studies of database ``db`` (a SQLite file, or a URL) as bopsweep 0.1 left them:
+    no schema version and no C2I mark (their C2I values are the caller's to write as 0.1 did)."""
+    import sqlalchemy as sa
+
+    from bopsweep.attr_keys import C2I_ATTR, SCHEMA_ATTR
+    from bopsweep.store.urls import engine_url
+
+    engine = sa.create_engine(engine_url(db if isinstance(db, str) else f"sqlite:///{db}"))
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("DELETE FROM study_user_attributes WHERE key IN (:a, :b)"),
+            {"a": C2I_ATTR, "b": SCHEMA_ATTR},
+        )
+    engine.dispose()

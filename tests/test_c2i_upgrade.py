@@ -16,22 +16,23 @@ import pytest
 import torch
 from optuna.distributions import FloatDistribution
 
+from bopsweep.attr_keys import C2I_ATTR
 from bopsweep.store import Store
-from bopsweep.store.c2i_upgrade import C2I_ATTR
 from bopsweep.store.optuna_adapter import study_id, trial_id
 from bopsweep.store.trial_config import config_attrs, study_base
 from bopsweep.studies import TrialConfig, grid_study
 from bopsweep.trial.run_dir import C2I_KEY, PENDING_METRICS, read_rows
 from bopsweep.trial.train import run_trial
-from tests.helpers import invoke
+from tests.helpers import as_of_0_1, invoke
 
 KEPT = {1: 0.875, 2: 0.75}  # the paper's C2I of epochs 1 and 2
 LAYER = {1: 0.5, 2: 0.25}
 
 
-def old_study(path: Path) -> None:
-    """A study as bopsweep 0.1 left it: C2I stored as the share changed, no C2I attribute."""
-    store = Store(f"sqlite:///{path}", create=True)
+def old_study(path: Path | str) -> None:
+    """A study as bopsweep 0.1 left it: C2I stored as the share changed, no C2I attribute
+    (``path``: a SQLite file, or a database's URL)."""
+    store = Store(path if isinstance(path, str) else f"sqlite:///{path}", create=True)
     study, _ = store.create(grid_study("g", TrialConfig(), {"gamma": [1e-7, 1e-6]}))
     dist = {"gamma": FloatDistribution(1e-7, 1e-7)}
     study.add_trial(
@@ -47,8 +48,7 @@ def old_study(path: Path) -> None:
     ]
     store.metrics.write(study_id(study), trial_id(first), rows, {})
     store.engine.dispose()
-    with sqlite3.connect(path) as conn:
-        conn.execute("DELETE FROM study_user_attributes WHERE key = ?", (C2I_ATTR,))
+    as_of_0_1(path)
 
 
 def stored_rows(path: Path) -> list[dict]:
@@ -190,8 +190,7 @@ def old_two_step_study(path: Path) -> None:
     rows = [{"epoch": e, "val_acc": v, "train_acc": 0.5} for e, v in STEP_VALS.items()]
     store.metrics.write(study_id(study), trial_id(first), rows, {})
     store.engine.dispose()
-    with sqlite3.connect(path) as conn:
-        conn.execute("DELETE FROM study_user_attributes WHERE key = ?", (C2I_ATTR,))
+    as_of_0_1(path)
 
 
 def test_an_old_two_step_trials_best_counts_binary_weight_epochs_read_and_converted(tmp_path):

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.attr_keys import ATTEMPT, CONFIG_ID, LABEL
 from bopsweep.driver.folder_owner import adopt
 from bopsweep.driver.process import Slot, TrialProcess
 from bopsweep.driver.state import Running
@@ -87,11 +88,11 @@ class Launcher:
         def configure(trial: optuna.Trial) -> dict[str, Any]:
             config = suggest(trial, search.space, search.base)
             return {
-                "config_id": config_id(config),
-                "label": describe_config(config),
+                CONFIG_ID: config_id(config),
+                LABEL: describe_config(config),
                 # against the base the study stores (its trials are rebuilt from that one)
                 **config_attrs(config.to_dict(), self.queue.base),
-                "attempt": 0,
+                ATTEMPT: 0,
             }
 
         return self.queue.ask(configure)
@@ -104,8 +105,8 @@ class Launcher:
         jobs: list[dict[str, Any]] = []
         for trial in trials:
             attrs = trial.user_attrs
-            run_dir = self.checkpoint_root / attrs["config_id"]
-            if adopt(run_dir, attrs["config_id"], self.identity):
+            run_dir = self.checkpoint_root / attrs[CONFIG_ID]
+            if adopt(run_dir, attrs[CONFIG_ID], self.identity):
                 self.note(f"{run_dir} held a run on other data (or another study's); started over")
             stored = self.queue.config(trial)
             config = {**stored, **self.local, "device": slot.device}
@@ -113,11 +114,11 @@ class Launcher:
                 Running(
                     trial.number,
                     trial_id(trial),
-                    attrs["config_id"],
-                    attrs.get("label", ""),
+                    attrs[CONFIG_ID],
+                    attrs.get(LABEL, ""),
                     stored,
                     slot,
-                    attrs.get("attempt", 0),
+                    attrs.get(ATTEMPT, 0),
                     config["epochs"],
                     retry_of=trial.system_attrs.get("failed_trial"),
                     member=len(runs) if len(trials) > 1 else None,

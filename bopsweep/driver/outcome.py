@@ -21,11 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bopsweep.attr_keys import FAIL_REASON, FAILURE, PRUNED_AT, REQUEUED, SUMMARY_ATTRS
 from bopsweep.driver.protocol import EXIT_BUSY, EXIT_DIVERGED, EXIT_USER_ERROR
-
-# best_*: binary-weight epochs only; step1_best_*: a two-step run's real-kernel step 1
-SUMMARY_ATTRS = ("best_val_acc", "best_epoch", "step1_best_val_acc", "step1_best_epoch",
-                 "final_train_acc", "seconds")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -63,14 +60,14 @@ def judge(
     """The end of a trial whose process exited with ``returncode`` after ``last_message``."""
     message = last_message or {}
     if pruned_at is not None and message.get("type") != "done":
-        return Ending("PRUNED", attrs={"pruned_at_epoch": pruned_at})
+        return Ending("PRUNED", attrs={PRUNED_AT: pruned_at})
     if returncode == 0 and message.get("type") == "done":
         summary = message["summary"]
         attrs = {k: summary[k] for k in SUMMARY_ATTRS if k in summary}
         return Ending("COMPLETE", value=summary["final_val_acc"], attrs=attrs)
     if returncode == EXIT_BUSY:
         reason = message.get("reason", "its folder is in use by another attempt")
-        attrs = {"failure": "busy", "fail_reason": reason, "requeued": True}
+        attrs = {FAILURE: "busy", FAIL_REASON: reason, REQUEUED: True}
         return Ending("FAIL", attrs=attrs, failure="busy", reason=reason, retry=True)
     if returncode == EXIT_DIVERGED:
         failure, reason = "diverged", message.get("reason", "the loss became NaN")
@@ -80,7 +77,7 @@ def judge(
         reason = crash_reason(returncode, stderr_tail)
         failure = "oom" if "out of memory" in reason.lower() else "crash"
     retry = failure in ("crash", "oom") and attempt < max_retries
-    attrs = {"failure": failure, "fail_reason": reason, "requeued": retry}
+    attrs = {FAILURE: failure, FAIL_REASON: reason, REQUEUED: retry}
     return Ending("FAIL", attrs=attrs, failure=failure, reason=reason, retry=retry)
 
 
@@ -89,7 +86,7 @@ def incomplete(missing: list[int], attempt: int, max_retries: int) -> Ending:
     shown = ", ".join(map(str, missing[:10])) + (", …" if len(missing) > 10 else "")
     reason = f"done, but epochs {shown} were not recorded"
     retry = attempt < max_retries
-    attrs = {"failure": "incomplete", "fail_reason": reason, "requeued": retry}
+    attrs = {FAILURE: "incomplete", FAIL_REASON: reason, REQUEUED: retry}
     return Ending("FAIL", attrs=attrs, failure="incomplete", reason=reason, retry=retry)
 
 

@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from bopsweep.attr_keys import ATTEMPT, CONFIG_ID, FAIL_REASON, FAILURE, LABEL, OWNER_ATTR, REQUEUED
 from bopsweep.driver.outcome import describe
-from bopsweep.store.fencing import OWNER_ATTR, new_owner, study_lock
+from bopsweep.store.fencing import new_owner, study_lock
 from bopsweep.store.optuna_adapter import (
     add_waiting_trials,
     engine_of,
@@ -43,13 +44,13 @@ if TYPE_CHECKING:
 
 def configured(trial: FrozenTrial) -> bool:
     """Whether bopsweep gave the trial its configuration (it can run and be re-queued)."""
-    return "config_id" in trial.user_attrs and has_config(trial.user_attrs)
+    return CONFIG_ID in trial.user_attrs and has_config(trial.user_attrs)
 
 
 def holds_result_or_is_pending(trial: FrozenTrial) -> bool:
     """A trial whose configuration need not be queued again."""
     if trial.state.name == "FAIL":
-        return trial.user_attrs.get("failure") == "diverged"  # a result, not an accident
+        return trial.user_attrs.get(FAILURE) == "diverged"  # a result, not an accident
     return True
 
 
@@ -177,17 +178,17 @@ class TrialQueue:
     def held_configs(self) -> set[str]:
         """The configuration ids the study holds a result of, or has queued or running."""
         return {
-            t.user_attrs["config_id"]
+            t.user_attrs[CONFIG_ID]
             for t in self.trials()
-            if "config_id" in t.user_attrs and holds_result_or_is_pending(t)
+            if CONFIG_ID in t.user_attrs and holds_result_or_is_pending(t)
         }
 
     def finished_configs(self) -> set[str]:
         """The configuration ids with a result: complete, pruned, or diverged."""
         return {
-            t.user_attrs["config_id"]
+            t.user_attrs[CONFIG_ID]
             for t in self.trials("COMPLETE", "PRUNED", "FAIL")
-            if "config_id" in t.user_attrs and holds_result_or_is_pending(t)
+            if CONFIG_ID in t.user_attrs and holds_result_or_is_pending(t)
         }
 
     def enqueue(self, *args: Any, **kwargs: Any) -> None:
@@ -214,10 +215,10 @@ class TrialQueue:
             params=params,
             distributions=distributions or param_distributions(params),
             user_attrs={
-                "config_id": config_id,
-                "label": label,
+                CONFIG_ID: config_id,
+                LABEL: label,
                 **config_attrs(config, self.base),
-                "attempt": attempt,
+                ATTEMPT: attempt,
             },
         )
 
@@ -226,7 +227,7 @@ class TrialQueue:
         the attributes a retry carries (:attr:`CARRIED_ATTRS`)."""
         attrs = t.user_attrs
         retry = self.waiting(
-            t.params, attrs["config_id"], attrs.get("label", ""), self.config(t), attempt,
+            t.params, attrs[CONFIG_ID], attrs.get(LABEL, ""), self.config(t), attempt,
             t.distributions,
         )  # fmt: skip
         for name in self.CARRIED_ATTRS:
@@ -243,11 +244,11 @@ class TrialQueue:
 
         # a configuration runs once at a time: a copy queued while it runs (a retry that found
         # its folder busy, a sampled duplicate) waits until it ends
-        running = {t.user_attrs.get("config_id") for t in self.trials("RUNNING")} - {None}
+        running = {t.user_attrs.get(CONFIG_ID) for t in self.trials("RUNNING")} - {None}
         for tid in waiting_trial_ids(self.study):  # not every waiting trial loaded
             if running or fits is not None:  # then loaded one by one until one may run
                 candidate = self.trial(tid)
-                if candidate.user_attrs.get("config_id") in running:
+                if candidate.user_attrs.get(CONFIG_ID) in running:
                     continue
                 if fits is not None and not (
                     configured(candidate) and fits(self.config(candidate))
@@ -309,7 +310,7 @@ class TrialQueue:
     def fail(self, t: FrozenTrial, failure: str, reason: str, requeue: int | None) -> None:
         """FAIL a trial no process runs for, with its reason; re-queued at attempt ``requeue``
         unless that is None."""
-        attrs = {"failure": failure, "fail_reason": reason, "requeued": requeue is not None}
+        attrs = {FAILURE: failure, FAIL_REASON: reason, REQUEUED: requeue is not None}
         with self.locked():  # the end and its retry as one step for other drivers' queueing
             self.set_attrs(trial_id(t), attrs)
             self.tell(t, "FAIL")
@@ -323,7 +324,7 @@ class TrialQueue:
             reason += "; it was never configured, so it is not re-queued"
             self.fail(t, failure, reason, requeue=None)
         else:
-            self.fail(t, failure, reason, requeue=t.user_attrs.get("attempt", 0))
+            self.fail(t, failure, reason, requeue=t.user_attrs.get(ATTEMPT, 0))
 
     def recover_stale(self) -> int:
         """Trials left RUNNING by a driver that died: failed as interrupted and re-queued.
@@ -353,15 +354,15 @@ class TrialQueue:
         held = self.held_configs()
         last: dict[str, FrozenTrial] = {}  # each unheld configuration's last failed trial
         for t in self.trials("FAIL"):
-            if not configured(t) or (cid := t.user_attrs["config_id"]) in held:
+            if not configured(t) or (cid := t.user_attrs[CONFIG_ID]) in held:
                 continue
             if cid not in last or t.number > last[cid].number:
                 last[cid] = t
-        lost = [t for t in last.values() if t.user_attrs.get("requeued")]
+        lost = [t for t in last.values() if t.user_attrs.get(REQUEUED)]
         for t in lost:
-            attempt = t.user_attrs.get("attempt", 0)
+            attempt = t.user_attrs.get(ATTEMPT, 0)
             # an interruption or a busy folder uses up no retry (as their endings chose)
-            self.requeue(t, attempt + (t.user_attrs.get("failure") not in ("interrupted", "busy")))
+            self.requeue(t, attempt + (t.user_attrs.get(FAILURE) not in ("interrupted", "busy")))
         return len(lost)
 
     # --- while trials run -----------------------------------------------------------------------
@@ -396,7 +397,7 @@ class TrialQueue:
         configured does not count."""
         return len(
             {
-                t.user_attrs.get("config_id") or f"#{t.number}"  # '#n': being configured now
+                t.user_attrs.get(CONFIG_ID) or f"#{t.number}"  # '#n': being configured now
                 for t in self.trials()
                 if configured(t) or t.state.name != "FAIL"
             }
@@ -407,5 +408,5 @@ class TrialQueue:
 
     def all_configs_complete(self) -> bool:
         trials = self.trials()
-        done = {t.user_attrs.get("config_id") for t in trials if t.state.name == "COMPLETE"}
-        return {t.user_attrs["config_id"] for t in trials if configured(t)} <= done
+        done = {t.user_attrs.get(CONFIG_ID) for t in trials if t.state.name == "COMPLETE"}
+        return {t.user_attrs[CONFIG_ID] for t in trials if configured(t)} <= done

@@ -12,10 +12,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.attr_keys import (
+    ATTEMPT,
+    EPOCHS_DONE,
+    FAIL_REASON,
+    FAILURE,
+    REQUEUED,
+    RESUMED_FROM,
+    RUN_DIR,
+    SLOT,
+)
 from bopsweep.driver import outcome
 from bopsweep.driver.protocol import EXIT_DIVERGED, EXIT_USER_ERROR
 from bopsweep.driver.queue import TrialQueue
 from bopsweep.driver.state import Running
+from bopsweep.metric_keys import EPOCH, VAL_ACC
 from bopsweep.store.fencing import TrialTakenOver
 from bopsweep.store.optuna_adapter import study_id
 from bopsweep.store.trial_config import StoredConfigError
@@ -54,9 +65,7 @@ class Recorder:
         # the learning curve pruners judge: binary-weight epochs only (not a two-step run's
         # step 1, whose network has real kernels)
         real_until = r.config.get("two_step") or 0
-        curve = {
-            row["epoch"]: row["val_acc"] for row in r.pending_rows if row["epoch"] > real_until
-        }
+        curve = {row[EPOCH]: row[VAL_ACC] for row in r.pending_rows if row[EPOCH] > real_until}
         try:  # rows and curve in one transaction, refused unless the trial is still ours
             self.store.metrics.write(
                 self.study_id, r.trial_id, r.pending_rows, r.pending_steps, r.owner, curve
@@ -92,10 +101,10 @@ class Recorder:
             if missing:
                 ending = outcome.incomplete(missing, r.attempt, self.max_retries)
         attrs = {
-            "epochs_done": r.epochs_done,
-            "resumed_from_epoch": r.resumed_from,
-            "run_dir": str(r.run_dir or r.proc.log.parent),
-            "slot": r.slot.name,
+            EPOCHS_DONE: r.epochs_done,
+            RESUMED_FROM: r.resumed_from,
+            RUN_DIR: str(r.run_dir or r.proc.log.parent),
+            SLOT: r.slot.name,
             **ending.attrs,
         }
         with self.queue.locked():  # the end and its retry: one step for others' queueing
@@ -117,7 +126,7 @@ class Recorder:
         """A trial whose process could not be started (its folder cannot be made, the disk is
         full, Ctrl-C): FAIL with the reason, re-queued like a crash (within --max-retries)."""
         interrupted = isinstance(e, KeyboardInterrupt)
-        attempt = trial.user_attrs.get("attempt", 0)
+        attempt = trial.user_attrs.get(ATTEMPT, 0)
         requeue = outcome.unstarted(attempt, self.max_retries, interrupted)
         if isinstance(e, StoredConfigError):  # unreadable as stored: no retry can run it
             requeue = None
@@ -135,11 +144,11 @@ class Recorder:
         self.queue.set_attrs(
             r.trial_id,
             {
-                "epochs_done": r.epochs_done,
-                "failure": "interrupted",
-                "fail_reason": "interrupted (Ctrl-C); resumable",
-                "requeued": True,
-                "resumed_from_epoch": r.resumed_from,
+                EPOCHS_DONE: r.epochs_done,
+                FAILURE: "interrupted",
+                FAIL_REASON: "interrupted (Ctrl-C); resumable",
+                REQUEUED: True,
+                RESUMED_FROM: r.resumed_from,
             },
         )
         with self.queue.locked():

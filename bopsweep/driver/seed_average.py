@@ -40,6 +40,20 @@ from collections import defaultdict
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.attr_keys import (
+    COMPANION_OF,
+    CONFIG_ID,
+    FAIL_REASON,
+    FAILURE,
+    LABEL,
+    REQUEUED,
+    SEED_INDEX,
+    SEED_OF,
+    SEED_RUNS,
+    SEED_STD,
+    SEED_VALUES,
+    SEEDS,
+)
 from bopsweep.driver.queue import TrialQueue, configured
 from bopsweep.store.optuna_adapter import add_waiting_trials, storage_of, trial_id
 
@@ -50,10 +64,6 @@ if TYPE_CHECKING:
     from bopsweep.studies.search import Search
 
 SUFFIX = ":seed-means"
-SEED_OF = "seed_of"  # on a seed run: its configuration's trial number in the companion study
-SEED_INDEX = "seed_index"  # on a seed run: 0 … K-1 (its seed is the configuration's + this)
-SEEDS = "seeds"  # on a configuration's trial: K
-OWNER = "bopsweep_companion_of"  # on the companion study: the UUID of the study it serves
 
 Runs = dict[int, list["FrozenTrial"]]  # a configuration's seed runs by seed index, oldest first
 
@@ -97,7 +107,7 @@ def _companion(storage: Any, study_name: str) -> int | None:
 def _owned(storage: Any, companion: int, owner: str | None) -> bool:
     """Whether a companion is the search's of the study of UUID ``owner``: its mark says so,
     or it has none and no trial yet (made, then killed before it was marked)."""
-    mark = storage.get_study_user_attrs(companion).get(OWNER)
+    mark = storage.get_study_user_attrs(companion).get(COMPANION_OF)
     return mark == owner if mark is not None else storage.get_n_trials(companion) == 0
 
 
@@ -115,12 +125,12 @@ def configurations(study: optuna.Study) -> list[dict[str, Any]] | None:
     return [
         {
             "configuration": t.number,
-            "label": t.user_attrs.get("label"),
+            "label": t.user_attrs.get(LABEL),
             "state": t.state.name,
             "mean": t.value,
-            "std": t.user_attrs.get("seed_std"),
-            "seed_values": t.user_attrs.get("seed_values"),
-            "seed_runs": t.user_attrs.get("seed_runs"),
+            "std": t.user_attrs.get(SEED_STD),
+            "seed_values": t.user_attrs.get(SEED_VALUES),
+            "seed_runs": t.user_attrs.get(SEED_RUNS),
         }
         for t in trials
     ]
@@ -138,9 +148,9 @@ def seed_outcome(run: FrozenTrial | None) -> str | float | None:
     if state == "PRUNED":
         return "pruned"
     if state == "FAIL":
-        if run.user_attrs.get("failure") == "diverged":
+        if run.user_attrs.get(FAILURE) == "diverged":
             return "diverged"
-        return None if run.user_attrs.get("requeued") else "failed"
+        return None if run.user_attrs.get(REQUEUED) else "failed"
     return None
 
 
@@ -190,8 +200,8 @@ class SeedAveragedQueue(TrialQueue):
                 pruner=self.study.pruner,
                 load_if_exists=True,
             )
-            if means.user_attrs.get(OWNER) != owner:
-                means.set_user_attr(OWNER, owner)
+            if means.user_attrs.get(COMPANION_OF) != owner:
+                means.set_user_attr(COMPANION_OF, owner)
         return means
 
     # --- sampling ---------------------------------------------------------------------------
@@ -214,15 +224,15 @@ class SeedAveragedQueue(TrialQueue):
         except BaseException as e:  # Optuna made the trial before its sampler failed
             for t in self.means.get_trials(deepcopy=False, states=(self._states.RUNNING,)):
                 if t.number >= first_new and not configured(t):
-                    self._end_configuration(t, "FAIL", {"failure": "error",
-                                                        "fail_reason": describe(e)})  # fmt: skip
+                    self._end_configuration(t, "FAIL", {FAILURE: "error",
+                                                        FAIL_REASON: describe(e)})  # fmt: skip
             raise
         tid = trial_id(trial)
         try:
             self.set_attrs(tid, {**configure(trial), SEEDS: self.seeds})
         except BaseException as e:
             self._end_configuration(self.storage.get_trial(tid), "FAIL",
-                                    {"failure": "error", "fail_reason": describe(e)})  # fmt: skip
+                                    {FAILURE: "error", FAIL_REASON: describe(e)})  # fmt: skip
             raise
         return self.storage.get_trial(tid)
 
@@ -266,8 +276,8 @@ class SeedAveragedQueue(TrialQueue):
                     continue
                 if not configured(lead):
                     reason = "the driver stopped before it was configured; not re-queued"
-                    self._end_configuration(lead, "FAIL", {"failure": "interrupted",
-                                                           "fail_reason": reason})  # fmt: skip
+                    self._end_configuration(lead, "FAIL", {FAILURE: "interrupted",
+                                                           FAIL_REASON: reason})  # fmt: skip
                     continue
                 self._settle(lead, runs.get(lead.number, {}))
             self._cancel_orphans({t.number for t in self.means.get_trials(deepcopy=False)
@@ -280,12 +290,12 @@ class SeedAveragedQueue(TrialQueue):
             return
         outcomes = [seed_outcome(runs[i][-1]) for i in range(self.seeds)]
         numbers = [runs[i][-1].number for i in range(self.seeds)]
-        attrs: dict[str, Any] = {"seed_runs": numbers}
+        attrs: dict[str, Any] = {SEED_RUNS: numbers}
         if "pruned" in outcomes:
             self._end_configuration(lead, "PRUNED", attrs)
         elif "diverged" in outcomes or "failed" in outcomes:
             which = "diverged" if "diverged" in outcomes else "failed"
-            attrs |= {"failure": which, "fail_reason": f"a seed run {which}"}
+            attrs |= {FAILURE: which, FAIL_REASON: f"a seed run {which}"}
             self._end_configuration(lead, "FAIL", attrs)
         elif all(isinstance(o, float) for o in outcomes):
             values = [float(o) for o in outcomes if isinstance(o, float)]
@@ -293,7 +303,7 @@ class SeedAveragedQueue(TrialQueue):
                 if lead.intermediate_values.get(step) != mean:
                     self.storage.set_trial_intermediate_value(trial_id(lead), step, mean)
             # the sample std (ddof 1), as bopsweep table's
-            attrs |= {"seed_values": values, "seed_std": statistics.stdev(values)}
+            attrs |= {SEED_VALUES: values, SEED_STD: statistics.stdev(values)}
             self._end_configuration(lead, "COMPLETE", attrs, statistics.fmean(values))
 
     def _end_configuration(
@@ -327,13 +337,13 @@ class SeedAveragedQueue(TrialQueue):
         # a run queued again without its marks (by a bopsweep before retries carried them) is
         # its configuration's by its config_id, which only that seed of it has
         marks = {
-            t.user_attrs.get("config_id"): (t.user_attrs[SEED_OF], t.user_attrs.get(SEED_INDEX, 0))
+            t.user_attrs.get(CONFIG_ID): (t.user_attrs[SEED_OF], t.user_attrs.get(SEED_INDEX, 0))
             for t in trials
             if SEED_OF in t.user_attrs
         }
         out: dict[int, Runs] = defaultdict(lambda: defaultdict(list))
         for t in trials:
-            mark = marks.get(t.user_attrs.get("config_id"))
+            mark = marks.get(t.user_attrs.get(CONFIG_ID))
             if mark is not None:
                 out[mark[0]][mark[1]].append(t)
         return out

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bopsweep.attr_keys import CONFIG_ID, EPOCHS_DONE
 from bopsweep.driver.protocol import EXIT_BUSY, EXIT_DIVERGED, EXIT_USER_ERROR
 from bopsweep.driver.queue import configured
+from bopsweep.metric_keys import EPOCH, PI, VAL_ACC
 from bopsweep.store.trial_config import trial_setting
 
 if TYPE_CHECKING:
@@ -103,9 +105,9 @@ class Running:
 
     def add_epoch(self, row: dict[str, Any], steps: list[dict[str, Any]]) -> None:
         self.pending_rows.append(row)
-        self.pending_steps[row["epoch"]] = steps
-        self.epochs_done = row["epoch"]
-        self.last_val, self.last_pi = row["val_acc"], row["pi"]
+        self.pending_steps[row[EPOCH]] = steps
+        self.epochs_done = row[EPOCH]
+        self.last_val, self.last_pi = row[VAL_ACC], row[PI]
 
     def view(self) -> TrialView:
         return TrialView(
@@ -163,14 +165,14 @@ def study_progress(
     by_config: dict[str, list[FrozenTrial]] = {}
     for t in trials:
         if configured(t):
-            by_config.setdefault(t.user_attrs["config_id"], []).append(t)
+            by_config.setdefault(t.user_attrs[CONFIG_ID], []).append(t)
     running = {r.config_id: r.epochs_done for r in local}
     done = epochs_done = epochs_total = 0
     for cid, group in by_config.items():
         reached = max(
             running.get(cid, 0),
             *(max(t.intermediate_values, default=0) for t in group),
-            *(int(t.user_attrs.get("epochs_done", 0)) for t in group),
+            *(int(t.user_attrs.get(EPOCHS_DONE, 0)) for t in group),
         )
         if any(t.state.name in ("WAITING", "RUNNING") for t in group):
             planned = max(int(trial_setting(group[-1].user_attrs, base, "epochs")), reached)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bopsweep import defaults as d
+from bopsweep.attr_keys import CONFIG_ID
 from bopsweep.driver.loop import Driver, LoopSettings
 from bopsweep.driver.outage import database_errors
 from bopsweep.driver.process import Slot, make_slots
@@ -235,7 +236,7 @@ def _without_result(queue: TrialQueue) -> int:
     """How many of the study's configurations hold no result (complete, pruned or diverged)."""
     from bopsweep.driver.queue import configured
 
-    configs = {t.user_attrs["config_id"] for t in queue.trials() if configured(t)}
+    configs = {t.user_attrs[CONFIG_ID] for t in queue.trials() if configured(t)}
     return len(configs - queue.finished_configs())
 
 
@@ -346,11 +347,12 @@ def _path(value: str | None) -> Path | None:
 
 
 def stored_spec(url: str, name: str | None) -> StudySpec:
-    """The definition a study was made with, read without writing a byte."""
+    """The definition a study was made with, read without writing a byte, for a command that
+    runs it (one written by a newer bopsweep is refused)."""
     from bopsweep.store import SPEC_ATTR, Store
     from bopsweep.studies import StudySpec
 
-    study = Store.open_readonly(url).load(name)
+    study = Store.open_readonly(url).load(name, writing=True)
     return StudySpec.from_dict(study.user_attrs[SPEC_ATTR])
 
 

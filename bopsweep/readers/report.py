@@ -7,6 +7,21 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.attr_keys import (
+    ATTEMPT,
+    BEST_EPOCH,
+    BEST_VAL_ACC,
+    CONFIG_ID,
+    EPOCHS_DONE,
+    FAIL_REASON,
+    FAILURE,
+    LABEL,
+    PRUNED_AT,
+    SLOT,
+    STEP1_BEST_EPOCH,
+    STEP1_BEST_VAL_ACC,
+)
+from bopsweep.metric_keys import C2I
 from bopsweep.readers.export import json_value
 from bopsweep.store.c2i_upgrade import legacy_bests
 from bopsweep.store.optuna_adapter import all_trials, study_id, trial_id
@@ -55,22 +70,22 @@ def trial_records(store: Store, study: optuna.Study) -> list[dict[str, Any]]:
                 "duration": complete - start if start and complete else None,
                 "state": state,
                 "params": dict(t.params),
-                "label": attrs.get("label", ""),
-                "config_id": attrs.get("config_id"),
-                "epochs_done": attrs.get("epochs_done", stored),
-                "best_val_acc": attrs.get("best_val_acc"),
-                "best_epoch": attrs.get("best_epoch"),
-                "step1_best_val_acc": attrs.get("step1_best_val_acc"),
-                "step1_best_epoch": attrs.get("step1_best_epoch"),
+                "label": attrs.get(LABEL, ""),
+                "config_id": attrs.get(CONFIG_ID),
+                "epochs_done": attrs.get(EPOCHS_DONE, stored),
+                "best_val_acc": attrs.get(BEST_VAL_ACC),
+                "best_epoch": attrs.get(BEST_EPOCH),
+                "step1_best_val_acc": attrs.get(STEP1_BEST_VAL_ACC),
+                "step1_best_epoch": attrs.get(STEP1_BEST_EPOCH),
                 # C2I ratio after the last stored epoch (none in rows of bopsweep before C2I)
-                "last_c2i": last_row.get("c2i"),
+                "last_c2i": last_row.get(C2I),
                 # a FAIL without bopsweep's reason was failed by Optuna's heartbeat check
-                "failure": attrs.get("failure") or ("stale" if state == "FAIL" else None),
-                "fail_reason": attrs.get("fail_reason")
+                "failure": attrs.get(FAILURE) or ("stale" if state == "FAIL" else None),
+                "fail_reason": attrs.get(FAIL_REASON)
                 or ("no heartbeat within the grace period; re-queued" if state == "FAIL" else None),
-                "attempt": attrs.get("attempt", 0),
-                "slot": attrs.get("slot"),
-                "pruned_at_epoch": attrs.get("pruned_at_epoch"),
+                "attempt": attrs.get(ATTEMPT, 0),
+                "slot": attrs.get(SLOT),
+                "pruned_at_epoch": attrs.get(PRUNED_AT),
                 "trial_id": trial_id(t),
             }
         )

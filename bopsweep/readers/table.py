@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.attr_keys import BEST_VAL_ACC, FINAL_TRAIN_ACC, LABEL
 from bopsweep.defaults import TableMetric
 from bopsweep.errors import UserError
 from bopsweep.readers.stats import ALPHA, Outcome, Summary, compare_to_baseline, summarize
@@ -88,7 +89,7 @@ def group_arms(trials: Iterable[FrozenTrial], base: dict[str, Any]) -> list[Arm]
     arms: dict[str, Arm] = {}
     for (key, seed), t in sorted(latest.items(), key=lambda kv: (kv[1].number, kv[0][1])):
         if key not in arms:
-            label = arm_label(str(t.user_attrs.get("label") or "")) or "base point"
+            label = arm_label(str(t.user_attrs.get(LABEL) or "")) or "base point"
             arms[key] = Arm(label, key, base_point=key == base_key)
         _add_seed(arms[key], seed, t)
     _disambiguate(list(arms.values()))
@@ -116,8 +117,8 @@ def _add_seed(arm: Arm, seed: int, t: FrozenTrial) -> None:
     # the driver records the best epoch and the last training accuracy of every complete
     # trial; a trial made by other means without them counts its final accuracy as its best,
     # and has no training accuracy
-    arm.best[seed] = 100 * float(t.user_attrs.get("best_val_acc", final))
-    train = t.user_attrs.get("final_train_acc")
+    arm.best[seed] = 100 * float(t.user_attrs.get(BEST_VAL_ACC, final))
+    train = t.user_attrs.get(FINAL_TRAIN_ACC)
     if isinstance(train, int | float) and not isinstance(train, bool) and math.isfinite(train):
         arm.train[seed] = 100 * float(train)
     arm.trials[seed] = t.number

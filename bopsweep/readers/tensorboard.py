@@ -49,6 +49,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.attr_keys import CONFIG_ID, LABEL
 from bopsweep.errors import UserError
 from bopsweep.files import (
     check_folder_target,
@@ -56,6 +57,16 @@ from bopsweep.files import (
     temp_folder,
 )
 from bopsweep.folders import NAME_MAX, inside, name_component
+from bopsweep.metric_keys import (
+    C2I,
+    EPOCH,
+    PI,
+    TRAIN_ACC,
+    TRAIN_LOSS,
+    VAL_ACC,
+    VAL_LOSS,
+    layer_column,
+)
 from bopsweep.outputs import check_not_own_state
 from bopsweep.studies.plan import FOLDED
 from bopsweep.trial.settings import LOCAL
@@ -68,18 +79,18 @@ if TYPE_CHECKING:
 
 # metric row key → scalar tag; pi_LAYER and c2i_LAYER go to pi/LAYER and c2i/LAYER
 ROW_TAGS = {
-    "train_acc": "accuracy/train",
-    "val_acc": "accuracy/val",
-    "train_loss": "loss/train",
-    "val_loss": "loss/val",
-    "pi": "pi/network",
-    "c2i": "c2i/network",
+    TRAIN_ACC: "accuracy/train",
+    VAL_ACC: "accuracy/val",
+    TRAIN_LOSS: "loss/train",
+    VAL_LOSS: "loss/val",
+    PI: "pi/network",
+    C2I: "c2i/network",
     "gamma": "hyperparameters/gamma",
     "sigma": "hyperparameters/sigma",
     "tau": "hyperparameters/tau",
     "lr": "hyperparameters/lr",
 }
-LAYER_PREFIXES = ("pi_", "c2i_")
+LAYER_PREFIXES = (layer_column(PI, ""), layer_column(C2I, ""))
 BEST_TAG = "accuracy/val_best"
 # the HParams tab's metrics: tag → display name (it shows each tag's last value)
 HPARAMS_METRICS = {"accuracy/val": "final val acc", BEST_TAG: "best val acc"}
@@ -313,9 +324,9 @@ class TrialRun:
 
     def epochs(self, rows: Iterable[dict[str, Any]], walltime: float | None = None) -> None:
         """Write the scalars of the rows past :attr:`written` (and the session start, first)."""
-        for row in sorted(rows, key=lambda r: r["epoch"]):
-            epoch = int(row["epoch"])
-            val = row.get("val_acc")
+        for row in sorted(rows, key=lambda r: r[EPOCH]):
+            epoch = int(row[EPOCH])
+            val = row.get(VAL_ACC)
             binary = epoch > int(self.hparams.get("two_step") or 0)  # not a real-kernel step 1
             if binary and isinstance(val, (int, float)) and not math.isnan(val):
                 self.best = max(self.best, float(val))
@@ -440,7 +451,7 @@ class TrainBoard:
         the epochs before it that the run lacks."""
         with self.guard.writing(self.run.folder) as ok:
             if ok:
-                self.run.resume(max((int(r["epoch"]) for r in rows), default=0))
+                self.run.resume(max((int(r[EPOCH]) for r in rows), default=0))
                 self.run.epochs(rows)
 
     def epoch(self, row: dict[str, Any], _steps: list[dict[str, Any]]) -> None:
@@ -546,7 +557,7 @@ def export_study(store: Store, study: optuna.Study, logdir: Path, force: bool) -
         for t in trials:
             attrs = t.user_attrs
             run = TrialRun(
-                work / trial_run_name(t.number, attrs.get("label"), attrs.get("config_id")),
+                work / trial_run_name(t.number, attrs.get(LABEL), attrs.get(CONFIG_ID)),
                 trial_hparams(configs[t.number]),
             )
             # the database keeps no time per epoch: the trial's end (or start) stands for it

@@ -1,4 +1,5 @@
-"""The one-time conversion of a study written by bopsweep 0.1 to what 0.2 stores.
+"""Upgrade 1 of the store's schema (:mod:`bopsweep.store.schema`): a study written by
+bopsweep 0.1 (version 0) to what 0.2 stores.
 
 Two meanings changed:
 
@@ -9,13 +10,12 @@ Two meanings changed:
 * a two-step run's **best epoch** counts its binary-weight epochs only
   (:mod:`bopsweep.trial.best`); 0.1 counted step 1's real-kernel epochs too.
 
-A study carries :data:`C2I_ATTR` once it holds 0.2's meanings: set when it is made, or when a
-writing command first opens a study made before. That conversion rewrites the study's epoch
-rows' C2I and its finished two-step trials' ``best_*``/``step1_best_*`` attributes and sets
-the attribute in **one** transaction, so a study never mixes the two meanings, and a kill
-leaves it as it was (converted next time, never twice). Read-only commands convert what they
-read of a study without the attribute (:mod:`bopsweep.trial.legacy_c2i`; :func:`legacy_bests`)
-and change nothing.
+A study of version 1 or later holds 0.2's meanings (0.2.0 marked it by :data:`C2I_ATTR` alone,
+which upgrade 1 still sets). The upgrade rewrites the study's epoch rows' C2I and its finished
+two-step trials' ``best_*``/``step1_best_*`` attributes in the one transaction that also bumps
+the version, so a study never mixes the two meanings, and a kill leaves it as it was (converted
+next time, never twice). Read-only commands convert what they read of a study of version 0
+(:mod:`bopsweep.trial.legacy_c2i`; :func:`legacy_bests`) and change nothing.
 
 A trial folder's ``metrics.csv`` is converted as its run resumes
 (:meth:`bopsweep.trial.run_dir.RunDir.open`).
@@ -28,23 +28,21 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.attr_keys import BEST_KEYS, BEST_VAL_ACC, C2I_ATTR, SPEC_ATTR
+from bopsweep.store.sql import read_study_attrs, set_study_attr
 from bopsweep.trial.best import best_epochs
+from bopsweep.trial.legacy_c2i import C2I_MEANING, complement_row
 
 if TYPE_CHECKING:
     import optuna
-from bopsweep.store.sql import begin_now
-from bopsweep.trial.legacy_c2i import C2I_MEANING, complement_row
-
-C2I_ATTR = "bopsweep_c2i"  # study user attribute: its rows' c2i is the share of signs kept
-BEST_KEYS = ("best_val_acc", "best_epoch", "step1_best_val_acc", "step1_best_epoch")
 
 
 def of_0_1(user_attrs: Mapping[str, Any]) -> bool:
     """Whether a study (its user attributes) holds 0.1's meanings: a bopsweep study (it has
-    its definition) not converted yet. A study of another tool holds no bopsweep rows."""
-    from bopsweep.store.database import SPEC_ATTR
+    its definition) of schema version 0. A study of another tool holds no bopsweep rows."""
+    from bopsweep.store.schema import schema_version
 
-    return SPEC_ATTR in user_attrs and user_attrs.get(C2I_ATTR) != C2I_MEANING
+    return schema_version(user_attrs) < 1
 
 
 def two_step_bests(
@@ -59,7 +57,7 @@ def two_step_bests(
 
     out = {}
     for tid, attrs in trial_attrs.items():
-        if "best_val_acc" not in attrs or not has_config(attrs) or not rows.get(tid):
+        if BEST_VAL_ACC not in attrs or not has_config(attrs) or not rows.get(tid):
             continue
         try:
             split = trial_config(attrs, base).get("two_step")
@@ -95,49 +93,22 @@ def legacy_bests(
     runs = {
         trial_id(t): t.user_attrs
         for t in trials
-        if "best_val_acc" in t.user_attrs and two_step(t.user_attrs)
+        if BEST_VAL_ACC in t.user_attrs and two_step(t.user_attrs)
     }
     return two_step_bests(runs, base, metrics.epoch_rows(study)) if runs else {}
 
 
-def upgrade_study(engine: Any, epochs: Any, study_id: int) -> bool:
-    """Convert study ``study_id``'s epoch rows (table ``epochs``) and its two-step trials'
-    best epochs, and set :data:`C2I_ATTR`, in one transaction; False if the study was
-    converted already (checked inside it)."""
+def to_schema_1(conn: Any, epochs: Any, study_id: int) -> None:
+    """Upgrade 1 (:mod:`bopsweep.store.schema`), in ``conn``'s transaction: study
+    ``study_id``'s epoch rows (table ``epochs``) with the paper's C2I, its two-step trials'
+    best epochs counted over binary-weight epochs, and :data:`C2I_ATTR` set (which bopsweep
+    0.2.0 reads as this version)."""
     import sqlalchemy as sa
 
-    attrs = _study_attrs(sa)
-    with engine.begin() as conn:
-        begin_now(conn)
-        stored = conn.execute(
-            sa.select(attrs.c.value_json).where(
-                attrs.c.study_id == study_id, attrs.c.key == C2I_ATTR
-            )
-        ).scalar()
-        if stored is not None and json.loads(stored) == C2I_MEANING:
-            return False
-        if sa.inspect(conn).has_table(epochs.name):
-            rows = _convert_rows(sa, conn, epochs, study_id)
-            _convert_bests(sa, conn, study_id, rows)
-        value = json.dumps(C2I_MEANING)
-        if stored is None:
-            conn.execute(sa.insert(attrs).values(study_id=study_id, key=C2I_ATTR, value_json=value))
-        else:  # another tool's value under our name
-            conn.execute(
-                sa.update(attrs)
-                .where(attrs.c.study_id == study_id, attrs.c.key == C2I_ATTR)
-                .values(value_json=value)
-            )
-    return True
-
-
-def _study_attrs(sa: Any) -> Any:
-    return sa.table(
-        "study_user_attributes",
-        sa.column("study_id", sa.Integer),
-        sa.column("key", sa.String),
-        sa.column("value_json", sa.Text),
-    )
+    if sa.inspect(conn).has_table(epochs.name):
+        rows = _convert_rows(sa, conn, epochs, study_id)
+        _convert_bests(sa, conn, study_id, rows)
+    set_study_attr(conn, study_id, C2I_ATTR, C2I_MEANING)
 
 
 def _convert_rows(sa: Any, conn: Any, epochs: Any, study_id: int) -> list[tuple[Any, ...]]:
@@ -167,13 +138,9 @@ def _convert_rows(sa: Any, conn: Any, epochs: Any, study_id: int) -> list[tuple[
 
 def _convert_bests(sa: Any, conn: Any, study_id: int, rows: Iterable[tuple[Any, ...]]) -> None:
     """The finished two-step trials' best epochs, counted again over binary-weight epochs."""
-    from bopsweep.store.database import SPEC_ATTR
     from bopsweep.store.trial_config import study_base
 
-    attrs = _study_attrs(sa)
-    spec = conn.execute(
-        sa.select(attrs.c.value_json).where(attrs.c.study_id == study_id, attrs.c.key == SPEC_ATTR)
-    ).scalar()
+    spec = read_study_attrs(conn, study_id).get(SPEC_ATTR)
     if spec is None:
         return
     trials = sa.table("trials", sa.column("trial_id", sa.Integer),
@@ -196,7 +163,7 @@ def _convert_bests(sa: Any, conn: Any, study_id: int, rows: Iterable[tuple[Any, 
     query = sa.select(tattrs.c.trial_id, tattrs.c.key, tattrs.c.value_json)
     for tid, key, value in conn.execute(query.where(tattrs.c.trial_id.in_(list(by_trial)))):
         stored[tid][key] = json.loads(value)
-    base = study_base({SPEC_ATTR: json.loads(spec)})
+    base = study_base({SPEC_ATTR: spec})
     for tid, bests in two_step_bests(stored, base, by_trial).items():
         conn.execute(sa.delete(tattrs).where(tattrs.c.trial_id == tid, tattrs.c.key.in_(BEST_KEYS)))
         conn.execute(

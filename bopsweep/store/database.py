@@ -1,10 +1,12 @@
 """An open study database: Optuna's RDB storage plus bopsweep's metric tables.
 
 One Optuna study per bopsweep study; its user attribute ``bopsweep_spec`` holds the study's
-definition, so ``bopsweep resume`` needs nothing else. Each trial's params are plain values
-(any Optuna tool reads them); its user attributes hold the configuration id, what its
-configuration changes from the study's base (:mod:`bopsweep.store.trial_config`) and, when it
-ends, its results or the reason it failed. Metric rows: see
+definition, so ``bopsweep resume`` needs nothing else, and ``bopsweep_schema`` the version of
+what it stores, which a command that writes brings up to date first
+(:mod:`bopsweep.store.schema`; every key: :mod:`bopsweep.attr_keys`). Each trial's params
+are plain values (any Optuna tool reads them); its user attributes hold the configuration
+id, what its configuration changes from the study's base (:mod:`bopsweep.store.trial_config`)
+and, when it ends, its results or the reason it failed. Metric rows: see
 :mod:`bopsweep.store.metrics`.
 
 Commands that only read (``status``, ``studies``, ``plot``, ``export``) open the database
@@ -25,13 +27,14 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.attr_keys import C2I_ATTR, LEGACY_ATTR, SCHEMA_ATTR, SPEC_ATTR, UUID_ATTR
 from bopsweep.errors import UserError
 from bopsweep.files import is_sqlite_file
-from bopsweep.store.c2i_upgrade import C2I_ATTR, upgrade_study
 from bopsweep.store.failures import reason
 from bopsweep.store.fencing import study_lock
 from bopsweep.store.metrics import METRIC_TABLES, MetricTables
 from bopsweep.store.optuna_adapter import study_id
+from bopsweep.store.schema import check_readable, current_version, upgrade
 from bopsweep.store.urls import engine_url, redact, sqlite_path
 from bopsweep.trial.legacy_c2i import C2I_MEANING
 
@@ -40,12 +43,9 @@ if TYPE_CHECKING:
 
     import optuna
 
-SPEC_ATTR = "bopsweep_spec"
-# the study's identity (a UUID made with it): its trial folders are keyed by it, never by a name
-UUID_ATTR = "bopsweep_study_uuid"
-# set on a study of bopsweep 0.1 as it gets its identity: its trial folders still sit in
-# ROOT/NAME, which the next run moves under its identity (bopsweep.folders.open_study_folder)
-LEGACY_ATTR = "bopsweep_legacy_folder"
+
+# what create() writes before the definition, which makes a study whole (_left_unmade)
+MADE_FIRST = {UUID_ATTR, C2I_ATTR, SCHEMA_ATTR}
 
 
 class NoStudyTables(UserError):
@@ -120,8 +120,9 @@ class Store:
     def bopsweep_studies(self) -> list[str]:
         return [s.study_name for s in self.storage.get_all_studies() if SPEC_ATTR in s.user_attrs]
 
-    def load(self, name: str | None) -> optuna.Study:
-        """An existing bopsweep study; with no name, the database's only one."""
+    def load(self, name: str | None, writing: bool = False) -> optuna.Study:
+        """An existing bopsweep study; with no name, the database's only one. ``writing``: read
+        (read-only) for a command that writes it next: one of a newer bopsweep is refused."""
 
         names = self.bopsweep_studies()
         if name is None:
@@ -145,6 +146,8 @@ class Store:
                 + (f"; it holds: {', '.join(names)}" if names else "")
             )
         study = self._optuna_study(name)
+        # before its definition's shape, which a newer bopsweep may have changed
+        check_readable(study.user_attrs, name, self.readonly and not writing)
         _check_definition(study)
         return study
 
@@ -157,7 +160,7 @@ class Store:
         study_id = self.storage.get_study_id_from_name(name)
         return (
             self.storage.get_study_directions(study_id) == [optuna.study.StudyDirection.MAXIMIZE]
-            and set(self.storage.get_study_user_attrs(study_id)) <= {UUID_ATTR, C2I_ATTR}
+            and set(self.storage.get_study_user_attrs(study_id)) <= MADE_FIRST
             and not self.storage.get_study_system_attrs(study_id)
             and self.storage.get_n_trials(study_id) == 0
         )
@@ -182,6 +185,8 @@ class Store:
                 f"{spec.name!r} in {redact(self.url)} is an Optuna study not made "
                 "by bopsweep; choose another --study name"
             )
+        # a study command (or its dry run) writes it next: refused before its definition
+        check_readable(study.user_attrs, spec.name, readonly=False)
         if _comparable(stored) != _comparable(spec.to_dict()):
             raise UserError(
                 f"study {spec.name!r} already exists with a different definition; "
@@ -202,9 +207,9 @@ class Store:
         by bopsweep 0.1 gets its identity here (under the study's lock)."""
         with study_lock(self.engine, name):
             study = self.load(name)
+            upgrade(self.engine, self.metrics.epochs, study_id(study), name)  # first: of 0.1 too
             if not study_uuid(study):  # made by bopsweep 0.1: it gets its identity now
                 _give_identity(study, legacy=True)
-            upgrade_study(self.engine, self.metrics.epochs, study_id(study))  # of 0.1: to 0.2's
         self.metrics.ensure_tables()
         return study
 
@@ -214,11 +219,11 @@ class Store:
         data = spec.to_dict()
         study = self.existing(spec)
         if study is not None:
+            upgrade(self.engine, self.metrics.epochs, study_id(study), spec.name)  # of 0.1 too
             if study.user_attrs[SPEC_ATTR] != data:
                 study.set_user_attr(SPEC_ATTR, data)  # e.g. a search's new total
             if not study_uuid(study):  # made by bopsweep 0.1: it gets its identity now
                 _give_identity(study, legacy=True)
-            upgrade_study(self.engine, self.metrics.epochs, study_id(study))  # of 0.1: to 0.2's
             return study, False
         if spec.name in self.study_names():  # left half made, by a command that was stopped
             study = self._optuna_study(spec.name)
@@ -229,7 +234,8 @@ class Store:
         # the identity first: the definition is what makes the study whole (_left_unmade)
         if not study_uuid(study):
             _give_identity(study, legacy=False)
-        study.set_user_attr(C2I_ATTR, C2I_MEANING)  # its rows will hold the paper's C2I
+        study.set_user_attr(C2I_ATTR, C2I_MEANING)  # what bopsweep 0.2.0 reads as version 1
+        study.set_user_attr(SCHEMA_ATTR, current_version())
         study.set_user_attr(SPEC_ATTR, data)
         self.metrics.ensure_tables()  # now, not when two workers write their first rows
         return study, True

@@ -27,7 +27,8 @@ import secrets
 from collections.abc import Iterator
 from typing import Any
 
-OWNER_ATTR = "bopsweep_owner"
+from bopsweep.attr_keys import OWNER_ATTR
+
 LOCK_NAMESPACE = 0x0B0B5EE9  # the first key of bopsweep's advisory locks (two-int form)
 
 

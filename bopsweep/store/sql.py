@@ -1,5 +1,5 @@
-"""SQL the metric tables share: an INSERT that keeps stored rows, and a transaction that
-begins at once (SQLite's write lock before the first read)."""
+"""SQL the store shares: an INSERT that keeps stored rows, a transaction that begins at once
+(SQLite's write lock before the first read), a study's user attributes read and set in one."""
 
 from __future__ import annotations
 
@@ -29,3 +29,37 @@ def begin_now(conn: Any) -> None:
     end this one (pysqlite ends any transaction open); PostgreSQL's DDL is transactional."""
     if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
         conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock first: no other writer between
+
+
+def study_attrs_table(sa: Any) -> Any:
+    """Optuna's table of study user attributes (its values JSON text), for SQL in a
+    transaction of bopsweep's own (Optuna's storage API commits each call on its own)."""
+    return sa.table(
+        "study_user_attributes",
+        sa.column("study_id", sa.Integer),
+        sa.column("key", sa.String),
+        sa.column("value_json", sa.Text),
+    )
+
+
+def read_study_attrs(conn: Any, study_id: int) -> dict[str, Any]:
+    """A study's user attributes (decoded), read in ``conn``'s transaction."""
+    import json
+
+    import sqlalchemy as sa
+
+    table = study_attrs_table(sa)
+    query = sa.select(table.c.key, table.c.value_json).where(table.c.study_id == study_id)
+    return {key: json.loads(value) for key, value in conn.execute(query)}
+
+
+def set_study_attr(conn: Any, study_id: int, key: str, value: Any) -> None:
+    """Set a study's user attribute ``key`` in ``conn``'s transaction (replacing any value)."""
+    import json
+
+    import sqlalchemy as sa
+
+    table = study_attrs_table(sa)
+    where = (table.c.study_id == study_id, table.c.key == key)
+    conn.execute(sa.delete(table).where(*where))
+    conn.execute(sa.insert(table).values(study_id=study_id, key=key, value_json=json.dumps(value)))

@@ -23,11 +23,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bopsweep.attr_keys import CONFIG_ID, DELTA_ATTR, FULL_ATTR, SPEC_ATTR
 from bopsweep.errors import UserError
 from bopsweep.trial.settings import LOCAL
-
-DELTA_ATTR = "config_delta"
-FULL_ATTR = "config"  # bopsweep 0.1.0: the whole configuration in every trial
 
 
 class StoredConfigError(UserError):
@@ -38,8 +36,6 @@ class StoredConfigError(UserError):
 def study_base(study_attrs: Mapping[str, Any]) -> dict[str, Any]:
     """The base configuration of a study (its user attributes), every setting present: a base
     stored before a setting existed reads with that setting's default, on write and read alike."""
-    from bopsweep.store.database import SPEC_ATTR
-
     spec = study_attrs.get(SPEC_ATTR)
     if not isinstance(spec, Mapping) or not isinstance(spec.get("base"), Mapping):
         raise UserError("the study's definition (bopsweep_spec) holds no base configuration")
@@ -87,7 +83,7 @@ def _stored(trial_attrs: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _which(trial_attrs: Mapping[str, Any]) -> str:
     """A trial named by what its attributes hold (a message needs no trial object)."""
-    return f"the trial of configuration {trial_attrs.get('config_id', '?')!s:.40}"
+    return f"the trial of configuration {trial_attrs.get(CONFIG_ID, '?')!s:.40}"
 
 
 def _complete(config: Mapping[str, Any], trial_attrs: Mapping[str, Any] | None = None) -> dict:

@@ -12,6 +12,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from bopsweep.attr_keys import (
+    BEST_EPOCH,
+    BEST_VAL_ACC,
+    FINAL_TRAIN_ACC,
+    SECONDS,
+    STEP1_BEST_EPOCH,
+    STEP1_BEST_VAL_ACC,
+)
+from bopsweep.metric_keys import EPOCH, TRAIN_ACC, VAL_ACC
+
 
 def best_epochs(rows: Sequence[dict[str, Any]], two_step: int | None) -> dict[str, Any]:
     """``best_val_acc``/``best_epoch`` over the binary-weight epochs of ``rows`` (each with
@@ -20,13 +30,13 @@ def best_epochs(rows: Sequence[dict[str, Any]], two_step: int | None) -> dict[st
     if not rows:
         return {}
     split = two_step or 0
-    binary = [r for r in rows if r["epoch"] > split] or list(rows[-1:])
-    best = max(binary, key=lambda r: r["val_acc"])
-    out = {"best_val_acc": best["val_acc"], "best_epoch": best["epoch"]}
-    step1 = [r for r in rows if r["epoch"] <= split]
+    binary = [r for r in rows if r[EPOCH] > split] or list(rows[-1:])
+    best = max(binary, key=lambda r: r[VAL_ACC])
+    out = {BEST_VAL_ACC: best[VAL_ACC], BEST_EPOCH: best[EPOCH]}
+    step1 = [r for r in rows if r[EPOCH] <= split]
     if step1:
-        best1 = max(step1, key=lambda r: r["val_acc"])
-        out.update(step1_best_val_acc=best1["val_acc"], step1_best_epoch=best1["epoch"])
+        best1 = max(step1, key=lambda r: r[VAL_ACC])
+        out.update({STEP1_BEST_VAL_ACC: best1[VAL_ACC], STEP1_BEST_EPOCH: best1[EPOCH]})
     return out
 
 
@@ -35,12 +45,12 @@ def summarize(history: list[dict[str, Any]], seconds: float, two_step: int = 0) 
     binary-weight epochs, ``step1_best_*`` over a two-step run's step 1: :func:`best_epochs`),
     final training accuracy and time."""
     if not history:
-        return {"epochs": 0, "seconds": seconds}
+        return {"epochs": 0, SECONDS: seconds}
     return {
-        "epochs": history[-1]["epoch"],
-        "final_val_acc": history[-1]["val_acc"],
+        "epochs": history[-1][EPOCH],
+        "final_val_acc": history[-1][VAL_ACC],
         **best_epochs(history, two_step),
-        "final_train_acc": history[-1]["train_acc"],
-        "seconds": seconds,
+        FINAL_TRAIN_ACC: history[-1][TRAIN_ACC],
+        SECONDS: seconds,
         "seconds_per_epoch": seconds / len(history),
     }

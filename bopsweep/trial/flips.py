@@ -33,6 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bopsweep.metric_keys import C2I, FLIP_FRAC, PI, STEP, STEPS, layer_column
+
 PI_FLOOR = math.exp(-9)
 
 
@@ -63,10 +65,10 @@ class FlipLog:
     @property
     def columns(self) -> list[str]:
         return [
-            "pi",
-            "flip_frac",
-            *(f"pi_{n}" for n in self.names),
-            *(f"flip_frac_{n}" for n in self.names),
+            PI,
+            FLIP_FRAC,
+            *(layer_column(PI, n) for n in self.names),
+            *(layer_column(FLIP_FRAC, n) for n in self.names),
         ]
 
     def record(self, step: int, counts: Tensor) -> None:
@@ -95,9 +97,9 @@ class FlipLog:
         weights = [*self.numel.tolist(), self.total]
         pi = [s / steps for s in pi_sum]
         frac = [f / (steps * w) for f, w in zip(flips, weights)]
-        row = {"pi": pi[-1], "flip_frac": frac[-1]}
-        row.update({f"pi_{name}": v for name, v in zip(self.names, pi)})
-        row.update({f"flip_frac_{name}": v for name, v in zip(self.names, frac)})
+        row = {PI: pi[-1], FLIP_FRAC: frac[-1]}
+        row.update({layer_column(PI, name): v for name, v in zip(self.names, pi)})
+        row.update({layer_column(FLIP_FRAC, name): v for name, v in zip(self.names, frac)})
         return row
 
     def end_epoch(self, step: int) -> tuple[dict[str, float], list[dict[str, float]]]:
@@ -107,7 +109,7 @@ class FlipLog:
             [r[2] for r in self._rows] + [torch.cat([self._epoch_pi_sum, self._epoch_flips])]
         ).tolist()
         steps = [
-            {"step": s, "steps": k, **self._row(d, k)} for (s, k, _), d in zip(self._rows, stacked)
+            {STEP: s, STEPS: k, **self._row(d, k)} for (s, k, _), d in zip(self._rows, stacked)
         ]
         epoch = self._row(stacked[-1], max(self._epoch_steps, 1))
         self._rows = []
@@ -139,7 +141,7 @@ class InitialSigns:
 
     @property
     def columns(self) -> list[str]:
-        return ["c2i", *(f"c2i_{n}" for n in self.names)]
+        return [C2I, *(layer_column(C2I, n) for n in self.names)]
 
     @torch.no_grad()
     def c2i(self, kernels: Iterable[Tensor]) -> dict[str, float]:
@@ -149,8 +151,8 @@ class InitialSigns:
             [k.ge(0).flatten().eq(s).sum() for k, s in zip(kernels, self.signs)]
         ).tolist()
         numels = [s.numel() for s in self.signs]
-        row = {"c2i": sum(kept) / sum(numels)}
-        row.update({f"c2i_{n}": c / m for n, c, m in zip(self.names, kept, numels)})
+        row = {C2I: sum(kept) / sum(numels)}
+        row.update({layer_column(C2I, n): c / m for n, c, m in zip(self.names, kept, numels)})
         return row
 
     def restart(self, kernels: Iterable[Tensor]) -> None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.metric_keys import C2I, is_layer_column
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -21,7 +23,7 @@ C2I_MEANING = "kept"  # the values are the share of signs kept since the start
 
 
 def is_c2i_column(name: str) -> bool:
-    return name == "c2i" or name.startswith("c2i_")
+    return is_layer_column(C2I, name)
 
 
 def complement_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ import torch
 
 from bopsweep.errors import UserError
 from bopsweep.files import atomic_open, atomic_write_text, remove_stale_temps
+from bopsweep.metric_keys import EPOCH
 from bopsweep.trial.config import TrialConfig
 
 CONFIG, METRICS, STEPS, TIMING = "config.json", "metrics.csv", "steps.csv", "timing.csv"
@@ -133,13 +134,13 @@ class RunDir:
 
     def _records_every_epoch(self, epoch: int) -> bool:
         """Whether metrics.csv holds exactly one row for each epoch 1..``epoch``."""
-        return [row["epoch"] for row in self.history()] == list(range(1, epoch + 1))
+        return [row[EPOCH] for row in self.history()] == list(range(1, epoch + 1))
 
     # --- rows ---------------------------------------------------------------------------------
     def append(self, row: dict[str, Any], step_rows: list[dict[str, Any]], seconds: float) -> None:
         self._append(METRICS, [row])
         self._append(STEPS, step_rows)
-        self._append(TIMING, [{"epoch": row["epoch"], "seconds": seconds}])
+        self._append(TIMING, [{EPOCH: row[EPOCH], "seconds": seconds}])
 
     def history(self) -> list[dict[str, Any]]:
         return read_rows(self.path / METRICS)
@@ -266,7 +267,7 @@ def _readable(row: dict[str | None, Any]) -> bool:
 
 def _epoch(row: dict[str, Any]) -> float:
     try:
-        return int(row["epoch"])
+        return int(row[EPOCH])
     except (TypeError, ValueError):  # a damaged row: dropped with those past the checkpoint
         return math.inf
 

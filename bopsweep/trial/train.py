@@ -30,6 +30,16 @@ from torch import Tensor
 
 from bopsweep.defaults import Optimizer
 from bopsweep.errors import UserError
+from bopsweep.metric_keys import (
+    EPOCH,
+    HYPER_COLUMNS,
+    PI,
+    STEP,
+    TRAIN_ACC,
+    TRAIN_LOSS,
+    VAL_ACC,
+    VAL_LOSS,
+)
 from bopsweep.models import BinaryNet, StackedBinaryNet
 from bopsweep.optim import Bop, Bop2ndOrder, LatentAdam
 from bopsweep.trial.best import summarize
@@ -42,7 +52,6 @@ from bopsweep.trial.two_step import TwoStep
 
 PROGRESS_EVERY = 20
 LAYOUT = torch.channels_last
-HYPER_COLUMNS = ("gamma", "sigma", "tau", "lr")
 # Adam for the real-valued parameters, with the Keras defaults the papers used (eps 1e-7).
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-7
@@ -279,17 +288,17 @@ class _Member:
         epoch_flips, step_rows = self.flips.end_epoch(self.step)
         self.epoch += 1
         row = {
-            "epoch": self.epoch,
-            "step": self.step,
-            "train_loss": loss_sum / seen,
-            "train_acc": correct / seen,
-            "val_loss": val[0],
-            "val_acc": val[1],
+            EPOCH: self.epoch,
+            STEP: self.step,
+            TRAIN_LOSS: loss_sum / seen,
+            TRAIN_ACC: correct / seen,
+            VAL_LOSS: val[0],
+            VAL_ACC: val[1],
             **self.hyper.values,
             **epoch_flips,
             **self.initial.c2i(self.model.binary_parameters()),
         }
-        step_rows = [{"epoch": self.epoch, **r} for r in step_rows]
+        step_rows = [{EPOCH: self.epoch, **r} for r in step_rows]
         self.history.append(row)
         self.two_step.end_epoch(self.epoch, val[1])  # step 1's best, for step 2 to start from
         if self.run is not None:
@@ -483,9 +492,9 @@ def _epoch_progress(m: _Member, row: dict[str, Any], val_acc: float, steps: int)
         m.config.epochs,
         steps,
         steps,
-        row["train_loss"],
-        row["train_acc"],
-        row["pi"],
+        row[TRAIN_LOSS],
+        row[TRAIN_ACC],
+        row[PI],
         val_acc,
     )
 

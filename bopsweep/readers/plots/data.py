@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.attr_keys import CONFIG_ID, LABEL
+from bopsweep.metric_keys import C2I, FLIP_FRAC, HYPER_COLUMNS, PI, TRAIN_ACC, VAL_ACC, layer_column
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -23,8 +26,8 @@ if TYPE_CHECKING:
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "fc1", "fc2", "fc3")
 # what the figures draw of a row (π_t, flip fraction and C2I also per layer asked for); the
 # scheduled hyperparameters as a schedule figure draws them
-EPOCH_COLUMNS = ("val_acc", "train_acc", "gamma", "sigma", "tau", "lr", "flip_frac", "c2i")
-STEP_COLUMNS = ("pi",)
+EPOCH_COLUMNS = (VAL_ACC, TRAIN_ACC, *HYPER_COLUMNS, FLIP_FRAC, C2I)
+STEP_COLUMNS = (PI,)
 
 
 class Run:
@@ -57,7 +60,7 @@ class Run:
     def best_val_acc(self) -> float:
         """The best validation accuracy of its binary-weight epochs (not a two-step run's
         step 1, whose kernels are real), as :func:`bopsweep.trial.best.best_epochs` counts it."""
-        epochs, val = self.column("epochs", "epoch"), self.column("epochs", "val_acc")
+        epochs, val = self.column("epochs", "epoch"), self.column("epochs", VAL_ACC)
         binary = val[epochs > int(self.config.get("two_step") or 0)]
         return float((binary if len(binary) else val[-1:]).max())
 
@@ -108,13 +111,15 @@ def load_study_data(store: Store, study: optuna.Study, layers: Sequence[str] = L
     from bopsweep.store.trial_config import has_config, study_base, trial_config
 
     trials = all_trials(study, intermediate_values=False)
-    per_layer = [f"{name}_{layer}" for layer in layers for name in ("flip_frac", "c2i")]
+    per_layer = [layer_column(name, layer) for layer in layers for name in (FLIP_FRAC, C2I)]
     epochs = store.metrics.epochs_frame(study, trials, [*EPOCH_COLUMNS, *per_layer])
-    steps = store.metrics.steps_frame(study, trials, [*STEP_COLUMNS, *(f"pi_{n}" for n in layers)])
+    steps = store.metrics.steps_frame(
+        study, trials, [*STEP_COLUMNS, *(layer_column(PI, n) for n in layers)]
+    )
     by_config: dict[str, Any] = {}
     counts = epochs.groupby("trial_id").size().to_dict() if not epochs.empty else {}
     for t in trials:
-        cid = t.user_attrs.get("config_id")
+        cid = t.user_attrs.get(CONFIG_ID)
         if cid is None or not has_config(t.user_attrs):  # never configured (a crash): no curve
             continue
         key = (counts.get(trial_id(t), 0), t.number)
@@ -129,7 +134,7 @@ def load_study_data(store: Store, study: optuna.Study, layers: Sequence[str] = L
         runs.append(
             Run(
                 number=t.number,
-                label=t.user_attrs.get("label") or t.user_attrs["config_id"],
+                label=t.user_attrs.get(LABEL) or t.user_attrs[CONFIG_ID],
                 config=trial_config(t.user_attrs, base),
                 state=t.state.name,
                 epochs=epochs_of.get(tid, no_epochs),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Literal
 
+from bopsweep.metric_keys import PI, TRAIN_ACC, VAL_ACC, layer_column
 from bopsweep.readers.plots.data import (
     Run,
     StudyData,
@@ -55,10 +56,10 @@ def ablation_figure(data: StudyData, param: str) -> Figure:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 8), constrained_layout=True)
     colour = {v: colours[keys[v]] for v in by_value}
     label = {v: f"{SYMBOLS.get(param, param)} = {fmt_value(v)}" for v in by_value}
-    val, train = (seed_bands(by_value, "epoch", y) for y in ("val_acc", "train_acc"))
+    val, train = (seed_bands(by_value, "epoch", y) for y in (VAL_ACC, TRAIN_ACC))
     draw_bands(top, val, colour, label, "-", 100)
     draw_bands(top, train, colour, {}, "--", 100)
-    draw_bands(bottom, seed_bands(by_value, "step", "pi", "steps"), colour, label)
+    draw_bands(bottom, seed_bands(by_value, "step", PI, "steps"), colour, label)
     accuracy_axes(top)
     top.set_title(
         "validation (solid) and training (dashed) accuracy" + seeds_note(by_value), **TITLE
@@ -93,7 +94,7 @@ def summary_figure(data: StudyData, param: str) -> Figure:
         for r in runs:
             per_variant[variant_label(r.config)].append(r)
         for variant, vruns in per_variant.items():
-            finals = [100 * r.epochs["val_acc"].iloc[-1] for r in vruns]
+            finals = [100 * r.epochs[VAL_ACC].iloc[-1] for r in vruns]
             bests = [100 * r.best_val_acc() for r in vruns]
             lines[variant]["pts"].append((value, finals, bests))
     colours = assign_colours(data, list(lines))
@@ -144,7 +145,7 @@ def comparison_figure(data: StudyData, runs: list[Run] | None = None, title: str
     colours = assign_colours(data, list(labels.values()))
     fig, ax = plt.subplots(figsize=(7.5, 5), constrained_layout=True)
     colour = {k: colours[labels[k]] for k in groups}
-    val, train = (seed_bands(groups, "epoch", y) for y in ("val_acc", "train_acc"))
+    val, train = (seed_bands(groups, "epoch", y) for y in (VAL_ACC, TRAIN_ACC))
     draw_bands(ax, val, colour, labels, "-", 100)
     draw_bands(ax, train, colour, {}, "--", 100)
     accuracy_axes(ax)
@@ -176,7 +177,7 @@ def schedule_figure(data: StudyData) -> Figure:
         label = labels[key]
         colour = colours.get(label.rsplit(" ", 1)[-1], "tab:green")
         style = "-" if "unbiased" in label else "-."
-        draw_band(top, seed_band(group, "epoch", "val_acc"), "epoch", colour, label, style, 100)
+        draw_band(top, seed_band(group, "epoch", VAL_ACC), "epoch", colour, label, style, 100)
         values = group[0].epochs[["epoch", param]]
         bottom.plot(values["epoch"], values[param], style, color=colour, label=label)
     accuracy_axes(top)
@@ -210,7 +211,7 @@ def pi_figure(data: StudyData, layers: list[str] | None = None) -> Figure:
     )
     colour = {k: colours[labels[k]] for k in groups}
     for ax, panel in zip(axes[:, 0], panels):
-        column = "pi" if panel == "network" else f"pi_{panel}"
+        column = PI if panel == "network" else layer_column(PI, panel)
         draw_bands(ax, seed_bands(groups, "step", column, "steps"), colour, labels)
         pi_axes(ax)
         ax.set_title("network-wide" if panel == "network" else f"layer {panel}", **TITLE)

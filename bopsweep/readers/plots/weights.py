@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bopsweep.metric_keys import C2I
 from bopsweep.readers.plots.data import StudyData, seed_bands
 from bopsweep.readers.plots.style import (
     SUPTITLE,
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 def has_weight_metrics(data: StudyData) -> bool:
     """Whether any run logged C2I (runs of bopsweep before it did not)."""
-    return any(r.column("epochs", "c2i") is not None for r in data.runs)
+    return any(r.column("epochs", C2I) is not None for r in data.runs)
 
 
 def weights_figure(data: StudyData, layers: list[str] | None = None) -> Figure:

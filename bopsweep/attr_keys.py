@@ -1,0 +1,60 @@
+"""Every attribute key bopsweep writes on a study or a trial, declared once.
+
+The database is bopsweep's contract with itself across versions and with other tools (Optuna's
+CLI, optuna-dashboard, a reader of the file): a key spelled differently in two modules would be
+two attributes. Code that reads or writes an attribute names it here; the values are the keys
+as stored, unchanged since they were first written (studies of earlier versions read as
+before). What a study's keys mean at each version is :mod:`bopsweep.store.schema`'s.
+
+No imports: the trial process, the driver and the store all use it.
+"""
+
+from __future__ import annotations
+
+# --- study user attributes ----------------------------------------------------------------------
+SPEC_ATTR = "bopsweep_spec"  # the study's definition (StudySpec.to_dict): what resume runs
+# the study's identity (a UUID made with it): its trial folders are keyed by it, never by a name
+UUID_ATTR = "bopsweep_study_uuid"
+# set on a study of bopsweep 0.1 as it gets its identity: its trial folders still sit in
+# ROOT/NAME, which the next run moves under its identity (bopsweep.folders.open_study_folder)
+LEGACY_ATTR = "bopsweep_legacy_folder"
+C2I_ATTR = "bopsweep_c2i"  # its rows' c2i is the share of signs kept (0.2.0's schema mark)
+SCHEMA_ATTR = "bopsweep_schema"  # the store schema's version (bopsweep.store.schema)
+COMPANION_OF = "bopsweep_companion_of"  # on a companion study: the UUID of the study it serves
+
+# --- trial user attributes: what the trial is ---------------------------------------------------
+CONFIG_ID = "config_id"  # the configuration's id (bopsweep.studies.config_id)
+LABEL = "label"  # what it changes, for people
+DELTA_ATTR = "config_delta"  # its settings that differ from the study's base
+FULL_ATTR = "config"  # bopsweep 0.1.0: the whole configuration in every trial
+ATTEMPT = "attempt"  # retries used so far
+SEED_OF = "seed_of"  # on a seed run: its configuration's trial number in the companion study
+SEED_INDEX = "seed_index"  # on a seed run: 0 … K-1 (its seed is the configuration's + this)
+SEEDS = "seeds"  # on a configuration's trial of a companion study: K
+
+# --- trial user attributes: how it ended ---------------------------------------------------------
+EPOCHS_DONE = "epochs_done"
+RESUMED_FROM = "resumed_from_epoch"
+RUN_DIR = "run_dir"
+SLOT = "slot"  # the GPU slot that ran it
+FAILURE = "failure"  # a word: crash, oom, diverged, error, busy, interrupted, incomplete, …
+FAIL_REASON = "fail_reason"  # one line
+REQUEUED = "requeued"  # whether a retry was queued
+PRUNED_AT = "pruned_at_epoch"
+# best_*: binary-weight epochs only; step1_best_*: a two-step run's real-kernel step 1
+BEST_VAL_ACC = "best_val_acc"
+BEST_EPOCH = "best_epoch"
+STEP1_BEST_VAL_ACC = "step1_best_val_acc"
+STEP1_BEST_EPOCH = "step1_best_epoch"
+BEST_KEYS = (BEST_VAL_ACC, BEST_EPOCH, STEP1_BEST_VAL_ACC, STEP1_BEST_EPOCH)
+FINAL_TRAIN_ACC = "final_train_acc"
+SECONDS = "seconds"
+SUMMARY_ATTRS = (*BEST_KEYS, FINAL_TRAIN_ACC, SECONDS)  # a finished run's summary, as stored
+# on a configuration's trial of a companion study
+SEED_VALUES = "seed_values"
+SEED_STD = "seed_std"
+SEED_RUNS = "seed_runs"
+
+# --- trial system attributes ----------------------------------------------------------------------
+OWNER_ATTR = "bopsweep_owner"  # the token of the driver that may write it (store.fencing)
+FAILED_TRIAL = "failed_trial"  # Optuna's: the trial a retry retries
