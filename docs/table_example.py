@@ -1,4 +1,4 @@
-"""The example of README's "Table 1 with error bars": a synthetic study, not results.
+"""The example of "Table 1 with error bars" in docs/readers.md: a synthetic study, not results.
 
     python docs/table_example.py example.db 3 && bopsweep table example.db
 
