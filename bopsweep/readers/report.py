@@ -23,7 +23,7 @@ from bopsweep.attr_keys import (
 )
 from bopsweep.metric_keys import C2I
 from bopsweep.readers.export import json_value
-from bopsweep.store.c2i_upgrade import legacy_bests
+from bopsweep.store.legacy_reads import legacy_bests
 from bopsweep.store.optuna_adapter import all_trials, study_id, trial_id
 
 if TYPE_CHECKING:

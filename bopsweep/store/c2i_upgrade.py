@@ -15,7 +15,8 @@ which upgrade 1 still sets). The upgrade rewrites the study's epoch rows' C2I an
 two-step trials' ``best_*``/``step1_best_*`` attributes in the one transaction that also bumps
 the version, so a study never mixes the two meanings, and a kill leaves it as it was (converted
 next time, never twice). Read-only commands convert what they read of a study of version 0
-(:mod:`bopsweep.trial.legacy_c2i`; :func:`legacy_bests`) and change nothing.
+(:mod:`bopsweep.trial.legacy_c2i`; :func:`bopsweep.store.legacy_reads.legacy_bests`) and change
+nothing.
 
 A trial folder's ``metrics.csv`` is converted as its run resumes
 (:meth:`bopsweep.trial.run_dir.RunDir.open`).
@@ -34,15 +35,7 @@ from bopsweep.trial.best import best_epochs
 from bopsweep.trial.legacy_c2i import C2I_MEANING, complement_row
 
 if TYPE_CHECKING:
-    import optuna
-
-
-def of_0_1(user_attrs: Mapping[str, Any]) -> bool:
-    """Whether a study (its user attributes) holds 0.1's meanings: a bopsweep study (it has
-    its definition) of schema version 0. A study of another tool holds no bopsweep rows."""
-    from bopsweep.store.schema import schema_version
-
-    return schema_version(user_attrs) < 1
+    pass
 
 
 def two_step_bests(
@@ -67,35 +60,6 @@ def two_step_bests(
             ordered = sorted(rows[tid], key=lambda r: r["epoch"])
             out[tid] = best_epochs(ordered, split)
     return out
-
-
-def legacy_bests(
-    metrics: Any, study: optuna.Study, trials: Any = None
-) -> dict[int, dict[str, Any]]:
-    """For a study of 0.1 not yet converted, its two-step trials' best epochs as 0.2 counts
-    them, by trial id (``metrics``: the database's :class:`~bopsweep.store.metrics.
-    MetricTables`; ``trials``: the study's, if read already); empty for any other study."""
-    from bopsweep.store.optuna_adapter import all_trials, trial_id
-    from bopsweep.store.trial_config import study_base, trial_setting
-
-    if not of_0_1(study.user_attrs):
-        return {}
-    base = study_base(study.user_attrs)
-
-    def two_step(attrs: Mapping[str, Any]) -> bool:
-        try:
-            return bool(trial_setting(attrs, base, "two_step"))
-        except Exception:  # a configuration bopsweep cannot read: not counted again
-            return False
-
-    if trials is None:
-        trials = all_trials(study, intermediate_values=False)
-    runs = {
-        trial_id(t): t.user_attrs
-        for t in trials
-        if BEST_VAL_ACC in t.user_attrs and two_step(t.user_attrs)
-    }
-    return two_step_bests(runs, base, metrics.epoch_rows(study)) if runs else {}
 
 
 def to_schema_1(conn: Any, epochs: Any, study_id: int) -> None:

@@ -20,9 +20,9 @@ import json
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bopsweep.store.c2i_upgrade import of_0_1
 from bopsweep.store.fencing import check_owner
 from bopsweep.store.legacy_metrics import legacy_tables, upgrade_legacy_tables
+from bopsweep.store.legacy_reads import of_0_1
 from bopsweep.store.metric_columns import projected, select_frame
 from bopsweep.store.optuna_adapter import all_trials, write_intermediate_values
 from bopsweep.store.optuna_adapter import study_id as study_id_of

@@ -12,7 +12,7 @@ A writing command that opens an older study applies each upgrade above its versi
 leaves the study wholly at some version, and the next writer goes on from there, never applying
 an upgrade twice. Read-only commands change nothing: they read every older version as the
 current one (each reader knows what an older version stored, e.g.
-:func:`~bopsweep.store.c2i_upgrade.of_0_1`). A study of a version newer than this bopsweep knows
+:func:`~bopsweep.store.legacy_reads.of_0_1`). A study of a version newer than this bopsweep knows
 was written by a newer bopsweep: writing commands refuse it in one line, read-only ones read it
 as best they can and say so (:func:`check_readable`).
 """
