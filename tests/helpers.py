@@ -454,3 +454,43 @@ def as_of_0_1(db: Path | str) -> None:
             {"a": C2I_ATTR, "b": SCHEMA_ATTR},
         )
     engine.dispose()
+
+
+# --- a study as bopsweep 0.1 wrote it (C2I stored as the share of signs changed) ------------
+KEPT = {1: 0.875, 2: 0.75}  # the paper's C2I of epochs 1 and 2
+LAYER = {1: 0.5, 2: 0.25}
+
+
+def old_study(path: Path | str) -> None:
+    """A study as bopsweep 0.1 left it: C2I stored as the share changed, no C2I attribute
+    (``path``: a SQLite file, or a database's URL)."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from bopsweep.store import Store
+    from bopsweep.store.optuna_adapter import study_id, trial_id
+    from bopsweep.studies import TrialConfig, grid_study
+
+    store = Store(path if isinstance(path, str) else f"sqlite:///{path}", create=True)
+    study, _ = store.create(grid_study("g", TrialConfig(), {"gamma": [1e-7, 1e-6]}))
+    dist = {"gamma": FloatDistribution(1e-7, 1e-7)}
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"gamma": 1e-7}, distributions=dist, value=0.5,
+            user_attrs={"config_id": "c0", "label": "gamma=1e-07", "epochs_done": 2},
+        )
+    )  # fmt: skip
+    first = study.get_trials(deepcopy=False)[0]
+    rows = [
+        {"epoch": e, "val_acc": 0.5, "c2i": 1 - KEPT[e], "c2i_fc3": 1 - LAYER[e], "pi": -9.0}
+        for e in (1, 2)
+    ]
+    store.metrics.write(study_id(study), trial_id(first), rows, {})
+    store.engine.dispose()
+    as_of_0_1(path)
+
+
+def digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()

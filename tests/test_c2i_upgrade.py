@@ -4,7 +4,6 @@ by the first command that writes."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import sqlite3
@@ -23,42 +22,13 @@ from bopsweep.store.trial_config import config_attrs, study_base
 from bopsweep.studies import TrialConfig, grid_study
 from bopsweep.trial.run_dir import C2I_KEY, PENDING_METRICS, read_rows
 from bopsweep.trial.train import run_trial
-from tests.helpers import as_of_0_1, invoke
-
-KEPT = {1: 0.875, 2: 0.75}  # the paper's C2I of epochs 1 and 2
-LAYER = {1: 0.5, 2: 0.25}
-
-
-def old_study(path: Path | str) -> None:
-    """A study as bopsweep 0.1 left it: C2I stored as the share changed, no C2I attribute
-    (``path``: a SQLite file, or a database's URL)."""
-    store = Store(path if isinstance(path, str) else f"sqlite:///{path}", create=True)
-    study, _ = store.create(grid_study("g", TrialConfig(), {"gamma": [1e-7, 1e-6]}))
-    dist = {"gamma": FloatDistribution(1e-7, 1e-7)}
-    study.add_trial(
-        optuna.trial.create_trial(
-            params={"gamma": 1e-7}, distributions=dist, value=0.5,
-            user_attrs={"config_id": "c0", "label": "gamma=1e-07", "epochs_done": 2},
-        )
-    )  # fmt: skip
-    first = study.get_trials(deepcopy=False)[0]
-    rows = [
-        {"epoch": e, "val_acc": 0.5, "c2i": 1 - KEPT[e], "c2i_fc3": 1 - LAYER[e], "pi": -9.0}
-        for e in (1, 2)
-    ]
-    store.metrics.write(study_id(study), trial_id(first), rows, {})
-    store.engine.dispose()
-    as_of_0_1(path)
+from tests.helpers import KEPT, LAYER, as_of_0_1, digest, invoke, old_study
 
 
 def stored_rows(path: Path) -> list[dict]:
     with sqlite3.connect(path) as conn:
         data = conn.execute("SELECT data FROM bopsweep_epochs ORDER BY epoch").fetchall()
     return [json.loads(d) for (d,) in data]
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_a_new_study_is_marked_as_holding_the_papers_c2i(tmp_path):

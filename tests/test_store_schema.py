@@ -11,22 +11,17 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner
 
 import bopsweep
 import bopsweep.store.schema as schema
 from bopsweep.attr_keys import C2I_ATTR, SCHEMA_ATTR
-from bopsweep.cli import app
 from bopsweep.store import Store
 from bopsweep.store.c2i_upgrade import to_schema_1
 from bopsweep.store.schema import UPGRADES, NewerSchema, Upgrade, current_version
 from bopsweep.store.urls import engine_url
 from bopsweep.studies import TrialConfig, grid_study
-from tests.helpers import one_line_error
-from tests.test_c2i_upgrade import KEPT, LAYER, digest, old_study
-from tests.test_postgres import pg  # noqa: F401  (a fixture)
+from tests.helpers import KEPT, LAYER, digest, invoke, old_study, one_line_error
 
-runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -148,10 +143,10 @@ def test_read_only_commands_read_a_study_of_0_1_right_and_write_nothing(tmp_path
     db = tmp_path / "study.db"
     old_study(db)
     before, mtime = digest(db), db.stat().st_mtime_ns
-    status = runner.invoke(app, ["status", str(db), "--format", "json"])
+    status = invoke(["status", str(db), "--format", "json"])
     assert status.exit_code == 0, status.output
     assert json.loads(status.output)["trials"][0]["last_c2i"] == pytest.approx(KEPT[2])
-    exported = runner.invoke(app, ["export", str(db), "--metrics", "-o", "-"])
+    exported = invoke(["export", str(db), "--metrics", "-o", "-"])
     assert exported.exit_code == 0, exported.output
     assert (digest(db), db.stat().st_mtime_ns) == (before, mtime)
     assert SCHEMA_ATTR not in stored(f"sqlite:///{db}")[0]
@@ -169,15 +164,15 @@ def test_a_study_of_a_newer_bopsweep_is_refused_by_writers_and_read_by_readers(
     before = digest(db)
     with pytest.raises(NewerSchema, match="newer bopsweep"):
         join(url)
-    result = runner.invoke(app, ["resume", str(db), "--device", "cpu"])
+    result = invoke(["resume", str(db), "--device", "cpu"])
     one_line_error(result, "written by a newer bopsweep")
     assert f"store schema version {newer}" in result.output and "upgrade bopsweep" in result.output
-    again = runner.invoke(app, ["grid", "--storage", url, "--study", "g", "--param", "gamma",
+    again = invoke(["grid", "--storage", url, "--study", "g", "--param", "gamma",
                                 "--values", "1e-7,1e-6", "--queue-only",
                                 "--data-dir", str(small_cifar_dir)])  # fmt: skip
     assert again.exit_code == 2 and "newer bopsweep" in again.output, again.output
     assert digest(db) == before  # refused before any write
-    status = runner.invoke(app, ["status", str(db), "--format", "json"])
+    status = invoke(["status", str(db), "--format", "json"])
     assert status.exit_code == 0, status.output
     assert "newer bopsweep" in status.stderr and "read as this one can" in status.stderr
     assert json.loads(status.stdout)["trials"][0]["last_c2i"] == pytest.approx(KEPT[2])
@@ -189,7 +184,7 @@ def test_a_schema_version_of_the_wrong_type_is_one_line(tmp_path):
     old_study(db)
     join(f"sqlite:///{db}")
     set_version(f"sqlite:///{db}", "two")
-    result = runner.invoke(app, ["status", str(db)])
+    result = invoke(["status", str(db)])
     one_line_error(result, "store schema version (bopsweep_schema) is 'two', not a whole number")
 
 
