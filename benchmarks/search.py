@@ -3,7 +3,7 @@
 The objective is cheap and synthetic (a smooth bump in log γ, log σ, log τ with its peak at the
 paper's optimum, plus penalties for the other choices), but every trial goes through the same
 code as a real search: :func:`bopsweep.studies.search.suggest` on the study's space, with the
-sampler from :func:`bopsweep.studies.search.make_sampler`.
+sampler from :func:`bopsweep.studies.samplers.make_sampler`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import statistics
 import optuna
 
 from bopsweep.studies import TrialConfig
-from bopsweep.studies.search import SearchSpace, make_sampler, suggest
+from bopsweep.studies.samplers import make_sampler
+from bopsweep.studies.search import SearchSpace, suggest
 
 PEAK = {"gamma": -7.0, "sigma": -3.0, "tau": -6.0}
 
