@@ -9,6 +9,7 @@
   ending); :mod:`~bopsweep.driver.study_trials`: what the study holds, read;
 * :mod:`~bopsweep.driver.process`: slots and trial processes;
 * :mod:`~bopsweep.driver.protocol`: what a trial process and the driver say to each other;
+* :mod:`~bopsweep.driver.messages`: those messages, applied as they arrive;
 * :mod:`~bopsweep.driver.child`: the trial process itself;
 * :mod:`~bopsweep.driver.outcome`: how a trial ended (pure rules);
 * :mod:`~bopsweep.driver.recorder`: the driver's writes to the database.
