@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,6 +21,10 @@ from bopsweep.defaults import (
     TableFormat,
     TableMetric,
 )
+
+if TYPE_CHECKING:
+    from bopsweep.readers.plots.data import StudyData
+    from bopsweep.store import Store
 
 STATUS_ROWS = 200  # trials in status's table without --all: more is no use in a terminal
 
@@ -223,6 +227,42 @@ def export(
     datetime_complete, duration, params_NAME, state) followed by bopsweep's; or its trials'
     curves and hyperparameters as TensorBoard runs (--tensorboard)."""
     from bopsweep.errors import UserError
+    from bopsweep.store import storage_url
+
+    if metrics and steps:
+        raise UserError("give --metrics or --steps, not both")
+    url = storage_url(storage, database)
+    if tensorboard is not None:
+        if metrics or steps:
+            raise UserError("--tensorboard writes every trial's curves; drop --metrics/--steps")
+        _export_tensorboard(url, study, tensorboard, force)
+    else:
+        _export_frame(url, study, output, format, force, metrics or steps, steps)
+
+
+def _export_tensorboard(url: str, study: str | None, tensorboard: Path, force: bool) -> None:
+    """``export --tensorboard``: the study's trials as TensorBoard runs, in DIR/STUDY/."""
+    from bopsweep.files import sigterm_as_interrupt
+    from bopsweep.readers.tensorboard import export_study
+    from bopsweep.store import Store
+
+    store = Store.open_readonly(url)
+    with sigterm_as_interrupt():  # `kill` cleans up as Ctrl-C does: no half export left
+        folder, runs = export_study(store, store.load(study), tensorboard, force)
+    typer.echo(f"wrote {runs} TensorBoard runs to {folder}/ (tensorboard --logdir {tensorboard})")
+
+
+def _export_frame(
+    url: str,
+    study: str | None,
+    output: Path,
+    format: ExportFormat | None,
+    force: bool,
+    metrics: bool,
+    steps: bool,
+) -> None:
+    """``export`` to a file or standard output: the study's trials, or (``metrics``) its
+    per-epoch or (``steps``) per-step metrics, the output and its format checked first."""
     from bopsweep.files import sigterm_as_interrupt
     from bopsweep.outputs import check_output_file
     from bopsweep.readers.export import (
@@ -233,23 +273,8 @@ def export(
         write_frame,
         write_stdout,
     )
-    from bopsweep.store import Store, database_file, storage_url
+    from bopsweep.store import Store, database_file
 
-    if metrics and steps:
-        raise UserError("give --metrics or --steps, not both")
-    url = storage_url(storage, database)
-    if tensorboard is not None:
-        from bopsweep.readers.tensorboard import export_study
-
-        if metrics or steps:
-            raise UserError("--tensorboard writes every trial's curves; drop --metrics/--steps")
-        store = Store.open_readonly(url)
-        with sigterm_as_interrupt():  # `kill` cleans up as Ctrl-C does: no half export left
-            folder, runs = export_study(store, store.load(study), tensorboard, force)
-        typer.echo(
-            f"wrote {runs} TensorBoard runs to {folder}/ (tensorboard --logdir {tensorboard})"
-        )
-        return
     to_stdout = str(output) == STDOUT
     if to_stdout:
         chosen = stdout_format(format)
@@ -261,7 +286,7 @@ def export(
 
     store = Store.open_readonly(url)
     optuna_study = store.load(study)
-    if metrics or steps:
+    if metrics:
         frame = metrics_frame(store, optuna_study, steps=steps)
     else:
         frame = trials_frame(store, optuna_study)
@@ -310,26 +335,12 @@ def plot(
     comparison, π_t and Optuna figures, plus an index.md listing them. A study still running is
     drawn as far as it has got."""
     from bopsweep.errors import UserError
-    from bopsweep.readers.plots import (
-        draw_study,
-        load_study_data,
-        parse_layers,
-        study_folders,
-        swept_params,
-        write_index,
-    )
+    from bopsweep.readers.plots import draw_study, parse_layers, study_folders, write_index
     from bopsweep.store import Store, database_file, scrub, storage_url
 
     layers = parse_layers(layer)
     store = Store.open_readonly(storage_url(storage, database))
-    names = [study] if study is not None else store.bopsweep_studies()
-    if not names:
-        store.load(None)  # says the database holds no bopsweep study
-    datas = [load_study_data(store, store.load(name), layers) for name in names]
-    if param and study is None:
-        datas = [d for d in datas if set(param) & set(swept_params(d))]
-        if not datas:
-            raise UserError(f"no study in the database sweeps {', '.join(param)}")
+    datas = _studies_to_draw(store, study, param, layers)
     folders = study_folders(out, [d.name for d in datas], database_file(store.url))
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -346,3 +357,22 @@ def plot(
         f"wrote {total} figures for {len(written)} "
         f"stud{'y' if len(written) == 1 else 'ies'} to {out}/ (list: {index})"
     )
+
+
+def _studies_to_draw(
+    store: Store, study: str | None, param: list[str] | None, layers: list[str]
+) -> list[StudyData]:
+    """The data of the studies ``plot`` draws: the one named, or every bopsweep study in the
+    database (those sweeping a ``param``, where some are given)."""
+    from bopsweep.errors import UserError
+    from bopsweep.readers.plots import load_study_data, swept_params
+
+    names = [study] if study is not None else store.bopsweep_studies()
+    if not names:
+        store.load(None)  # says the database holds no bopsweep study
+    datas = [load_study_data(store, store.load(name), layers) for name in names]
+    if param and study is None:
+        datas = [d for d in datas if set(param) & set(swept_params(d))]
+        if not datas:
+            raise UserError(f"no study in the database sweeps {', '.join(param)}")
+    return datas

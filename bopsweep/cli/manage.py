@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bopsweep.cli.app import command, fail
 from bopsweep.cli.options import PANEL_STORAGE, PANEL_STUDY, CheckpointDir, Database, Storage
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import optuna
 
 
 @command(panel=PANEL_STUDY)
@@ -33,8 +38,7 @@ def delete(
 
     from bopsweep.driver.seed_average import delete_companion
     from bopsweep.errors import UserError
-    from bopsweep.folders import is_study_folder, study_folder
-    from bopsweep.store import Store, checkpoint_base, driver_lock, redact, storage_url, study_uuid
+    from bopsweep.store import Store, driver_lock, redact, storage_url
     from bopsweep.store.urls import sqlite_path
 
     if not study:
@@ -51,12 +55,7 @@ def delete(
                 f"study {study} has {running} running trial(s) (a worker on another machine?); "
                 "stop its workers first"
             )
-        # only the folder marked as this study's: keyed by its identity, never by its name
-        identity = study_uuid(optuna_study)
-        folder = None
-        if checkpoints and identity is not None:
-            folder = study_folder(checkpoint_base(url, checkpoint_dir), study, identity)
-            folder = folder if is_study_folder(folder, identity) else None
+        folder = _marked_folder(optuna_study, url, checkpoint_dir) if checkpoints else None
         what = f"study {study} ({len(trials)} trials) from {redact(url)}" + (
             f" and its trial folders in {folder}" if folder is not None else ""
         )
@@ -65,9 +64,7 @@ def delete(
         if running:
             what += f" ({running} left running by a driver that stopped)"
         if not yes:
-            if not sys.stdin.isatty():
-                raise UserError(f"not deleting {what} without confirmation; pass --yes")
-            typer.confirm(f"Delete {what}?", abort=True)
+            _confirm(what)
         # checked again under the study's lock: a worker may have started one meanwhile
         store.delete_study(study, running_allowed=sqlite_path(url) is not None)
         delete_companion(store.storage, study)  # a seed-averaged search's configurations
@@ -77,3 +74,27 @@ def delete(
             except OSError as e:
                 raise fail(f"deleted the study but not all of {folder}: {e.strerror}", 1) from None
     typer.echo(f"deleted {what}")
+
+
+def _marked_folder(
+    optuna_study: optuna.Study, url: str, checkpoint_dir: Path | None
+) -> Path | None:
+    """The study's trial folder, only where it is marked as this study's: found by its
+    identity, never by its name; None if there is none."""
+    from bopsweep.folders import is_study_folder, study_folder
+    from bopsweep.store import checkpoint_base, study_uuid
+
+    identity = study_uuid(optuna_study)
+    if identity is None:
+        return None
+    folder = study_folder(checkpoint_base(url, checkpoint_dir), optuna_study.study_name, identity)
+    return folder if is_study_folder(folder, identity) else None
+
+
+def _confirm(what: str) -> None:
+    """Ask before deleting ``what``; without a terminal to ask on, refuse."""
+    from bopsweep.errors import UserError
+
+    if not sys.stdin.isatty():
+        raise UserError(f"not deleting {what} without confirmation; pass --yes")
+    typer.confirm(f"Delete {what}?", abort=True)

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,6 +22,10 @@ from bopsweep.cli.options import (
     TrialOptions,
     with_groups,
 )
+
+if TYPE_CHECKING:
+    from bopsweep.readers.tensorboard import TrainBoard
+    from bopsweep.studies import TrialConfig
 
 
 @command(panel=PANEL_TRIAL)
@@ -76,35 +80,68 @@ def train(
     The trial's result is the final validation accuracy (on CIFAR-10's test split); the best
     epoch is recorded too (summary.json).
     """
+    hyper = {"gamma": gamma, "sigma": sigma, "tau": tau, "eps": eps}
+    out_dir, config = _run_folder_and_config(trial.given(), hyper, schedule, resume, out)
+    config = config.resolved()  # validate before importing torch
+    board = _board(tensorboard, out_dir, config, resume is not None) if tensorboard else None
+    summary = _run(config, out_dir, resume is not None, quiet, board)
+    if board is not None:
+        board.end("COMPLETE")
+    _done(summary, out_dir)
+
+
+def _done(summary: dict[str, Any], out_dir: Path) -> None:
+    """The line a finished run ends with."""
+    typer.echo(
+        f"done: final val_acc {summary.get('final_val_acc', float('nan')):.4f}, "
+        f"best {summary.get('best_val_acc', float('nan')):.4f} "
+        f"(epoch {summary.get('best_epoch')}), {summary['seconds']:.1f} s; results in {out_dir}"
+    )
+
+
+def _run_folder_and_config(
+    given: dict[str, Any],
+    hyper: dict[str, float | None],
+    schedule: list[str] | None,
+    resume: Path | None,
+    out: Path | None,
+) -> tuple[Path, TrialConfig]:
+    """The run's folder and its configuration, not yet resolved: a resumed run's saved one
+    (``given``: the trial options given again), or a new run's from the command line
+    (``hyper``: the optimizer's, None where not given)."""
     from bopsweep.errors import UserError
     from bopsweep.studies import TrialConfig
     from bopsweep.trial.run_dir import resumed_config
     from bopsweep.trial.schedules import parse_schedule
 
-    given = trial.given()
     if resume is not None:
         if out is not None and out != resume:
             raise UserError("give either --out (a new run) or --resume (an existing one), not both")
-        config = resumed_config(resume, given)
-        out_dir = resume
-    else:
-        hyper = {"gamma": gamma, "sigma": sigma, "tau": tau, "eps": eps}
-        values = {**given, **{k: v for k, v in hyper.items() if v is not None}}
-        values["schedules"] = dict(parse_schedule(s) for s in schedule or [])
-        config = TrialConfig.from_dict(values, "the command line")
-        out_dir = out or Path("runs") / datetime.now().strftime("train-%Y%m%d-%H%M%S")
-    config = config.resolved()  # validate before importing torch
-    board = None
-    if tensorboard is not None:
-        from bopsweep.outputs import check_not_own_state
-        from bopsweep.readers.tensorboard import TrainBoard, check_logdir
+        return resume, resumed_config(resume, given)
+    values = {**given, **{k: v for k, v in hyper.items() if v is not None}}
+    values["schedules"] = dict(parse_schedule(s) for s in schedule or [])
+    config = TrialConfig.from_dict(values, "the command line")
+    return out or Path("runs") / datetime.now().strftime("train-%Y%m%d-%H%M%S"), config
 
-        check_logdir(tensorboard, also=[out_dir])
-        board = TrainBoard(tensorboard, out_dir, config, resume is not None, _warn)
-        # DIR/NAME: never the run's own folder (--tensorboard beside --out), in or around it
-        check_not_own_state(board.run.folder, None, holds=True, also=[out_dir])
-        board.check()
 
+def _board(tensorboard: Path, out_dir: Path, config: TrialConfig, resumed: bool) -> TrainBoard:
+    """The run's TensorBoard run, DIR/NAME, checked before training starts."""
+    from bopsweep.outputs import check_not_own_state
+    from bopsweep.readers.tensorboard import TrainBoard, check_logdir
+
+    check_logdir(tensorboard, also=[out_dir])
+    board = TrainBoard(tensorboard, out_dir, config, resumed, _warn)
+    # DIR/NAME: never the run's own folder (--tensorboard beside --out), in or around it
+    check_not_own_state(board.run.folder, None, holds=True, also=[out_dir])
+    board.check()
+    return board
+
+
+def _run(
+    config: TrialConfig, out_dir: Path, resumed: bool, quiet: bool, board: TrainBoard | None
+) -> dict[str, Any]:
+    """Train the run on a display; its summary. A run that diverged, could not be written or
+    was interrupted ends the command here, with its line and exit code."""
     from bopsweep.cli.display import TrainDisplay
     from bopsweep.trial.train import TrialDiverged, run_trial
 
@@ -113,10 +150,10 @@ def train(
         if board is not None:
             on_epoch = _both(display.epoch, board.epoch)
         try:
-            summary = run_trial(
+            return run_trial(
                 config,
                 out_dir,
-                resume=resume is not None,
+                resume=resumed,
                 on_progress=display.progress,
                 on_epoch=on_epoch,
                 on_resume=board.resumed if board is not None else None,
@@ -144,13 +181,6 @@ def train(
                 err=True,
             )
             raise typer.Exit(130) from None
-    if board is not None:
-        board.end("COMPLETE")
-    typer.echo(
-        f"done: final val_acc {summary.get('final_val_acc', float('nan')):.4f}, "
-        f"best {summary.get('best_val_acc', float('nan')):.4f} "
-        f"(epoch {summary.get('best_epoch')}), {summary['seconds']:.1f} s; results in {out_dir}"
-    )
 
 
 def _both(first: Callable[..., Any], second: Callable[..., Any]) -> Callable[..., None]:

@@ -5,9 +5,11 @@
 * :mod:`~bopsweep.driver.launch`: which trials the next process trains, and starting it;
 * :mod:`~bopsweep.driver.showing`: what the driver hands the command line's display;
 * :mod:`~bopsweep.driver.environ`: the trial processes' environment, without secrets;
-* :mod:`~bopsweep.driver.queue`: the study's trials in Optuna's storage;
+* :mod:`~bopsweep.driver.queue`: the study's trials in Optuna's storage (queueing, claiming,
+  ending); :mod:`~bopsweep.driver.study_trials`: what the study holds, read;
 * :mod:`~bopsweep.driver.process`: slots and trial processes;
 * :mod:`~bopsweep.driver.protocol`: what a trial process and the driver say to each other;
+* :mod:`~bopsweep.driver.messages`: those messages, applied as they arrive;
 * :mod:`~bopsweep.driver.child`: the trial process itself;
 * :mod:`~bopsweep.driver.outcome`: how a trial ended (pure rules);
 * :mod:`~bopsweep.driver.recorder`: the driver's writes to the database.

@@ -9,14 +9,14 @@ training and the driver retries its writes; Ctrl-C stops every trial process gro
 trials as interrupted, re-queues them, and returns 130.
 
 Helpers, one job each: :mod:`~bopsweep.driver.queue` (Optuna), :mod:`~bopsweep.driver.process`
-(processes), :mod:`~bopsweep.driver.recorder` (writes), :mod:`~bopsweep.driver.outcome` (rules).
+(processes), :mod:`~bopsweep.driver.messages` (their messages), :mod:`~bopsweep.driver.recorder`
+(writes), :mod:`~bopsweep.driver.outcome` (rules).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import queue
 import signal
 import sys
 import time
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from bopsweep.defaults import MAX_RETRIES, STACK, WARM_STARTS
 from bopsweep.driver.environ import hide_from_children
 from bopsweep.driver.launch import Launcher
+from bopsweep.driver.messages import TrialMessages
 from bopsweep.driver.outage import DatabaseLost, Outage, database_errors
 from bopsweep.driver.process import Slot, stop_all
 from bopsweep.driver.recorder import Recorder
@@ -93,9 +94,10 @@ class Driver:
         where = (self.checkpoint_root, self.local, settings.identity)
         self.launcher = Launcher(self.queue, search, settings.stack, *where, self._note)
         self.heartbeat_interval = settings.heartbeat_interval
-        self.prunes = search is not None and not isinstance(study.pruner, optuna.pruners.NopPruner)
+        prunes = search is not None and not isinstance(study.pruner, optuna.pruners.NopPruner)
         self.held = self.launcher.held  # claimed (RUNNING), waiting for a free slot
-        self.events = self.launcher.events
+        events, root = self.launcher.events, self.checkpoint_root
+        self.messages = TrialMessages(events, self.queue, self.recorder, prunes, root, self._event)
         self._last_flush = time.monotonic()
         self._last_heartbeat = -math.inf
         self._interrupted = False  # a Ctrl-C that Python swallowed (see _unraisable)
@@ -230,44 +232,7 @@ class Driver:
 
     # --- messages of running trials ---------------------------------------------------------
     def _wait_for_events(self, timeout: float) -> None:
-        try:
-            item = self.events.get(timeout=timeout)
-        except queue.Empty:
-            return
-        while True:
-            self._handle(*item)
-            try:
-                item = self.events.get_nowait()
-            except queue.Empty:
-                return
-
-    def _handle(self, r: Running, msg: dict[str, Any] | None) -> None:
-        if r.abandoned:
-            return
-        if msg is None:
-            r.proc.eof = True
-            return
-        kind = msg["type"]
-        if kind == "resumed":
-            r.resumed_from = len(msg["rows"])
-            for row in msg["rows"]:
-                r.add_epoch(row, [s for s in msg["steps"] if s["epoch"] == row["epoch"]])
-            if r.retry_of is not None:
-                self._event("continued", r)
-        elif kind == "epoch":
-            if r.retry_of is not None and r.resumed_from == 0 and r.epochs_done == 0:
-                self._event("restarted", r, str(self.checkpoint_root))
-            r.add_epoch(msg["row"], msg["steps"])
-            self._event("epoch", r)
-            if self.prunes:
-                self.recorder.flush(r)  # the pruner reads the learning curve from the database
-                if r.pruned_at is None and self.queue.should_prune(r.trial_id):
-                    r.pruned_at = r.epochs_done
-                    r.stop()
-        elif kind == "progress":
-            r.progress = msg
-        else:  # done, diverged, error; stopped (a pruned member of a stack)
-            r.last_message = msg
+        self.messages.wait(timeout)
 
     # --- endings ----------------------------------------------------------------------------
     def _finish_pending(self) -> None:

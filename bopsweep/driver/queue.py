@@ -6,32 +6,29 @@ from the study's base configuration: :mod:`bopsweep.store.trial_config`). A driv
 moving it to RUNNING (atomic in the storage, so racing drivers never share one), and ends it
 with ``study.tell``. Optuna cannot reopen a finished trial, so a retry is a new WAITING trial
 with the same configuration. Everything the driver asks of Optuna goes through here, and the
-storage through :mod:`bopsweep.store.optuna_adapter`.
+storage through :mod:`bopsweep.store.optuna_adapter`; what the study holds is read by
+:mod:`bopsweep.driver.study_trials`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from functools import cached_property
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from bopsweep.attr_keys import ATTEMPT, CONFIG_ID, FAIL_REASON, FAILURE, LABEL, OWNER_ATTR, REQUEUED
 from bopsweep.driver.outcome import describe
-from bopsweep.store.fencing import new_owner, study_lock
+from bopsweep.driver.study_trials import StudyTrials, configured
+from bopsweep.store.fencing import new_owner
 from bopsweep.store.optuna_adapter import (
     add_waiting_trials,
-    engine_of,
     running_without_heartbeat,
-    storage_of,
     trial_id,
     waiting_trial_ids,
 )
-from bopsweep.store.trial_config import config_attrs, has_config, study_base, trial_config
+from bopsweep.store.trial_config import config_attrs
 
 if TYPE_CHECKING:
-    import optuna
     from optuna.trial import FrozenTrial
 
     from bopsweep.studies import PlannedTrial
@@ -40,18 +37,6 @@ if TYPE_CHECKING:
         """A storage with heartbeats: Optuna's RDBStorage (and the cache Optuna puts around it)."""
 
         def record_heartbeat(self, trial_id: int) -> None: ...
-
-
-def configured(trial: FrozenTrial) -> bool:
-    """Whether bopsweep gave the trial its configuration (it can run and be re-queued)."""
-    return CONFIG_ID in trial.user_attrs and has_config(trial.user_attrs)
-
-
-def holds_result_or_is_pending(trial: FrozenTrial) -> bool:
-    """A trial whose configuration need not be queued again."""
-    if trial.state.name == "FAIL":
-        return trial.user_attrs.get(FAILURE) == "diverged"  # a result, not an accident
-    return True
 
 
 def fit_stored(
@@ -97,61 +82,12 @@ def fit_stored(
     return out
 
 
-class TrialQueue:
-    """The queue of one Optuna study."""
+class TrialQueue(StudyTrials):
+    """The queue of one Optuna study: queueing, claiming and ending its trials (what it holds:
+    :class:`~bopsweep.driver.study_trials.StudyTrials`)."""
 
     # what a retry keeps of the trial it continues, besides its configuration and label
     CARRIED_ATTRS: tuple[str, ...] = ()
-
-    def __init__(self, study: optuna.Study) -> None:
-        import optuna
-
-        self.study = study
-        self.storage = storage_of(study)
-        self._lock_depth = 0  # how deep this driver is in the study's lock (:meth:`locked`)
-        self._states = optuna.trial.TrialState
-
-    @cached_property
-    def base(self) -> dict[str, Any]:
-        """The study's base configuration, which its trials store their difference from. Read
-        once: only its local settings (data path, device) may change under a running study
-        (another machine's driver), and trials never store those."""
-        return study_base(self.study.user_attrs)
-
-    def config(self, t: FrozenTrial) -> dict[str, Any]:
-        """A configured trial's full configuration."""
-        return trial_config(t.user_attrs, self.base)
-
-    def trials(self, *states: str) -> list[FrozenTrial]:
-        """The study's trials (in the given states, by name)."""
-        wanted = tuple(self._states[s] for s in states) if states else None
-        return self.study.get_trials(deepcopy=False, states=wanted)
-
-    def trial(self, tid: int) -> FrozenTrial:
-        return self.storage.get_trial(tid)
-
-    def is_finished(self, tid: int) -> bool:
-        return self.trial(tid).state.is_finished()
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """The study's lock (:func:`~bopsweep.store.fencing.study_lock`) around reading what
-        it holds and queueing because of it: drivers that start together queue a
-        configuration once."""
-        engine = engine_of(self.study)
-        if engine is None or self._lock_depth:  # held already, by this driver (reentrant)
-            self._lock_depth += 1
-            try:
-                yield
-            finally:
-                self._lock_depth -= 1
-            return
-        with study_lock(engine, self.study.study_name):
-            self._lock_depth += 1
-            try:
-                yield
-            finally:
-                self._lock_depth -= 1
 
     # --- queueing -------------------------------------------------------------------------------
     def enqueue_missing(self, planned: Iterable[PlannedTrial]) -> int:
@@ -174,22 +110,6 @@ class TrialQueue:
                 new.append(self.waiting(p.params, p.config_id, p.label, config, 0, distributions))
         add_waiting_trials(self.study, new)  # one transaction, not one per trial
         return len(new)
-
-    def held_configs(self) -> set[str]:
-        """The configuration ids the study holds a result of, or has queued or running."""
-        return {
-            t.user_attrs[CONFIG_ID]
-            for t in self.trials()
-            if CONFIG_ID in t.user_attrs and holds_result_or_is_pending(t)
-        }
-
-    def finished_configs(self) -> set[str]:
-        """The configuration ids with a result: complete, pruned, or diverged."""
-        return {
-            t.user_attrs[CONFIG_ID]
-            for t in self.trials("COMPLETE", "PRUNED", "FAIL")
-            if CONFIG_ID in t.user_attrs and holds_result_or_is_pending(t)
-        }
 
     def enqueue(self, *args: Any, **kwargs: Any) -> None:
         """Queue a configuration as a WAITING trial (the arguments of :meth:`waiting`)."""
@@ -389,24 +309,3 @@ class TrialQueue:
         with warnings.catch_warnings(), self.locked():  # the retry queued under the lock
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(self.study)
-
-    # --- counts ---------------------------------------------------------------------------------
-    def counted(self) -> int:
-        """Trials that count towards a search's total: one per configuration (a retry, under a
-        new number, continues the same configuration); a trial that failed before it was
-        configured does not count."""
-        return len(
-            {
-                t.user_attrs.get(CONFIG_ID) or f"#{t.number}"  # '#n': being configured now
-                for t in self.trials()
-                if configured(t) or t.state.name != "FAIL"
-            }
-        )
-
-    def count(self, state: str) -> int:
-        return len(self.trials(state))
-
-    def all_configs_complete(self) -> bool:
-        trials = self.trials()
-        done = {t.user_attrs.get(CONFIG_ID) for t in trials if t.state.name == "COMPLETE"}
-        return {t.user_attrs[CONFIG_ID] for t in trials if configured(t)} <= done

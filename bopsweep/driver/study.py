@@ -148,10 +148,11 @@ def _run_study(
     echo: Callable[[str], Any],
     display: Display | None,
 ) -> int:
+    """:func:`run_study`'s work: check, open the study and its folder, queue, run, sum up."""
     from dataclasses import replace
 
     from bopsweep.folders import make_root, open_study_folder, study_folder_name
-    from bopsweep.store import LEGACY_ATTR, Store, driver_lock, redact, study_uuid
+    from bopsweep.store import LEGACY_ATTR, Store, driver_lock, study_uuid
     from bopsweep.trial.data import fingerprint
 
     checked = check_run(spec, options)  # all valid before anything is written
@@ -183,39 +184,14 @@ def _run_study(
             local,
             display,
             search,
-            LoopSettings(
-                max_retries=options.max_retries,
-                heartbeat_interval=options.heartbeat_interval if shared else None,
-                tensorboard=_tensorboard_root(options, spec.name),
-                warm_starts=options.warm_starts,
-                stack=options.stack,
-                identity=(identity, data or ""),
-            ),
+            _loop_settings(spec, options, shared, (identity, data or "")),
         )
-        recovered = 0 if shared else driver.queue.recover_stale()
-        recovered += driver.queue.requeue_lost()
-        added = driver.queue.enqueue_missing(planned)
-        if search is not None:
-            what = f"{driver.queue.counted()} of {search.trials} trials exist"
-        else:
-            what = f"{len(planned)} configurations, {added} newly queued"
-        echo(
-            f"study {spec.name} ({spec.kind}) in {redact(options.storage)}: {what}, "
-            f"{recovered} resumed after an interruption; "
-            + ("queued only" if options.queue_only else f"running on {_names(slots)}")
-        )
+        _queue_at_start(driver, spec, options, planned, slots, echo)
         if options.queue_only:
             return 0
         with display or contextlib.nullcontext():
             code = driver.run()
-        if code == 0 and (left := _without_result(driver.queue)):
-            # nothing queued or running is left, yet work is undone: never a success
-            print(
-                f"bopsweep: study {spec.name}: {left} configuration(s) ended without a result "
-                "(failed for good, or could not start; 'bopsweep status' says why)",
-                file=sys.stderr,
-            )
-            code = 1
+        code = _undone_is_failure(code, spec.name, driver.queue)
     if code != 130:
         done = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
         pruned = f", {driver.counts['pruned']} pruned" if search is not None else ""
@@ -226,10 +202,66 @@ def _run_study(
     return code
 
 
+def _loop_settings(
+    spec: StudySpec, options: DispatchOptions, shared: bool, identity: tuple[str, str]
+) -> LoopSettings:
+    """The loop's settings from the run's options (heartbeats only on a shared database)."""
+    return LoopSettings(
+        max_retries=options.max_retries,
+        heartbeat_interval=options.heartbeat_interval if shared else None,
+        tensorboard=_tensorboard_root(options, spec.name),
+        warm_starts=options.warm_starts,
+        stack=options.stack,
+        identity=identity,
+    )
+
+
+def _queue_at_start(
+    driver: Driver,
+    spec: StudySpec,
+    options: DispatchOptions,
+    planned: list[PlannedTrial],
+    slots: Sequence[Slot],
+    echo: Callable[[str], Any],
+) -> None:
+    """Bring the study's queue up to date before the loop starts, and say what it holds:
+    trials a dead driver left running (SQLite alone: a shared database's are judged by their
+    heartbeats), retries a stopped driver never queued, and planned configurations not yet
+    queued."""
+    from bopsweep.store import redact
+
+    shared = not options.storage.startswith("sqlite")
+    recovered = 0 if shared else driver.queue.recover_stale()
+    recovered += driver.queue.requeue_lost()
+    added = driver.queue.enqueue_missing(planned)
+    if driver.search is not None:
+        what = f"{driver.queue.counted()} of {driver.search.trials} trials exist"
+    else:
+        what = f"{len(planned)} configurations, {added} newly queued"
+    echo(
+        f"study {spec.name} ({spec.kind}) in {redact(options.storage)}: {what}, "
+        f"{recovered} resumed after an interruption; "
+        + ("queued only" if options.queue_only else f"running on {_names(slots)}")
+    )
+
+
 def _names(slots: Sequence[Slot], shown: int = 8) -> str:
     """The slots' names, the first ``shown`` of them and how many more."""
     names = ", ".join(slot.name for slot in itertools.islice(slots, shown))
     return names + (f" and {len(slots) - shown} more" if len(slots) > shown else "")
+
+
+def _undone_is_failure(code: int, name: str, queue: TrialQueue) -> int:
+    """The run's exit code: a loop that ended well (0) with nothing queued or running left, yet
+    work undone, is never a success (1, and a line says why)."""
+    if code == 0 and (left := _without_result(queue)):
+        print(
+            f"bopsweep: study {name}: {left} configuration(s) ended without a result "
+            "(failed for good, or could not start; 'bopsweep status' says why)",
+            file=sys.stderr,
+        )
+        return 1
+    return code
 
 
 def _without_result(queue: TrialQueue) -> int:

@@ -68,3 +68,29 @@ def upgrade_legacy_tables(engine: Any, present: set[str], *tables: Any) -> bool:
             conn.execute(insert_ignore(table, conn.dialect.name).from_select(columns, rows))
             old.drop(conn)
     return True
+
+
+def unfinished_upgrade(engine: Any, table: Any, present: set[str]) -> str | None:
+    """For a read-only open of ``table`` whose upgrade was left half done (only a writer may
+    finish it): its rows are still in ``<name>_legacy``, the table to read as a 0.1.0 one
+    while the new one is empty or missing (that name, else None); rows in both are not merged
+    here, and a line says so."""
+    import sys
+
+    import sqlalchemy as sa
+
+    old = f"{table.name}_legacy"
+    if old not in present:
+        return None
+    empty = table.name not in present
+    if not empty:
+        with engine.connect() as conn:
+            empty = conn.execute(sa.select(table.c.id).limit(1)).first() is None
+    if empty:
+        return old
+    print(
+        f"bopsweep: the rows of {old} are not shown: an interrupted upgrade left "
+        "them there; the next command that writes to the database finishes it",
+        file=sys.stderr,
+    )
+    return None

@@ -21,9 +21,10 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bopsweep.store.fencing import check_owner
-from bopsweep.store.legacy_metrics import legacy_tables, upgrade_legacy_tables
+from bopsweep.store.legacy_metrics import legacy_tables, unfinished_upgrade, upgrade_legacy_tables
 from bopsweep.store.legacy_reads import of_0_1
 from bopsweep.store.metric_columns import projected, select_frame
+from bopsweep.store.metric_frames import BATCH, decoded_frame
 from bopsweep.store.optuna_adapter import all_trials, write_intermediate_values
 from bopsweep.store.optuna_adapter import study_id as study_id_of
 from bopsweep.store.optuna_adapter import trial_id as trial_id_of
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 METRIC_TABLES = ("bopsweep_epochs", "bopsweep_steps")
 T = TypeVar("T")
-BATCH = 10_000  # metric rows fetched, and decoded, at a time
 
 
 class MetricTables:
@@ -66,31 +66,15 @@ class MetricTables:
         self._meta = meta
 
     def _read_unfinished_upgrade(self, present: set[str]) -> None:
-        """For a read-only open of a table whose upgrade was left half done (only a writer may
-        finish it): its rows are still in ``<name>_legacy``, read as a 0.1.0 table while the new
-        one is empty or missing; rows in both are not merged here, and a line says so."""
-        import sys
-
+        """For a read-only open: a table whose upgrade was left half done is read from its
+        ``<name>_legacy`` rows (:func:`~bopsweep.store.legacy_metrics.unfinished_upgrade`)."""
         import sqlalchemy as sa
 
         for attr in ("epochs", "steps"):
-            table = getattr(self, attr)
-            old = f"{table.name}_legacy"
-            if old not in present:
-                continue
-            empty = table.name not in present
-            if not empty:
-                with self.engine.connect() as conn:
-                    empty = conn.execute(sa.select(table.c.id).limit(1)).first() is None
-            if empty:
+            old = unfinished_upgrade(self.engine, getattr(self, attr), present)
+            if old is not None:
                 setattr(self, attr, _metric_table(sa, sa.MetaData(), old))
                 self._legacy.add(old)
-            else:
-                print(
-                    f"bopsweep: the rows of {old} are not shown: an interrupted upgrade left "
-                    "them there; the next command that writes to the database finishes it",
-                    file=sys.stderr,
-                )
 
     def write(
         self,
@@ -114,12 +98,7 @@ class MetricTables:
 
         start = self.storage.get_trial(trial_id).datetime_start
         key = {"study_id": study_id, "trial_id": trial_id, "trial_start": start}
-        epoch_rows = [{**key, "epoch": r["epoch"], "data": json.dumps(r)} for r in rows]
-        step_rows = [
-            {**key, "epoch": epoch, "data": json.dumps(_bundle(srows))}
-            for epoch, srows in steps.items()
-            if srows
-        ]
+        epoch_rows, step_rows = _encoded(key, rows, steps)
         self.ensure_tables()
         with self.engine.begin() as conn:
             if owner is not None:
@@ -182,36 +161,13 @@ class MetricTables:
         """Per trial id: the number of epochs stored, and the row of the last one (counted by
         the database; only the last rows are read and parsed). ``trials``: the study's, where
         the caller has read them (each method here reads them otherwise)."""
-        import sqlalchemy as sa
 
         table = self.epochs
         if table.name in self._absent:  # a plain Optuna database opened read-only
             return {}
         starts = self._starts(study, trials)
         legacy = table.name in self._legacy
-        keys = [table.c.trial_id] + ([] if legacy else [table.c.trial_start])
-        sid = study_id_of(study)
-        # rows of the study's trials (their start tells a reused id's apart): counted in the
-        # unique index on (trial_id, trial_start, epoch) alone; selected by study_id, every row
-        # was read (0.6 s at 10,000 trials × 100 epochs, against 0.1 s)
-        trial_ids: sa.Select[Any] = sa.select(sa.column("trial_id")).select_from(sa.table("trials"))
-        mine = (
-            table.c.study_id == sid
-            if legacy
-            else table.c.trial_id.in_(trial_ids.where(sa.column("study_id") == sid))
-        )
-        last = (
-            sa.select(*keys, sa.func.count().label("n"), sa.func.max(table.c.epoch).label("last"))
-            .where(mine)
-            .group_by(*keys)
-            .subquery()
-        )
-        same = [table.c.trial_id == last.c.trial_id, table.c.epoch == last.c.last]
-        if not legacy:
-            same.append(table.c.trial_start == last.c.trial_start)
-        q = sa.select(*(last.c[k.name] for k in keys), last.c.n, table.c.data).select_from(
-            last.join(table, sa.and_(*same))
-        )
+        q = _last_epochs(table, study_id_of(study), legacy)
 
         def read() -> dict[int, tuple[int, dict[str, Any]]]:
             with self.engine.connect() as conn:
@@ -316,31 +272,9 @@ class MetricTables:
     def _frame(
         self, table: Any, study: optuna.Study, parse: Any, trials: Trials = None
     ) -> pd.DataFrame:
-        """The rows of ``table`` as one frame, with their trial's id; ``parse(decoded)`` gives a
-        stored row's (or bundle's) column names and rows of values. Rows are gathered as lists
-        by their columns (one frame per set of columns, nearly always one), not as a dict each:
-        a study of 10,000 trials holds millions of rows; and decoded a batch at a time, as one
-        JSON array (a fifth faster than one ``json.loads`` per row)."""
-        import pandas as pd
-
-        groups: dict[tuple[str, ...], tuple[list[int], list[list[Any]]]] = {}
-        for batch in _batches(self._rows(table, study, trials)):
-            decoded = json.loads("[" + ",".join(data for _, _, data in batch) + "]")
-            for (t, _, _), doc in zip(batch, decoded, strict=True):
-                columns, rows = parse(doc)
-                ids, values = groups.setdefault(columns, ([], []))
-                ids.extend([t] * len(rows))
-                values.extend(rows)
-        if not groups:
-            return pd.DataFrame()
-        frames = []
-        for columns, (ids, values) in groups.items():
-            part = pd.DataFrame(values, columns=list(columns))
-            part.insert(0, "trial_id", ids)
-            frames.append(part)
-        frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True, sort=False)
-        keys = ["trial_id", "epoch"] + (["step"] if "step" in frame else [])
-        return frame.sort_values(keys, ignore_index=True)
+        """The rows of ``table`` as one frame, with their trial's id
+        (:func:`~bopsweep.store.metric_frames.decoded_frame`)."""
+        return decoded_frame(self._rows(table, study, trials), parse)
 
     def delete_study_rows(self, study_id: int) -> None:
         """Remove a study's rows, and any orphan rows of trials deleted by other tools."""
@@ -387,18 +321,50 @@ def _metric_table(sa: Any, meta: Any, name: str) -> Any:
     )
 
 
-def _batches(rows: Iterator[tuple[int, int, str]]) -> Iterator[list[tuple[int, int, str]]]:
-    """``rows`` in lists of :data:`BATCH` (itertools.batched is Python 3.12)."""
-    batch = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def _encoded(
+    key: dict[str, Any], rows: list[dict[str, Any]], steps: dict[int, list[dict[str, Any]]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The table rows that store a trial's epoch rows and its epochs' step bundles, under
+    ``key`` (its study, id and start)."""
+    epoch_rows = [{**key, "epoch": r["epoch"], "data": json.dumps(r)} for r in rows]
+    step_rows = [
+        {**key, "epoch": epoch, "data": json.dumps(_bundle(srows))}
+        for epoch, srows in steps.items()
+        if srows
+    ]
+    return epoch_rows, step_rows
 
 
 def _bundle(rows: list[dict[str, Any]]) -> dict[str, Any]:
     columns = list(rows[0])
     return {"columns": columns, "rows": [[r.get(c) for c in columns] for r in rows]}
+
+
+def _last_epochs(table: Any, sid: int, legacy: bool) -> Any:
+    """The query behind :meth:`MetricTables.epoch_progress`: per trial of study ``sid`` (and
+    its start, unless ``legacy``), its trial id, the number of epochs stored and the last one's
+    data."""
+    import sqlalchemy as sa
+
+    keys = [table.c.trial_id] + ([] if legacy else [table.c.trial_start])
+    # rows of the study's trials (their start tells a reused id's apart): counted in the
+    # unique index on (trial_id, trial_start, epoch) alone; selected by study_id, every row
+    # was read (0.6 s at 10,000 trials × 100 epochs, against 0.1 s)
+    trial_ids: sa.Select[Any] = sa.select(sa.column("trial_id")).select_from(sa.table("trials"))
+    mine = (
+        table.c.study_id == sid
+        if legacy
+        else table.c.trial_id.in_(trial_ids.where(sa.column("study_id") == sid))
+    )
+    last = (
+        sa.select(*keys, sa.func.count().label("n"), sa.func.max(table.c.epoch).label("last"))
+        .where(mine)
+        .group_by(*keys)
+        .subquery()
+    )
+    same = [table.c.trial_id == last.c.trial_id, table.c.epoch == last.c.last]
+    if not legacy:
+        same.append(table.c.trial_start == last.c.trial_start)
+    return sa.select(*(last.c[k.name] for k in keys), last.c.n, table.c.data).select_from(
+        last.join(table, sa.and_(*same))
+    )

@@ -15,9 +15,14 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeAlias
+
     import optuna
     from optuna.storages import BaseStorage
     from optuna.study._frozen import FrozenStudy  # not exported by optuna.study
+
+    Rows: TypeAlias = "dict[str, dict[int, list[tuple]]]"  # per table, by trial id
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:
@@ -181,17 +186,24 @@ def all_trials(
     backend = getattr(storage, "_backend", storage)
     if not isinstance(backend, RDBStorage):
         return study.get_trials(deepcopy=False)
+    from optuna.storages._rdb import models
+
+    # Optuna 5 stores UTC and gives local time, as its model's properties do; 4 stores local time
+    when = _local_time if hasattr(models.TrialModel, "_datetime_start_utc") else lambda d: d
+    trials, rows = _trial_rows(backend, study_id(study), intermediate_values)
+    return _frozen_trials(trials, rows, when)
+
+
+def _trial_rows(backend: Any, sid: int, intermediate_values: bool) -> tuple[list[Any], Rows]:
+    """The rows of study ``sid``'s trials, one plain query per table: the trials (id, number,
+    state, start, completion; by id), and per other table (``params``, ``values``, ``user``,
+    ``system``, ``steps``: empty unless ``intermediate_values``) its rows by trial id."""
     import sqlalchemy as sa
-    from optuna.distributions import json_to_distribution
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
-    from optuna.trial import FrozenTrial
 
-    sid = study_id(study)
     T = models.TrialModel
     in_study = sa.select(T.trial_id).where(T.study_id == sid)
-    # Optuna 5 stores UTC and gives local time, as its model's properties do; 4 stores local time
-    when = _local_time if hasattr(T, "_datetime_start_utc") else lambda d: d
 
     def grouped(table: Any, columns: str) -> dict[int, list[tuple]]:
         """The rows of a table of the study's trials by trial id, each sorted by its first
@@ -211,20 +223,39 @@ def all_trials(
             .where(c.study_id == sid)
             .order_by(c.trial_id)
         ).all()
-        params = grouped(
-            models.TrialParamModel, "param_id param_name param_value distribution_json"
-        )
-        values = grouped(models.TrialValueModel, "objective value value_type")
-        user = grouped(models.TrialUserAttributeModel, "trial_user_attribute_id key value_json")
-        system = grouped(
-            models.TrialSystemAttributeModel, "trial_system_attribute_id key value_json"
-        )
-        steps = {}
+        rows: Rows = {
+            "params": grouped(
+                models.TrialParamModel, "param_id param_name param_value distribution_json"
+            ),
+            "values": grouped(models.TrialValueModel, "objective value value_type"),
+            "user": grouped(
+                models.TrialUserAttributeModel, "trial_user_attribute_id key value_json"
+            ),
+            "system": grouped(
+                models.TrialSystemAttributeModel, "trial_system_attribute_id key value_json"
+            ),
+            "steps": {},
+        }
         if intermediate_values:
-            steps = grouped(
+            rows["steps"] = grouped(
                 models.TrialIntermediateValueModel,
                 "step intermediate_value intermediate_value_type",
             )
+    return list(trials), rows
+
+
+def _frozen_trials(
+    trials: list[Any], rows: Rows, when: Callable[[Any], Any]
+) -> list[optuna.trial.FrozenTrial]:
+    """The trials (:func:`_trial_rows`) as Optuna gives them, each distinct distribution parsed
+    once; ``when``: a stored time as Optuna gives it."""
+    from optuna.distributions import json_to_distribution
+    from optuna.storages._rdb import models
+    from optuna.trial import FrozenTrial
+
+    params, values, user, system, steps = (
+        rows[k] for k in ("params", "values", "user", "system", "steps")
+    )
     parsed: dict[str, Any] = {}  # distribution JSON -> distribution: a grid has few
 
     def distribution(text: str) -> Any:

@@ -432,8 +432,8 @@ def run_stack(
         torch.backends.cudnn.benchmark = True
     if grouped is None:
         grouped = device.type != "cpu"
-    train, test = load_data(first, device)  # bad data or device: refused before the folders
-    steps_per_epoch = math.ceil(len(train) / first.batch_size)
+    data = load_data(first, device)  # bad data or device: refused before the folders
+    steps_per_epoch = math.ceil(len(data[0]) / first.batch_size)
     ends: list[MemberEnd | None] = [None] * len(configs)
 
     def end(member: _Member | int, result: MemberEnd) -> None:
@@ -453,6 +453,24 @@ def run_stack(
         if resumes[k] and on_resume is not None and members[-1].run is not None:
             on_resume(k, members[-1].history, members[-1].run.step_history())
 
+    _train_members(members, grouped, data, steps_per_epoch, end, on_epoch, on_progress, stopped)
+    return ends
+
+
+def _train_members(
+    members: list[_Member],
+    grouped: bool,
+    data: tuple[DeviceData, DeviceData],
+    steps_per_epoch: int,
+    end: Callable[[_Member, MemberEnd], None],
+    on_epoch: Callable[[int, dict[str, Any], list[dict[str, Any]]], None] | None,
+    on_progress: Callable[[int, Progress], None] | None,
+    stopped: Callable[[int], bool],
+) -> None:
+    """:func:`run_stack`'s epochs, until no member is left: each trains the members furthest
+    behind together (``data``: the training and test sets); a member leaves when it has run
+    its epochs, diverged or is ``stopped``, and ``end`` reports how it ended."""
+    train, test = data
     while members:
         for m in [m for m in members if m.finished]:
             members.remove(m)
@@ -482,7 +500,6 @@ def run_stack(
                 on_progress(m.index, _epoch_progress(m, row, val[1], steps_per_epoch))
             if stopped(m.index):
                 members.remove(m)
-    return ends
 
 
 def _epoch_progress(m: _Member, row: dict[str, Any], val_acc: float, steps: int) -> Progress:

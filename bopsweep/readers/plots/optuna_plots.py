@@ -225,33 +225,9 @@ def parallel_figure(data: StudyData) -> Figure | None:
     cmap = plt.get_cmap("viridis")
     for t in trials:
         colour = cmap((accuracy[t.number] - lo) / (hi - lo) if hi > lo else 1.0)
-        run: list[tuple[int, float]] = []
-        for x, axis in enumerate(columns):
-            if t.number in axis.values:
-                run.append((x, axis.unit(axis.values[t.number])))
-            if t.number not in axis.values or x == len(columns) - 1:
-                if len(run) > 1:
-                    host.plot(*zip(*run), color=colour, linewidth=1.3, alpha=0.8)
-                run = []
+        _draw_line(host, t.number, columns, colour)
     for x, axis in enumerate(columns):
-        twin = host.twinx()
-        side = "right" if axis is objective else "left"
-        for name, spine in twin.spines.items():
-            spine.set_visible(name == side)
-        if axis is not objective:
-            twin.spines["left"].set_position(("data", x))
-        twin.yaxis.set_ticks_position(side)
-        twin.yaxis.set_label_position(side)
-        twin.tick_params(labelsize=8)
-        if axis.scale == "categorical":
-            twin.set_ylim(0, 1)
-            twin.set_yticks([axis.unit(c) for c in axis.choices], [str(c) for c in axis.choices])
-        else:
-            if axis.scale == "log":
-                twin.set_yscale("log")
-            twin.set_ylim(*axis.limits())
-        if axis is objective:
-            twin.set_ylabel(VAL_ACC_LABEL)
+        _draw_axis(host, x, axis, axis is objective)
     partial = [param_label(a.name) for a in axes if a.partial(trials)]
     host.set_xticks(
         range(len(columns)),
@@ -271,6 +247,41 @@ def parallel_figure(data: StudyData) -> Figure | None:
         **TITLE,
     )
     return fig
+
+
+def _draw_line(host: Any, number: int, columns: list[_Axis], colour: Any) -> None:
+    """Trial ``number``'s line across the parallel axes, broken around an axis it lacks."""
+    run: list[tuple[int, float]] = []
+    for x, axis in enumerate(columns):
+        if number in axis.values:
+            run.append((x, axis.unit(axis.values[number])))
+        if number not in axis.values or x == len(columns) - 1:
+            if len(run) > 1:
+                host.plot(*zip(*run), color=colour, linewidth=1.3, alpha=0.8)
+            run = []
+
+
+def _draw_axis(host: Any, x: int, axis: _Axis, objective: bool) -> None:
+    """Parallel axis number ``x``, with its ticks: on the left at ``x``, or the value's
+    (``objective``) on the right edge."""
+    twin = host.twinx()
+    side = "right" if objective else "left"
+    for name, spine in twin.spines.items():
+        spine.set_visible(name == side)
+    if not objective:
+        twin.spines["left"].set_position(("data", x))
+    twin.yaxis.set_ticks_position(side)
+    twin.yaxis.set_label_position(side)
+    twin.tick_params(labelsize=8)
+    if axis.scale == "categorical":
+        twin.set_ylim(0, 1)
+        twin.set_yticks([axis.unit(c) for c in axis.choices], [str(c) for c in axis.choices])
+    else:
+        if axis.scale == "log":
+            twin.set_yscale("log")
+        twin.set_ylim(*axis.limits())
+    if objective:
+        twin.set_ylabel(VAL_ACC_LABEL)
 
 
 # --- importances ---------------------------------------------------------------------------------

@@ -127,17 +127,7 @@ def schedule_study(
         base = with_lr_decay(base, lr_every)
     if every is None:
         every = max(1.0, round(base.epochs * 100 / 350))
-    if kind == "exponential":
-        up = Schedule(kind="exponential", rate=factor, every=every)
-        down = Schedule(kind="exponential", rate=1 / factor, every=every)
-    else:
-        value = (
-            base.initial(param)
-            if getattr(base, param) is not None
-            else cast(float, PAPER_BASE[param])  # a float for each of HYPERPARAMETERS
-        )
-        up = Schedule(kind="polynomial", end=value * factor)
-        down = Schedule(kind="polynomial", end=value / factor)
+    up, down = _up_and_down(base, param, kind, every, factor)
     arms = []
     for variant in variants:
         for direction, schedule in (("constant", None), ("increasing", up), ("decreasing", down)):
@@ -156,3 +146,22 @@ def schedule_study(
         seeds=seeds,
         description=description,
     )
+
+
+def _up_and_down(
+    base: TrialConfig, param: str, kind: str, every: float, factor: float
+) -> tuple[Schedule, Schedule]:
+    """The increasing and decreasing arms' schedules of ``param``: ×factor and ÷factor every
+    ``every`` epochs (``exponential``), or to base×factor and base÷factor (``polynomial``)."""
+    if kind == "exponential":
+        up = Schedule(kind="exponential", rate=factor, every=every)
+        down = Schedule(kind="exponential", rate=1 / factor, every=every)
+        return up, down
+    value = (
+        base.initial(param)
+        if getattr(base, param) is not None
+        else cast(float, PAPER_BASE[param])  # a float for each of HYPERPARAMETERS
+    )
+    up = Schedule(kind="polynomial", end=value * factor)
+    down = Schedule(kind="polynomial", end=value / factor)
+    return up, down
