@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from bopsweep.attr_keys import ATTEMPT, CONFIG_ID, FAIL_REASON, FAILURE, LABEL, OWNER_ATTR, REQUEUED
 from bopsweep.driver.outcome import describe
+from bopsweep.errors import UserError
 from bopsweep.store.fencing import new_owner, study_lock
 from bopsweep.store.optuna_adapter import (
     add_waiting_trials,
@@ -29,6 +30,7 @@ from bopsweep.store.optuna_adapter import (
     waiting_trial_ids,
 )
 from bopsweep.store.trial_config import config_attrs, has_config, study_base, trial_config
+from bopsweep.studies import param_distributions
 
 if TYPE_CHECKING:
     import optuna
@@ -69,8 +71,6 @@ def fit_stored(
         IntDistribution,
         check_distribution_compatibility,
     )
-
-    from bopsweep.errors import UserError
 
     out = dict(planned)
     for name, dist in planned.items():
@@ -207,8 +207,6 @@ class TrialQueue:
         """The WAITING trial that queues ``config`` (the full configuration), not yet added to
         the study; it stores only what differs from the study's base."""
         import optuna
-
-        from bopsweep.studies import param_distributions
 
         return optuna.trial.create_trial(
             state=self._states.WAITING,

@@ -17,6 +17,7 @@ process killed half way leaves them as they were, and an upgrade an older bopswe
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -69,8 +70,6 @@ class MetricTables:
         """For a read-only open of a table whose upgrade was left half done (only a writer may
         finish it): its rows are still in ``<name>_legacy``, read as a 0.1.0 table while the new
         one is empty or missing; rows in both are not merged here, and a line says so."""
-        import sys
-
         import sqlalchemy as sa
 
         for attr in ("epochs", "steps"):

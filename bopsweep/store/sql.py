@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -44,8 +45,6 @@ def study_attrs_table(sa: Any) -> Any:
 
 def read_study_attrs(conn: Any, study_id: int) -> dict[str, Any]:
     """A study's user attributes (decoded), read in ``conn``'s transaction."""
-    import json
-
     import sqlalchemy as sa
 
     table = study_attrs_table(sa)
@@ -55,8 +54,6 @@ def read_study_attrs(conn: Any, study_id: int) -> dict[str, Any]:
 
 def set_study_attr(conn: Any, study_id: int, key: str, value: Any) -> None:
     """Set a study's user attribute ``key`` in ``conn``'s transaction (replacing any value)."""
-    import json
-
     import sqlalchemy as sa
 
     table = study_attrs_table(sa)

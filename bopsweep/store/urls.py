@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from bopsweep.defaults import DEFAULT_STORAGE, STORAGE_ENV
 from bopsweep.errors import UserError
@@ -116,8 +117,6 @@ def engine_url(url: str) -> str:
 
 def url_secrets(url: str) -> list[str]:
     """The URL's password and secret query values, as written and as URL-encoded."""
-    from urllib.parse import quote, quote_plus
-
     from sqlalchemy.engine import make_url
 
     try:
