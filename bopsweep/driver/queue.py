@@ -32,6 +32,8 @@ from bopsweep.store.optuna_adapter import (
 from bopsweep.store.trial_config import config_attrs, has_config, study_base, trial_config
 from bopsweep.studies import param_distributions
 
+# optuna: imported where used, as a trial process loads this module
+
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial

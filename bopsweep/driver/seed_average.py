@@ -60,6 +60,8 @@ from bopsweep.store.database import study_uuid
 from bopsweep.store.optuna_adapter import add_waiting_trials, storage_of, trial_id
 from bopsweep.studies import TrialConfig, config_id, describe_config
 
+# optuna: imported where used, as a trial process loads this module
+
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial

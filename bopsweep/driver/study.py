@@ -28,7 +28,7 @@ from bopsweep.driver.queue import configured
 from bopsweep.errors import UserError
 from bopsweep.files import check_folder_target
 from bopsweep.folders import make_root, open_study_folder, study_folder_name
-from bopsweep.readers.tensorboard import study_logdir
+from bopsweep.readers.tensorboard import check_logdir, study_logdir
 from bopsweep.store import (
     LEGACY_ATTR,
     SPEC_ATTR,
@@ -91,9 +91,6 @@ class DispatchOptions:
             )
         check_device(self.device)
         if self.tensorboard is not None:
-            from bopsweep.readers.tensorboard import check_logdir
-            from bopsweep.store import database_file
-
             check_logdir(self.tensorboard, database_file(self.storage), self.own_folders())
 
     def own_folders(self) -> list[Path]:

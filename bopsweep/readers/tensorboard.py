@@ -78,6 +78,8 @@ from bopsweep.trial.config import TrialConfig
 from bopsweep.trial.schedules import SCHEDULABLE, Schedule
 from bopsweep.trial.settings import LOCAL
 
+# tensorboard and torch: imported where used, as a trial process loads this module
+
 if TYPE_CHECKING:
     import optuna
 
@@ -486,8 +488,6 @@ class StudyBoard:
                 return
             run = self.runs.get(trial_id)
             if run is None:
-                from bopsweep.trial.config import TrialConfig
-
                 folder = self.root / trial_run_name(number, label, config_id)
                 # trial numbers are never reused in a study: events here are of a study of the
                 # same name deleted since, which this trial replaces

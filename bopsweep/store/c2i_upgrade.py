@@ -35,6 +35,8 @@ from bopsweep.store.trial_config import has_config, study_base, trial_config
 from bopsweep.trial.best import best_epochs
 from bopsweep.trial.legacy_c2i import C2I_MEANING, complement_row
 
+# sqlalchemy: imported where used, as a trial process loads this module
+
 
 def two_step_bests(
     trial_attrs: Mapping[int, Mapping[str, Any]],

@@ -41,6 +41,8 @@ from bopsweep.store.urls import engine_url, redact, sqlite_path
 from bopsweep.studies import StudySpec
 from bopsweep.trial.legacy_c2i import C2I_MEANING
 
+# optuna: imported where used, as a trial process loads this module
+
 if TYPE_CHECKING:
     import optuna
 

@@ -26,6 +26,8 @@ import re
 import warnings
 from typing import TYPE_CHECKING, Any
 
+# numpy, pandas and sqlalchemy: imported where used, as a trial process loads this module
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+# sqlalchemy: imported where used, as a trial process loads this module
+
 
 def insert_ignore(table: Any, dialect: str) -> Any:
     """An INSERT that keeps a row already stored under the same (trial, start, epoch)."""

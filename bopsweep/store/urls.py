@@ -16,6 +16,8 @@ from urllib.parse import quote, quote_plus
 from bopsweep.defaults import DEFAULT_STORAGE, STORAGE_ENV
 from bopsweep.errors import UserError
 
+# sqlalchemy: imported where used, as a trial process loads this module
+
 _URL = re.compile(r"^(sqlite|postgresql|postgres|mysql)(\+\w+)?://")
 # URL query keys that carry a secret (libpq and the MySQL drivers accept passwords there too)
 _SECRET_KEYS = {"password", "passwd", "pwd", "sslpassword", "token", "secret"}

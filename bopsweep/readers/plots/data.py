@@ -82,8 +82,6 @@ class Run:
     def _frame(self, source: str) -> pd.DataFrame:
         rows = self._rows[source]
         if isinstance(rows, dict):
-            import pandas as pd
-
             rows = self._rows[source] = pd.DataFrame(rows)
         return rows
 
