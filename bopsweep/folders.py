@@ -23,6 +23,7 @@ data: :func:`safe_component` turns one into a single, harmless path component, a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bopsweep.errors import UserError
+from bopsweep.files import atomic_write_text
 
 MARKER = ".bopsweep"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -51,8 +53,6 @@ def name_component(name: str, limit: int = SLUG_MAX, reserved: tuple[str, ...] =
     ``reserved`` names beside it, e.g. ``index.md``); otherwise :func:`safe_component` of it
     followed by ``-`` and 8 hex digits of its SHA-256, so that two names that would collapse
     onto one component (``a/b`` and ``a_b``) never share an output."""
-    import hashlib
-
     slug = safe_component(name, limit)
     if slug == name and name.casefold() not in {r.casefold() for r in reserved}:
         return name
@@ -82,8 +82,6 @@ def read_marker(folder: Path) -> dict[str, Any] | None:
 
 def write_marker(folder: Path, kind: str, **fields: Any) -> None:
     """Mark ``folder`` (made if missing) as bopsweep's, of ``kind``; replaced whole."""
-    from bopsweep.files import atomic_write_text
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / MARKER, json.dumps({"kind": kind, **fields}) + "\n")

@@ -18,13 +18,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 from bopsweep.driver import folder_owner
 from bopsweep.driver.protocol import EXIT_BUSY, EXIT_DIVERGED, EXIT_USER_ERROR, encode
-
-if TYPE_CHECKING:
-    from bopsweep.trial.config import TrialConfig
+from bopsweep.errors import UserError
+from bopsweep.trial.config import TrialConfig
 
 Send = Callable[[dict[str, Any]], None]
 
@@ -52,9 +51,8 @@ def main(argv: list[str]) -> int:
     def send(message: dict[str, Any]) -> None:
         channel.write(encode(message))
 
+    # here, not at the top: torch (and the training code below) once stdout is redirected
     import torch
-
-    from bopsweep.trial.config import TrialConfig
 
     torch.set_num_threads(max(1, threads))
     job = json.loads(sys.stdin.readline())
@@ -96,7 +94,7 @@ def _busy(run_dir: Path) -> str:
 def _run_one(
     config: TrialConfig, run_dir: Path, owner: str | None, take_over: bool, send: Send
 ) -> int:
-    from bopsweep.errors import UserError
+    # here, not at the top: they import torch, which main imports once stdout is redirected
     from bopsweep.trial.run_dir import CONFIG
     from bopsweep.trial.train import TrialDiverged, run_trial
 
@@ -135,7 +133,7 @@ def _run_stack(
     """Members of a stack: every message carries ``"member": k``; each ends with its own
     message (done, diverged, error) unless stopped (pruned). Exit 0 once all have ended; a
     crash ends the process, and the driver judges each member without an ending by its code."""
-    from bopsweep.errors import UserError
+    # here, not at the top: they import torch, which main imports once stdout is redirected
     from bopsweep.trial.run_dir import CONFIG
     from bopsweep.trial.train import TrialDiverged, run_stack
 

@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 from typing import IO
 
+from bopsweep.errors import UserError
+from bopsweep.folders import safe_component, trial_marker
+
 OWNER_FILE = ".owner"
 LOCK_FILE = ".lock"
 TAKEOVER_SECONDS = float(os.environ.get("BOPSWEEP_TAKEOVER_SECONDS", "30"))
@@ -36,8 +39,8 @@ def adopt(run_dir: Path, config_id: str, identity: tuple[str, str] | None) -> bo
     made); True if a run there of anything else was removed (it is never resumed).
     ``config_id`` is read from the database: one that is no plain folder name (``../x``)
     never becomes a path."""
-    from bopsweep.errors import UserError
-    from bopsweep.folders import safe_component, trial_marker
+    # here, not at the top: bopsweep.trial.run_dir imports torch, which a trial process
+    # imports only once its output is redirected
     from bopsweep.trial.run_dir import RunDir
 
     if safe_component(config_id) != config_id:

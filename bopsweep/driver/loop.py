@@ -36,8 +36,11 @@ from bopsweep.driver.seed_average import queue_for
 from bopsweep.driver.showing import Showing
 from bopsweep.driver.state import Display, Running
 from bopsweep.driver.warm import Zygotes, available
+from bopsweep.readers.tensorboard import StudyBoard
 from bopsweep.store.fencing import TrialTakenOver
 from bopsweep.store.optuna_adapter import trial_id
+
+# optuna: imported where used, as a trial process loads this module
 
 if TYPE_CHECKING:
     import optuna
@@ -84,8 +87,6 @@ class Driver:
         self.showing = Showing(display, self.queue, search, lambda: self.counts, self._runs)
         board = None
         if settings.tensorboard is not None:  # the trials' TensorBoard runs, in this folder
-            from bopsweep.readers.tensorboard import StudyBoard
-
             board = StudyBoard(settings.tensorboard, self._note)
         retries = settings.max_retries
         self.recorder = Recorder(store, self.queue, retries, self._event, self._note, board)

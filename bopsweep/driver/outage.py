@@ -17,6 +17,8 @@ from bopsweep.driver.outcome import cannot_be_written
 from bopsweep.errors import UserError
 from bopsweep.store.failures import is_permission_denied, permission_message, reason
 
+# optuna and sqlalchemy: imported where used, as a trial process loads this module
+
 DB_RETRY_SECONDS = 2.0
 DB_OUTAGE_LIMIT_SECONDS = 900.0  # then the driver gives up: trials resume from checkpoints
 

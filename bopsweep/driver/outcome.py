@@ -23,6 +23,7 @@ from typing import Any
 
 from bopsweep.attr_keys import FAIL_REASON, FAILURE, PRUNED_AT, REQUEUED, SUMMARY_ATTRS
 from bopsweep.driver.protocol import EXIT_BUSY, EXIT_DIVERGED, EXIT_USER_ERROR
+from bopsweep.store.failures import innermost
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,6 @@ def describe(e: BaseException) -> str:
 def cannot_be_written(e: BaseException, url: str) -> bool:
     """A database error that waiting will not cure: a full disk, or any SQLite error but a
     busy lock (a local file has no outages to ride out)."""
-    from bopsweep.store.failures import innermost
-
     text = str(innermost(e)).lower()  # Optuna's wrapper names no cause
     if "disk is full" in text or "no space left" in text or "diskfull" in text:
         return True

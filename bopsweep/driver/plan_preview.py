@@ -13,6 +13,12 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.driver.queue import TrialQueue
+from bopsweep.driver.study import check_run
+from bopsweep.store import Store, redact
+from bopsweep.studies import count_trials
+from bopsweep.studies.designs import SearchDesign
+
 if TYPE_CHECKING:
     from bopsweep.driver.study import DispatchOptions
     from bopsweep.studies import PlannedTrial, StudySpec, TrialConfig
@@ -68,12 +74,6 @@ def epoch_seconds(config: TrialConfig, device: str) -> float | None:
 
 def preview_study(spec: StudySpec, options: DispatchOptions) -> Preview:
     """Check ``spec`` and ``options`` as a run would and say what it would do; writes nothing."""
-    from bopsweep.driver.queue import TrialQueue
-    from bopsweep.driver.study import check_run
-    from bopsweep.store import Store, redact
-    from bopsweep.studies import count_trials
-    from bopsweep.studies.designs import SearchDesign
-
     checked = check_run(spec, options, dry_run=True)
     store = Store.open_if_made(options.storage)
     study = store.existing(spec) if store is not None else None

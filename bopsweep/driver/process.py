@@ -30,6 +30,8 @@ from bopsweep.driver.environ import child_environ
 from bopsweep.driver.protocol import CHILD_MODULE, decode
 from bopsweep.errors import UserError
 
+# torch: imported where used, as a trial process loads this module
+
 if TYPE_CHECKING:
     from bopsweep.driver.warm import ForkedProcess, Zygotes
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from bopsweep.attr_keys import ATTEMPT, CONFIG_ID, FAIL_REASON, FAILURE, LABEL, OWNER_ATTR, REQUEUED
 from bopsweep.driver.outcome import describe
 from bopsweep.driver.study_trials import StudyTrials, configured
+from bopsweep.errors import UserError
 from bopsweep.store.fencing import new_owner
 from bopsweep.store.optuna_adapter import (
     add_waiting_trials,
@@ -27,6 +28,9 @@ from bopsweep.store.optuna_adapter import (
     waiting_trial_ids,
 )
 from bopsweep.store.trial_config import config_attrs
+from bopsweep.studies import param_distributions
+
+# optuna: imported where used, as a trial process loads this module
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -54,8 +58,6 @@ def fit_stored(
         IntDistribution,
         check_distribution_compatibility,
     )
-
-    from bopsweep.errors import UserError
 
     out = dict(planned)
     for name, dist in planned.items():
@@ -127,8 +129,6 @@ class TrialQueue(StudyTrials):
         """The WAITING trial that queues ``config`` (the full configuration), not yet added to
         the study; it stores only what differs from the study's base."""
         import optuna
-
-        from bopsweep.studies import param_distributions
 
         return optuna.trial.create_trial(
             state=self._states.WAITING,

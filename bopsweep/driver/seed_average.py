@@ -54,8 +54,13 @@ from bopsweep.attr_keys import (
     SEED_VALUES,
     SEEDS,
 )
+from bopsweep.driver.outcome import describe
 from bopsweep.driver.queue import TrialQueue, configured
+from bopsweep.store.database import study_uuid
 from bopsweep.store.optuna_adapter import add_waiting_trials, storage_of, trial_id
+from bopsweep.studies import TrialConfig, config_id, describe_config
+
+# optuna: imported where used, as a trial process loads this module
 
 if TYPE_CHECKING:
     import optuna
@@ -115,8 +120,6 @@ def configurations(study: optuna.Study) -> list[dict[str, Any]] | None:
     """A seed-averaged search's configurations as ``status`` shows them (number, label, state,
     mean, sample std and the seeds' values, the runs' trial numbers), or None for a study
     without a companion of its own. Reads only."""
-    from bopsweep.store.database import study_uuid
-
     storage = storage_of(study)
     found = _companion(storage, study.study_name)
     if found is None or not _owned(storage, found, study_uuid(study)):
@@ -185,8 +188,6 @@ class SeedAveragedQueue(TrialQueue):
         configurations are no search of this study's."""
         import optuna
 
-        from bopsweep.store.database import study_uuid
-
         owner, name = study_uuid(self.study), companion_name(self.study.study_name)
         with self.locked():
             found = _companion(self.storage, self.study.study_name)
@@ -216,8 +217,6 @@ class SeedAveragedQueue(TrialQueue):
     def _ask_configuration(self, configure: Any) -> FrozenTrial:
         """A new trial of the companion study, configured; whatever fails, none is left
         RUNNING unconfigured."""
-        from bopsweep.driver.outcome import describe
-
         first_new = len(self.means.get_trials(deepcopy=False))
         try:
             trial = self.means.ask()
@@ -238,8 +237,6 @@ class SeedAveragedQueue(TrialQueue):
 
     def _seed_run(self, lead: FrozenTrial, index: int) -> FrozenTrial:
         """The WAITING trial of seed ``index`` of configuration ``lead`` (not yet added)."""
-        from bopsweep.studies import TrialConfig, config_id, describe_config
-
         values = self.config(lead)
         values["seed"] += index
         config = TrialConfig.from_dict(values, "a seed-averaged search").resolved()

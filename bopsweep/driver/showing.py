@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from bopsweep.driver.state import END_EVENTS, Display, Running, Snapshot, study_progress
 
+# optuna and sqlalchemy: imported where used, as a trial process loads this module
+
 if TYPE_CHECKING:
     from bopsweep.driver.queue import TrialQueue
     from bopsweep.studies.search import Search

@@ -8,12 +8,14 @@ The one entry point of every study command (``grid``, ``pow10``, ``schedule``, `
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +24,27 @@ from bopsweep.attr_keys import CONFIG_ID
 from bopsweep.driver.loop import Driver, LoopSettings
 from bopsweep.driver.outage import database_errors
 from bopsweep.driver.process import Slot, make_slots
+from bopsweep.driver.queue import configured
 from bopsweep.errors import UserError
 from bopsweep.files import check_folder_target
+from bopsweep.folders import make_root, open_study_folder, study_folder_name
+from bopsweep.readers.tensorboard import check_logdir, study_logdir
+from bopsweep.store import (
+    LEGACY_ATTR,
+    SPEC_ATTR,
+    Store,
+    checkpoint_base,
+    database_file,
+    driver_lock,
+    redact,
+    study_uuid,
+)
+from bopsweep.store.failures import is_permission_denied, permission_message, reason
+from bopsweep.studies import StudySpec, expand
+from bopsweep.studies.designs import SearchDesign
+from bopsweep.studies.samplers import make_pruner, make_sampler
+from bopsweep.studies.search import Search
+from bopsweep.trial.config import check_device
 
 if TYPE_CHECKING:
     import optuna
@@ -31,7 +52,6 @@ if TYPE_CHECKING:
     from bopsweep.driver.queue import TrialQueue
     from bopsweep.driver.state import Display
     from bopsweep.studies import PlannedTrial, StudySpec
-    from bopsweep.studies.search import Search
 
 
 @dataclass
@@ -60,8 +80,6 @@ class DispatchOptions:
 
     def check(self) -> None:
         """Every option valid, before anything is created or changed."""
-        from bopsweep.trial.config import check_device
-
         if self.max_retries < 0:
             raise UserError(f"--max-retries must be >= 0, got {self.max_retries}")
         if not 1 <= self.stack <= d.MAX_STACK:
@@ -73,9 +91,6 @@ class DispatchOptions:
             )
         check_device(self.device)
         if self.tensorboard is not None:
-            from bopsweep.readers.tensorboard import check_logdir
-            from bopsweep.store import database_file
-
             check_logdir(self.tensorboard, database_file(self.storage), self.own_folders())
 
     def own_folders(self) -> list[Path]:
@@ -96,8 +111,6 @@ def run_study(
     that continues it; nothing is left RUNNING that ``resume`` could not pick up. ``display``
     shows the trials as they run (the command line's; none: nothing shown).
     """
-    from bopsweep.store import redact
-
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     previous_hup = signal.signal(signal.SIGHUP, _hang_up)  # an ssh session that drops
     try:
@@ -125,16 +138,11 @@ def run_study(
 
 def _refuse_if_not_allowed(e: BaseException, url: str) -> None:
     """A role that may not write (permission denied) is bad input: exit 2, not 1."""
-    from bopsweep.store.failures import is_permission_denied, permission_message
-
     if is_permission_denied(e):
         raise UserError(permission_message(e, url)) from None
 
 
 def _cannot_write(e: BaseException, url: str) -> str:
-    from bopsweep.store import redact
-    from bopsweep.store.failures import reason
-
     return (  # the innermost cause: Optuna's wrapper says only "commit"
         f"cannot write to the database {redact(url)} ({reason(e, url)}); "
         "finished trials and epochs are kept: fix it (free some disk space?) and run the "
@@ -149,10 +157,8 @@ def _run_study(
     display: Display | None,
 ) -> int:
     """:func:`run_study`'s work: check, open the study and its folder, queue, run, sum up."""
-    from dataclasses import replace
-
-    from bopsweep.folders import make_root, open_study_folder, study_folder_name
-    from bopsweep.store import LEGACY_ATTR, Store, driver_lock, study_uuid
+    # here, not at the top: bopsweep.trial.data imports torch, which run_study imports with
+    # signals held
     from bopsweep.trial.data import fingerprint
 
     checked = check_run(spec, options)  # all valid before anything is written
@@ -266,8 +272,6 @@ def _undone_is_failure(code: int, name: str, queue: TrialQueue) -> int:
 
 def _without_result(queue: TrialQueue) -> int:
     """How many of the study's configurations hold no result (complete, pruned or diverged)."""
-    from bopsweep.driver.queue import configured
-
     configs = {t.user_attrs[CONFIG_ID] for t in queue.trials() if configured(t)}
     return len(configs - queue.finished_configs())
 
@@ -286,8 +290,8 @@ class CheckedRun:
 def check_run(spec: StudySpec, options: DispatchOptions, dry_run: bool = False) -> CheckedRun:
     """Every input of a run checked, in the order a run checks them, before the database is
     touched. Creates nothing; downloads CIFAR-10 if asked and missing, unless ``dry_run``."""
-    from bopsweep.store import checkpoint_base
-    from bopsweep.studies import expand
+    # here, not at the top: bopsweep.trial.data imports torch, which run_study imports with
+    # signals held
     from bopsweep.trial.data import resolve_data_dir
 
     options.check()
@@ -308,10 +312,6 @@ def check_run(spec: StudySpec, options: DispatchOptions, dry_run: bool = False) 
 
 def search_of(spec: StudySpec, study: optuna.Study, worker_index: int) -> Search | None:
     """For an Optuna study: what to sample; gives the study its sampler and pruner."""
-    from bopsweep.studies.designs import SearchDesign
-    from bopsweep.studies.samplers import make_pruner, make_sampler
-    from bopsweep.studies.search import Search
-
     if not isinstance(spec.design, SearchDesign):
         return None
     settings = spec.design.settings
@@ -367,9 +367,6 @@ def _tensorboard_root(options: DispatchOptions, study: str) -> Path | None:
     bopsweep's own state (:func:`bopsweep.readers.tensorboard.study_logdir`)."""
     if options.tensorboard is None:
         return None
-    from bopsweep.readers.tensorboard import study_logdir
-    from bopsweep.store import database_file
-
     database = database_file(options.storage)
     return study_logdir(options.tensorboard, study, database, options.own_folders())
 
@@ -381,9 +378,6 @@ def _path(value: str | None) -> Path | None:
 def stored_spec(url: str, name: str | None) -> StudySpec:
     """The definition a study was made with, read without writing a byte, for a command that
     runs it (one written by a newer bopsweep is refused)."""
-    from bopsweep.store import SPEC_ATTR, Store
-    from bopsweep.studies import StudySpec
-
     study = Store.open_readonly(url).load(name, writing=True)
     return StudySpec.from_dict(study.user_attrs[SPEC_ATTR])
 
@@ -391,8 +385,5 @@ def stored_spec(url: str, name: str | None) -> StudySpec:
 def worker_index() -> int:
     """A distinct index per worker process, so the samplers of a study's workers are seeded
     apart and their suggestions do not repeat."""
-    import hashlib
-    import socket
-
     tag = f"{socket.gethostname()}-{os.getpid()}".encode()
     return 1 + int(hashlib.sha1(tag).hexdigest(), 16) % 999_983

@@ -140,7 +140,7 @@ class _Trial(BaseException):
 
 def _fork_trial(sock: socket.socket, driver: int, argv: list[str], fds: list[int]) -> int:
     """Fork the trial through an intermediate process; its pid, once it is the driver's."""
-    import torch
+    import torch  # loaded by _load, whose failure the driver is told of (never at the top)
 
     if torch.cuda.is_initialized():
         raise RuntimeError("CUDA was initialised in the zygote: forking it is unsafe")

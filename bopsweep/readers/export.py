@@ -20,13 +20,13 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import pandas as pd
 
 from bopsweep.defaults import ExportFormat, values
 from bopsweep.errors import UserError
-
-if TYPE_CHECKING:
-    import pandas as pd
+from bopsweep.files import atomic_open
 
 PARQUET_INSTALL = "pip install 'bopsweep[parquet]' (or pip install pyarrow)"
 STDOUT = "-"  # -o -: standard output
@@ -100,8 +100,6 @@ def check_engine(format: ExportFormat) -> None:
 
 def write_frame(frame: pd.DataFrame, output: Path, format: ExportFormat) -> None:
     """Write ``frame`` to ``output`` in ``format``, atomically (a crash leaves the old file)."""
-    from bopsweep.files import atomic_open
-
     try:
         if format == ExportFormat.PARQUET:
             with atomic_open(output, "wb") as f:
@@ -166,8 +164,6 @@ def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame with its datetime and duration columns as ISO 8601 text (pandas would write
     ``2025-01-31 09:05:00`` and ``0 days 00:01:02.5``); numbers stay numbers, which pandas
     writes by ``repr``, the shortest text that reads back to the same double."""
-    import pandas as pd
-
     out = frame.copy()
     for name in out.columns:
         column = out[name]
@@ -179,8 +175,6 @@ def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _missing(value: Any) -> bool:
-    import pandas as pd
-
     try:
         return bool(pd.isna(value))
     except (TypeError, ValueError):

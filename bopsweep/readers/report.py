@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import optuna
+import pandas as pd
+from rich.table import Table
 
 from bopsweep.attr_keys import (
     ATTEMPT,
@@ -23,12 +28,11 @@ from bopsweep.attr_keys import (
 )
 from bopsweep.metric_keys import C2I
 from bopsweep.readers.export import json_value
+from bopsweep.store import SPEC_ATTR
 from bopsweep.store.legacy_reads import legacy_bests
 from bopsweep.store.optuna_adapter import all_trials, study_id, trial_id
 
 if TYPE_CHECKING:
-    import optuna
-    import pandas as pd
     from optuna.trial import FrozenTrial
 
     from bopsweep.store import Store
@@ -95,8 +99,6 @@ def trial_records(store: Store, study: optuna.Study) -> list[dict[str, Any]]:
 def with_legacy_bests(store: Store, study: optuna.Study) -> list[FrozenTrial]:
     """The study's trials, those of a study of bopsweep 0.1 with their two-step best epochs as
     0.2 counts them (binary-weight epochs only; see :mod:`bopsweep.store.c2i_upgrade`)."""
-    import copy
-
     trials = all_trials(study, intermediate_values=False)
     bests = legacy_bests(store.metrics, study, trials)
     out = []
@@ -116,8 +118,6 @@ def trials_frame(store: Store, study: optuna.Study) -> pd.DataFrame:
 
 
 def _frame(records: list[dict[str, Any]], trial_ids: bool = False) -> pd.DataFrame:
-    import pandas as pd
-
     params = sorted({name for r in records for name in r["params"]})
     columns = [
         *OPTUNA_COLUMNS, *(f"params_{p}" for p in params), "state", *BOPSWEEP_COLUMNS,
@@ -171,8 +171,6 @@ def importances(study: optuna.Study) -> Importances:
     """Importances by one evaluator (Optuna's PED-ANOVA), so the status line and the figure
     agree; none before :data:`MIN_TRIALS_FOR_IMPORTANCE` complete trials. Optuna leaves out
     params that some complete trials do not have (σ of a Bop trial)."""
-    import optuna
-
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     evaluator = optuna.importance.PedAnovaImportanceEvaluator()
     name, n = type(evaluator).__name__, len(complete)
@@ -263,8 +261,6 @@ def best_line(records: list[dict[str, Any]]) -> str | None:
 def means_table(means: list[dict[str, Any]]) -> Any:
     """A seed-averaged search's configurations: mean final accuracy over their seeds, the
     sample std (ddof 1) and each seed's value."""
-    from rich.table import Table
-
     table = Table(title="configurations, mean over their seeds", title_justify="left")
     for column in ("configuration", "label", "state", "mean val acc", "std", "seeds", "runs"):
         table.add_column(column)
@@ -307,8 +303,6 @@ def status_document(
     floats as stored (``json.dumps`` writes a Python float so that it reads back the same),
     NaN and infinities as null, datetimes and durations as ISO 8601 (as ``export`` writes
     them)."""
-    from bopsweep.store import SPEC_ATTR
-
     best = best_record(records)
     return json_safe(
         {
@@ -325,8 +319,6 @@ def status_document(
 def study_summaries(store: Store) -> list[dict[str, Any]]:
     """One record per bopsweep study in the database: name, kind, description, counts per
     state: the one source of ``studies`` (table and JSON)."""
-    from bopsweep.store import SPEC_ATTR
-
     out = []
     for s in store.storage.get_all_studies():
         spec = s.user_attrs.get(SPEC_ATTR)

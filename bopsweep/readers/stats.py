@@ -43,6 +43,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from scipy import stats
+
 ALPHA = 0.05  # the tests' level; the intervals are (1 − ALPHA)
 MIN_N = 2  # values an arm needs for a standard deviation, an interval and a test
 MIN_SEEDS_FOR_VERDICT = 3  # seeds the arm and the baseline each need for better/worse
@@ -76,8 +78,6 @@ class Summary:
 
 def summarize(values: Sequence[float], alpha: float = ALPHA) -> Summary:
     """Mean, sample std (ddof=1) and the Student-t (1 − α) interval of ``values``."""
-    from scipy import stats
-
     xs = [float(v) for v in values]
     n = len(xs)
     if n == 0:
@@ -149,8 +149,6 @@ def compare(
 def _paired(a: list[float], b: list[float], alpha: float) -> Comparison:
     """Paired t over equally long, seed-aligned ``a`` and ``b``: interval of the mean
     difference, ν = m − 1."""
-    from scipy import stats
-
     m, d = len(a), [x - y for x, y in zip(a, b)]
     se, scale = _std(d) / math.sqrt(m), _scale(a + b)
     if se <= ROUNDING * scale:
@@ -162,8 +160,6 @@ def _paired(a: list[float], b: list[float], alpha: float) -> Comparison:
 
 def _welch(a: list[float], b: list[float], alpha: float) -> Comparison:
     """Welch's t: interval of ā − b̄ with the Welch–Satterthwaite degrees of freedom."""
-    from scipy import stats
-
     va, vb = _std(a) ** 2 / len(a), _std(b) ** 2 / len(b)
     se, diff, n, scale = math.sqrt(va + vb), _mean(a) - _mean(b), len(a) + len(b), _scale(a + b)
     if se <= ROUNDING * scale:

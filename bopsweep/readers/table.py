@@ -32,6 +32,8 @@ from bopsweep.attr_keys import BEST_VAL_ACC, FINAL_TRAIN_ACC, LABEL
 from bopsweep.defaults import TableMetric
 from bopsweep.errors import UserError
 from bopsweep.readers.stats import ALPHA, Outcome, Summary, compare_to_baseline, summarize
+from bopsweep.store.trial_config import has_config, trial_config
+from bopsweep.trial.config import TrialConfig
 from bopsweep.trial.settings import LOCAL
 
 if TYPE_CHECKING:
@@ -75,8 +77,6 @@ def group_arms(trials: Iterable[FrozenTrial], base: dict[str, Any]) -> list[Arm]
     ``base``: the study's base configuration, which its trials store their difference from
     (:func:`bopsweep.store.trial_config.study_base`); the arm with that configuration is
     marked as the base point."""
-    from bopsweep.store.trial_config import has_config, trial_config
-
     latest: dict[tuple[str, int], FrozenTrial] = {}
     base_key = base_point_key(base)
     for t in trials:
@@ -102,8 +102,6 @@ def base_point_key(base: dict[str, Any]) -> str | None:
     """The :func:`point_key` of the study's base configuration as its trials store theirs:
     resolved (an optimizer's unset γ, σ, τ get their defaults, as when the study was planned);
     None where the stored base does not resolve (no arm is then its base point)."""
-    from bopsweep.trial.config import TrialConfig
-
     try:
         return point_key(TrialConfig.from_dict(dict(base), "the study's base").resolved().to_dict())
     except UserError:

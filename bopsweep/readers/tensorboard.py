@@ -44,12 +44,14 @@ import math
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from bopsweep.attr_keys import CONFIG_ID, LABEL
+from bopsweep.defaults import OPTIMIZER_DEFAULTS, variant_of
 from bopsweep.errors import UserError
 from bopsweep.files import (
     check_folder_target,
@@ -68,14 +70,20 @@ from bopsweep.metric_keys import (
     layer_column,
 )
 from bopsweep.outputs import check_not_own_state
+from bopsweep.store import database_file
+from bopsweep.store.optuna_adapter import trial_id
+from bopsweep.store.trial_config import study_base, trial_config
 from bopsweep.studies.plan import FOLDED
+from bopsweep.trial.config import TrialConfig
+from bopsweep.trial.schedules import SCHEDULABLE, Schedule
 from bopsweep.trial.settings import LOCAL
+
+# tensorboard and torch: imported where used, as a trial process loads this module
 
 if TYPE_CHECKING:
     import optuna
 
     from bopsweep.store import Store
-    from bopsweep.trial.config import TrialConfig
 
 # metric row key → scalar tag; pi_LAYER and c2i_LAYER go to pi/LAYER and c2i/LAYER
 ROW_TAGS = {
@@ -157,9 +165,6 @@ def trial_hparams(config: TrialConfig) -> dict[str, bool | float | str | None]:
     folder). ``None``: not used by this trial (e.g. σ of Bop), left blank in TensorBoard. Every
     trial has the same names, so one experiment summary fits them all.
     """
-    from bopsweep.defaults import OPTIMIZER_DEFAULTS, variant_of
-    from bopsweep.trial.schedules import SCHEDULABLE
-
     values: dict[str, Any] = {"variant": variant_of(config.optimizer, config.unbiased)}
     defaults = OPTIMIZER_DEFAULTS.get(config.optimizer, {})
     for f in fields(config):
@@ -175,11 +180,6 @@ def trial_hparams(config: TrialConfig) -> dict[str, bool | float | str | None]:
 def _hparam_types() -> dict[str, str]:
     """Each name of :func:`trial_hparams` → the hparams plugin's data type (numbers are
     FLOAT64 there, integers included)."""
-    from typing import get_type_hints
-
-    from bopsweep.trial.config import TrialConfig
-    from bopsweep.trial.schedules import SCHEDULABLE
-
     hints = get_type_hints(TrialConfig)
     types = {"variant": "DATA_TYPE_STRING"}
     for f in fields(TrialConfig):
@@ -204,8 +204,6 @@ def _schedule_text(schedule: Any) -> str:
     """``constant``, or ``KIND(key=value, ...)`` with the keys that differ from the defaults."""
     if schedule is None:
         return "constant"
-    from bopsweep.trial.schedules import Schedule
-
     default = asdict(Schedule())
     keys = [k for k, v in asdict(schedule).items() if k != "kind" and v != default[k]]
     shown = ", ".join(f"{k}={_number(getattr(schedule, k))}" for k in keys)
@@ -346,8 +344,6 @@ class TrialRun:
         """The session end with the trial's final state (COMPLETE, FAIL or PRUNED); once."""
         if self.ended or state not in STATUS:
             return
-        import time
-
         writer = self._open(walltime)
         when = time.time() if walltime is None else walltime
         writer.file_writer.add_summary(_session_end_summary(state, when), self.written, when)
@@ -361,8 +357,7 @@ class TrialRun:
 
     def _open(self, walltime: float | None) -> Any:
         if self._writer is None:
-            import time
-
+            # here, not at the top: torch, which run_study imports with signals held
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(self.folder), purge_step=self._purge)
@@ -493,8 +488,6 @@ class StudyBoard:
                 return
             run = self.runs.get(trial_id)
             if run is None:
-                from bopsweep.trial.config import TrialConfig
-
                 folder = self.root / trial_run_name(number, label, config_id)
                 # trial numbers are never reused in a study: events here are of a study of the
                 # same name deleted since, which this trial replaces
@@ -530,11 +523,6 @@ def export_study(store: Store, study: optuna.Study, logdir: Path, force: bool) -
     replaced whole: the runs are written to a temporary folder beside it, which then takes its
     place by two renames, so a TensorBoard that watches never reads a mix of both exports. The
     temporary folders of this study that a killed export left there are removed first."""
-    from bopsweep.store import database_file
-    from bopsweep.store.optuna_adapter import trial_id
-    from bopsweep.store.trial_config import study_base, trial_config
-    from bopsweep.trial.config import TrialConfig
-
     database = database_file(store.url)
     check_logdir(logdir, database)
     target = study_logdir(logdir, study.study_name, database)

@@ -27,15 +27,15 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bopsweep.attr_keys import BEST_KEYS, BEST_VAL_ACC, C2I_ATTR, SPEC_ATTR
 from bopsweep.store.sql import read_study_attrs, set_study_attr
+from bopsweep.store.trial_config import has_config, study_base, trial_config
 from bopsweep.trial.best import best_epochs
 from bopsweep.trial.legacy_c2i import C2I_MEANING, complement_row
 
-if TYPE_CHECKING:
-    pass
+# sqlalchemy: imported where used, as a trial process loads this module
 
 
 def two_step_bests(
@@ -46,8 +46,6 @@ def two_step_bests(
     """For each finished two-step trial (trial id → its user attributes; ``base``: the
     study's base configuration), its best epochs as 0.2 counts them, from its epoch rows
     (trial id → rows): the attributes to replace (:data:`BEST_KEYS`)."""
-    from bopsweep.store.trial_config import has_config, trial_config
-
     out = {}
     for tid, attrs in trial_attrs.items():
         if BEST_VAL_ACC not in attrs or not has_config(attrs) or not rows.get(tid):
@@ -102,8 +100,6 @@ def _convert_rows(sa: Any, conn: Any, epochs: Any, study_id: int) -> list[tuple[
 
 def _convert_bests(sa: Any, conn: Any, study_id: int, rows: Iterable[tuple[Any, ...]]) -> None:
     """The finished two-step trials' best epochs, counted again over binary-weight epochs."""
-    from bopsweep.store.trial_config import study_base
-
     spec = read_study_attrs(conn, study_id).get(SPEC_ATTR)
     if spec is None:
         return

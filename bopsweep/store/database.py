@@ -22,10 +22,12 @@ import contextlib
 import functools
 import json
 import re
+import sqlite3
 import uuid
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from bopsweep.attr_keys import C2I_ATTR, LEGACY_ATTR, SCHEMA_ATTR, SPEC_ATTR, UUID_ATTR
 from bopsweep.errors import UserError
@@ -36,11 +38,12 @@ from bopsweep.store.metrics import METRIC_TABLES, MetricTables
 from bopsweep.store.optuna_adapter import study_id
 from bopsweep.store.schema import check_readable, current_version, upgrade
 from bopsweep.store.urls import engine_url, redact, sqlite_path
+from bopsweep.studies import StudySpec
 from bopsweep.trial.legacy_c2i import C2I_MEANING
 
-if TYPE_CHECKING:
-    import sqlite3
+# optuna: imported where used, as a trial process loads this module
 
+if TYPE_CHECKING:
     import optuna
 
 
@@ -280,8 +283,6 @@ class Store:
 def _check_definition(study: optuna.Study) -> None:
     """A study's stored definition (which another tool may have written) is of the shape
     bopsweep reads, or one line naming the study; never a traceback later on."""
-    from bopsweep.studies import StudySpec
-
     try:
         StudySpec.from_dict(study.user_attrs[SPEC_ATTR])
     except UserError as e:
@@ -323,8 +324,6 @@ def _check_sqlite_file(path: Path, create: bool, readonly: bool = False) -> None
         raise UserError(
             f"{path} is not a SQLite database; give a .db file made by bopsweep (or a new path)"
         )
-    import sqlite3
-
     try:
         tables = _table_names(path)
     except sqlite3.DatabaseError as e:
@@ -366,8 +365,6 @@ OWN_TABLES = {
 
 def _table_names(path: Path) -> set[str]:
     """The tables of a SQLite file, read as every read-only command reads it."""
-    import sqlite3
-
     try:
         with contextlib.closing(connect_readonly(path)) as conn:
             rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
@@ -394,8 +391,6 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
     ``mode=ro`` refuses to read at all, so every command would refuse the study. On a read-only
     file system SQLite falls back to reading only, where a hot journal is refused
     (:func:`_is_hot_journal`) and anything else reads as before."""
-    import sqlite3
-
     conn = sqlite3.connect(
         f"{_sqlite_file_uri(path)}?mode=rw", uri=True, timeout=60, check_same_thread=False
     )
@@ -417,8 +412,6 @@ def _is_hot_journal(e: Exception, path: Path) -> bool:
 
 def _sqlite_file_uri(path: Path) -> str:
     """A SQLite URI filename (special characters of the path escaped), without options."""
-    from urllib.parse import quote
-
     return f"file:{quote(str(Path(path).resolve()))}"
 
 

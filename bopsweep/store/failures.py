@@ -10,7 +10,7 @@ to write is no outage: waiting cannot cure it, so the driver stops at once
 
 from __future__ import annotations
 
-from bopsweep.store.urls import scrub
+from bopsweep.store.urls import redact, scrub
 
 # SQLSTATE insufficient_privilege (PostgreSQL); MySQL's "command denied" errors
 _PERMISSION_DENIED_STATE = "42501"
@@ -51,8 +51,6 @@ def is_permission_denied(e: BaseException) -> bool:
 
 def permission_message(e: BaseException, url: str) -> str:
     """The one line for a role that may not do what the run needs."""
-    from bopsweep.store.urls import redact
-
     return (
         f"the database {redact(url)} refused: {reason(e, url)}; its user needs SELECT, INSERT, "
         "UPDATE and DELETE on the study's tables (and CREATE on the schema for a new "

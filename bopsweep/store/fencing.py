@@ -29,6 +29,8 @@ from typing import Any
 
 from bopsweep.attr_keys import OWNER_ATTR
 
+# sqlalchemy: imported where used, as a trial process loads this module
+
 LOCK_NAMESPACE = 0x0B0B5EE9  # the first key of bopsweep's advisory locks (two-int form)
 
 

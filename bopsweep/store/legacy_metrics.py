@@ -7,6 +7,8 @@ from typing import Any
 
 from bopsweep.store.sql import begin_now, insert_ignore
 
+# sqlalchemy: imported where used, as a trial process loads this module
+
 
 def legacy_tables(engine: Any, present: set[str], names: tuple[str, ...]) -> set[str]:
     """Metric tables of bopsweep 0.1.0 databases, whose rows lack their trial's start time."""

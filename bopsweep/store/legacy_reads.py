@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from bopsweep.attr_keys import BEST_VAL_ACC
 from bopsweep.store.c2i_upgrade import two_step_bests
+from bopsweep.store.optuna_adapter import all_trials, trial_id
 from bopsweep.store.schema import schema_version
+from bopsweep.store.trial_config import study_base, trial_setting
 
 if TYPE_CHECKING:
     import optuna
@@ -29,9 +31,6 @@ def legacy_bests(
     """For a study of 0.1 not yet converted, its two-step trials' best epochs as 0.2 counts
     them, by trial id (``metrics``: the database's :class:`~bopsweep.store.metrics.
     MetricTables`; ``trials``: the study's, if read already); empty for any other study."""
-    from bopsweep.store.optuna_adapter import all_trials, trial_id
-    from bopsweep.store.trial_config import study_base, trial_setting
-
     if not of_0_1(study.user_attrs):
         return {}
     base = study_base(study.user_attrs)

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from typing import TYPE_CHECKING, Any
+
+# numpy, pandas and sqlalchemy: imported where used, as a trial process loads this module
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -162,8 +165,6 @@ def _parsed(result: Any, names: list[str], values: int) -> pd.DataFrame | None:
     ``len(names) - 1`` kept), as a frame of ``trial_id`` and ``names`` (floats; ``null`` is
     NaN); None where a text holds anything else (a string, a boolean, a list or an object
     where a number was asked for)."""
-    import warnings
-
     import numpy as np
     import pandas as pd
 

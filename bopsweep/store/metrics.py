@@ -31,6 +31,8 @@ from bopsweep.store.optuna_adapter import trial_id as trial_id_of
 from bopsweep.store.sql import begin_now, insert_ignore
 from bopsweep.trial.legacy_c2i import complement_frame, complement_row, complement_rows
 
+# pandas and sqlalchemy: imported where used, as a trial process loads this module
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import TypeAlias

@@ -14,6 +14,8 @@ import datetime
 import json
 from typing import TYPE_CHECKING, Any
 
+# optuna and sqlalchemy: imported where used, as a trial process loads this module
+
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import TypeAlias

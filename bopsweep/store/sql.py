@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+# sqlalchemy: imported where used, as a trial process loads this module
 
 
 def insert_ignore(table: Any, dialect: str) -> Any:
@@ -44,8 +47,6 @@ def study_attrs_table(sa: Any) -> Any:
 
 def read_study_attrs(conn: Any, study_id: int) -> dict[str, Any]:
     """A study's user attributes (decoded), read in ``conn``'s transaction."""
-    import json
-
     import sqlalchemy as sa
 
     table = study_attrs_table(sa)
@@ -55,8 +56,6 @@ def read_study_attrs(conn: Any, study_id: int) -> dict[str, Any]:
 
 def set_study_attr(conn: Any, study_id: int, key: str, value: Any) -> None:
     """Set a study's user attribute ``key`` in ``conn``'s transaction (replacing any value)."""
-    import json
-
     import sqlalchemy as sa
 
     table = study_attrs_table(sa)

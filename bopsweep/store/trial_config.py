@@ -25,6 +25,7 @@ from typing import Any
 
 from bopsweep.attr_keys import CONFIG_ID, DELTA_ATTR, FULL_ATTR, SPEC_ATTR
 from bopsweep.errors import UserError
+from bopsweep.trial.config import TrialConfig
 from bopsweep.trial.settings import LOCAL
 
 
@@ -89,8 +90,6 @@ def _which(trial_attrs: Mapping[str, Any]) -> str:
 def _complete(config: Mapping[str, Any], trial_attrs: Mapping[str, Any] | None = None) -> dict:
     """Plain values with every setting of the current :class:`TrialConfig` (defaults filled),
     types checked as a study file's are."""
-    from bopsweep.trial.config import TrialConfig
-
     if trial_attrs is None:
         return TrialConfig.from_dict(dict(config), "a stored configuration").to_dict()
     try:

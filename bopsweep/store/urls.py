@@ -11,9 +11,12 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from bopsweep.defaults import DEFAULT_STORAGE, STORAGE_ENV
 from bopsweep.errors import UserError
+
+# sqlalchemy: imported where used, as a trial process loads this module
 
 _URL = re.compile(r"^(sqlite|postgresql|postgres|mysql)(\+\w+)?://")
 # URL query keys that carry a secret (libpq and the MySQL drivers accept passwords there too)
@@ -116,8 +119,6 @@ def engine_url(url: str) -> str:
 
 def url_secrets(url: str) -> list[str]:
     """The URL's password and secret query values, as written and as URL-encoded."""
-    from urllib.parse import quote, quote_plus
-
     from sqlalchemy.engine import make_url
 
     try:

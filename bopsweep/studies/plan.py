@@ -34,6 +34,8 @@ from bopsweep.studies.spec import StudySpec
 from bopsweep.trial.config import TrialConfig
 from bopsweep.trial.settings import FIELDS, LATER, LOCAL, SETTINGS
 
+# optuna: imported where used, as a trial process loads this module
+
 # Always shown as Optuna params (when set), so any Optuna tool can read a bopsweep study. The
 # optimizer and its bias correction are one param, ``variant``, named and valued as the Optuna
 # search names it (:func:`~bopsweep.defaults.variant_of`): one factor, not three aliases that

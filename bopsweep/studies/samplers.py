@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from bopsweep.defaults import SEED_LIMIT, Choice, Pruner, Sampler
 from bopsweep.errors import UserError
 
+# optuna: imported where used, as a trial process loads this module
+
 if TYPE_CHECKING:
     import optuna
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -370,8 +370,6 @@ def space_for(
     """The space of ``bopsweep optuna``: a space file (or the default space), its ranges
     replaced by ``ranges`` given as LOW:HIGH, dimensions removed by ``--fix``; a trial option
     that names the optimizer or norm fixes that dimension too."""
-    from dataclasses import replace
-
     space = load_space_file(space_file) if space_file is not None else SearchSpace()
     new_ranges = dict(space.ranges)
     for name, text in ranges.items():

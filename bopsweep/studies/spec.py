@@ -86,6 +86,7 @@ class StudySpec:
     def from_dict(cls, data: dict[str, Any]) -> StudySpec:
         """A definition as stored (a study's ``bopsweep_spec``, which another tool may have
         written): one that is not of this shape is one line, never a traceback."""
+        # here, not at the top: bopsweep.studies.designs imports this one
         from bopsweep.studies.designs import stored_design
 
         if not isinstance(data, dict) or not isinstance(data.get("base"), dict):

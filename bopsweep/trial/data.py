@@ -17,6 +17,7 @@ tests load them through this same code.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from collections.abc import Iterator
@@ -162,8 +163,6 @@ def fingerprint(data_dir: Path) -> str:
     (the meta file, the training batches and the test batch, in that order; about 0.3 s for
     CIFAR-10's 180 MB). A trial resumes only from a checkpoint trained on the same digest, so
     a study moved to other data (or the same path holding other files) never mixes the two."""
-    import hashlib
-
     folder = find_folder(data_dir)
     digest = hashlib.blake2b(digest_size=16)
     for name in (META_FILE, *TRAIN_FILES, TEST_FILE):
@@ -213,6 +212,7 @@ def _read_cifar10(folder: Path) -> tuple[Split, Split]:
 
 def download_cifar10(cache: Path) -> Path:
     """Download the official archive through torchvision (md5-checked) into ``cache``."""
+    # here, not at the top: torchvision's import costs every trial process a second
     from torchvision.datasets import CIFAR10
 
     try:

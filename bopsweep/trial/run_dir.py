@@ -30,8 +30,10 @@ import torch
 
 from bopsweep.errors import UserError
 from bopsweep.files import atomic_open, atomic_write_text, remove_stale_temps
+from bopsweep.folders import read_marker, write_marker
 from bopsweep.metric_keys import EPOCH
 from bopsweep.trial.config import TrialConfig
+from bopsweep.trial.legacy_c2i import C2I_MEANING, complement_rows
 
 CONFIG, METRICS, STEPS, TIMING = "config.json", "metrics.csv", "steps.csv", "timing.csv"
 CHECKPOINT, SUMMARY = "checkpoint.pt", "summary.json"
@@ -90,8 +92,6 @@ class RunDir:
         the trial resumes there. A run any other trial left (another study's, one on other
         data, one with no marker) is removed first, never resumed; True if one was. A folder
         that a live trial process holds is left as it is: that process's (its lock, below)."""
-        from bopsweep.folders import read_marker, write_marker
-
         if read_marker(self.path) == marker:
             return False
         cleared = False
@@ -113,8 +113,6 @@ class RunDir:
         :data:`C2I_KEY`): its metrics.csv's C2I columns become 1 − v. Three steps, each atomic,
         that a kill at any point leaves to be finished, never done twice: the converted rows to
         :data:`PENDING_METRICS`, the checkpoint marked, the rows moved into place."""
-        from bopsweep.trial.legacy_c2i import C2I_MEANING, complement_rows
-
         pending = self.path / PENDING_METRICS
         if state is None:
             pending.unlink(missing_ok=True)

@@ -6,18 +6,25 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pandas as pd
+
 from bopsweep.attr_keys import CONFIG_ID, LABEL
 from bopsweep.metric_keys import C2I, FLIP_FRAC, HYPER_COLUMNS, PI, TRAIN_ACC, VAL_ACC, layer_column
+from bopsweep.store import SPEC_ATTR
+from bopsweep.store.optuna_adapter import all_trials, trial_id
+from bopsweep.store.trial_config import has_config, study_base, trial_config
+from bopsweep.studies.designs import FigureName, stored_design
+from bopsweep.trial.config import TrialConfig
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import optuna
-    import pandas as pd
 
     from bopsweep.store import Store
     from bopsweep.studies.designs import Design
@@ -75,8 +82,6 @@ class Run:
     def _frame(self, source: str) -> pd.DataFrame:
         rows = self._rows[source]
         if isinstance(rows, dict):
-            import pandas as pd
-
             rows = self._rows[source] = pd.DataFrame(rows)
         return rows
 
@@ -97,8 +102,6 @@ class StudyData:
     @cached_property
     def design(self) -> Design:
         """The study's design, read from its stored definition."""
-        from bopsweep.studies.designs import stored_design
-
         return stored_design(self.spec)
 
 
@@ -106,10 +109,6 @@ def load_study_data(store: Store, study: optuna.Study, layers: Sequence[str] = L
     """The study's runs with what the figures draw of them (:data:`EPOCH_COLUMNS`,
     :data:`STEP_COLUMNS`, and those of ``layers``), picked out by the database where it can:
     a study of 10,000 trials × 100 epochs stores 10^8 values, the figures draw a tenth."""
-    from bopsweep.store import SPEC_ATTR
-    from bopsweep.store.optuna_adapter import all_trials, trial_id
-    from bopsweep.store.trial_config import has_config, study_base, trial_config
-
     trials = all_trials(study, intermediate_values=False)
     per_layer = [layer_column(name, layer) for layer in layers for name in (FLIP_FRAC, C2I)]
     epochs = store.metrics.epochs_frame(study, trials, [*EPOCH_COLUMNS, *per_layer])
@@ -147,8 +146,6 @@ def load_study_data(store: Store, study: optuna.Study, layers: Sequence[str] = L
 def _by_trial(frame: pd.DataFrame) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
     """Each trial's rows of a metrics frame (sorted by trial) as its columns, slices of the
     frame's, split in one pass; and the columns of no rows, for a trial without any."""
-    import numpy as np
-
     columns = {c: frame[c].to_numpy() for c in frame.columns}
     none = {c: values[0:0] for c, values in columns.items()}
     if frame.empty:
@@ -166,11 +163,6 @@ def swept_params(data: StudyData) -> list[str]:
     study: :attr:`~bopsweep.studies.designs.FigureName.SWEEP`). Only settings of a trial: the
     definition is read from the database, where another tool may have written any key (which
     then names no setting to draw, nor a figure's file)."""
-    from dataclasses import fields
-
-    from bopsweep.studies.designs import FigureName
-    from bopsweep.trial.config import TrialConfig
-
     if FigureName.SWEEP not in data.design.figures:
         return []
     settings = {f.name for f in fields(TrialConfig)}
@@ -197,8 +189,6 @@ class SeedBands(Mapping[Any, "pd.DataFrame"]):
         self._columns = {c: stats[c].to_numpy() for c in (x, "mean", "min", "max")}
 
     def __getitem__(self, key: Any) -> pd.DataFrame:
-        import pandas as pd
-
         return pd.DataFrame(self.arrays(key))
 
     def __iter__(self) -> Iterator[Any]:
@@ -218,9 +208,6 @@ def seed_bands(groups: dict[Any, list[Run]], x: str, y: str, source: str = "epoc
     """:func:`seed_band` of each group of runs, computed together: one grouping of all their
     rows, not one per group. A missing value (NaN, or a run without ``y``: one of bopsweep
     before C2I) is left out; an ``x`` where no run has one is not in the band."""
-    import numpy as np
-    import pandas as pd
-
     codes, xs, ys = [], [], []
     for code, runs in enumerate(groups.values()):
         for r in runs:

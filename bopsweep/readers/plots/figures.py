@@ -40,6 +40,7 @@ from bopsweep.readers.plots.style import (
     seeds_note,
     variant_label,
 )
+from bopsweep.readers.stats import summarize
 from bopsweep.studies.designs import ScheduleDesign
 
 if TYPE_CHECKING:
@@ -82,8 +83,6 @@ def summary_figure(data: StudyData, param: str) -> Figure:
     :func:`bopsweep.readers.stats.summarize`, the intervals of ``bopsweep table``); a single seed
     has
     none."""
-    from bopsweep.readers.stats import summarize
-
     plt = pyplot()
     by_value = points_along(data, param)
     lines: dict[str, dict[str, list[tuple[float, list[float], list[float]]]]] = defaultdict(

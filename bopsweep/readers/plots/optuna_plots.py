@@ -13,6 +13,10 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import optuna
+from matplotlib.ticker import MaxNLocator
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
 from bopsweep.readers.plots.style import (
     TITLE,
     VAL_ACC_LABEL,
@@ -23,6 +27,8 @@ from bopsweep.readers.plots.style import (
     pyplot,
     variant_label,
 )
+from bopsweep.readers.report import importances
+from bopsweep.store.trial_config import has_config, study_base, trial_config
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -61,15 +67,11 @@ def optuna_figures(data: StudyData) -> dict[str, Figure]:
 
 
 def _complete(data: StudyData) -> list[FrozenTrial]:
-    import optuna
-
     states = (optuna.trial.TrialState.COMPLETE,)
     return [t for t in data.study.get_trials(deepcopy=False, states=states) if t.value is not None]
 
 
 def _variant(t: FrozenTrial, base: dict[str, Any]) -> str:
-    from bopsweep.store.trial_config import has_config, trial_config
-
     configured = has_config(t.user_attrs)
     return (
         variant_label(trial_config(t.user_attrs, base)) if configured else "unknown configuration"
@@ -80,14 +82,9 @@ def _variant(t: FrozenTrial, base: dict[str, Any]) -> str:
 def history_figure(data: StudyData) -> Figure:
     """Each complete trial's value (final validation accuracy, %) against its number, coloured
     by optimizer variant, and the best so far; a pruned trial at its last reported epoch."""
-    import optuna
-    from matplotlib.ticker import MaxNLocator
-
     plt = pyplot()
     complete = sorted(_complete(data), key=lambda t: t.number)
     pruned = data.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
-    from bopsweep.store.trial_config import study_base
-
     base = study_base(data.study.user_attrs)
     by_variant: dict[str, list[FrozenTrial]] = {}
     for t in complete:
@@ -179,8 +176,6 @@ def _param_axis(name: str, trials: list[FrozenTrial]) -> _Axis | None:
     """The axis of a param that takes two values or more among ``trials``; None otherwise.
     Numeric axes span the search range (the distribution's bounds, widened to the values), on a
     log scale where the distribution is log."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
     having = [t for t in trials if name in t.params]
     values = {t.number: t.params[name] for t in having}
     if len(set(values.values())) < 2:
@@ -289,8 +284,6 @@ def importance_figure(data: StudyData) -> Figure | None:
     """The parameter importances ``bopsweep status`` prints, as bars; None while Optuna cannot
     estimate them. Params some complete trials do not have are left out by Optuna: named in the
     title."""
-    from bopsweep.readers.report import importances
-
     found = importances(data.study)
     if not found.values:
         return None

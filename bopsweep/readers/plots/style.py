@@ -11,6 +11,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+import matplotlib
+import numpy as np
+from matplotlib.collections import LineCollection, PolyCollection
+from matplotlib.ticker import MaxNLocator
+
 from bopsweep.defaults import variant_name
 from bopsweep.readers.plots.data import arm_label, group_by_point, held
 from bopsweep.studies.designs import SearchDesign
@@ -32,18 +37,11 @@ TITLE: dict[str, Any] = {"fontsize": 9, "wrap": True}
 
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the Agg backend: no display needed."""
-    import matplotlib
-
     matplotlib.use("Agg")
+    # here, not at the top: pyplot is imported once the backend is chosen
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _np() -> Any:
-    import numpy as np
-
-    return np
 
 
 # --- text ---------------------------------------------------------------------------------------
@@ -160,7 +158,6 @@ def draw_bands(
     """:func:`draw_band` of each non-empty band; past :data:`MAX_LEGEND` (no legend can name
     them) as one collection of lines and one of bands, from the bands' arrays: matplotlib
     draws 10,000 lines as artists of their own in minutes, as one collection in seconds."""
-    np = _np()
     x = bands.x
     arrays = {k: bands.arrays(k) for k in bands}
     drawn = [k for k, a in arrays.items() if len(a[x])]
@@ -168,7 +165,6 @@ def draw_bands(
         for k in drawn:
             draw_band(ax, bands[k], x, colours[k], labels.get(k), style, scale)
         return
-    from matplotlib.collections import LineCollection, PolyCollection
 
     def points(a: dict[str, Any], y: str) -> Any:
         return np.column_stack([a[x].astype(float), a[y].astype(float) * scale])
@@ -202,8 +198,6 @@ _COUNT = "bopsweep_lines"  # on a collection of draw_bands: how many labelled li
 
 # --- axes and legends ---------------------------------------------------------------------------
 def accuracy_axes(ax: Any) -> None:
-    from matplotlib.ticker import MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")
@@ -218,7 +212,7 @@ def pi_axes(ax: Any, secondary: bool = True) -> None:
     if secondary:  # read π as a flip fraction on the right
         sec = ax.secondary_yaxis(
             "right",
-            functions=(lambda p: _np().exp(p), lambda f: _np().log(_np().clip(f, 1e-12, None))),
+            functions=(lambda p: np.exp(p), lambda f: np.log(np.clip(f, 1e-12, None))),
         )
         sec.set_ylabel("flip fraction (log scale)")
         sec.set_yscale("log")

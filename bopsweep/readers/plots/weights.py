@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from matplotlib.ticker import MaxNLocator
+
 from bopsweep.metric_keys import C2I
 from bopsweep.readers.plots.data import StudyData, seed_bands
 from bopsweep.readers.plots.style import (
@@ -35,8 +37,6 @@ def weights_figure(data: StudyData, layers: list[str] | None = None) -> Figure:
     """FF ratio (left, log axis) and C2I ratio (right) against epoch, network-wide and for each
     of ``layers``; one line per arm (mean over seeds, band min–max)."""
     plt = pyplot()
-    from matplotlib.ticker import MaxNLocator
-
     panels = ["network", *(layers or [])]
     groups, labels, colours = arm_colours(data)
     fig, axes = plt.subplots(
