@@ -79,7 +79,7 @@ def study_lock(engine: Any, study_name: str) -> Iterator[None]:
     what one driver reads of the study and writes because of it (missing configurations
     queued, a study made) is never interleaved with another's. Keyed by the study's name, so
     it also serializes making the study. Other databases: nothing to take (SQLite allows one
-    driver per file; MySQL's workers rely on Optuna's atomic claim alone, see the README)."""
+    driver per file; MySQL's workers rely on Optuna's atomic claim alone: docs/guarantees.md)."""
     if engine.dialect.name != "postgresql":
         yield
         return
