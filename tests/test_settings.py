@@ -43,7 +43,7 @@ def _just_outside(valid: Range) -> list[float]:
     return out
 
 
-def _inside(setting_name: str, valid: Range) -> float:
+def _inside(valid: Range) -> float:
     low = valid.low if valid.low_closed else valid.low + (1e-3 if valid.high <= 1 else 1)
     return min(low, valid.high)
 
@@ -59,7 +59,7 @@ def test_each_declared_range_is_what_validation_enforces(name: str):
     if name == "weight_decay":
         other = {"optimizer": "latent"}
     kind = setting.kind
-    ok = kind(_inside(name, valid))
+    ok = kind(_inside(valid))
     TrialConfig(**{**other, name: ok}).resolved()  # the boundary's inside passes
     for bad in _just_outside(valid):
         if kind is int and not math.isfinite(bad):
@@ -209,4 +209,4 @@ def test_the_standalone_optimizers_refuse_what_the_declared_range_refuses(name: 
         if math.isfinite(bad) or bad != bad:  # nan and finite outsiders (inf: τ's range has it)
             with pytest.raises(ValueError, match=f"^{name} must be "):
                 Bop2ndOrder(kernel, **{name: bad})
-    Bop2ndOrder(kernel, **{name: _inside(name, valid)})
+    Bop2ndOrder(kernel, **{name: _inside(valid)})

@@ -243,7 +243,7 @@ def export(
 def _export_tensorboard(url: str, study: str | None, tensorboard: Path, force: bool) -> None:
     """``export --tensorboard``: the study's trials as TensorBoard runs, in DIR/STUDY/."""
     from bopsweep.files import sigterm_as_interrupt
-    from bopsweep.readers.tensorboard import export_study
+    from bopsweep.readers.tensorboard_export import export_study
     from bopsweep.store import Store
 
     store = Store.open_readonly(url)

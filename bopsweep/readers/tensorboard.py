@@ -41,22 +41,16 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_type_hints
+from typing import TYPE_CHECKING, Any
 
-from bopsweep.attr_keys import CONFIG_ID, LABEL
-from bopsweep.defaults import OPTIMIZER_DEFAULTS, variant_of
 from bopsweep.errors import UserError
 from bopsweep.files import (
     check_folder_target,
     remove_stale_temps,
-    temp_folder,
 )
 from bopsweep.folders import NAME_MAX, inside, name_component
 from bopsweep.metric_keys import (
@@ -70,22 +64,23 @@ from bopsweep.metric_keys import (
     layer_column,
 )
 from bopsweep.outputs import check_not_own_state
-from bopsweep.store import database_file
-from bopsweep.store.optuna_adapter import trial_id
-from bopsweep.store.trial_config import study_base, trial_config
-from bopsweep.studies.plan import FOLDED
 from bopsweep.trial.config import TrialConfig
-from bopsweep.trial.schedules import SCHEDULABLE, Schedule
-from bopsweep.trial.settings import LOCAL
 
 # tensorboard and torch: imported where used, as a trial process loads this module
 
 if TYPE_CHECKING:
-    import optuna
-
-    from bopsweep.store import Store
+    pass
 
 # metric row key → scalar tag; pi_LAYER and c2i_LAYER go to pi/LAYER and c2i/LAYER
+from bopsweep.readers.tensorboard_hparams import (
+    BEST_TAG,
+    STATUS,
+    experiment_summary,
+    session_end_summary,
+    session_start_summary,
+    trial_hparams,
+)
+
 ROW_TAGS = {
     TRAIN_ACC: "accuracy/train",
     VAL_ACC: "accuracy/val",
@@ -99,11 +94,8 @@ ROW_TAGS = {
     "lr": "hyperparameters/lr",
 }
 LAYER_PREFIXES = (layer_column(PI, ""), layer_column(C2I, ""))
-BEST_TAG = "accuracy/val_best"
 # the HParams tab's metrics: tag → display name (it shows each tag's last value)
-HPARAMS_METRICS = {"accuracy/val": "final val acc", BEST_TAG: "best val acc"}
 # a trial's Optuna state → the hparams plugin's session status (no "pruned" there)
-STATUS = {"COMPLETE": "STATUS_SUCCESS", "FAIL": "STATUS_FAILURE", "PRUNED": "STATUS_UNKNOWN"}
 EVENT_FILES = "events.out.tfevents.*"
 MAX_NAME = 100  # characters of a run's folder name
 
@@ -152,130 +144,6 @@ def trial_run_name(number: int, label: str | None, config_id: str | None) -> str
 
 def holds_events(folder: Path) -> bool:
     return Path(folder).is_dir() and any(Path(folder).glob(EVENT_FILES))
-
-
-# --- hyperparameters --------------------------------------------------------------------------
-def trial_hparams(config: TrialConfig) -> dict[str, bool | float | str | None]:
-    """A trial's hyperparameters for the HParams tab: its configuration, flattened.
-
-    The optimizer and its bias correction as one ``variant`` (as in Optuna searches); γ, σ, τ
-    with the optimizer's defaults filled in; each schedulable name's schedule as
-    ``NAME_schedule`` (``constant``, or e.g. ``exponential(rate=0.1, every=100)``); every other
-    field of :class:`~bopsweep.studies.TrialConfig` but where the trial ran (device, data
-    folder). ``None``: not used by this trial (e.g. σ of Bop), left blank in TensorBoard. Every
-    trial has the same names, so one experiment summary fits them all.
-    """
-    values: dict[str, Any] = {"variant": variant_of(config.optimizer, config.unbiased)}
-    defaults = OPTIMIZER_DEFAULTS.get(config.optimizer, {})
-    for f in fields(config):
-        if f.name in _NOT_HPARAMS:
-            continue
-        value = getattr(config, f.name)
-        values[f.name] = defaults.get(f.name) if value is None else value
-    for name in SCHEDULABLE:
-        values[f"{name}_schedule"] = _schedule_text(config.schedules.get(name))
-    return values
-
-
-def _hparam_types() -> dict[str, str]:
-    """Each name of :func:`trial_hparams` → the hparams plugin's data type (numbers are
-    FLOAT64 there, integers included)."""
-    hints = get_type_hints(TrialConfig)
-    types = {"variant": "DATA_TYPE_STRING"}
-    for f in fields(TrialConfig):
-        if f.name not in _NOT_HPARAMS:
-            hint = hints[f.name]
-            types[f.name] = (
-                "DATA_TYPE_BOOL"
-                if hint is bool
-                else "DATA_TYPE_STRING"
-                if hint is str
-                else "DATA_TYPE_FLOAT64"
-            )
-    types.update({f"{name}_schedule": "DATA_TYPE_STRING" for name in SCHEDULABLE})
-    return types
-
-
-# shown as ``variant`` and ``NAME_schedule``; where a trial ran is not a hyperparameter
-_NOT_HPARAMS = (*FOLDED, "schedules", *LOCAL)
-
-
-def _schedule_text(schedule: Any) -> str:
-    """``constant``, or ``KIND(key=value, ...)`` with the keys that differ from the defaults."""
-    if schedule is None:
-        return "constant"
-    default = asdict(Schedule())
-    keys = [k for k, v in asdict(schedule).items() if k != "kind" and v != default[k]]
-    shown = ", ".join(f"{k}={_number(getattr(schedule, k))}" for k in keys)
-    return f"{schedule.kind}({shown})"
-
-
-def _number(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-# --- the hparams plugin's summaries -----------------------------------------------------------
-def _hparams_summary(tag: str, **data: Any) -> Any:
-    """One Summary of the hparams plugin: ``data`` is a field of ``HParamsPluginData``.
-
-    Built from TensorBoard's protos directly rather than with
-    ``torch.utils.tensorboard.summary.hparams``, which types booleans as numbers and always
-    ends a session as a success.
-    """
-    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
-    from tensorboard.plugins.hparams import metadata
-    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
-
-    content = HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **data)
-    plugin = SummaryMetadata.PluginData(
-        plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString()
-    )
-    return Summary(value=[Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin))])
-
-
-def _experiment_summary() -> Any:
-    from tensorboard.plugins.hparams import api_pb2, metadata
-
-    infos = [
-        api_pb2.HParamInfo(name=name, type=api_pb2.DataType.Value(kind))
-        for name, kind in _hparam_types().items()
-    ]
-    metrics = [
-        api_pb2.MetricInfo(
-            name=api_pb2.MetricName(tag=tag),
-            display_name=name,
-            dataset_type=api_pb2.DatasetType.DATASET_VALIDATION,
-        )
-        for tag, name in HPARAMS_METRICS.items()
-    ]
-    experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics)
-    return _hparams_summary(metadata.EXPERIMENT_TAG, experiment=experiment)
-
-
-def _session_start_summary(hparams: dict[str, Any], walltime: float) -> Any:
-    from tensorboard.plugins.hparams import metadata
-    from tensorboard.plugins.hparams.plugin_data_pb2 import SessionStartInfo
-
-    start = SessionStartInfo(start_time_secs=walltime)
-    for name, value in hparams.items():
-        if value is None:
-            continue
-        if isinstance(value, bool):  # before numbers: a bool is an int
-            start.hparams[name].bool_value = value
-        elif isinstance(value, (int, float)):
-            start.hparams[name].number_value = value
-        else:
-            start.hparams[name].string_value = str(value)
-    return _hparams_summary(metadata.SESSION_START_INFO_TAG, session_start_info=start)
-
-
-def _session_end_summary(state: str, walltime: float) -> Any:
-    from tensorboard.plugins.hparams import api_pb2, metadata
-    from tensorboard.plugins.hparams.plugin_data_pb2 import SessionEndInfo
-
-    status = api_pb2.Status.Value(STATUS[state])
-    end = SessionEndInfo(status=status, end_time_secs=walltime)
-    return _hparams_summary(metadata.SESSION_END_INFO_TAG, session_end_info=end)
 
 
 def row_scalars(row: dict[str, Any]) -> dict[str, float]:
@@ -346,7 +214,7 @@ class TrialRun:
             return
         writer = self._open(walltime)
         when = time.time() if walltime is None else walltime
-        writer.file_writer.add_summary(_session_end_summary(state, when), self.written, when)
+        writer.file_writer.add_summary(session_end_summary(state, when), self.written, when)
         writer.flush()
         self.ended = True
 
@@ -364,8 +232,8 @@ class TrialRun:
             when = time.time() if walltime is None else walltime
             if not self.started:
                 file_writer = self._writer.file_writer
-                file_writer.add_summary(_experiment_summary(), 0, when)
-                file_writer.add_summary(_session_start_summary(self.hparams, when), 0, when)
+                file_writer.add_summary(experiment_summary(), 0, when)
+                file_writer.add_summary(session_start_summary(self.hparams, when), 0, when)
                 self.started = True
         return self._writer
 
@@ -514,80 +382,3 @@ class StudyBoard:
             with contextlib.suppress(Exception):
                 run.close()
         self.runs.clear()
-
-
-# --- export -----------------------------------------------------------------------------------
-def export_study(store: Store, study: optuna.Study, logdir: Path, force: bool) -> tuple[Path, int]:
-    """Write a study's trials as TensorBoard runs under ``logdir/STUDY`` (the folder and the
-    number of runs). An existing ``logdir/STUDY`` is refused without ``force``; with it, it is
-    replaced whole: the runs are written to a temporary folder beside it, which then takes its
-    place by two renames, so a TensorBoard that watches never reads a mix of both exports. The
-    temporary folders of this study that a killed export left there are removed first."""
-    database = database_file(store.url)
-    check_logdir(logdir, database)
-    target = study_logdir(logdir, study.study_name, database)
-    check_not_own_state(target, database, holds=True)  # --force replaces it whole
-    if target.exists() and not target.is_dir():
-        raise UserError(f"{target} is a file; remove it or choose another --tensorboard folder")
-    if target.exists() and not force:
-        raise UserError(f"{target} exists (an earlier export?); pass --force to replace it")
-    if target.exists():
-        check_only_runs(target)
-    rows = store.metrics.epoch_rows(study)
-    trials = [t for t in study.get_trials(deepcopy=False) if rows.get(trial_id(t))]
-    base = study_base(study.user_attrs)
-    configs = {t.number: TrialConfig.from_dict(trial_config(t.user_attrs, base)) for t in trials}
-    Path(logdir).mkdir(parents=True, exist_ok=True)
-    # an earlier export killed outright left its runs in a hidden folder beside the target,
-    # which TensorBoard (it reads hidden folders too) would list as runs of their own
-    remove_stale_temps(Path(logdir), target.name)
-    with temp_folder(Path(logdir), target.name) as work:
-        for t in trials:
-            attrs = t.user_attrs
-            run = TrialRun(
-                work / trial_run_name(t.number, attrs.get(LABEL), attrs.get(CONFIG_ID)),
-                trial_hparams(configs[t.number]),
-            )
-            # the database keeps no time per epoch: the trial's end (or start) stands for it
-            when = t.datetime_complete or t.datetime_start
-            walltime = when.timestamp() if when is not None else None
-            try:
-                run.epochs(rows[trial_id(t)], walltime)
-                run.end(t.state.name, walltime)
-            finally:
-                run.close()
-        _replace_folder(work, target)
-    return target, len(trials)
-
-
-def check_only_runs(folder: Path) -> None:
-    """``--force`` replaces only what bopsweep wrote there: an earlier export (or a study's
-    runs), a folder of TensorBoard runs, each a folder of event files. A user's own file or
-    folder of that name is never removed."""
-    for run in sorted(Path(folder).iterdir()):
-        found = [] if run.is_dir() and not run.is_symlink() else [run]
-        found = found or [f for f in sorted(run.iterdir()) if not _event_file(f)]
-        if found:
-            raise UserError(
-                f"{folder} holds {found[0]}, which is no TensorBoard run bopsweep wrote; --force "
-                "replaces only an earlier export: move it away or choose another --tensorboard"
-            )
-
-
-def _event_file(path: Path) -> bool:
-    return path.is_file() and not path.is_symlink() and path.match(EVENT_FILES)
-
-
-def _replace_folder(new: Path, target: Path) -> None:
-    """``new`` takes ``target``'s place; the old ``target`` (if any) is removed after."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    with temp_folder(target.parent, target.name, "old") as old:
-        os.replace(target, old / target.name)
-        try:
-            os.replace(new, target)
-        except BaseException:
-            os.replace(old / target.name, target)
-            raise
-        shutil.rmtree(old, ignore_errors=True)

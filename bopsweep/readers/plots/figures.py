@@ -27,7 +27,7 @@ from bopsweep.readers.plots.style import (
     TITLE,
     VAL_ACC_LABEL,
     accuracy_axes,
-    arm_colours,
+    arm_panels,
     assign_colours,
     draw_band,
     draw_bands,
@@ -202,13 +202,7 @@ def schedule_figure(data: StudyData) -> Figure:
 def pi_figure(data: StudyData, layers: list[str] | None = None) -> Figure:
     """π_t against step, network-wide and for each of ``layers``; the right axis reads π as
     the flip fraction."""
-    plt = pyplot()
-    panels = ["network", *(layers or [])]
-    groups, labels, colours = arm_colours(data)
-    fig, axes = plt.subplots(
-        len(panels), 1, figsize=(7.5, 3.2 * len(panels)), squeeze=False, constrained_layout=True
-    )
-    colour = {k: colours[labels[k]] for k in groups}
+    fig, axes, panels, groups, labels, colour = arm_panels(data, layers, 1, 7.5)
     for ax, panel in zip(axes[:, 0], panels):
         column = PI if panel == "network" else layer_column(PI, panel)
         draw_bands(ax, seed_bands(groups, "step", column, "steps"), colour, labels)

@@ -108,6 +108,21 @@ def arm_colours(data: StudyData) -> tuple[dict[str, list[Run]], dict[str, str], 
     return groups, labels, assign_colours(data, list(labels.values()))
 
 
+def arm_panels(
+    data: StudyData, layers: list[str] | None, columns: int, width: float
+) -> tuple[Any, Any, list[str], dict[str, list[Run]], dict[str, str], dict[str, Any]]:
+    """A figure of one row of ``columns`` panels per part of the network ("network", then each
+    of ``layers``), and the arms drawn in it: the figure, its axes, the parts, the runs grouped
+    by configuration, each group's label and colour."""
+    panels = ["network", *(layers or [])]
+    groups, labels, colours = arm_colours(data)
+    fig, axes = pyplot().subplots(
+        len(panels), columns, figsize=(width, 3.2 * len(panels)), squeeze=False,
+        constrained_layout=True,
+    )  # fmt: skip
+    return fig, axes, panels, groups, labels, {k: colours[labels[k]] for k in groups}
+
+
 def assign_colours(
     data: StudyData, keys: list[str], numeric: dict[str, float] | None = None
 ) -> dict:

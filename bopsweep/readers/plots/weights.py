@@ -16,11 +16,10 @@ from bopsweep.readers.plots.data import StudyData, seed_bands
 from bopsweep.readers.plots.style import (
     SUPTITLE,
     TITLE,
-    arm_colours,
+    arm_panels,
     draw_bands,
     fixed_description,
     legend,
-    pyplot,
     seeds_note,
 )
 
@@ -36,13 +35,7 @@ def has_weight_metrics(data: StudyData) -> bool:
 def weights_figure(data: StudyData, layers: list[str] | None = None) -> Figure:
     """FF ratio (left, log axis) and C2I ratio (right) against epoch, network-wide and for each
     of ``layers``; one line per arm (mean over seeds, band min–max)."""
-    plt = pyplot()
-    panels = ["network", *(layers or [])]
-    groups, labels, colours = arm_colours(data)
-    fig, axes = plt.subplots(
-        len(panels), 2, figsize=(10, 3.2 * len(panels)), squeeze=False, constrained_layout=True
-    )
-    colour = {k: colours[labels[k]] for k in groups}
+    fig, axes, panels, groups, labels, colour = arm_panels(data, layers, 2, 10)
     for row, panel in zip(axes, panels):
         suffix = "" if panel == "network" else f"_{panel}"
         where = "network-wide" if panel == "network" else f"layer {panel}"
