@@ -6,7 +6,8 @@ two attributes. Code that reads or writes an attribute names it here; the values
 as stored, unchanged since they were first written (studies of earlier versions read as
 before). What a study's keys mean at each version is :mod:`bopsweep.store.schema`'s.
 
-No imports: the trial process, the driver and the store all use it.
+What each holds is declared below (the record); no imports: the trial process, the driver
+and the store all use it.
 """
 
 from __future__ import annotations
@@ -58,3 +59,70 @@ SEED_RUNS = "seed_runs"
 # --- trial system attributes ----------------------------------------------------------------------
 OWNER_ATTR = "bopsweep_owner"  # the token of the driver that may write it (store.fencing)
 FAILED_TRIAL = "failed_trial"  # Optuna's: the trial a retry retries
+
+# --- the record: what each attribute holds --------------------------------------------------
+# The JSON types of each value as bopsweep writes it (int: never a bool; float: an int too, as
+# JSON does not tell 1.0 from 1; None where the value may be missing). A key bopsweep writes
+# is declared here or a test fails; so is a value of another type (tests/test_attr_record.py).
+NONE = type(None)
+STUDY_RECORD: dict[str, tuple[type, ...]] = {
+    SPEC_ATTR: (dict,),
+    UUID_ATTR: (str,),
+    LEGACY_ATTR: (bool,),
+    C2I_ATTR: (str,),
+    SCHEMA_ATTR: (int,),
+    COMPANION_OF: (str,),
+}
+TRIAL_RECORD: dict[str, tuple[type, ...]] = {
+    CONFIG_ID: (str,),
+    LABEL: (str,),
+    DELTA_ATTR: (dict,),
+    FULL_ATTR: (dict,),
+    ATTEMPT: (int,),
+    SEED_OF: (int,),
+    SEED_INDEX: (int,),
+    SEEDS: (int,),
+    EPOCHS_DONE: (int,),
+    RESUMED_FROM: (int, NONE),
+    RUN_DIR: (str,),
+    SLOT: (str,),
+    FAILURE: (str,),
+    FAIL_REASON: (str,),
+    REQUEUED: (bool,),
+    PRUNED_AT: (int,),
+    BEST_VAL_ACC: (float, NONE),
+    BEST_EPOCH: (int, NONE),
+    STEP1_BEST_VAL_ACC: (float, NONE),
+    STEP1_BEST_EPOCH: (int, NONE),
+    FINAL_TRAIN_ACC: (float, NONE),
+    SECONDS: (float,),
+    SEED_VALUES: (list,),
+    SEED_STD: (float,),
+    SEED_RUNS: (list,),
+}
+# a trial's system attributes that bopsweep writes (Optuna writes others of its own)
+SYSTEM_RECORD: dict[str, tuple[type, ...]] = {OWNER_ATTR: (str,), FAILED_TRIAL: (int,)}
+
+
+def holds(value: object, types: tuple[type, ...]) -> bool:
+    """Whether ``value`` is of one of the record's ``types`` (a bool is no int, an int is a
+    float)."""
+    if isinstance(value, bool):
+        return bool in types
+    return isinstance(value, types) or (isinstance(value, int) and float in types)
+
+
+def off_record(
+    attrs: dict[str, object], record: dict[str, tuple[type, ...]], every_key: bool = True
+) -> list[str]:
+    """What in ``attrs`` the record does not declare (``every_key``: an undeclared key too),
+    one line each; empty when all of it is as declared."""
+    lines = []
+    for key, value in attrs.items():
+        if key not in record:
+            if every_key:
+                lines.append(f"{key!r} is not declared")
+        elif not holds(value, record[key]):
+            names = " or ".join(t.__name__ for t in record[key])
+            lines.append(f"{key!r} holds {type(value).__name__} {value!r}, not {names}")
+    return lines

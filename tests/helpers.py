@@ -436,7 +436,27 @@ def check_integrity(url: str, n_configs: int, epochs: int) -> list[optuna.trial.
     assert len(rows) == len(set(rows))
     stored = Counter(t for t, _ in rows)
     assert all(stored[trial_id(t)] == epochs for t in complete)
+    assert_attributes_on_record(url)
     return trials
+
+
+def assert_attributes_on_record(url: str) -> None:
+    """Every attribute bopsweep wrote on the studies and trials of database ``url`` (a URL, or
+    a SQLite file) is declared in the store's record (:mod:`bopsweep.attr_keys`) and holds
+    what the record says it holds."""
+    from bopsweep.attr_keys import STUDY_RECORD, SYSTEM_RECORD, TRIAL_RECORD, off_record
+    from bopsweep.store.urls import engine_url
+
+    storage = engine_url(url if "://" in url else f"sqlite:///{url}")
+    lines = []
+    for name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage)
+        lines += [f"study {name}: {e}" for e in off_record(study.user_attrs, STUDY_RECORD)]
+        for t in study.trials:
+            lines += [f"trial {t.number}: {e}" for e in off_record(t.user_attrs, TRIAL_RECORD)]
+            theirs = off_record(t.system_attrs, SYSTEM_RECORD, every_key=False)  # Optuna's too
+            lines += [f"trial {t.number} (system): {e}" for e in theirs]
+    assert not lines, "\n".join(lines)
 
 
 def as_of_0_1(db: Path | str) -> None:

@@ -17,7 +17,6 @@ from bopsweep.errors import UserError
 from bopsweep.readers.plots.index import DRAWERS
 from bopsweep.store import SPEC_ATTR, Store
 from bopsweep.studies import (
-    StudySpec,
     TrialConfig,
     grid_study,
     load_study_file,
@@ -36,6 +35,7 @@ from bopsweep.studies.designs import (
 )
 from bopsweep.studies.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from bopsweep.studies.search import SearchSettings, SearchSpace, space_for
+from bopsweep.studies.stored import spec_from_stored
 from tests.helpers import invoke, one_line_error
 
 STUDIES = Path(__file__).parent.parent / "studies"
@@ -75,7 +75,7 @@ def test_every_design_has_a_study_here():
 def test_each_design_round_trips_through_its_stored_definition(name):
     spec = BUILT[name]
     stored = json.dumps(spec.to_dict())
-    again = StudySpec.from_dict(json.loads(stored))
+    again = spec_from_stored(json.loads(stored))
     assert type(again.design) is DESIGN_OF[name] and again.design == spec.design
     assert json.dumps(again.to_dict()) == stored
 

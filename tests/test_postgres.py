@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -102,6 +103,28 @@ def test_workers_ride_out_a_database_restart(pg, small_cifar_dir, tmp_path):
     joined = "".join(err for _, err in logs)
     assert "the database is unreachable" in joined and "reachable again" in joined
     check_integrity(pg, 4, epochs)
+
+
+def test_what_a_run_reads_after_its_loop_rides_out_an_outage(pg):
+    """A worker whose trials are done still checks and sums up the study: a server restarting
+    meanwhile delays that (as it delays the loop), and never ends a finished study in failure."""
+    if PG_CTL is None:
+        pytest.skip("BOPSWEEP_TEST_PG_CTL not set: cannot restart the server")
+    from bopsweep.driver.outage import Outage
+
+    optuna.create_study(study_name="s", storage=engine_url(pg))
+    notes: list[str] = []
+    outage = Outage(pg, notes.append)
+    subprocess.run([PG_CTL, "stop"], check=True)
+    back = threading.Timer(5, lambda: subprocess.run([PG_CTL, "start"], check=True))
+    back.start()
+    try:
+        names = outage.ride_out(lambda: optuna.get_all_study_names(engine_url(pg)))
+    finally:
+        back.join()
+    assert names == ["s"]
+    assert notes[0].startswith("the database is unreachable")
+    assert notes[-1] == "the database is reachable again"
 
 
 @pytest.mark.slow

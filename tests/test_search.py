@@ -18,6 +18,7 @@ from bopsweep.studies import TrialConfig, optuna_study
 from bopsweep.studies.search import SearchSpace, load_space_file, parse_fixed, suggest
 from tests.helpers import (
     TINY,
+    assert_attributes_on_record,
     bopsweep,
     epochs_in,
     invoke,
@@ -161,6 +162,7 @@ def test_search_with_two_workers_and_median_pruning_runs_to_its_total(small_cifa
     again = bopsweep(*args, cwd=tmp_path)  # already at its total: nothing more runs
     assert again.returncode == 0 and "6 of 6 trials exist" in again.stdout
     assert len(trials(tmp_path, "optuna-search")) == 6
+    assert_attributes_on_record(str(tmp_path / "study.db"))  # pruned trials' too
 
 
 @pytest.mark.slow
@@ -235,6 +237,7 @@ def test_a_search_driver_killed_before_it_queued_a_retry_loses_no_trial(small_ci
     assert lost.user_attrs["config_id"] in complete and len(complete) == 2
     retry = next(t for t in ts if t.number > lost.number and t.params == lost.params)
     assert retry.user_attrs["resumed_from_epoch"] >= 1  # from the lost trial's checkpoint
+    assert_attributes_on_record(str(tmp_path / "study.db"))  # failed and retried trials' too
 
 
 @pytest.mark.parametrize(

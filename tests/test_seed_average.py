@@ -11,7 +11,15 @@ import pytest
 
 from bopsweep.driver.seed_average import SEED_INDEX, SEED_OF, companion_name
 from bopsweep.store.trial_config import study_base, trial_config
-from tests.helpers import TINY, bopsweep, start, trial_processes_in, trials, wait_until
+from tests.helpers import (
+    TINY,
+    assert_attributes_on_record,
+    bopsweep,
+    start,
+    trial_processes_in,
+    trials,
+    wait_until,
+)
 
 
 def runs_and_configurations(cwd, name):
@@ -65,6 +73,7 @@ def test_every_sampled_configuration_trains_on_its_seeds_and_is_valued_at_their_
     again = bopsweep(*args, cwd=tmp_path)
     assert again.returncode == 0 and "2 of 2 trials exist" in again.stdout, again.stdout
     assert len(trials(tmp_path, "optuna-search")) == 4
+    assert_attributes_on_record(str(tmp_path / "study.db"))  # the companion study's too
 
 
 # a driver killed (SIGKILL) the moment it would queue a sampled configuration's seed runs

@@ -10,7 +10,6 @@ import pytest
 from bopsweep.defaults import Pruner
 from bopsweep.errors import UserError
 from bopsweep.studies import (
-    StudySpec,
     TrialConfig,
     config_id,
     decades_around,
@@ -22,6 +21,7 @@ from bopsweep.studies import (
     schedule_study,
 )
 from bopsweep.studies.designs import SearchDesign
+from bopsweep.studies.stored import spec_from_stored
 from bopsweep.trial.schedules import Schedule
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
@@ -319,7 +319,7 @@ def test_a_missing_study_file_is_named(tmp_path):
 
 def test_spec_round_trips_through_plain_values():
     spec = load_study_file(STUDIES / "table1_paper.toml")
-    again = StudySpec.from_dict(spec.to_dict())
+    again = spec_from_stored(spec.to_dict())
     assert [p.config_id for p in expand(again)] == [p.config_id for p in expand(spec)]
 
 

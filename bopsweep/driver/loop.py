@@ -153,6 +153,9 @@ class Driver:
                     self.outage.failed(e)
                 except (optuna.exceptions.UpdateFinishedTrialError, TrialTakenOver):
                     self._abandon_taken_over()
+            undone = self.counts["failed"] and not self.outage.ride_out(
+                self.queue.all_configs_complete
+            )
         except KeyboardInterrupt:
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(signum, signal.SIG_IGN)  # a second one must not cut the clean-up
@@ -174,7 +177,7 @@ class Driver:
             with contextlib.suppress(Exception):
                 self._record_interrupted()
             raise
-        return 1 if self.counts["failed"] and not self.queue.all_configs_complete() else 0
+        return 1 if undone else 0
 
     def _step(self) -> bool:
         """One turn of the loop; False when the study has nothing left for this driver."""

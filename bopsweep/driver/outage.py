@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from bopsweep.driver.outcome import cannot_be_written
 from bopsweep.errors import UserError
 from bopsweep.store.failures import is_permission_denied, permission_message, reason
 
 # optuna and sqlalchemy: imported where used, as a trial process loads this module
+
+T = TypeVar("T")
 
 DB_RETRY_SECONDS = 2.0
 DB_OUTAGE_LIMIT_SECONDS = 900.0  # then the driver gives up: trials resume from checkpoints
@@ -80,3 +83,17 @@ class Outage:
         if self.since is not None:
             self.since = None
             self.note("the database is reachable again")
+
+    def ride_out(self, read: Callable[[], T]) -> T:
+        """``read()`` once the database answers: what a run does after its loop (the checks and
+        the summary of a finished study) rides out an outage as the loop does, so a worker whose
+        trials are all done never ends in failure because the server restarted meanwhile."""
+        errors = database_errors()
+        while True:
+            try:
+                result = read()
+            except errors as e:
+                self.failed(e)
+            else:
+                self.over()
+                return result

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from bopsweep import defaults as d
 from bopsweep.attr_keys import CONFIG_ID
 from bopsweep.driver.loop import Driver, LoopSettings
-from bopsweep.driver.outage import database_errors
+from bopsweep.driver.outage import DatabaseLost, database_errors
 from bopsweep.driver.process import Slot, make_slots
 from bopsweep.driver.queue import configured
 from bopsweep.errors import UserError
@@ -44,6 +44,7 @@ from bopsweep.studies import StudySpec, expand
 from bopsweep.studies.designs import SearchDesign
 from bopsweep.studies.samplers import make_pruner, make_sampler
 from bopsweep.studies.search import Search
+from bopsweep.studies.stored import spec_from_stored
 from bopsweep.trial.config import check_device
 
 if TYPE_CHECKING:
@@ -120,6 +121,9 @@ def run_study(
         code = _run_study(spec, options, echo, display)
     except KeyboardInterrupt:
         code = 130
+    except DatabaseLost as e:  # after the loop (the loop reports its own)
+        print(f"bopsweep: error: {e}", file=sys.stderr)
+        code = 1
     except database_errors() as e:
         # setting up (the loop rides out or reports its own): say why, in one line
         _refuse_if_not_allowed(e, options.storage)
@@ -197,9 +201,11 @@ def _run_study(
             return 0
         with display or contextlib.nullcontext():
             code = driver.run()
-        code = _undone_is_failure(code, spec.name, driver.queue)
+        # the end's reads ride out an outage as the loop does: a finished study is no failure
+        code = driver.outage.ride_out(lambda: _undone_is_failure(code, spec.name, driver.queue))
     if code != 130:
-        done = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
+        trials = driver.outage.ride_out(lambda: study.get_trials(deepcopy=False))
+        done = sum(t.state.name == "COMPLETE" for t in trials)
         pruned = f", {driver.counts['pruned']} pruned" if search is not None else ""
         echo(
             f"study {spec.name}: {done} trials complete{pruned}, {driver.counts['failed']} "
@@ -379,7 +385,7 @@ def stored_spec(url: str, name: str | None) -> StudySpec:
     """The definition a study was made with, read without writing a byte, for a command that
     runs it (one written by a newer bopsweep is refused)."""
     study = Store.open_readonly(url).load(name, writing=True)
-    return StudySpec.from_dict(study.user_attrs[SPEC_ATTR])
+    return spec_from_stored(study.user_attrs[SPEC_ATTR])
 
 
 def worker_index() -> int:

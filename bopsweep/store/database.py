@@ -38,7 +38,7 @@ from bopsweep.store.metrics import METRIC_TABLES, MetricTables
 from bopsweep.store.optuna_adapter import study_id
 from bopsweep.store.schema import check_readable, current_version, upgrade
 from bopsweep.store.urls import engine_url, redact, sqlite_path
-from bopsweep.studies import StudySpec
+from bopsweep.studies.stored import spec_from_stored
 from bopsweep.trial.legacy_c2i import C2I_MEANING
 
 # optuna: imported where used, as a trial process loads this module
@@ -284,7 +284,7 @@ def _check_definition(study: optuna.Study) -> None:
     """A study's stored definition (which another tool may have written) is of the shape
     bopsweep reads, or one line naming the study; never a traceback later on."""
     try:
-        StudySpec.from_dict(study.user_attrs[SPEC_ATTR])
+        spec_from_stored(study.user_attrs[SPEC_ATTR])
     except UserError as e:
         raise UserError(f"study {study.study_name!r}: {e}") from None
 

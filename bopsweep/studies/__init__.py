@@ -2,6 +2,7 @@
 
 * :mod:`~bopsweep.trial.config`: :class:`TrialConfig`, one training run, checked;
 * :mod:`~bopsweep.studies.spec`: :class:`StudySpec`, base × arms × grid × seeds, of a design;
+* :mod:`~bopsweep.studies.stored`: a spec read back from a study's stored definition;
 * :mod:`~bopsweep.studies.designs`: the designs (grid, pow10, schedule, arms, Optuna search),
   each with its builder, study-file sections, stored form and figures;
 * :mod:`~bopsweep.studies.builders`: what the builders and study commands share;

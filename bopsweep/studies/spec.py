@@ -5,17 +5,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from bopsweep.errors import UserError
 from bopsweep.trial.config import FIELDS, TrialConfig, check_field
 from bopsweep.trial.schedules import Schedule
 from bopsweep.trial.settings import SETTINGS
 
-if TYPE_CHECKING:
-    from bopsweep.studies.designs import Design
-
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class SpecDesign(Protocol):
+    """What a spec asks of its design: every design of :mod:`bopsweep.studies.designs` is one
+    (declared here, not imported, as the designs build specs)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    def to_meta(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,7 @@ class StudySpec:
     """
 
     name: str
-    design: Design
+    design: SpecDesign
     base: TrialConfig
     grid: dict[str, list[Any]] = field(default_factory=dict)
     arms: list[dict[str, Any]] = field(default_factory=list)
@@ -81,41 +88,6 @@ class StudySpec:
             "description": self.description,
             "meta": self.design.to_meta(),
         }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StudySpec:
-        """A definition as stored (a study's ``bopsweep_spec``, which another tool may have
-        written): one that is not of this shape is one line, never a traceback."""
-        # here, not at the top: bopsweep.studies.designs imports this one
-        from bopsweep.studies.designs import stored_design
-
-        if not isinstance(data, dict) or not isinstance(data.get("base"), dict):
-            raise UserError("the study's definition (bopsweep_spec) holds no base configuration")
-        if missing := {"name", "kind"} - set(data):
-            raise UserError(f"the study's definition (bopsweep_spec) lacks {sorted(missing)}")
-        if unknown := set(data) - _STORED_KEYS:
-            raise UserError(f"the study's definition (bopsweep_spec) has unknown {sorted(unknown)}")
-        for key, typ in _STORED_TYPES.items():
-            value = data.get(key)
-            items_ok = not isinstance(value, list) or all(isinstance(a, dict) for a in value)
-            if key in data and not (isinstance(value, typ) and items_ok):
-                what = f"{type(value).__name__}, not {typ.__name__}" if items_ok else "non-dicts"
-                raise UserError(f"the study's definition (bopsweep_spec) holds {key} of {what}")
-        values = {k: v for k, v in data.items() if k not in ("kind", "meta")}
-        values["base"] = TrialConfig.from_dict(values["base"], "the study's base")
-        return cls(design=stored_design(data), **values)
-
-
-_STORED_KEYS = {"name", "kind", "base", "grid", "arms", "seeds", "description", "meta"}
-# what each part of a stored definition is (arms: a list of dicts), checked on reading
-_STORED_TYPES: dict[str, type] = {
-    "name": str,
-    "kind": str,
-    "grid": dict,
-    "arms": list,
-    "description": str,
-    "meta": dict,
-}
 
 
 def _plain_arm(arm: dict[str, Any]) -> dict[str, Any]:
