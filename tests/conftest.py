@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from bopsweep.trial.data import make_synthetic
-from tests.helpers import PG_CTL, PG_STOPPABLE_URL, PG_URL, TINY_SETTINGS, add_trial
+from tests.helpers import PG_URL, TINY_SETTINGS, add_trial
 
 
 @pytest.fixture(scope="session")
@@ -43,22 +43,7 @@ def pg() -> Iterator[str]:
     """A fresh database on the PostgreSQL test server (``.ci/postgres.sh``, found through
     ``BOPSWEEP_TEST_POSTGRES``), dropped afterwards. Without a server the test skips on a
     developer machine, and fails in CI."""
-    yield from _fresh_database(PG_URL)
-
-
-@pytest.fixture
-def stoppable_pg() -> Iterator[str]:
-    """A fresh database on the server the test may stop and start through
-    ``BOPSWEEP_TEST_PG_CTL``: ``BOPSWEEP_TEST_POSTGRES_STOPPABLE`` (CI starts one of its own,
-    so that the PostgreSQL tests running beside keep theirs), else the ``pg`` server. A test
-    that takes it carries ``STOPS_THE_SERVER``: such tests run one after another."""
-    if PG_CTL is None:
-        pytest.skip("BOPSWEEP_TEST_PG_CTL not set: cannot stop the server")
-    yield from _fresh_database(PG_STOPPABLE_URL)
-
-
-def _fresh_database(server: str | None) -> Iterator[str]:
-    if server is None:
+    if PG_URL is None:
         if os.environ.get("CI"):
             pytest.fail("BOPSWEEP_TEST_POSTGRES is not set: .ci/run must start PostgreSQL")
         pytest.skip(
@@ -68,10 +53,10 @@ def _fresh_database(server: str | None) -> Iterator[str]:
     import psycopg
 
     name = f"bopsweep_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server, autocommit=True) as conn:
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
-    yield server.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(server, autocommit=True) as conn:
+    yield PG_URL.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
-import pytest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -371,12 +370,7 @@ def add_trial(
 
 # --- the PostgreSQL test server (.ci/postgres.sh; the ``pg`` fixture makes its databases) -----
 PG_URL = os.environ.get("BOPSWEEP_TEST_POSTGRES")
-# the server a test may stop and start (the ``stoppable_pg`` fixture), and its control script
-PG_STOPPABLE_URL = os.environ.get("BOPSWEEP_TEST_POSTGRES_STOPPABLE", PG_URL)
-PG_CTL = os.environ.get("BOPSWEEP_TEST_PG_CTL")
-# the mark of a test that stops it: under pytest-xdist (--dist loadgroup) they run in one worker,
-# one after another, while the other tests run beside
-STOPS_THE_SERVER = pytest.mark.xdist_group("stoppable_server")
+PG_CTL = os.environ.get("BOPSWEEP_TEST_PG_CTL")  # stops and starts that server
 PASSWORD = "s3cret-pw"  # the test role's, in PG_URL
 BEAT = ["--heartbeat-interval", "1", "--grace-period", "4"]  # a dead worker is noticed fast
 
