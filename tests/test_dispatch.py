@@ -152,6 +152,18 @@ def test_resume_after_the_driver_is_killed_continues_from_checkpoints(small_cifa
     assert len(interrupted) == 1
 
 
+def kill_a_trial_mid_run(driver: int, cwd: Path, epochs: int) -> None:
+    """SIGKILL a trial process of study grid-tau run by ``driver`` once it has 3 epochs and
+    more than 5 to go."""
+    wait_until(
+        lambda: any(3 <= epochs_in(d) < epochs - 5 for d in run_dirs(cwd, "grid-tau")),
+        what="a trial mid-run",
+    )
+    victim_dir = next(d for d in run_dirs(cwd, "grid-tau") if epochs_in(d) >= 3)
+    victim = next(pid for pid, cmd in trial_processes(driver).items() if str(victim_dir) in cmd)
+    os.kill(victim, signal.SIGKILL)
+
+
 @pytest.mark.slow
 def test_a_killed_trial_process_is_recorded_and_retried_from_its_checkpoint(
     small_cifar_dir, tmp_path
@@ -159,13 +171,7 @@ def test_a_killed_trial_process_is_recorded_and_retried_from_its_checkpoint(
     epochs = 20
     args = grid_args("tau", "1e-6,1e-5", epochs, small_cifar_dir)
     driver = start(*args, cwd=tmp_path)
-    wait_until(
-        lambda: any(3 <= epochs_in(d) < epochs - 5 for d in run_dirs(tmp_path, "grid-tau")),
-        what="a trial mid-run",
-    )
-    victim_dir = next(d for d in run_dirs(tmp_path, "grid-tau") if epochs_in(d) >= 3)
-    victim = next(pid for pid, cmd in trial_processes(driver.pid).items() if str(victim_dir) in cmd)
-    os.kill(victim, signal.SIGKILL)
+    kill_a_trial_mid_run(driver.pid, tmp_path, epochs)
     _, err = driver.communicate(timeout=300)
     assert driver.returncode == 0, err
     assert "FAILED (killed by SIGKILL); re-queued" in err
@@ -181,6 +187,49 @@ def test_a_killed_trial_process_is_recorded_and_retried_from_its_checkpoint(
         and t.user_attrs["config_id"] == crashed[0].user_attrs["config_id"]
     )
     assert retry.user_attrs["attempt"] == 1 and retry.user_attrs["resumed_from_epoch"] >= 2
+
+
+# a driver whose first retry meets a locked database: the trial's end is written, its retry not
+LOSES_ITS_FIRST_REQUEUE = """
+import sqlite3, sys
+import sqlalchemy.exc
+from bopsweep.driver.queue import TrialQueue
+real, calls = TrialQueue.requeue, []
+def requeue(*args, **kwargs):
+    calls.append(args)
+    if len(calls) == 1:
+        locked = sqlite3.OperationalError("database is locked")
+        raise sqlalchemy.exc.OperationalError("INSERT INTO trials", {}, locked)
+    return real(*args, **kwargs)
+TrialQueue.requeue = requeue
+from bopsweep.cli import app
+app(prog_name="bopsweep", args=sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_a_retry_the_database_refused_to_queue_is_queued_before_the_driver_ends(
+    small_cifar_dir, tmp_path
+):
+    """The end of a crashed trial and its retry are two writes: when the database fails
+    between them, the running driver still queues the retry and runs it (before, the retry
+    was lost until a later command, and the study ended with a configuration undone)."""
+    epochs = 20
+    args = grid_args("tau", "1e-6,1e-5", epochs, small_cifar_dir)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", LOSES_ITS_FIRST_REQUEUE, *args],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    kill_a_trial_mid_run(driver.pid, tmp_path, epochs)
+    _, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, err
+    assert "the database is unreachable" in err  # the refused write, ridden out
+    ts = trials(tmp_path, "grid-tau")
+    assert_one_complete_per_configuration(ts, 2, epochs, tmp_path)
+    (crashed,) = [t for t in ts if t.state.name == "FAIL"]
+    assert crashed.user_attrs["requeued"]
 
 
 @pytest.mark.slow

@@ -189,7 +189,9 @@ class Driver:
         if not self.running and not self.finishing and not self.held:
             others = self.queue.count("RUNNING") > len(self.running)  # another driver's trials
             if not others and not self.queue.count("WAITING"):
-                return False
+                # a retry that was never queued (the database went away between a trial's end
+                # and its retry, here or in another driver): queued now; else nothing is left
+                return self.queue.requeue_lost() > 0
             # a trial re-queued as it failed to start, one waiting for its configuration's
             # other run to end, or another driver's trials that may come back: a later turn
             time.sleep(1.0)
