@@ -441,13 +441,12 @@ def check_integrity(url: str, n_configs: int, epochs: int) -> list[optuna.trial.
 
 
 def assert_attributes_on_record(url: str) -> None:
-    """Every attribute bopsweep wrote on the studies and trials of database ``url`` (a URL, or
-    a SQLite file) is declared in the store's record (:mod:`bopsweep.attr_keys`) and holds
-    what the record says it holds."""
+    """Every attribute bopsweep wrote on the studies and trials of database ``url`` is declared
+    in the store's record (:mod:`bopsweep.attr_keys`) and holds what the record says it holds."""
     from bopsweep.attr_keys import STUDY_RECORD, SYSTEM_RECORD, TRIAL_RECORD, off_record
     from bopsweep.store.urls import engine_url
 
-    storage = engine_url(url if "://" in url else f"sqlite:///{url}")
+    storage = engine_url(url)
     lines = []
     for name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)

@@ -105,9 +105,10 @@ def test_workers_ride_out_a_database_restart(pg, small_cifar_dir, tmp_path):
     check_integrity(pg, 4, epochs)
 
 
-def test_what_a_run_reads_after_its_loop_rides_out_an_outage(pg):
-    """A worker whose trials are done still checks and sums up the study: a server restarting
-    meanwhile delays that (as it delays the loop), and never ends a finished study in failure."""
+def test_ride_out_reads_once_a_restarted_server_answers(pg):
+    """``Outage.ride_out``, through which a worker whose trials are done checks and sums up the
+    study: a server stopped meanwhile delays the read (noted, as the loop notes it) until it
+    answers again, instead of raising and ending a finished study in failure."""
     if PG_CTL is None:
         pytest.skip("BOPSWEEP_TEST_PG_CTL not set: cannot restart the server")
     from bopsweep.driver.outage import Outage

@@ -162,7 +162,7 @@ def test_search_with_two_workers_and_median_pruning_runs_to_its_total(small_cifa
     again = bopsweep(*args, cwd=tmp_path)  # already at its total: nothing more runs
     assert again.returncode == 0 and "6 of 6 trials exist" in again.stdout
     assert len(trials(tmp_path, "optuna-search")) == 6
-    assert_attributes_on_record(str(tmp_path / "study.db"))  # pruned trials' too
+    assert_attributes_on_record(f"sqlite:///{tmp_path / 'study.db'}")  # pruned trials' too
 
 
 @pytest.mark.slow
@@ -237,7 +237,8 @@ def test_a_search_driver_killed_before_it_queued_a_retry_loses_no_trial(small_ci
     assert lost.user_attrs["config_id"] in complete and len(complete) == 2
     retry = next(t for t in ts if t.number > lost.number and t.params == lost.params)
     assert retry.user_attrs["resumed_from_epoch"] >= 1  # from the lost trial's checkpoint
-    assert_attributes_on_record(str(tmp_path / "study.db"))  # failed and retried trials' too
+    # the failed and the retried trials' attributes too
+    assert_attributes_on_record(f"sqlite:///{tmp_path / 'study.db'}")
 
 
 @pytest.mark.parametrize(

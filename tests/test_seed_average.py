@@ -73,7 +73,7 @@ def test_every_sampled_configuration_trains_on_its_seeds_and_is_valued_at_their_
     again = bopsweep(*args, cwd=tmp_path)
     assert again.returncode == 0 and "2 of 2 trials exist" in again.stdout, again.stdout
     assert len(trials(tmp_path, "optuna-search")) == 4
-    assert_attributes_on_record(str(tmp_path / "study.db"))  # the companion study's too
+    assert_attributes_on_record(f"sqlite:///{tmp_path / 'study.db'}")  # the companion study's too
 
 
 # a driver killed (SIGKILL) the moment it would queue a sampled configuration's seed runs
