@@ -65,7 +65,9 @@ def main() -> None:
         "cli_startup": lambda: cli_startup.run(rounds=1 if q else 7),
         "search": lambda: search.run(seeds=1 if q else 5),
         "plots": lambda: plots.run(trials=(2, 2) if q else (10, 10), epochs=3 if q else 100),
-        "scale": lambda: scale.run(sizes=(20, 40) if q else (1000, 10000), epochs=3 if q else 100),
+        "scale": lambda: scale.run(
+            sizes=(20, 40) if q else (1000, 10000), epochs=3 if q else 100, rounds=1 if q else 3
+        ),
     }
     results = {
         "machine": platform.node(),

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from benchmarks.harness import measure, report
-from bopsweep.trial.data import DeviceData, Split
+from bopsweep.trial.cifar_files import Split
+from bopsweep.trial.data import DeviceData
 
 
 def run(n: int = 50_000, batch: int = 100, device: str = "cpu", rounds: int = 5) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bopsweep.driver import DispatchOptions, run_study
 from bopsweep.studies import TrialConfig, grid_study
-from bopsweep.trial.data import make_synthetic
+from bopsweep.trial.cifar_files import make_synthetic
 
 
 def trials_per_minute(

@@ -11,7 +11,7 @@ At each size it times, in seconds:
   4 times a second), on the same study;
 * ``status``, ``export`` (trials to CSV) and ``plot``: the commands as a user runs them, each a
   fresh process (imports included) on the completed study (``status`` and ``export``: the median
-  of 3 runs; ``plot`` once);
+  of 3 runs, or of ``rounds``; ``plot`` once);
 
 and the growth of each from the smallest size to the largest (linear: the ratio of the sizes).
 The trials log 5 steps an epoch (a real run logs 50: at 10,000 trials that would be 50 million
@@ -79,7 +79,7 @@ def _cli(*args: str, rounds: int = 1) -> float:
     return statistics.median(times)
 
 
-def one_size(folder: Path, trials: int, epochs: int) -> dict[str, float]:
+def one_size(folder: Path, trials: int, epochs: int, rounds: int = 3) -> dict[str, float]:
     db = folder / f"scale{trials}.db"
     store = Store(f"sqlite:///{db}", create=True)
     spec = grid("scale", trials, folder, epochs)
@@ -102,9 +102,9 @@ def one_size(folder: Path, trials: int, epochs: int) -> dict[str, float]:
     build = time.perf_counter() - start
     store.engine.dispose()
     os.sync()  # the study is on disk: its writing back does not slow what is timed
-    times["status"] = _cli("status", str(db), rounds=3)
+    times["status"] = _cli("status", str(db), rounds=rounds)
     csv = str(folder / f"trials{trials}.csv")
-    times["export"] = _cli("export", str(db), "--output", csv, "--force", rounds=3)
+    times["export"] = _cli("export", str(db), "--output", csv, "--force", rounds=rounds)
     times["plot"] = _cli("plot", str(db), "--out", str(folder / f"figs{trials}"), "--layer", "last")
     print(f"  ({trials} trials: study built in {build:.0f} s)", flush=True)
     return times
@@ -128,12 +128,12 @@ def huge_grid_refusal() -> dict[str, float]:
     return {"seconds": seconds, "peak_mib": peak}
 
 
-def run(sizes: tuple[int, ...] = (1000, 10000), epochs: int = 100) -> dict:
+def run(sizes: tuple[int, ...] = (1000, 10000), epochs: int = 100, rounds: int = 3) -> dict:
     results: dict = {"sizes": list(sizes), "epochs": epochs, "seconds": {}}
     print(f"\nscale: grids of {', '.join(map(str, sizes))} trials × {epochs} epochs", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
-            results["seconds"][n] = one_size(Path(tmp), n, epochs)
+            results["seconds"][n] = one_size(Path(tmp), n, epochs, rounds)
     small, large = sizes[0], sizes[-1]
     growth = {s: results["seconds"][large][s] / results["seconds"][small][s] for s in STAGES}
     results["growth"] = growth

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from benchmarks.dispatch import trials_per_minute
 from bopsweep.studies import TrialConfig
-from bopsweep.trial.data import make_synthetic
+from bopsweep.trial.cifar_files import make_synthetic
 from bopsweep.trial.train import run_stack, run_trial
 
 ARMS = ("separate", "stacked", "grouped")

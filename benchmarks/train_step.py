@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from benchmarks.harness import measure, report
 from bopsweep.studies import TrialConfig
-from bopsweep.trial.data import DeviceData, Split, augment_batch, to_unit_range
+from bopsweep.trial.cifar_files import Split
+from bopsweep.trial.data import DeviceData, augment_batch, to_unit_range
 from bopsweep.trial.flips import FlipLog
 from bopsweep.trial.train import LAYOUT, Hyperparams, build_model, build_optimizers
 

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.dispatch import trials_per_minute
-from bopsweep.trial.data import make_synthetic
+from bopsweep.trial.cifar_files import make_synthetic
 
 
 def run(n_trials: int = 8, epochs: int = 3, rounds: int = 3) -> dict:

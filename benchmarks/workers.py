@@ -14,7 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bopsweep.trial.data import make_synthetic
+from bopsweep.trial.cifar_files import make_synthetic
 
 TRIALS = 8
 TINY = ["--width", "0.0625", "--batch-size", "20", "--epochs", "1", "--device", "cpu", "--quiet"]

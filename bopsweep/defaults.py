@@ -179,8 +179,9 @@ PER_GPU = 1
 # (~0.2 GB as bytes, more while batches are made), a width-1 BinaryNet with its optimizer state
 # and activations (~0.3 GB); with warm starts its zygote shares most of its pages
 MEMORY_PER_TRIAL = 2**30
-# trial processes forked from a zygote per slot that has imported torch and loaded the data
-# (bopsweep.driver.warm), instead of started from scratch: seconds saved per trial; Linux only
+# trial processes forked from a zygote (one per slot environment) that has imported torch and
+# loaded the data (bopsweep.driver.warm), instead of started from scratch: seconds saved per
+# trial; Linux only
 WARM_STARTS = True
 # trials per process, trained as one stacked model (bopsweep.models.stacked). 1 by default: on
 # the CPU a stack saves only per-trial overhead: 2x on tiny trials, 1.01-1.06x on real ones

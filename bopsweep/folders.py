@@ -183,5 +183,5 @@ def is_study_folder(folder: Path, study_uuid: str) -> bool:
 
 def trial_marker(study_uuid: str, config_id: str, data: str) -> dict[str, Any]:
     """What a trial folder's marker holds: whose study, which configuration, which data (the
-    fingerprint of its files, :func:`bopsweep.trial.data.fingerprint`)."""
+    fingerprint of its files, :func:`bopsweep.trial.cifar_files.fingerprint`)."""
     return {"kind": "trial", "study_uuid": study_uuid, "config_id": config_id, "data": data}

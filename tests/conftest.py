@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from bopsweep.trial.data import make_synthetic
+from bopsweep.trial.cifar_files import make_synthetic
 from tests.helpers import PG_URL, TINY_SETTINGS, add_trial
 
 

@@ -11,16 +11,15 @@ import pytest
 import torch
 
 from bopsweep.errors import UserError
-from bopsweep.trial import data
-from bopsweep.trial.data import (
-    DeviceData,
+from bopsweep.trial import cifar_files as data
+from bopsweep.trial.cifar_files import (
     Split,
-    augment_batch,
     load_cifar10,
     resolve_data_dir,
     stratified_subset,
     write_cifar10,
 )
+from bopsweep.trial.data import DeviceData, augment_batch
 
 
 def tiny_split(n: int, seed: int = 0) -> Split:

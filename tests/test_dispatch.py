@@ -127,7 +127,7 @@ def test_resume_after_the_driver_is_killed_continues_from_checkpoints(small_cifa
     )
     children = trial_processes(driver.pid)
     assert children, "the driver runs no trial process"
-    assert len(zygotes(driver.pid)) == 2  # a warm-start zygote per slot
+    assert len(zygotes(driver.pid)) == 1  # one warm-start zygote for both CPU slots
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     wait_until(lambda: not set(children) & set(trial_processes()), 20, "orphans to stop")
@@ -250,7 +250,7 @@ def test_ctrl_c_exits_130_refuses_a_second_driver_and_resumes_cleanly(small_cifa
 
     children = trial_processes(driver.pid)
     assert len(children) == 2, children
-    assert len(zygotes(driver.pid)) == 2  # a warm-start zygote per slot
+    assert len(zygotes(driver.pid)) == 1  # one warm-start zygote for both CPU slots
     driver.send_signal(signal.SIGINT)
     out, err = driver.communicate(timeout=60)
     assert driver.returncode == 130, err

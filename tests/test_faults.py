@@ -32,8 +32,9 @@ from tests.helpers import TINY, study_folder, trial_processes_in, zygotes
 SEED = 20261122
 FAULTS = 30
 # long enough that the study outlasts its 30 faults on an idle machine too (20 and 60 did not:
-# a tiny epoch takes a fraction of a second)
-CONFIGS, EPOCHS = ("1e-6", "1e-5", "1e-4"), 200
+# a tiny epoch takes a fraction of a second); on 2 loaded cores about 90 of its 360 epochs
+# had run when the 30th fault was injected, and the rest took a minute
+CONFIGS, EPOCHS = ("1e-6", "1e-5", "1e-4"), 120
 # (who, signal, the driver's exit code when it was running)
 KINDS = [
     ("driver", signal.SIGKILL, -signal.SIGKILL),

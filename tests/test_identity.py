@@ -25,7 +25,7 @@ from bopsweep.folders import (
 )
 from bopsweep.store import SPEC_ATTR, UUID_ATTR, Store, driver_lock, study_uuid
 from bopsweep.studies import TrialConfig, grid_study
-from bopsweep.trial.data import fingerprint, make_synthetic
+from bopsweep.trial.cifar_files import fingerprint, make_synthetic
 from bopsweep.trial.run_dir import CHECKPOINT, METRICS, RunDir
 from bopsweep.trial.train import run_trial
 from tests.helpers import TINY, bopsweep, invoke, one_line_error, study_folder

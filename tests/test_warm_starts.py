@@ -23,7 +23,7 @@ from bopsweep.errors import UserError
 from bopsweep.store import Store
 from bopsweep.store.optuna_adapter import trial_id
 from bopsweep.studies import TrialConfig, expand, grid_study
-from bopsweep.trial.data import load_cifar10, make_synthetic, preload_cifar10
+from bopsweep.trial.cifar_files import load_cifar10, make_synthetic, preload_cifar10
 from tests.helpers import (
     TINY_SETTINGS,
     command_lines,
@@ -170,6 +170,40 @@ def running_trials(driver_pid: int, root: Path) -> dict[int, Path]:
     return found
 
 
+def resume(cwd: Path) -> subprocess.Popen:
+    """``bopsweep resume`` of ``cwd/study.db`` on 2 CPU slots, started and left running."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bopsweep", "resume", "study.db", *RESUME],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def torch_loaded(pid: int) -> bool:
+    """Whether a live process has torch's library mapped (it imported torch)."""
+    return "libtorch" in (Path("/proc") / str(pid) / "maps").read_text()
+
+
+def test_a_cpu_driver_never_imports_torch_and_its_slots_share_one_zygote(small_cifar_dir, tmp_path):
+    ids = queue_study(tmp_path, small_cifar_dir, [1e-9, 1e-8], 200)
+    root = study_folder(tmp_path / "study.db", "iso")
+    driver = resume(tmp_path)
+    try:
+        wait_until(lambda: len(running_trials(driver.pid, root)) == 2, 120, "two trials mid-run")
+        (zygote,) = zygotes(driver.pid)  # one for both CPU slots
+        trials = running_trials(driver.pid, root)
+        assert sorted(d.name for d in trials.values()) == sorted(ids)
+        assert all(warm_started(pid) and torch_loaded(pid) for pid in trials)
+        assert torch_loaded(zygote)
+        assert not torch_loaded(driver.pid)  # the driver: seconds and hundreds of MB saved
+    finally:
+        driver.send_signal(signal.SIGINT)
+        _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 130, err
+
+
 @pytest.mark.slow
 def test_warm_trials_that_crash_or_are_killed_leave_their_neighbours_and_slots_untouched(
     small_cifar_dir, tmp_path
@@ -178,14 +212,8 @@ def test_warm_trials_that_crash_or_are_killed_leave_their_neighbours_and_slots_u
     ids = queue_study(tmp_path, small_cifar_dir, [1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4], epochs)
     root = study_folder(tmp_path / "study.db", "iso")
     (root / ids[-1] / "steps.csv").mkdir(parents=True)  # the last one raises on its first epoch
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "bopsweep", "resume", "study.db", *RESUME],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_until(lambda: len(zygotes(driver.pid)) == 2, 120, "a zygote per slot")
+    driver = resume(tmp_path)
+    wait_until(lambda: len(zygotes(driver.pid)) == 1, 120, "one zygote for both CPU slots")
     before = set(zygotes(driver.pid))
 
     # the first two trials (one per slot) die: one killed, one by a segmentation fault
@@ -198,13 +226,13 @@ def test_warm_trials_that_crash_or_are_killed_leave_their_neighbours_and_slots_u
     os.kill(killed, signal.SIGKILL)
     os.kill(crashed, signal.SIGSEGV)
 
-    # the next trials run warm, forked by the same zygotes
+    # the next trials run warm, forked by the same zygote
     wait_until(
         lambda: set(running_trials(driver.pid, root)) - set(victims), 300, "a trial after them"
     )
     later = next(iter(set(running_trials(driver.pid, root)) - set(victims)))
     assert warm_started(later)
-    assert set(zygotes(driver.pid)) == before  # the crashes took no zygote with them
+    assert set(zygotes(driver.pid)) == before  # the crashes took the zygote not with them
 
     _, err = driver.communicate(timeout=600)
     assert driver.returncode == 1, err  # failed trials, not retried

@@ -117,7 +117,8 @@ class Placement:
         typer.Option(
             "--cold-starts",
             help="Start every trial process from scratch instead of forking it from a process "
-            "per slot that has imported torch and loaded the data (warm starts, Linux).",
+            "that has imported torch and loaded the data (warm starts, Linux; one for all CPU "
+            "slots, one per GPU).",
         ),
     ] = not d.WARM_STARTS
     stack: Annotated[

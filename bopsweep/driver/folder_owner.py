@@ -26,6 +26,7 @@ from typing import IO
 
 from bopsweep.errors import UserError
 from bopsweep.folders import safe_component, trial_marker
+from bopsweep.trial.run_dir import RunDir
 
 OWNER_FILE = ".owner"
 LOCK_FILE = ".lock"
@@ -39,10 +40,6 @@ def adopt(run_dir: Path, config_id: str, identity: tuple[str, str] | None) -> bo
     made); True if a run there of anything else was removed (it is never resumed).
     ``config_id`` is read from the database: one that is no plain folder name (``../x``)
     never becomes a path."""
-    # here, not at the top: bopsweep.trial.run_dir imports torch, which a trial process
-    # imports only once its output is redirected
-    from bopsweep.trial.run_dir import RunDir
-
     if safe_component(config_id) != config_id:
         raise UserError(f"its config_id {config_id!r} is not a folder name bopsweep makes")
     if identity is None:

@@ -45,6 +45,7 @@ from bopsweep.studies.designs import SearchDesign
 from bopsweep.studies.samplers import make_pruner, make_sampler
 from bopsweep.studies.search import Search
 from bopsweep.studies.stored import spec_from_stored
+from bopsweep.trial.cifar_files import fingerprint, resolve_data_dir
 from bopsweep.trial.config import check_device
 
 if TYPE_CHECKING:
@@ -115,9 +116,11 @@ def run_study(
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     previous_hup = signal.signal(signal.SIGHUP, _hang_up)  # an ssh session that drops
     try:
-        with _signals_deferred():
+        with _signals_deferred():  # the slow imports: a signal in the middle of one is fatal
             import optuna  # noqa: F401
-            import torch  # noqa: F401
+
+            if options.device != "cpu":  # counting the GPUs imports torch; else the driver
+                import torch  # noqa: F401  # never does (its trial processes do)
         code = _run_study(spec, options, echo, display)
     except KeyboardInterrupt:
         code = 130
@@ -161,9 +164,6 @@ def _run_study(
     display: Display | None,
 ) -> int:
     """:func:`run_study`'s work: check, open the study and its folder, queue, run, sum up."""
-    # here, not at the top: bopsweep.trial.data imports torch, which run_study imports with
-    # signals held
-    from bopsweep.trial.data import fingerprint
 
     checked = check_run(spec, options)  # all valid before anything is written
     planned, slots = checked.planned, checked.slots
@@ -296,9 +296,6 @@ class CheckedRun:
 def check_run(spec: StudySpec, options: DispatchOptions, dry_run: bool = False) -> CheckedRun:
     """Every input of a run checked, in the order a run checks them, before the database is
     touched. Creates nothing; downloads CIFAR-10 if asked and missing, unless ``dry_run``."""
-    # here, not at the top: bopsweep.trial.data imports torch, which run_study imports with
-    # signals held
-    from bopsweep.trial.data import resolve_data_dir
 
     options.check()
     if options.stack > 1 and spec.base.compile:

@@ -2,14 +2,15 @@
 
 A trial process started cold spends seconds importing torch and bopsweep and loading the data
 before its first step; on short trials (quick studies, searches with pruning) that is most of
-its life. With warm starts each slot has a zygote that did all that once, and each trial is
-still a fresh process of its own (its own session and process group, the driver's pipes, the
-driver as its parent), forked from it.
+its life. With warm starts a zygote did all that once (one per slot environment: one for all
+CPU slots, one per GPU), and each trial is still a fresh process of its own (its own session
+and process group, the driver's pipes, the driver as its parent), forked from it.
 
 The warm machinery never costs a trial: if a zygote cannot start, dies, or fails to fork, the
 trial starts cold at once and the zygote is replaced for the next one; after
-:data:`MAX_ZYGOTE_FAILURES` failures on a slot, that slot starts its trials cold. Zygotes end
-with the driver: closed at the end of its run, killed with it (``PR_SET_PDEATHSIG``).
+:data:`MAX_ZYGOTE_FAILURES` failures of a zygote, the slots it served start their trials cold.
+Zygotes end with the driver: closed at the end of its run, killed with it
+(``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from bopsweep.driver.zygote import PACKET_BYTES, WARM_ENV, ZYGOTE_MODULE
 READY_SECONDS = 120.0  # for a zygote to import torch and load the data (a loaded machine)
 FORK_SECONDS = 30.0  # for a zygote to answer a request
 CLOSE_SECONDS = 5.0
-MAX_ZYGOTE_FAILURES = 3  # per slot; then its trials start cold
+MAX_ZYGOTE_FAILURES = 3  # per zygote; then the trials of its slots start cold
 PR_SET_CHILD_SUBREAPER = 36
 TITLE_SLACK = 64  # bytes of a trial's command line besides its run folder and the interpreter
 
@@ -166,7 +167,12 @@ class ZygoteError(RuntimeError):
 
 
 class Zygotes:
-    """A zygote per slot, started ahead and replaced when it fails."""
+    """A zygote per slot environment, started ahead and replaced when it fails.
+
+    Slots whose environments are equal (every CPU slot; the slots of one GPU) share one: a
+    zygote forks one trial at a time, in a fraction of a second, and every zygote costs
+    seconds of importing and hundreds of MB, so one per slot would cost ``--workers 8``
+    eight of each for nothing."""
 
     def __init__(
         self,
@@ -177,38 +183,46 @@ class Zygotes:
     ) -> None:
         """``envs``: each slot's environment by name; ``data_dir``: the data its trials use;
         ``run_root``: the folder of the trials' run folders (it sizes their command line)."""
-        self.envs, self.data_dir, self.note = envs, data_dir or "", note
+        self.data_dir, self.note = data_dir or "", note
         self.title_room = len(sys.executable) + len(str(run_root)) + TITLE_SLACK
+        # each slot -> the name of its zygote: the first slot of its environment
+        firsts: dict[tuple[tuple[str, str], ...], str] = {}
+        self.group = {
+            slot: firsts.setdefault(tuple(sorted(env.items())), slot) for slot, env in envs.items()
+        }
+        self.envs = {name: envs[name] for name in firsts.values()}
         self.zygotes: dict[str, Zygote] = {}
-        self.failures: dict[str, int] = dict.fromkeys(envs, 0)
-        for name in envs:
+        self.failures: dict[str, int] = dict.fromkeys(self.envs, 0)
+        for name in self.envs:
             self._start(name)
 
     def spawn(self, slot: str, argv: list[str]) -> ForkedProcess | None:
-        """A trial forked by the slot's zygote, or None: then start it cold."""
-        zygote = self.zygotes.get(slot)
+        """A trial forked by the zygote of the slot's environment, or None: then start it
+        cold."""
+        name = self.group[slot]
+        zygote = self.zygotes.get(name)
         if zygote is None:
             return None
         try:
             return zygote.spawn(argv)
         except (ZygoteError, OSError, ValueError) as e:
-            self.failures[slot] += 1
+            self.failures[name] += 1
             zygote.proc.kill()
             zygote.close()
-            del self.zygotes[slot]
-            if self.failures[slot] < MAX_ZYGOTE_FAILURES:
+            del self.zygotes[name]
+            if self.failures[name] < MAX_ZYGOTE_FAILURES:
                 self.note(f"{slot}: warm start failed ({e}); the trial starts cold")
-                self._start(slot)
+                self._start(name)
             else:
                 self.note(f"{slot}: warm start failed ({e}); trials there start cold from now on")
             return None
 
-    def _start(self, slot: str) -> None:
+    def _start(self, name: str) -> None:
         try:
-            self.zygotes[slot] = Zygote(self.envs[slot], self.data_dir, self.title_room)
+            self.zygotes[name] = Zygote(self.envs[name], self.data_dir, self.title_room)
         except OSError as e:
-            self.failures[slot] = MAX_ZYGOTE_FAILURES
-            self.note(f"{slot}: no zygote ({e}); trials there start cold")
+            self.failures[name] = MAX_ZYGOTE_FAILURES
+            self.note(f"{name}: no zygote ({e}); trials there start cold")
 
     def close(self) -> None:
         for zygote in self.zygotes.values():  # all hang up first: they exit side by side

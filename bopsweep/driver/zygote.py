@@ -1,7 +1,7 @@
 """The warm-start zygote: a process that has imported torch and bopsweep's training code (and
 loaded the study's data) once, and forks one fresh trial process per request.
 
-Started by the driver (:mod:`bopsweep.driver.warm`), one per slot, with the slot's environment
+Started by the driver (:mod:`bopsweep.driver.warm`), one per slot environment, with it
 (``OMP_NUM_THREADS`` and ``CUDA_VISIBLE_DEVICES`` are read when torch loads)::
 
     python -m bopsweep.driver.zygote SOCKET_FD DRIVER_PID DATA_DIR [padding...]
@@ -93,7 +93,7 @@ def _load(data_dir: str) -> None:
     import bopsweep.driver.child
     import bopsweep.trial.train  # noqa: F401
     from bopsweep.errors import UserError
-    from bopsweep.trial.data import preload_cifar10
+    from bopsweep.trial.cifar_files import preload_cifar10
 
     if data_dir:
         with contextlib.suppress(UserError):  # bad data: each trial reports it as it would

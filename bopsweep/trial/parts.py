@@ -19,8 +19,9 @@ from bopsweep.metric_keys import (
 )
 from bopsweep.models import BinaryNet
 from bopsweep.optim import Bop, Bop2ndOrder, LatentAdam
+from bopsweep.trial.cifar_files import load_cifar10, resolve_data_dir, stratified_subset
 from bopsweep.trial.config import TrialConfig
-from bopsweep.trial.data import DeviceData, load_cifar10, resolve_data_dir, stratified_subset
+from bopsweep.trial.data import DeviceData
 
 PROGRESS_EVERY = 20
 LAYOUT = torch.channels_last

@@ -26,8 +26,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from bopsweep.errors import UserError
 from bopsweep.files import atomic_open, atomic_write_text, remove_stale_temps
 from bopsweep.folders import read_marker, write_marker
@@ -199,6 +197,8 @@ class RunDir:
 
     # --- checkpoint and summary ------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any]) -> None:
+        import torch  # here: the driver marks and reads run folders without importing torch
+
         try:
             with atomic_open(self.path / CHECKPOINT, "wb") as f:
                 torch.save(state, f)
@@ -210,6 +210,8 @@ class RunDir:
             raise OSError(f"cannot write {self.path / CHECKPOINT}: {e}") from e
 
     def load_checkpoint(self) -> dict[str, Any] | None:
+        import torch  # here: the driver marks and reads run folders without importing torch
+
         path = self.path / CHECKPOINT
         if not path.exists():
             return None
