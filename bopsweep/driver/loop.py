@@ -16,6 +16,7 @@ Helpers, one job each: :mod:`~bopsweep.driver.queue` (Optuna), :mod:`~bopsweep.d
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import signal
 import sys
@@ -44,6 +45,7 @@ from bopsweep.store.optuna_adapter import trial_id
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.trial import FrozenTrial
 
     from bopsweep.store import Store
     from bopsweep.studies.search import Search
@@ -218,9 +220,10 @@ class Driver:
             if not trials:
                 return
             try:
-                if self.heartbeat_interval is not None:  # a trial without any heartbeat is
-                    for trial in trials:  # never judged stale by Optuna
-                        self.queue.heartbeat(trial_id(trial))
+                self._keep_alive(trials)
+                if self.launcher.zygotes is not None:  # loading: the heartbeats go on
+                    beat = functools.partial(self._keep_alive, trials)
+                    self.launcher.zygotes.await_ready(slot.name, beat)
             except BaseException:  # claimed (RUNNING): started on a later turn, or re-queued
                 self.held[:0] = trials
                 raise
@@ -261,10 +264,14 @@ class Driver:
             self.recorder.fail_unstarted(self.held.pop(0), KeyboardInterrupt())
 
     # --- other drivers and the database -----------------------------------------------------
-    def _keep_alive(self) -> None:
-        """Heartbeats of this driver's trials; other drivers' stale trials failed and re-queued."""
+    def _keep_alive(self, claimed: Sequence[FrozenTrial] = ()) -> None:
+        """Heartbeats of trials just claimed (one without any is never judged stale by Optuna)
+        and, on their schedule, of this driver's running ones; other drivers' stale trials
+        failed and re-queued."""
         if self.heartbeat_interval is None:
             return
+        for trial in claimed:
+            self.queue.heartbeat(trial_id(trial))
         now = time.monotonic()
         if now - self._last_heartbeat < min(self.heartbeat_interval, 5.0):
             return

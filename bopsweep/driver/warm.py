@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -79,6 +80,7 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = ours
         self.ready = False
+        self.started = time.monotonic()
         try:
             self.proc = subprocess.Popen(
                 [
@@ -106,11 +108,8 @@ class Zygote:
     def spawn(self, argv: list[str]) -> ForkedProcess:
         """Fork a trial process running ``python -m bopsweep.driver.child ARGV``; raises
         :class:`ZygoteError` (or OSError) when the zygote cannot."""
-        if not self.ready:
-            message = self._receive(READY_SECONDS)
-            if not message.get("ready"):
-                raise ZygoteError(message.get("error", f"unexpected {message}"))
-            self.ready = True
+        if not self.ready_within(READY_SECONDS):
+            raise ZygoteError(f"the zygote did not load within {READY_SECONDS:.0f} s")
         if self.proc.poll() is not None:
             raise ZygoteError(f"the zygote exited with code {self.proc.returncode}")
         stdin_r, stdin_w = os.pipe()
@@ -140,6 +139,23 @@ class Zygote:
             for fd in (stdin_r, stdout_w, stderr_w):
                 os.close(fd)
         return process
+
+    def ready_within(self, seconds: float) -> bool:
+        """Whether it has loaded, waiting up to ``seconds`` for it; raises
+        :class:`ZygoteError` if it failed to, or has not within :data:`READY_SECONDS` of its
+        start."""
+        if self.ready:
+            return True
+        left = self.started + READY_SECONDS - time.monotonic()
+        if left <= 0:
+            raise ZygoteError(f"the zygote did not load within {READY_SECONDS:.0f} s")
+        if not select.select([self.sock], [], [], min(seconds, left))[0]:
+            return False
+        message = self._receive(FORK_SECONDS)
+        if not message.get("ready"):
+            raise ZygoteError(message.get("error", f"unexpected {message}"))
+        self.ready = True
+        return True
 
     def _receive(self, timeout: float) -> dict[str, Any]:
         self.sock.settimeout(timeout)
@@ -206,16 +222,36 @@ class Zygotes:
         try:
             return zygote.spawn(argv)
         except (ZygoteError, OSError, ValueError) as e:
-            self.failures[name] += 1
-            zygote.proc.kill()
-            zygote.close()
-            del self.zygotes[name]
-            if self.failures[name] < MAX_ZYGOTE_FAILURES:
-                self.note(f"{slot}: warm start failed ({e}); the trial starts cold")
-                self._start(name)
-            else:
-                self.note(f"{slot}: warm start failed ({e}); trials there start cold from now on")
+            self._failed(name, slot, e, "the trial starts cold")
             return None
+
+    def await_ready(self, slot: str, keep_alive: Callable[[], None]) -> None:
+        """Until the zygote of ``slot`` has loaded (one that fails is replaced and waited for;
+        with none left the trial starts cold), ``keep_alive`` every second: the driver has
+        claimed the trial it is for, and a zygote loads for seconds, longer than a short grace
+        period, in which the trial and the driver's running ones must not go without a
+        heartbeat (another driver would judge them stale)."""
+        name = self.group[slot]
+        while (zygote := self.zygotes.get(name)) is not None:
+            try:
+                if zygote.ready_within(1.0):
+                    return
+            except (ZygoteError, OSError, ValueError) as e:
+                self._failed(name, slot, e, "a new one loads")
+            keep_alive()
+
+    def _failed(self, name: str, slot: str, e: Exception, then: str) -> None:
+        """The zygote ``name`` failed (as ``slot``'s trial started): gone, and replaced until
+        it has failed :data:`MAX_ZYGOTE_FAILURES` times."""
+        zygote = self.zygotes.pop(name)
+        self.failures[name] += 1
+        zygote.proc.kill()
+        zygote.close()
+        if self.failures[name] < MAX_ZYGOTE_FAILURES:
+            self.note(f"{slot}: warm start failed ({e}); {then}")
+            self._start(name)
+        else:
+            self.note(f"{slot}: warm start failed ({e}); trials there start cold from now on")
 
     def _start(self, name: str) -> None:
         try:
