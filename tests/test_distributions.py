@@ -162,6 +162,10 @@ def test_a_study_topped_up_or_queued_by_an_earlier_bopsweep_takes_new_trials(
     for more in (["--values", "1e-8,1e-7,1e-6"], ["--values", "1e-8,1e-7", "--seeds", "2"]):
         result = invoke(["grid", *common, *more, *THREE_EPOCHS])
         one_line_error(result, "already exists with a different definition")
+        assert "--study g-2" in result.output  # a name that is free
+    # what differs is named, as stored → given
+    result = invoke(["grid", *common, "--values", "1e-8,1e-7", *TINY, "--epochs", "5"])
+    one_line_error(result, "definition (base.epochs: 3 → 5); resume it")
 
 
 def _free_port() -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import re
 import sqlite3
 import uuid
@@ -32,6 +31,7 @@ from urllib.parse import quote
 from bopsweep.attr_keys import C2I_ATTR, LEGACY_ATTR, SCHEMA_ATTR, SPEC_ATTR, UUID_ATTR
 from bopsweep.errors import UserError
 from bopsweep.files import is_sqlite_file
+from bopsweep.store.definitions import comparable, differences, free_name, summary
 from bopsweep.store.failures import reason
 from bopsweep.store.fencing import study_lock
 from bopsweep.store.metrics import METRIC_TABLES, MetricTables
@@ -190,10 +190,13 @@ class Store:
             )
         # a study command (or its dry run) writes it next: refused before its definition
         check_readable(study.user_attrs, spec.name, readonly=False)
-        if _comparable(stored) != _comparable(spec.to_dict()):
+        found = differences(comparable(stored), comparable(spec.to_dict()))
+        if found:
+            free = free_name(spec.name, self.study_names())
             raise UserError(
-                f"study {spec.name!r} already exists with a different definition; "
-                "resume it with 'bopsweep resume', or choose another --study name"
+                f"study {spec.name!r} already exists with a different definition "
+                f"({summary(found)}); resume it with 'bopsweep resume', or run this one as "
+                f"another study: --study {free}"
             )
         return study
 
@@ -434,12 +437,3 @@ def _is_write_refused(e: BaseException) -> bool:
     if 'relation "' in text and "does not exist" in text:  # PostgreSQL: no such table
         return True
     return any(s in text for s in ("readonly database", "read-only transaction", "no such table"))
-
-
-def _comparable(spec: dict[str, Any]) -> str:
-    """A spec without the settings that only say where it runs (data path, device)."""
-    data = json.loads(json.dumps(spec))
-    for key in ("data_dir", "device", "download"):
-        data["base"].pop(key, None)
-    data["meta"].pop("trials", None)  # a search's total may grow: the study is topped up
-    return json.dumps(data, sort_keys=True)

@@ -1,0 +1,62 @@
+"""Two definitions of a study compared: the one stored and the one a command gives, without the
+settings that only say where it runs; what differs, said as ``field: stored → given``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+SHOWN = 4  # differences named in the refusal; the rest are counted
+WIDTH = 40  # characters of a value shown
+
+
+def comparable(spec: dict[str, Any]) -> dict[str, Any]:
+    """A stored definition (a StudySpec's dict) without the settings that only say where it
+    runs (data path, device, download) and a search's total, which may grow (the study is
+    topped up)."""
+    data: dict[str, Any] = json.loads(json.dumps(spec))
+    for key in ("data_dir", "device", "download"):
+        data.get("base", {}).pop(key, None)
+    data.get("meta", {}).pop("trials", None)
+    return data
+
+
+def differences(stored: dict[str, Any], given: dict[str, Any]) -> list[str]:
+    """``field: stored → given`` for each setting of two comparable definitions that differs,
+    fields named by their dotted path (``base.epochs``, ``meta.axes.gamma``)."""
+    old, new = dict(_leaves(stored)), dict(_leaves(given))
+    return [
+        f"{field}: {_shown(old, field)} → {_shown(new, field)}"
+        for field in sorted(old.keys() | new.keys())
+        if old.get(field, _ABSENT) != new.get(field, _ABSENT)
+    ]
+
+
+def summary(found: list[str]) -> str:
+    """The first :data:`SHOWN` differences, and how many more."""
+    more = f"; and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
+    return "; ".join(found[:SHOWN]) + more
+
+
+def free_name(name: str, taken: list[str]) -> str:
+    """``NAME-2``, ``NAME-3``, …: the first that no study of the database has."""
+    return next(f"{name}-{k}" for k in range(2, len(taken) + 3) if f"{name}-{k}" not in taken)
+
+
+_ABSENT = object()
+
+
+def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict) and value:
+        for key in sorted(value, key=str):
+            yield from _leaves(value[key], f"{path}.{key}" if path else str(key))
+    else:
+        yield path, value
+
+
+def _shown(values: dict[str, Any], field: str) -> str:
+    if field not in values:
+        return "(none)"
+    text = json.dumps(values[field], sort_keys=True)
+    return text if len(text) <= WIDTH else text[: WIDTH - 1] + "…"
