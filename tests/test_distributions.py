@@ -26,6 +26,7 @@ from optuna.distributions import (
 
 from bopsweep.driver.queue import TrialQueue, fit_stored
 from bopsweep.store import Store
+from bopsweep.store.definitions import differences
 from bopsweep.studies import TrialConfig, expand, grid_study, pow10_study, schedule_study
 from tests.helpers import TINY, invoke, one_line_error
 
@@ -235,3 +236,12 @@ def test_optuna_dashboard_ranks_gamma_first(small_cifar_dir, tmp_path, monkeypat
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def test_definitions_differ_as_their_stored_json_does():
+    """A setting stored as 1 is not the same as 1.0 or true (the refusal compared JSON text
+    before it named differences, and still does); where a field is missing it says so."""
+    assert differences({"a": 1}, {"a": 1}) == []
+    assert differences({"a": 1}, {"a": 1.0}) == ["a: 1 → 1.0"]
+    assert differences({"a": True}, {"a": 1}) == ["a: true → 1"]
+    assert differences({"b": {"c": [1, 2]}}, {}) == ["b.c: [1, 2] → (none)"]

@@ -242,13 +242,17 @@ def test_a_trial_keeps_its_heartbeat_while_its_zygote_loads(pg, small_cifar_dir,
     this 2 s grace period: the claimed trial's heartbeats go on meanwhile, so another driver
     looking for stale trials all along never fails it (it did: a retry, two trials)."""
     queue(pg, small_cifar_dir, tmp_path, {"gamma": "1e-7"}, epochs=1)
-    other = TrialQueue(Store(pg, heartbeat=(1, 2, 3)).load("s"))
+    store = Store(pg, heartbeat=(1, 2, 3))
+    other = TrialQueue(store.load("s"))
     w = worker(pg, tmp_path, beat=["--heartbeat-interval", "1", "--grace-period", "2"])
-    while w.poll() is None:  # as another driver does on each turn
-        other.fail_stale()
-        time.sleep(0.2)
-    assert w.returncode == 0, w.communicate()[1]
-    assert [t.state.name for t in other.trials()] == ["COMPLETE"]
+    try:
+        while w.poll() is None:  # as another driver does on each turn
+            other.fail_stale()
+            time.sleep(0.2)
+        assert w.returncode == 0, w.communicate()[1]
+        assert [t.state.name for t in other.trials()] == ["COMPLETE"]
+    finally:
+        store.engine.dispose()
 
 
 def test_a_trial_claimed_without_a_heartbeat_is_judged_stale_all_the_same(pg):

@@ -232,7 +232,7 @@ def test_warm_trials_that_crash_or_are_killed_leave_their_neighbours_and_slots_u
     )
     later = next(iter(set(running_trials(driver.pid, root)) - set(victims)))
     assert warm_started(later)
-    assert set(zygotes(driver.pid)) == before  # the crashes took the zygote not with them
+    assert set(zygotes(driver.pid)) == before  # the crashes left the zygote alive
 
     _, err = driver.communicate(timeout=600)
     assert driver.returncode == 1, err  # failed trials, not retried

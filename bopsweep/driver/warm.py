@@ -182,6 +182,10 @@ class ZygoteError(RuntimeError):
     """A zygote could not start a trial (the trial then starts cold)."""
 
 
+# how a zygote fails: it says so, exits, or its socket or answer is broken
+_FAILURES = (ZygoteError, OSError, ValueError)
+
+
 class Zygotes:
     """A zygote per slot environment, started ahead and replaced when it fails.
 
@@ -221,7 +225,7 @@ class Zygotes:
             return None
         try:
             return zygote.spawn(argv)
-        except (ZygoteError, OSError, ValueError) as e:
+        except _FAILURES as e:
             self._failed(name, slot, e, "the trial starts cold")
             return None
 
@@ -236,7 +240,7 @@ class Zygotes:
             try:
                 if zygote.ready_within(1.0):
                     return
-            except (ZygoteError, OSError, ValueError) as e:
+            except _FAILURES as e:
                 self._failed(name, slot, e, "a new one loads")
             keep_alive()
 

@@ -24,12 +24,13 @@ def comparable(spec: dict[str, Any]) -> dict[str, Any]:
 
 def differences(stored: dict[str, Any], given: dict[str, Any]) -> list[str]:
     """``field: stored → given`` for each setting of two comparable definitions that differs,
-    fields named by their dotted path (``base.epochs``, ``meta.axes.gamma``)."""
+    fields named by their dotted path (``base.epochs``, ``meta.axes.gamma``). Values compare
+    as their JSON text, as they are stored: ``1``, ``1.0`` and ``true`` differ."""
     old, new = dict(_leaves(stored)), dict(_leaves(given))
     return [
-        f"{field}: {_shown(old, field)} → {_shown(new, field)}"
+        f"{field}: {_shown(old.get(field))} → {_shown(new.get(field))}"
         for field in sorted(old.keys() | new.keys())
-        if old.get(field, _ABSENT) != new.get(field, _ABSENT)
+        if old.get(field) != new.get(field)
     ]
 
 
@@ -44,19 +45,17 @@ def free_name(name: str, taken: list[str]) -> str:
     return next(f"{name}-{k}" for k in range(2, len(taken) + 3) if f"{name}-{k}" not in taken)
 
 
-_ABSENT = object()
-
-
-def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(value, dict) and value:
+def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted path, JSON text) of each value below ``value`` that is no non-empty dict (an
+    empty one is a value, unless it is the whole definition)."""
+    if isinstance(value, dict) and (value or not path):
         for key in sorted(value, key=str):
             yield from _leaves(value[key], f"{path}.{key}" if path else str(key))
     else:
-        yield path, value
+        yield path, json.dumps(value, sort_keys=True)
 
 
-def _shown(values: dict[str, Any], field: str) -> str:
-    if field not in values:
+def _shown(text: str | None) -> str:
+    if text is None:
         return "(none)"
-    text = json.dumps(values[field], sort_keys=True)
     return text if len(text) <= WIDTH else text[: WIDTH - 1] + "…"
