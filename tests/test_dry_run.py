@@ -109,6 +109,22 @@ def test_dry_run_counts_an_optuna_studys_trials(small_cifar_dir, tmp_path):
     assert digest(tmp_path / "study.db") == before
 
 
+def test_a_seed_averaged_search_counts_each_configurations_seed_runs(small_cifar_dir, tmp_path):
+    """``--seeds K`` on the command line and ``seeds = K`` in a study file of kind optuna mean
+    the same: K runs of each of the search's configurations, planned, counted and estimated."""
+    study_file = tmp_path / "search.toml"
+    original = (STUDIES / "optuna_search.toml").read_text()
+    study_file.write_text(original.replace('kind = "optuna"', 'kind = "optuna"\nseeds = 3'))
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    for command in (["run", str(study_file)], ["optuna", "--trials", "50", "--seeds", "3"]):
+        result = invoke([*command, *where(folder, small_cifar_dir), "--dry-run"])
+        assert result.exit_code == 0, result.output
+        assert "50 configurations × 3 seeds = 150 trials in total, 0 exist" in result.output
+        assert "150 trials to train × 100 epochs" in result.output
+    assert list(folder.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

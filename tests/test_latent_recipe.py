@@ -14,10 +14,12 @@ import math
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from tensorboard.backend.event_processing import event_accumulator
 
 from bopsweep.models import BinaryNet
 from bopsweep.optim import LatentAdam
@@ -545,7 +547,7 @@ def test_an_adam_vs_bop_study_runs_end_to_end(small_cifar_dir, tmp_path, monkeyp
     (tmp_path / "small.toml").write_text(small)
     monkeypatch.chdir(tmp_path)
     data = ["--data-dir", str(small_cifar_dir), "--subset", "100", "--workers", "2"]
-    result = invoke(["run", "small.toml", *data, *TINY])
+    result = invoke(["run", "small.toml", *data, *TINY, "--tensorboard", "tb"])
     assert result.exit_code == 0, result.output
     status = invoke(["status", "study.db"])
     assert status.exit_code == 0 and status.output.count("COMPLETE") == 5, status.output
@@ -562,6 +564,17 @@ def test_an_adam_vs_bop_study_runs_end_to_end(small_cifar_dir, tmp_path, monkeyp
     assert recipe["best_epoch"] in (2, 3) and recipe["step1_best_epoch"] == 1  # kept apart
     step2 = recipe_rows[recipe_rows["epoch"] > 1]
     assert recipe["best_val_acc"] == step2["val_acc"].max()  # the binary network's best
+    # what pruners and samplers judge, and TensorBoard's best: binary-weight epochs only
+    stored = optuna.load_study(study_name="adam-vs-bop", storage="sqlite:///study.db")
+    (trial,) = [t for t in stored.trials if t.user_attrs["label"] == recipe.name]
+    assert trial.intermediate_values == dict(zip(step2["epoch"], step2["val_acc"], strict=True))
+    (run,) = (tmp_path / "tb" / "adam-vs-bop").glob(f"{trial.number}-*")
+    board = event_accumulator.EventAccumulator(str(run), size_guidance={"scalars": 0}).Reload()
+    best = [(e.step, e.value) for e in board.Scalars("accuracy/val_best")]
+    assert best[0][0] == 1 and math.isnan(best[0][1])  # step 1: no binary network yet
+    running = step2["val_acc"].cummax().tolist()
+    assert [s for s, _ in best[1:]] == [2, 3]
+    assert [v for _, v in best[1:]] == pytest.approx(running, abs=1e-6)  # 32-bit scalars
     lr = recipe_rows["lr"].tolist()  # at each epoch's last batch: step 2 decays from lr0 again
     assert lr[1] > lr[0] and lr[2] < lr[1] and max(lr) < 1e-3
     drawn = invoke(["plot", "study.db", "--out", "figs", "--layer", "last"])

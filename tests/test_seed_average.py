@@ -3,6 +3,8 @@ K seeds, and Optuna's value for it (what the sampler learns from) is their mean.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import statistics
 
@@ -69,10 +71,25 @@ def test_every_sampled_configuration_trains_on_its_seeds_and_is_valued_at_their_
         assert c["std"] == pytest.approx(statistics.stdev(mine))
     table = bopsweep("status", "study.db", cwd=tmp_path)
     assert "mean over their seeds" in table.stdout and "best: configuration" in table.stdout
+    # bopsweep table: a configuration is one row of its seed runs, in %, with their spread
+    table = bopsweep("table", "study.db", "--format", "csv", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    rows = list(csv.DictReader(io.StringIO(table.stdout)))
+    assert len(rows) == 2 and all(r["n"] == "2" and r["seeds"] == "5 6" for r in rows)
+    means = sorted(100 * c.value for c in configurations)
+    assert sorted(float(r["final_mean"]) for r in rows) == pytest.approx(means)
+    spreads = {round(100 * c.value, 9): c.number for c in configurations}
+    for row in rows:
+        number = spreads[round(float(row["final_mean"]), 9)]
+        mine = [100 * t.value for t in runs if t.user_attrs[SEED_OF] == number]
+        assert float(row["final_std"]) == pytest.approx(statistics.stdev(mine))
     # the total counts configurations: run again, nothing more is sampled
     again = bopsweep(*args, cwd=tmp_path)
     assert again.returncode == 0 and "2 of 2 trials exist" in again.stdout, again.stdout
     assert len(trials(tmp_path, "optuna-search")) == 4
+    plan = bopsweep(*args, "--dry-run", cwd=tmp_path)
+    assert "2 configurations × 2 seeds = 4 trials in total, 4 exist" in plan.stdout, plan.stdout
+    assert "0 trials to train" in plan.stdout
     assert_attributes_on_record(f"sqlite:///{tmp_path / 'study.db'}")  # the companion study's too
 
 
@@ -165,3 +182,33 @@ def test_a_companion_left_by_a_deleted_study_is_not_taken_for_the_new_studys(
     status = bopsweep("status", "study.db", "--format", "json", cwd=tmp_path)
     [shown] = json.loads(status.stdout)["configurations"]
     assert sorted(shown["seed_runs"]) == sorted(t.number for t in study.trials)
+
+
+def test_a_seed_run_is_pruned_by_its_configurations_mean_curve_not_its_own(tmp_path):
+    """The pruner judges the mean over the K seeds, at the epochs all K have done: one weak
+    seed does not prune its configuration, a weak mean does, and the other seed with it."""
+    from bopsweep.driver.seed_average import SeedAveragedQueue
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    pruner = optuna.pruners.ThresholdPruner(lower=0.5)  # prunes a last value below 0.5
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize",
+                                pruner=pruner)  # fmt: skip
+    queue = SeedAveragedQueue(study, seeds=2)
+    lead = queue.means.ask()
+    runs = [study.ask() for _ in range(2)]
+    for index, run in enumerate(runs):
+        for key, value in ((SEED_OF, lead.number), (SEED_INDEX, index), ("config_id", f"c{index}")):
+            run.set_user_attr(key, value)
+    ids = [run._trial_id for run in runs]
+
+    runs[0].report(0.3, 1)  # alone below the threshold, but its other seed has not run epoch 1
+    assert not queue.should_prune(ids[0])
+    runs[1].report(0.9, 1)  # mean 0.6
+    assert not queue.should_prune(ids[1]) and not queue.should_prune(ids[0])
+    companion = optuna.load_study(study_name=companion_name("s"), storage=storage)
+    assert companion.trials[0].intermediate_values == {1: pytest.approx(0.6)}
+    runs[0].report(0.2, 2)
+    runs[1].report(0.4, 2)  # mean 0.3
+    assert queue.should_prune(ids[0])
+    companion = optuna.load_study(study_name=companion_name("s"), storage=storage)
+    assert companion.trials[0].intermediate_values == {1: pytest.approx(0.6), 2: pytest.approx(0.3)}

@@ -44,7 +44,7 @@ class Preview:
     storage: str  # passwords masked
     database_exists: bool  # a study database with Optuna's tables
     study_exists: bool
-    total: int  # trials of the study (an Optuna study: its total)
+    total: int  # trials of the study (a search: its configurations × seeds)
     planned: list[PlannedTrial]  # none for an Optuna study (sampled as it runs)
     held: set[str]  # planned configuration ids the study already holds (queued, running, done)
     existing: int  # trials of the study that count towards its plan
@@ -60,6 +60,7 @@ class Preview:
     varying: list[str] = field(default_factory=list)  # params that differ between trials
     n_slots: int = 0  # all of them (more than ``slots`` names)
     sampled: bool = False  # an Optuna search: its trials are sampled as it runs
+    seeds: int = 1  # runs per configuration (a search's total is configurations × seeds)
 
 
 def epoch_seconds(config: TrialConfig, device: str) -> float | None:
@@ -80,8 +81,9 @@ def preview_study(spec: StudySpec, options: DispatchOptions) -> Preview:
     queue = TrialQueue(study) if study is not None else None
     device = checked.slots[0].device
     planned = checked.planned
-    total = count_trials(spec)
     sampled = isinstance(spec.design, SearchDesign)
+    # a search's trials are its seed runs: K per sampled configuration (--seeds K)
+    total = count_trials(spec) * (spec.seeds if sampled else 1)
     if sampled:
         existing = queue.counted() if queue is not None else 0
         finished = len(queue.finished_configs()) if queue is not None else 0
@@ -119,6 +121,7 @@ def preview_study(spec: StudySpec, options: DispatchOptions) -> Preview:
         seconds=seconds,
         varying=varying_params(planned),
         sampled=sampled,
+        seeds=spec.seeds,
     )
 
 
@@ -144,9 +147,11 @@ def render_preview(preview: Preview, shown: int = SHOWN) -> list[str]:
     else:
         where = "the study exists"
     if p.sampled:
+        configurations = f"{p.total // p.seeds} configurations × {p.seeds} seeds = "
+        per_seed = configurations if p.seeds > 1 else ""
         lines.append(
-            f"{p.total} trials in total, {p.existing} exist ({where}); the others are sampled "
-            "by the study's sampler as it runs, so none can be listed"
+            f"{per_seed}{p.total} trials in total, {p.existing} exist ({where}); the others are "
+            "sampled by the study's sampler as it runs, so none can be listed"
         )
     else:
         new = p.total - p.existing

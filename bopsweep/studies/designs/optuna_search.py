@@ -60,6 +60,7 @@ class SearchDesign(Design):
             opts.get("sampler_seed"),
             opts.get("pruner", Pruner.NONE.value),
             file.description,
+            file.seeds,
         )
 
 
