@@ -20,7 +20,20 @@ import pytest
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from bopsweep.trial.cifar_files import make_synthetic
-from tests.helpers import PG_URL, TINY_SETTINGS, add_trial
+from tests.helpers import PG_URL, TINY_SETTINGS, add_trial, postgres_server_turn
+
+
+@pytest.fixture(autouse=True)
+def _postgres_server_turn(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The tests run in two processes (pytest-xdist, pyproject.toml): the tests of the
+    PostgreSQL test server share it, and one marked ``stops_server`` (it stops and restarts the
+    server) has it alone, or the other process's tests would lose their connections."""
+    node = request.node
+    if PG_URL is None or not (node.get_closest_marker("postgres") or "pg" in node.fixturenames):
+        yield
+        return
+    with postgres_server_turn(exclusive=node.get_closest_marker("stops_server") is not None):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -7,19 +7,24 @@ Test modules import from here, never from one another."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
 import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
+import sqlalchemy
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import numpy as np
     from click.testing import Result
 
@@ -372,6 +377,23 @@ def add_trial(
 PG_URL = os.environ.get("BOPSWEEP_TEST_POSTGRES")
 PG_CTL = os.environ.get("BOPSWEEP_TEST_PG_CTL")  # stops and starts that server
 PASSWORD = "s3cret-pw"  # the test role's, in PG_URL
+
+
+@contextlib.contextmanager
+def postgres_server_turn(exclusive: bool) -> Iterator[None]:
+    """A turn on the PostgreSQL test server, shared or alone, among every test process on this
+    machine: a lock (``flock``) on a file named after the server's port."""
+    assert PG_URL is not None
+    port = sqlalchemy.engine.make_url(PG_URL).port
+    path = Path(tempfile.gettempdir()) / f"bopsweep-test-postgres-{port}.lock"
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 BEAT = ["--heartbeat-interval", "1", "--grace-period", "4"]  # a dead worker is noticed fast
 
 

@@ -103,6 +103,7 @@ def pg_ctl(action: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.stops_server
 def test_three_workers_survive_stops_outages_and_racing_commands(
     pg,
     small_cifar_dir,

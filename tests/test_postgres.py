@@ -85,6 +85,7 @@ def test_a_killed_worker_s_trial_is_finished_by_the_other(pg, small_cifar_dir, t
 
 
 @pytest.mark.slow
+@pytest.mark.stops_server
 def test_workers_ride_out_a_database_restart(pg, small_cifar_dir, tmp_path):
     if PG_CTL is None:
         pytest.skip("BOPSWEEP_TEST_PG_CTL not set: cannot restart the server")
@@ -107,6 +108,7 @@ def test_workers_ride_out_a_database_restart(pg, small_cifar_dir, tmp_path):
     check_integrity(pg, 4, epochs)
 
 
+@pytest.mark.stops_server
 def test_ride_out_reads_once_a_restarted_server_answers(pg):
     """``Outage.ride_out``, through which a worker whose trials are done checks and sums up the
     study: a server stopped meanwhile delays the read (noted, as the loop notes it) until it
