@@ -7,7 +7,9 @@ import signal
 import pytest
 
 from bopsweep.driver.outcome import cannot_be_written, crash_reason, describe, judge, unstarted
+from bopsweep.driver.process import Slot
 from bopsweep.driver.protocol import EXIT_DIVERGED, EXIT_USER_ERROR, decode, encode
+from bopsweep.driver.state import Running
 
 DONE = {"type": "done", "summary": {"final_val_acc": 0.8, "best_val_acc": 0.85, "best_epoch": 3}}
 
@@ -32,6 +34,25 @@ def test_a_pruned_trial_is_pruned_unless_it_finished_first():
     assert judge(-15, None, 4, [], 0, 2).state == "PRUNED"
     assert judge(-15, None, 4, [], 0, 2).attrs == {"pruned_at_epoch": 4}
     assert judge(0, DONE, 4, [], 0, 2).state == "COMPLETE"
+
+
+@pytest.mark.parametrize("killed", [-signal.SIGTERM, 143])
+def test_a_trial_that_said_done_as_the_pruners_stop_reached_it_is_complete(killed):
+    """The stop races the ending (a process exiting takes SIGTERM at its default action):
+    the training is finished and recorded, so it is neither a crash nor run again."""
+    ending = judge(killed, DONE, 4, [], 0, 2)
+    assert (ending.state, ending.value, ending.retry) == ("COMPLETE", 0.8, False)
+    assert judge(killed, DONE, None, [], 0, 2).state == "FAIL"  # not stopped by the driver
+
+
+def test_a_trial_is_never_pruned_after_its_last_epoch():
+    r = Running(0, 1, "c", "c", {}, Slot("cpu", "cpu", {}, 1), attempt=0, epochs=4)
+    r.epochs_done = 3
+    assert r.may_be_pruned()
+    r.epochs_done = 4  # finished: its process is saying done
+    assert not r.may_be_pruned()
+    r.epochs_done, r.pruned_at = 2, 2
+    assert not r.may_be_pruned()  # pruned already
 
 
 def test_divergence_and_bad_input_fail_for_good():

@@ -70,7 +70,7 @@ class TrialMessages:
             self._event("epoch", r)
             if self.prunes:
                 self.recorder.flush(r)  # the pruner reads the learning curve from the database
-                if r.pruned_at is None and self.queue.should_prune(r.trial_id):
+                if r.may_be_pruned() and self.queue.should_prune(r.trial_id):
                     r.pruned_at = r.epochs_done
                     r.stop()
         elif kind == "progress":

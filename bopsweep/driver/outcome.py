@@ -3,7 +3,8 @@
 The rules:
 
 * pruned by the driver (and not already done) → PRUNED, with the epoch it was pruned at;
-* exit 0 after a ``done`` message → COMPLETE, valued at the final validation accuracy;
+* exit 0 after a ``done`` message → COMPLETE, valued at the final validation accuracy; so
+  too a process that said ``done`` as the driver's stop (pruning) reached it;
 * exit ``EXIT_DIVERGED`` → FAIL "diverged": a result of the configuration, never retried;
 * exit ``EXIT_USER_ERROR`` → FAIL "error": bad input, never retried;
 * exit ``EXIT_BUSY`` → FAIL "busy": the trial's folder stayed another attempt's (a process of
@@ -62,7 +63,8 @@ def judge(
     message = last_message or {}
     if pruned_at is not None and message.get("type") != "done":
         return Ending("PRUNED", attrs={PRUNED_AT: pruned_at})
-    if returncode == 0 and message.get("type") == "done":
+    # done is final: a stop the driver sent as it arrived (pruning) cannot undo the training
+    if message.get("type") == "done" and (returncode == 0 or pruned_at is not None):
         summary = message["summary"]
         attrs = {k: summary[k] for k in SUMMARY_ATTRS if k in summary}
         return Ending("COMPLETE", value=summary["final_val_acc"], attrs=attrs)

@@ -95,6 +95,13 @@ class Running:
         ending = self.member is not None and self.last_message is not None
         return ending or self.proc.exited()
 
+    def may_be_pruned(self) -> bool:
+        """Whether the pruner is asked after its latest epoch: not once it is pruned, and not
+        after its last epoch, when it has finished (its process is sending ``done`` and
+        exiting; a stop then would race that ending and could turn a finished trial into a
+        crash that is run again)."""
+        return self.pruned_at is None and self.epochs_done < self.epochs
+
     def stop(self) -> None:
         """Stop training it: its process, or its place in a stack (after the epoch in
         progress, the others going on)."""
