@@ -66,7 +66,10 @@ def main() -> None:
         "search": lambda: search.run(seeds=1 if q else 5),
         "plots": lambda: plots.run(trials=(2, 2) if q else (10, 10), epochs=3 if q else 100),
         "scale": lambda: scale.run(
-            sizes=(20, 40) if q else (1000, 10000), epochs=3 if q else 100, rounds=1 if q else 3
+            sizes=(20, 40) if q else (1000, 10000),
+            epochs=3 if q else 100,
+            rounds=1 if q else 3,
+            driver={"sizes": (20, 40), "run": 3, "worker_trials": 3, "rounds": 1} if q else None,
         ),
     }
     results = {

@@ -13,7 +13,9 @@ At each size it times, in seconds:
   fresh process (imports included) on the completed study (``status`` and ``export``: the median
   of 3 runs, or of ``rounds``; ``plot`` once);
 
-and the growth of each from the smallest size to the largest (linear: the ratio of the sizes).
+and the growth of each from the smallest size to the largest (linear: the ratio of the sizes);
+then the driver's own work per trial at 1,000, 10,000 and 50,000 trials and the 2-worker /
+1-worker ratio (:mod:`benchmarks.driver_load`).
 The trials log 5 steps an epoch (a real run logs 50: at 10,000 trials that would be 50 million
 step rows) and, unlike the driver's, report no intermediate values (100 writes a trial would
 make the build take hours; the study's readers then load fewer rows than a real study's).
@@ -32,6 +34,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from benchmarks import driver_load
 from benchmarks.synthetic import complete_queued
 from bopsweep.driver.queue import TrialQueue
 from bopsweep.driver.state import study_progress
@@ -128,7 +131,14 @@ def huge_grid_refusal() -> dict[str, float]:
     return {"seconds": seconds, "peak_mib": peak}
 
 
-def run(sizes: tuple[int, ...] = (1000, 10000), epochs: int = 100, rounds: int = 3) -> dict:
+def run(
+    sizes: tuple[int, ...] = (1000, 10000),
+    epochs: int = 100,
+    rounds: int = 3,
+    driver: dict | None = None,
+) -> dict:
+    """The stages at each size, then the driver's load (:mod:`benchmarks.driver_load`, with
+    ``driver`` as its arguments)."""
     results: dict = {"sizes": list(sizes), "epochs": epochs, "seconds": {}}
     print(f"\nscale: grids of {', '.join(map(str, sizes))} trials × {epochs} epochs", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -148,6 +158,7 @@ def run(sizes: tuple[int, ...] = (1000, 10000), epochs: int = 100, rounds: int =
     print(
         f"  refusing a 10^6-point grid: {r['seconds'] * 1e3:.1f} ms, peak {r['peak_mib']:.1f} MiB"
     )
+    results["driver"] = driver_load.run(**(driver or {}))
     return results
 
 

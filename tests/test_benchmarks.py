@@ -38,3 +38,7 @@ def test_the_benchmark_suite_runs_and_writes_its_summary(tmp_path):
     assert summary["dispatch"]["ratio"] > 0
     assert summary["warm_start"]["ratio"] > 0
     assert set(summary["scale"]["growth"]) == set(scale.STAGES)
+    driver = summary["scale"]["driver"]
+    assert set(driver["sizes"]) == {"20", "40"}  # JSON keys
+    assert all(size["driver_cpu_per_trial"] > 0 for size in driver["sizes"].values())
+    assert driver["workers"]["ratio"] > 0

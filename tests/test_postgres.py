@@ -8,6 +8,7 @@ The server comes from ``.ci/postgres.sh`` (CI runs it); these tests find it thro
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import threading
@@ -32,6 +33,7 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.postgres
+PROGRESS = re.compile(r"study: (\d+)/(\d+) trials · (\d+)/(\d+) epochs")
 
 
 @pytest.mark.slow
@@ -51,6 +53,15 @@ def test_two_workers_complete_a_12_trial_grid_exactly_once(pg, small_cifar_dir, 
     trials = check_integrity(pg, 12, 2)
     assert len(trials) == 12  # no duplicate, none lost
     assert all("started" in err for _, err in logs)  # both worked on the study
+    # each trial's end shows the whole study's progress (ProgressBook), both workers' trials:
+    # totals exact on every line, never fewer done than this worker's own ends, and the worker
+    # whose end was recorded last saw every other end, all 12 trials and 24 epochs
+    shown = [[tuple(map(int, m)) for m in PROGRESS.findall(err)] for _, err in logs]
+    assert all(len(lines) == err.count(": COMPLETE") for lines, (_, err) in zip(shown, logs))
+    for lines in shown:
+        assert all((total, epochs_total) == (12, 24) for _, total, _, epochs_total in lines)
+        assert all(done >= own for own, (done, *_) in enumerate(lines, start=1))
+    assert (12, 12, 24, 24) in [lines[-1] for lines in shown if lines]
 
 
 def epochs_done(ckpt: Path) -> dict[Path, int]:

@@ -163,3 +163,33 @@ def test_claim_goes_by_number_and_skips_trials_claimed_elsewhere(queue):
     assert queue.claim().number == 1
     assert queue.claim().number == 2
     assert queue.claim() is None
+
+
+def test_a_trials_attributes_are_set_in_one_commit_and_never_on_a_finished_trial(queue):
+    import sqlalchemy as sa
+
+    from bopsweep.store.optuna_adapter import engine_of
+
+    queue.enqueue_missing(planned("1e-7"))
+    t = queue.claim()
+    commits: list[object] = []
+
+    def committed(conn):
+        commits.append(conn)
+
+    engine = engine_of(queue.study)
+    sa.event.listen(engine, "commit", committed)
+    try:
+        queue.set_attrs(trial_id(t), {"a": 1, "b": [2], "c": "x"})
+    finally:
+        sa.event.remove(engine, "commit", committed)
+    assert len(commits) == 1  # Optuna's storage alone: one commit per key
+    assert {k: queue.trial(trial_id(t)).user_attrs[k] for k in "abc"} == {
+        "a": 1,
+        "b": [2],
+        "c": "x",
+    }
+    queue.tell(t, "COMPLETE", 0.5)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        queue.set_attrs(trial_id(t), {"d": 3, "e": 4})
+    assert not {"d", "e"} & set(queue.trial(trial_id(t)).user_attrs)

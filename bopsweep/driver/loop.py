@@ -40,6 +40,7 @@ from bopsweep.driver.warm import Zygotes, available
 from bopsweep.readers.tensorboard import StudyBoard
 from bopsweep.store.fencing import TrialTakenOver
 from bopsweep.store.optuna_adapter import trial_id
+from bopsweep.store.sql import ensure_state_index
 
 # optuna: imported where used, as a trial process loads this module
 
@@ -83,10 +84,13 @@ class Driver:
 
         self.store, self.slots, self.search = store, slots, search
         hide_from_children(store.url)  # no trial or zygote gets the URL or its password
+        ensure_state_index(store.engine)  # what claims and the progress read by
         self.queue = queue_for(study, search)  # seed-averaged with --seeds K > 1
         self.running: dict[str, Running] = {}  # by Running.key: the slot (and stack member)
         self.finishing: list[Running] = []  # exited, their end not yet recorded
-        self.showing = Showing(display, self.queue, search, lambda: self.counts, self._runs)
+        self.showing = Showing(
+            display, self.queue, store.metrics, search, lambda: self.counts, self._runs
+        )
         board = None
         if settings.tensorboard is not None:  # the trials' TensorBoard runs, in this folder
             board = StudyBoard(settings.tensorboard, self._note)

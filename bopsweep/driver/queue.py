@@ -23,7 +23,9 @@ from bopsweep.errors import UserError
 from bopsweep.store.fencing import new_owner
 from bopsweep.store.optuna_adapter import (
     add_waiting_trials,
+    running_config_ids,
     running_without_heartbeat,
+    set_trial_user_attrs,
     trial_id,
     waiting_trial_ids,
 )
@@ -164,7 +166,7 @@ class TrialQueue(StudyTrials):
 
         # a configuration runs once at a time: a copy queued while it runs (a retry that found
         # its folder busy, a sampled duplicate) waits until it ends
-        running = {t.user_attrs.get(CONFIG_ID) for t in self.trials("RUNNING")} - {None}
+        running = running_config_ids(self.study)
         for tid in waiting_trial_ids(self.study):  # not every waiting trial loaded
             if running or fits is not None:  # then loaded one by one until one may run
                 candidate = self.trial(tid)
@@ -212,8 +214,8 @@ class TrialQueue(StudyTrials):
 
     # --- endings --------------------------------------------------------------------------------
     def set_attrs(self, tid: int, attrs: dict[str, Any]) -> None:
-        for key, value in attrs.items():
-            self.storage.set_trial_user_attr(tid, key, value)
+        """Set a trial's user attributes, all in one transaction."""
+        set_trial_user_attrs(self.study, tid, attrs)
 
     def tell(self, t: FrozenTrial | int, state: str, value: float | None = None) -> bool:
         """Finish a trial (``t``: the trial or its id); False if it was already finished (by an

@@ -13,12 +13,14 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from bopsweep.driver.state import END_EVENTS, Display, Running, Snapshot, study_progress
+from bopsweep.driver.progress import ProgressBook
+from bopsweep.driver.state import END_EVENTS, Display, Running, Snapshot
 
 # optuna and sqlalchemy: imported where used, as a trial process loads this module
 
 if TYPE_CHECKING:
     from bopsweep.driver.queue import TrialQueue
+    from bopsweep.store.metrics import MetricTables
     from bopsweep.studies.search import Search
 
 SNAPSHOT_SHARE = 10  # a live snapshot at most every 10 times the time it took
@@ -32,6 +34,7 @@ class Showing:
         self,
         display: Display | None,
         trials: TrialQueue,
+        metrics: MetricTables,
         search: Search | None,
         counts: Callable[[], dict[str, int]],
         runs: Callable[[], tuple[Iterable[Running], Iterable[Running]]],
@@ -39,6 +42,8 @@ class Showing:
         self.display, self.queue, self.search = display, trials, search
         self.counts, self.runs = counts, runs
         self._next_show = -math.inf  # no live snapshot before this (see show)
+        self.book: ProgressBook | None = None  # made at the first snapshot
+        self.metrics = metrics
 
     def event(self, kind: str, r: Running, detail: str = "") -> None:
         if self.display is not None:
@@ -52,8 +57,8 @@ class Showing:
 
     def show(self) -> None:
         """A live snapshot, at most as often as the display wants one and so that reading the
-        study takes at most a tenth of the loop's time: a snapshot reads every trial, seconds
-        for a study of 10,000, and would stall the loop (messages, heartbeats) at 4 a second."""
+        study takes at most a tenth of the loop's time (a slow database must not stall the
+        loop's messages and heartbeats)."""
         if self.display is None or time.monotonic() < self._next_show:
             return
         if self.display.wants_update():
@@ -75,16 +80,23 @@ class Showing:
             self.display.update(self.snapshot())
 
     def snapshot(self) -> Snapshot:
-        counts, trials = self.counts(), self.queue.trials()
+        """The study now: this driver's counts and running trials, and the study's progress
+        from its :class:`~bopsweep.driver.progress.ProgressBook` (which reads only what changed
+        since the last snapshot)."""
+        if self.book is None:
+            search = None  # a search's runs in all (K per configuration with --seeds K)
+            if self.search is not None:
+                search = (self.search.trials * self.search.seeds, self.search.base.epochs)
+            self.metrics.ensure_tables()
+            self.book = ProgressBook(self.queue, self.metrics.epochs, search)
+        self.book.poll()
+        counts = self.counts()
         running, finishing = (list(rs) for rs in self.runs())
-        search = None  # a search's runs in all (K per configuration with --seeds K)
-        if self.search is not None:
-            search = (self.search.trials * self.search.seeds, self.search.base.epochs)
         return Snapshot(
             counts["done"],
             counts["failed"],
             counts["pruned"] if self.search is not None else None,
-            sum(t.state.name == "WAITING" for t in trials),
+            self.book.waiting,
             [r.view() for r in running],
-            study_progress(trials, self.queue.base, [*running, *finishing], search),
+            self.book.progress([*running, *finishing]),
         )

@@ -14,10 +14,12 @@ import datetime
 import json
 from typing import TYPE_CHECKING, Any
 
+from bopsweep.attr_keys import CONFIG_ID
+
 # optuna and sqlalchemy: imported where used, as a trial process loads this module
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator, Mapping
     from typing import TypeAlias
 
     import optuna
@@ -129,8 +131,10 @@ def write_intermediate_values(conn: Any, trial_id: int, values: dict[int, float]
     conn.execute(sa.insert(table), rows)
 
 
-def waiting_trial_ids(study: optuna.Study) -> list[int]:
-    """The ids of the study's WAITING trials, by number, read without loading the trials.
+def waiting_trial_ids(study: optuna.Study, page: int = 64) -> Iterator[int]:
+    """The ids of the study's WAITING trials, oldest first, read ``page`` at a time without
+    loading the trials: a claim takes the first it can, so at most a page is read per claim
+    however many are queued (by the index ``ix_bopsweep_trials_state`` where a driver made it).
 
     Optuna's cache reloads every unfinished trial (params, attributes) on each
     ``get_trials``: with 10,000 queued, claiming one read all of them, each time.
@@ -140,22 +144,72 @@ def waiting_trial_ids(study: optuna.Study) -> list[int]:
 
     storage = storage_of(study)
     backend = getattr(storage, "_backend", storage)
-    waiting = optuna.trial.TrialState.WAITING
     if not isinstance(backend, RDBStorage):
+        waiting = optuna.trial.TrialState.WAITING
         trials = storage.get_all_trials(study_id(study), deepcopy=False, states=(waiting,))
-        return [trial_id(t) for t in sorted(trials, key=lambda t: t.number)]
+        yield from (trial_id(t) for t in sorted(trials, key=lambda t: t.number))
+        return
+    import sqlalchemy as sa
+
+    query = sa.text(
+        "SELECT trial_id FROM trials WHERE study_id = :s AND state = 'WAITING' "
+        "AND trial_id > :after ORDER BY trial_id LIMIT :page"
+    )
+    after = 0
+    while True:  # numbers follow ids within a study: both count up as trials are made
+        with backend.engine.connect() as conn:
+            values = {"s": study_id(study), "after": after, "page": page}
+            ids = [tid for (tid,) in conn.execute(query, values)]
+        yield from ids
+        if len(ids) < page:
+            return
+        after = ids[-1]
+
+
+def set_trial_user_attrs(study: optuna.Study, tid: int, attrs: Mapping[str, Any]) -> None:
+    """Set a trial's user attributes in one transaction, as Optuna sets one (its own
+    ``_set_trial_attr_without_commit``, which refuses a finished trial). Optuna's storage
+    commits each key on its own: a trial's end wrote its 8 attributes in 8 commits, each an
+    fsync on SQLite, while the driver's loop waited; and a kill between them left some."""
+    from optuna.storages import RDBStorage
+
+    storage = storage_of(study)
+    backend = getattr(storage, "_backend", storage)  # Optuna's cache passes these writes on
+    if not isinstance(backend, RDBStorage):
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(tid, key, value)
+        return
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
 
-    with _create_scoped_session(backend.scoped_session) as session:
-        rows = (
-            session.query(models.TrialModel.trial_id)
-            .filter(models.TrialModel.study_id == study_id(study))
-            .filter(models.TrialModel.state == waiting)
-            .order_by(models.TrialModel.number)
-            .all()
+    with _create_scoped_session(backend.scoped_session, True) as session:
+        for key, value in attrs.items():
+            backend._set_trial_attr_without_commit(
+                session, models.TrialUserAttributeModel, tid, key, value
+            )
+
+
+def running_config_ids(study: optuna.Study) -> set[str]:
+    """The configuration ids of the study's RUNNING trials, read without loading the trials
+    (by the index ``ix_bopsweep_trials_state`` where a driver made it)."""
+    import sqlalchemy as sa
+
+    engine = engine_of(study)
+    if engine is None:
+        import optuna
+
+        running = storage_of(study).get_all_trials(
+            study_id(study), deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
         )
-    return [tid for (tid,) in rows]
+        return {str(t.user_attrs[CONFIG_ID]) for t in running if CONFIG_ID in t.user_attrs}
+    query = sa.text(
+        "SELECT a.value_json FROM trials t JOIN trial_user_attributes a "
+        "ON a.trial_id = t.trial_id AND a.key = :key "
+        "WHERE t.study_id = :s AND t.state = 'RUNNING'"
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query, {"s": study_id(study), "key": CONFIG_ID})
+        return {str(json.loads(value)) for (value,) in rows}
 
 
 def running_without_heartbeat(study: optuna.Study) -> list[int]:

@@ -62,3 +62,31 @@ def set_study_attr(conn: Any, study_id: int, key: str, value: Any) -> None:
     where = (table.c.study_id == study_id, table.c.key == key)
     conn.execute(sa.delete(table).where(*where))
     conn.execute(sa.insert(table).values(study_id=study_id, key=key, value_json=json.dumps(value)))
+
+
+STATE_INDEX = "ix_bopsweep_trials_state"
+
+
+def ensure_state_index(engine: Any) -> None:
+    """An index of Optuna's ``trials`` table by (study, state, id), by which a driver reads the
+    trials that started or finished since its last look (:mod:`bopsweep.driver.progress`).
+    Made by the driver, once per database; Optuna ignores it, and a database without it
+    (Optuna may rebuild the table as it upgrades its schema) reads the same, slower. Several
+    drivers may make it at the same moment: the one that loses finds it made."""
+    import sqlalchemy as sa
+
+    def made() -> bool:
+        return STATE_INDEX in {i["name"] for i in sa.inspect(engine).get_indexes("trials")}
+
+    if made():
+        return
+    columns = (sa.Column(name, sa.Integer) for name in ("study_id", "state", "trial_id"))
+    trials = sa.Table("trials", sa.MetaData(), *columns)
+    try:
+        with engine.begin() as conn:
+            sa.Index(STATE_INDEX, trials.c.study_id, trials.c.state, trials.c.trial_id).create(
+                conn, checkfirst=True
+            )
+    except sa.exc.DatabaseError:
+        if not made():
+            raise
