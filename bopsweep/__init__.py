@@ -5,4 +5,4 @@ The package root stays light: importing it does not import torch. The optimizers
 :mod:`bopsweep.trial.train`.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -55,6 +55,9 @@ SUMMARY_ATTRS = (*BEST_KEYS, FINAL_TRAIN_ACC, SECONDS)  # a finished run's summa
 SEED_VALUES = "seed_values"
 SEED_STD = "seed_std"
 SEED_RUNS = "seed_runs"
+PROVENANCE = "provenance"  # its code, software, machine and data (bopsweep.trial.provenance)
+PROVENANCE_FIELDS = ("bopsweep", "commit", "dirty", "python", "torch", "cuda", "cudnn", "host",
+                     "gpu", "data")  # fmt: skip  # data: the fingerprint of the data it read
 
 # --- trial system attributes ----------------------------------------------------------------------
 OWNER_ATTR = "bopsweep_owner"  # the token of the driver that may write it (store.fencing)
@@ -99,6 +102,7 @@ TRIAL_RECORD: dict[str, tuple[type, ...]] = {
     SEED_VALUES: (list,),
     SEED_STD: (float,),
     SEED_RUNS: (list,),
+    PROVENANCE: (dict,),
 }
 # a trial's system attributes that bopsweep writes (Optuna writes others of its own)
 SYSTEM_RECORD: dict[str, tuple[type, ...]] = {OWNER_ATTR: (str,), FAILED_TRIAL: (int,)}

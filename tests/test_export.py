@@ -126,7 +126,10 @@ def test_csv_has_optuna_s_columns_and_values_and_reads_back_exactly(study, tmp_p
     assert frame["params_gamma"][0] == GAMMA and frame["value"][0] == THIRD  # exactly
     assert list(frame.columns[9:]) == ["label", "config_id", "epochs_done", "best_val_acc",
         "best_epoch", "step1_best_val_acc", "step1_best_epoch", "last_c2i", "failure",
-        "fail_reason", "attempt", "slot", "pruned_at_epoch"]  # fmt: skip
+        "fail_reason", "attempt", "slot", "pruned_at_epoch", "provenance_bopsweep",
+        "provenance_commit", "provenance_dirty", "provenance_python", "provenance_torch",
+        "provenance_cuda", "provenance_cudnn", "provenance_host", "provenance_gpu",
+        "provenance_data"]  # fmt: skip
     text = (tmp_path / "trials.csv").read_text()
     first = text.splitlines()[1].split(",")
     start = dt.datetime.fromisoformat(first[2])  # ISO 8601, with its "T"

@@ -67,6 +67,7 @@ def test_status_json_holds_every_trial_with_the_stored_floats(tmp_path):
     assert failed["fail_reason"] == "NaN loss"
     assert failed["best_val_acc"] is None and failed["value"] is None  # NaN → null
     assert ": NaN" not in result.output
+    assert done["provenance"] is None  # made by another tool: it records none
 
 
 def test_studies_json_has_one_object_per_study(tmp_path):

@@ -24,6 +24,7 @@ from bopsweep.driver import folder_owner
 from bopsweep.driver.protocol import EXIT_BUSY, EXIT_DIVERGED, EXIT_USER_ERROR, encode
 from bopsweep.errors import UserError
 from bopsweep.trial.config import TrialConfig
+from bopsweep.trial.provenance import collect
 
 Send = Callable[[dict[str, Any]], None]
 
@@ -56,6 +57,8 @@ def main(argv: list[str]) -> int:
 
     torch.set_num_threads(max(1, threads))
     job = json.loads(sys.stdin.readline())
+    device = str((job["stack"][0]["config"] if "stack" in job else job).get("device", "cpu"))
+    send({"type": "provenance", "provenance": collect(device)})  # every member's, in a stack
     if "stack" not in job:
         owner, take_over = job.pop("owner", None), job.pop("take_over", False)
         guarded = _guarded(send, [(run_dir, owner)])

@@ -137,9 +137,9 @@ class Launcher:
         job = single if len(jobs) == 1 else {"stack": jobs}
 
         def on_message(message: dict[str, Any] | None) -> None:
-            if message is None:  # the end of the channel: every member's
+            if message is None or message["type"] == "provenance":  # every member's
                 for r in runs:
-                    self.events.put((r, None))
+                    self.events.put((r, message))
             else:
                 self.events.put((runs[message.get("member", 0)], message))
 

@@ -95,7 +95,8 @@ class Driver:
         if settings.tensorboard is not None:  # the trials' TensorBoard runs, in this folder
             board = StudyBoard(settings.tensorboard, self._note)
         retries = settings.max_retries
-        self.recorder = Recorder(store, self.queue, retries, self._event, self._note, board)
+        data = settings.identity[1] if settings.identity is not None else None
+        self.recorder = Recorder(store, self.queue, retries, self._event, self._note, board, data)
         self.checkpoint_root = Path(checkpoint_root)
         self.local = local or {}
         where = (self.checkpoint_root, self.local, settings.identity)

@@ -75,5 +75,7 @@ class TrialMessages:
                     r.stop()
         elif kind == "progress":
             r.progress = msg
+        elif kind == "provenance":  # written with its end
+            r.provenance = msg["provenance"]
         else:  # done, diverged, error; stopped (a pruned member of a stack)
             r.last_message = msg

@@ -5,6 +5,7 @@ slot's zygote fork the same, :mod:`bopsweep.driver.zygote`) and writes the trial
 configuration as JSON to its stdin. The child writes one JSON message per line to its
 stdout (everything else it prints goes to stderr)::
 
+    {"type": "provenance", "provenance": {...}}         first: its code, software, machine
     {"type": "resumed", "rows": [...], "steps": [...]}  epochs done before, from the checkpoint
     {"type": "epoch", "row": {...}, "steps": [...]}   every epoch
     {"type": "progress", "epoch": E, "step": S, ...}   every few steps
@@ -19,7 +20,8 @@ Any other exit (a crash, out of memory, a kill) is the driver's to record and re
 A stacked trial process (``--stack K``) reads ``{"stack": [{"config": {...}, "run_dir":
 "..."}, ...]}`` as its first line and keeps reading its stdin for the driver's commands,
 ``{"stop": k}`` (member k is pruned: it stops after its epoch in progress and answers
-``{"type": "stopped"}``). Each of its messages carries ``"member": k``, and each member ends
+``{"type": "stopped"}``). Each of its messages but ``provenance`` (every member's) carries
+``"member": k``, and each member ends
 with its own ending message while the others go on; the process exits 0 once all have ended.
 """
 

@@ -17,6 +17,7 @@ from bopsweep.attr_keys import (
     EPOCHS_DONE,
     FAIL_REASON,
     FAILURE,
+    PROVENANCE,
     REQUEUED,
     RESUMED_FROM,
     RUN_DIR,
@@ -49,8 +50,10 @@ class Recorder:
         emit: Emit,
         note: Any,
         board: StudyBoard | None = None,
+        data: str | None = None,
     ) -> None:
         self.store, self.queue, self.max_retries = store, queue, max_retries
+        self.data = data or None  # the fingerprint of the study's data, in each provenance
         self.emit, self.note = emit, note
         self.board = board  # TensorBoard runs of the trials (--tensorboard); never raises
         self.study_id = study_id(queue.study)
@@ -107,6 +110,8 @@ class Recorder:
             SLOT: r.slot.name,
             **ending.attrs,
         }
+        if r.provenance is not None:  # its process said it before it trained
+            attrs[PROVENANCE] = {**r.provenance, "data": self.data}
         with self.queue.locked():  # the end and its retry: one step for others' queueing
             self.queue.set_attrs(r.trial_id, attrs)
             if self.queue.tell(r.trial_id, ending.state, ending.value) and ending.retry:

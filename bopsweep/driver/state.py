@@ -63,6 +63,7 @@ class Running:
     refused: bool = False  # a write was refused: no longer this driver's trial
     member: int | None = None  # its place in a stacked trial process (--stack), if any
     run_dir: Path | None = None
+    provenance: dict[str, Any] | None = None  # its process's (bopsweep.trial.provenance)
 
     @property
     def proc(self) -> TrialProcess:

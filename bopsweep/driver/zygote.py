@@ -94,6 +94,9 @@ def _load(data_dir: str) -> None:
     import bopsweep.trial.train  # noqa: F401
     from bopsweep.errors import UserError
     from bopsweep.trial.cifar_files import preload_cifar10
+    from bopsweep.trial.provenance import checkout
+
+    checkout()  # git's answer, once: every trial forked from here has it
 
     if data_dir:
         with contextlib.suppress(UserError):  # bad data: each trial reports it as it would

@@ -21,6 +21,8 @@ from bopsweep.attr_keys import (
     FAIL_REASON,
     FAILURE,
     LABEL,
+    PROVENANCE,
+    PROVENANCE_FIELDS,
     PRUNED_AT,
     SLOT,
     STEP1_BEST_EPOCH,
@@ -46,7 +48,10 @@ BOPSWEEP_COLUMNS = ("label", "config_id", "epochs_done", "best_val_acc", "best_e
                     "step1_best_val_acc", "step1_best_epoch", "last_c2i",
                     "failure", "fail_reason", "attempt", "slot", "pruned_at_epoch")  # fmt: skip
 _INTEGERS = ("epochs_done", "best_epoch", "step1_best_epoch", "attempt",
-             "pruned_at_epoch")  # fmt: skip  # None where unknown
+             "pruned_at_epoch", "provenance_cudnn")  # fmt: skip  # None where unknown
+# a trial's provenance (bopsweep.trial.provenance), one column per field; empty for a trial
+# that records none (run before bopsweep 0.4, or made by another tool)
+PROVENANCE_COLUMNS = tuple(f"provenance_{name}" for name in PROVENANCE_FIELDS)
 
 
 def trial_records(store: Store, study: optuna.Study) -> list[dict[str, Any]]:
@@ -90,6 +95,7 @@ def trial_records(store: Store, study: optuna.Study) -> list[dict[str, Any]]:
                 "attempt": attrs.get(ATTEMPT, 0),
                 "slot": attrs.get(SLOT),
                 "pruned_at_epoch": attrs.get(PRUNED_AT),
+                "provenance": attrs.get(PROVENANCE),
                 "trial_id": trial_id(t),
             }
         )
@@ -121,11 +127,12 @@ def _frame(records: list[dict[str, Any]], trial_ids: bool = False) -> pd.DataFra
     params = sorted({name for r in records for name in r["params"]})
     columns = [
         *OPTUNA_COLUMNS, *(f"params_{p}" for p in params), "state", *BOPSWEEP_COLUMNS,
-        *(["trial_id"] if trial_ids else []),
+        *PROVENANCE_COLUMNS, *(["trial_id"] if trial_ids else []),
     ]  # fmt: skip
     rows = [
-        {**{k: v for k, v in r.items() if k != "params"},
-         **{f"params_{k}": v for k, v in r["params"].items()}}
+        {**{k: v for k, v in r.items() if k not in ("params", "provenance")},
+         **{f"params_{k}": v for k, v in r["params"].items()},
+         **{f"provenance_{k}": v for k, v in (r["provenance"] or {}).items()}}
         for r in records
     ]  # fmt: skip
     frame = pd.DataFrame.from_records(rows, columns=columns)
@@ -137,6 +144,7 @@ def _frame(records: list[dict[str, Any]], trial_ids: bool = False) -> pd.DataFra
         frame[name] = frame[name].astype("float64")
     for name in _INTEGERS:  # integers with gaps, not floats ("3", not "3.0")
         frame[name] = frame[name].astype("Int64")
+    frame["provenance_dirty"] = frame["provenance_dirty"].astype("boolean")
     return frame
 
 
@@ -293,7 +301,7 @@ def best_mean_line(means: list[dict[str, Any]]) -> str | None:
 
 # what a trial's object in ``status --format json`` holds, in this order: the fields of
 # ``export`` (Optuna's names), with the params as one object, as ``optuna trials -f json`` has them
-STATUS_JSON_FIELDS = (*OPTUNA_COLUMNS, "state", "params", *BOPSWEEP_COLUMNS)
+STATUS_JSON_FIELDS = (*OPTUNA_COLUMNS, "state", "params", *BOPSWEEP_COLUMNS, "provenance")
 
 
 def status_document(

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bopsweep.attr_keys import BEST_VAL_ACC, FINAL_TRAIN_ACC, LABEL
+from bopsweep.attr_keys import BEST_VAL_ACC, FINAL_TRAIN_ACC, LABEL, PROVENANCE, PROVENANCE_FIELDS
 from bopsweep.defaults import TableMetric
 from bopsweep.errors import UserError
 from bopsweep.readers.stats import ALPHA, Outcome, Summary, compare_to_baseline, summarize
@@ -53,6 +53,8 @@ class Arm:
     best: dict[int, float] = field(default_factory=dict)
     train: dict[int, float] = field(default_factory=dict)
     trials: dict[int, int] = field(default_factory=dict)  # seed → the trial number counted
+    # seed → the counted trial's provenance (None: it records none)
+    provenance: dict[int, dict[str, Any] | None] = field(default_factory=dict)
     base_point: bool = False  # its configuration is the study's base configuration
 
     def values(self, metric: TableMetric) -> dict[int, float]:
@@ -120,6 +122,8 @@ def _add_seed(arm: Arm, seed: int, t: FrozenTrial) -> None:
     if isinstance(train, int | float) and not isinstance(train, bool) and math.isfinite(train):
         arm.train[seed] = 100 * float(train)
     arm.trials[seed] = t.number
+    recorded = t.user_attrs.get(PROVENANCE)
+    arm.provenance[seed] = recorded if isinstance(recorded, dict) else None
 
 
 def _sort_seeds(arm: Arm) -> None:
@@ -165,6 +169,7 @@ class Table:
     rows: list[Row]
     chosen: str  # how the baseline was chosen, for the caption
     alpha: float = ALPHA
+    provenance: str | None = None  # how the compared trials' provenance differs, if it does
 
     @property
     def baseline(self) -> Row:
@@ -220,4 +225,26 @@ def build_table(
         )
         for arm in arms
     ]
-    return Table(study, metric, rows, chosen, alpha)
+    return Table(study, metric, rows, chosen, alpha, provenance_differences(arms))
+
+
+def provenance_differences(arms: list[Arm]) -> str | None:
+    """One sentence naming each provenance field (:mod:`bopsweep.trial.provenance`) in which the
+    trials the table counts differ, with their values, and how many record none where others
+    do; None where they agree (or none records any)."""
+    recorded = [p for arm in arms for p in arm.provenance.values()]
+    known = [p for p in recorded if p is not None]
+    parts = []
+    for name in PROVENANCE_FIELDS:
+        values = sorted({str(p.get(name)) for p in known})
+        if len(values) > 1:
+            parts.append(f"{name} ({', '.join(values)})")
+    if known and len(known) < len(recorded):
+        parts.append(f"{len(recorded) - len(known)} of the {len(recorded)} record none")
+    if not parts:
+        return None
+    return (
+        "The trials compared were not all run alike; they differ in "
+        + "; ".join(parts)
+        + " (each trial's: bopsweep status --format json)."
+    )

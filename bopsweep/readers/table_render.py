@@ -117,7 +117,8 @@ def _markdown(table: Table) -> str:
     header = _header(table)
     lines = [caption(table), "", line(header), "|" + "|".join(["---"] * len(header)) + "|"]
     lines += [line(_cells(r, " ± ", "[{:.2f}, {:.2f}]", "—")) for r in table.rows]
-    return "\n".join([*lines, "", NOTES]) + "\n"
+    notes = [NOTES, *([f"**Provenance.** {table.provenance}"] if table.provenance else [])]
+    return "\n".join([*lines, "", "\n\n".join(notes)]) + "\n"
 
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -139,7 +140,8 @@ def _latex(table: Table) -> str:
     for row in table.rows:
         cells = _cells(row, " ± ", "[{:.2f}, {:.2f}]", "—")
         body.append(" & ".join(tex(c) for c in cells) + r" \\")
-    comments = [f"% {line}" for line in (caption(table), NOTES, r"Needs \usepackage{booktabs}.")]
+    notes = (caption(table), NOTES, *([table.provenance] if table.provenance else []))
+    comments = [f"% {line}" for line in (*notes, r"Needs \usepackage{booktabs}.")]
     columns = "lr" + "l" * (len(header) - 2)
     return (
         "\n".join(
