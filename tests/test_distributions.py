@@ -155,18 +155,28 @@ def test_a_study_topped_up_or_queued_by_an_earlier_bopsweep_takes_new_trials(
             {"norm": CategoricalDistribution(("layer",))},
             {"norm": CategoricalDistribution(("batch",))},
         )
-    # through the command line, a changed axis or seed count is another definition: refused
+    # through the command line, a study may grow (more values, more seeds): its missing trials
+    # are queued; any other change of its definition is refused, naming what differs
     monkeypatch.chdir(tmp_path)
     data = str(small_cifar_dir)
     common = ["--param", "gamma", "--study", "g", "--queue-only", "--data-dir", data]
     assert invoke(["grid", *common, "--values", "1e-8,1e-7", *THREE_EPOCHS]).exit_code == 0
-    for more in (["--values", "1e-8,1e-7,1e-6"], ["--values", "1e-8,1e-7", "--seeds", "2"]):
-        result = invoke(["grid", *common, *more, *THREE_EPOCHS])
+    for less in (["--values", "1e-8"], ["--values", "1e-8,1e-6"]):  # a value dropped
+        result = invoke(["grid", *common, *less, *THREE_EPOCHS])
         one_line_error(result, "already exists with a different definition")
         assert "--study g-2" in result.output  # a name that is free
+    assert invoke(["grid", *common, "--values", "1e-7,1e-8,1e-6", *THREE_EPOCHS]).exit_code == 0
+    assert invoke(["grid", *common, "--values", "1e-8,1e-7,1e-6", "--seeds", "2",
+                   *THREE_EPOCHS]).exit_code == 0  # fmt: skip
+    stored = optuna.load_study(study_name="g", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert len(stored.trials) == 6  # 3 values × 2 seeds, each queued once
+    assert stored.user_attrs["bopsweep_spec"]["seeds"] == 2  # the grown definition
+    one_line_error(invoke(["grid", *common, "--values", "1e-8,1e-7,1e-6", *THREE_EPOCHS]),
+                   "seeds: 2 → 1")  # fmt: skip  # fewer seeds: refused
     # what differs is named, as stored → given
-    result = invoke(["grid", *common, "--values", "1e-8,1e-7", *TINY, "--epochs", "5"])
-    one_line_error(result, "definition (base.epochs: 3 → 5); resume it")
+    result = invoke(["grid", *common, "--values", "1e-8,1e-7,1e-6", "--seeds", "2", *TINY,
+                     "--epochs", "5"])  # fmt: skip
+    one_line_error(result, "definition (base.epochs: 3 → 5); it may only grow")
 
 
 def _free_port() -> int:
@@ -245,3 +255,30 @@ def test_definitions_differ_as_their_stored_json_does():
     assert differences({"a": 1}, {"a": 1.0}) == ["a: 1 → 1.0"]
     assert differences({"a": True}, {"a": 1}) == ["a: true → 1"]
     assert differences({"b": {"c": [1, 2]}}, {}) == ["b.c: [1, 2] → (none)"]
+
+
+def test_a_definition_grows_by_values_seeds_and_wider_ranges_and_in_no_other_way():
+    from bopsweep.store.definitions import comparable, grows
+    from bopsweep.studies import TrialConfig, grid_study, pow10_study
+
+    base = TrialConfig(epochs=2)
+
+    def grid(values, seeds=1, **changes):
+        config = TrialConfig(**{"epochs": 2, **changes})
+        spec = grid_study("g", config, {"gamma": values}, seeds=seeds)
+        return comparable(spec.to_dict())
+
+    def pow10(lo_hi):
+        return comparable(pow10_study("p", base, {"gamma": lo_hi}).to_dict())
+
+    small = grid([1e-8, 1e-7])
+    assert grows(small, grid([1e-7, 1e-6, 1e-8]))  # values added, in any order
+    assert grows(small, grid([1e-8, 1e-7], seeds=3))
+    assert grows(pow10("1e-8:1e-7"), pow10("1e-9:1e-6"))
+    assert not grows(pow10("1e-9:1e-6"), pow10("1e-8:1e-7"))
+    assert not grows(small, grid([1e-8]))  # a value dropped
+    assert not grows(grid([1e-8], seeds=2), grid([1e-8]))  # a seed dropped
+    assert not grows(small, grid([1e-8, 1e-7, 1e-6], epochs=3))  # and more epochs
+    assert not grows(small, grid([1e-8, 1e-7, 1e-6], unbiased=True))  # another base point
+    other_axis = comparable(grid_study("g", base, {"tau": [1e-6]}).to_dict())
+    assert not grows(small, other_axis)

@@ -183,8 +183,10 @@ def _fork_from_intermediate(
     if pid == 0:
         os.close(setsid_r)
         os.close(pid_w)
+        # a trial before anyone can see it as one: named first, so that no observer ever sees
+        # a session leader with the zygote's command line (a second zygote, to ps and tests)
+        set_cmdline(["-m", CHILD_MODULE, *argv])
         os.setsid()  # its own session and process group, before the driver knows its pid
-        set_cmdline(["-m", CHILD_MODULE, *argv])  # a trial, before anyone can see it as one
         os.close(setsid_w)
         _become_trial(sock, driver, argv, fds)
         return 0

@@ -31,7 +31,7 @@ from urllib.parse import quote
 from bopsweep.attr_keys import C2I_ATTR, LEGACY_ATTR, SCHEMA_ATTR, SPEC_ATTR, UUID_ATTR
 from bopsweep.errors import UserError
 from bopsweep.files import is_sqlite_file
-from bopsweep.store.definitions import comparable, differences, free_name, summary
+from bopsweep.store.definitions import comparable, differences, free_name, grows, summary
 from bopsweep.store.failures import reason
 from bopsweep.store.fencing import study_lock
 from bopsweep.store.metrics import METRIC_TABLES, MetricTables
@@ -190,13 +190,15 @@ class Store:
             )
         # a study command (or its dry run) writes it next: refused before its definition
         check_readable(study.user_attrs, spec.name, readonly=False)
-        found = differences(comparable(stored), comparable(spec.to_dict()))
-        if found:
+        old, new = comparable(stored), comparable(spec.to_dict())
+        found = differences(old, new)
+        if found and not grows(old, new):  # a grown study adds its missing trials
             free = free_name(spec.name, self.study_names())
             raise UserError(
                 f"study {spec.name!r} already exists with a different definition "
-                f"({summary(found)}); resume it with 'bopsweep resume', or run this one as "
-                f"another study: --study {free}"
+                f"({summary(found)}); it may only grow (more values of an axis, more seeds): "
+                f"resume it with 'bopsweep resume', or run this one as another study: "
+                f"--study {free}"
             )
         return study
 

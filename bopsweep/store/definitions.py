@@ -22,6 +22,26 @@ def comparable(spec: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def grows(stored: dict[str, Any], given: dict[str, Any]) -> bool:
+    """Whether ``given`` (a comparable definition) only grows ``stored``: each grid axis keeps
+    its values (in any order) and may add more, the seeds per configuration may rise, and a
+    power-of-ten study's ranges widen with its axes; nothing else differs. Running it adds
+    the missing trials, and every trial stored stays one of the study."""
+    old, new = json.loads(json.dumps(stored)), json.loads(json.dumps(given))
+    old_axes, new_axes = old.pop("grid", None) or {}, new.pop("grid", None) or {}
+    old_seeds, new_seeds = old.pop("seeds", 1), new.pop("seeds", 1)
+    for definition in (old, new):
+        definition.get("meta", {}).pop("ranges", None)  # pow10: said again by its axes
+    if old != new or set(old_axes) != set(new_axes) or new_seeds < old_seeds:
+        return False
+    return all(_texts(old_axes[a]) <= _texts(new_axes[a]) for a in old_axes)
+
+
+def _texts(values: list[Any]) -> set[str]:
+    """An axis's values as their JSON text, as they are stored (1 is not 1.0)."""
+    return {json.dumps(v) for v in values}
+
+
 def differences(stored: dict[str, Any], given: dict[str, Any]) -> list[str]:
     """``field: stored → given`` for each setting of two comparable definitions that differs,
     fields named by their dotted path (``base.epochs``, ``meta.axes.gamma``). Values compare
