@@ -10,8 +10,8 @@ what changed, each read bounded by an index:
 
 * trials it knew unfinished that have started or finished (the study's trials past its oldest
   unfinished one, in a state other than WAITING: ``ix_bopsweep_trials_state``);
-* metric rows written since its last look (``id`` above its cursor, the primary key): the
-  epochs trials reached, this driver's and every other's;
+* metric rows written since its last look (``id`` above its cursor): the epochs trials
+  reached, this driver's and every other's;
 * trials added (``trial_id`` above its cursor, the primary key), with the attributes that say
   their configuration and planned epochs.
 
@@ -170,8 +170,8 @@ class ProgressBook:
 
     def _read_rows(self, conn: Any, full: bool) -> None:
         """The furthest epoch of each trial with rows written since the cursor. Past the first
-        (``full``) read, by the primary key alone (the study's own index would scan all its
-        rows), the other studies' rows dropped here."""
+        (``full``) read, the study's rows from the cursor on (SQLite: its index on the study,
+        whose entries end in the row id, from the cursor; PostgreSQL: the primary key)."""
         import sqlalchemy as sa
 
         t = self.table
