@@ -157,15 +157,19 @@ def progress_reads(url: str) -> dict[str, float]:
     return {"progress_kept": kept, "progress_full_count": full}
 
 
-def steady_rate(url: str, name: str) -> float:
-    """Trials per minute of a finished study from its first trial's end to its last: the pace
-    while trials run, without the start (the warm-start zygote's torch import and data
-    loading, once per driver however many workers) and the end."""
+def steady_rate(url: str, name: str, workers: int) -> float:
+    """Trials per minute of a finished study from the end of its first round of trials (one
+    per worker) to its last trial's end: the pace while trials run, without the start (the
+    warm-start zygote's torch import and data loading, once per driver however many workers)
+    and the end."""
     import optuna
 
     study = optuna.load_study(study_name=name, storage=url)
     ends = sorted(t.datetime_complete for t in study.trials if t.datetime_complete is not None)
-    return (len(ends) - 1) / (ends[-1] - ends[0]).total_seconds() * 60
+    if len(ends) <= workers:
+        raise ValueError(f"a steady pace needs more trials than workers, not {len(ends)}")
+    span = (ends[-1] - ends[workers - 1]).total_seconds()
+    return (len(ends) - workers) / max(span, 1e-6) * 60
 
 
 def workers_ratio(folder: Path, data: Path, n_trials: int, rounds: int) -> dict[str, float]:
@@ -179,7 +183,7 @@ def workers_ratio(folder: Path, data: Path, n_trials: int, rounds: int) -> dict[
         for w in (1, 2) if r % 2 == 0 else (2, 1):
             name = f"workers{w}-{r}"
             trials_per_minute(name, data, folder, n_trials, 1, workers=w)
-            rates[w].append(steady_rate(f"sqlite:///{folder / f'{name}.db'}", name))
+            rates[w].append(steady_rate(f"sqlite:///{folder / f'{name}.db'}", name, w))
     one, two = (statistics.median(rates[w]) for w in (1, 2))
     return {"one_worker": one, "two_workers": two, "ratio": two / one}
 
