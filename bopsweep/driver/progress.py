@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from bopsweep.attr_keys import CONFIG_ID, DELTA_ATTR, EPOCHS_DONE, FULL_ATTR
 from bopsweep.driver.state import StudyProgress
 from bopsweep.store.optuna_adapter import engine_of, study_id
-from bopsweep.store.trial_config import StoredConfigError, has_config, trial_setting
+from bopsweep.store.trial_config import StoredConfigError, is_configured, trial_setting
 
 if TYPE_CHECKING:
     from bopsweep.driver.state import Running
@@ -74,6 +74,7 @@ class ProgressBook:
     def __init__(
         self, trials: StudyTrials, epochs_table: Any, search: tuple[int, int] | None = None
     ) -> None:
+        self._made_with = (trials, epochs_table, search)  # a recount makes a fresh book so
         self.engine = engine_of(trials.study)
         self.sid, self.base = study_id(trials.study), trials.base
         self.table, self.search = epochs_table, search
@@ -129,16 +130,12 @@ class ProgressBook:
             self._recount.start()
 
     def _count_afresh(self) -> None:
-        fresh = ProgressBook.__new__(ProgressBook)
-        fresh.__dict__.update(self.__dict__)
-        fresh.configs, fresh.config_of, fresh.state = {}, {}, {}
-        fresh.unconfigured, fresh.early = set(), {}
-        fresh.trial_cursor = fresh.row_cursor = 0
-        fresh.done = fresh.epochs_done = fresh.epochs_total = fresh.waiting = 0
+        fresh = ProgressBook(*self._made_with)
         with contextlib.suppress(Exception):  # a database error: the next recount tries again
             with fresh.engine.connect() as conn:
                 fresh._read_rows(conn, full=True)
                 fresh._read_trials(conn, full=True)
+            fresh.read_once = True
             self._fresh = fresh
         self._recount, self._recounted = None, time.monotonic()
 
@@ -224,7 +221,7 @@ class ProgressBook:
         attrs = _attrs(conn, todo, _ATTRS)
         curves = _curve_ends(conn, todo) if full else {}
         for tid in todo:
-            if _configured(attrs.get(tid, {})):
+            if is_configured(attrs.get(tid, {})):
                 self.unconfigured.discard(tid)
                 self._add(tid, attrs[tid], max(curves.get(tid, 0), self.early.pop(tid, 0)))
             elif tid not in self.state:  # finished without a configuration: not counted
@@ -267,10 +264,6 @@ class ProgressBook:
 def _name(state: Any) -> str:
     """A trial state as its name (the column holds the enum's name)."""
     return str(getattr(state, "name", state))
-
-
-def _configured(attrs: dict[str, Any]) -> bool:
-    return CONFIG_ID in attrs and has_config(attrs)
 
 
 def _attrs(conn: Any, ids: list[int], keys: tuple[str, ...]) -> dict[int, dict[str, Any]]:

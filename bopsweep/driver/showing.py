@@ -87,7 +87,7 @@ class Showing:
             search = None  # a search's runs in all (K per configuration with --seeds K)
             if self.search is not None:
                 search = (self.search.trials * self.search.seeds, self.search.base.epochs)
-            self.metrics.ensure_tables()
+            self.metrics.ensure_tables()  # a no-op where the study's command made them
             self.book = ProgressBook(self.queue, self.metrics.epochs, search)
         self.book.poll()
         counts = self.counts()

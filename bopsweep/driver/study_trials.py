@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from bopsweep.attr_keys import CONFIG_ID, FAILURE
 from bopsweep.store.fencing import study_lock
 from bopsweep.store.optuna_adapter import engine_of, storage_of
-from bopsweep.store.trial_config import has_config, study_base, trial_config
+from bopsweep.store.trial_config import is_configured, study_base, trial_config
 
 if TYPE_CHECKING:
     import optuna
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 def configured(trial: FrozenTrial) -> bool:
     """Whether bopsweep gave the trial its configuration (it can run and be re-queued)."""
-    return CONFIG_ID in trial.user_attrs and has_config(trial.user_attrs)
+    return is_configured(trial.user_attrs)
 
 
 def holds_result_or_is_pending(trial: FrozenTrial) -> bool:

@@ -56,6 +56,11 @@ def has_config(trial_attrs: Mapping[str, Any]) -> bool:
     return DELTA_ATTR in trial_attrs or FULL_ATTR in trial_attrs
 
 
+def is_configured(trial_attrs: Mapping[str, Any]) -> bool:
+    """Whether bopsweep gave a trial its configuration: its id and its settings."""
+    return CONFIG_ID in trial_attrs and has_config(trial_attrs)
+
+
 def trial_setting(trial_attrs: Mapping[str, Any], base: Mapping[str, Any], name: str) -> Any:
     """One setting of a trial's configuration, without rebuilding (and checking) all of it: for
     what is read often, like the live display's epochs to go. Not for local settings."""
